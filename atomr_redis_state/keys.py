@@ -1,0 +1,87 @@
+"""Every Redis key this library uses is built here.
+
+Layout (``P`` = prefix, ``T`` = slot tag, ``W``/``R`` = escaped workflow/run id)::
+
+    P:{T}:W:R:steps      sorted set: member and score = super-step, one per snapshot of the run
+    P:{T}:W:R:snap:<n>   hash: the snapshot at super-step n (one field per channel, :label, :ts)
+    P:{T}:W:runs         sorted set (all scores 0): run ids of workflow W whose tag is T
+
+The tag is one of :data:`SLOT_BUCKETS` values, chosen by hashing the workflow id with the run's
+lineage root (a fork keeps its source's root, see :func:`~.model.fork_run_id`). So all keys of a
+run, of its forks, and the run-index bucket they are listed in share one Redis Cluster slot, and
+every script touches a single slot; and the runs of one workflow spread over many slots.
+Ids are escaped (``%`` -> ``%25``, ``:`` -> ``%3A``, ``{`` -> ``%7B``, ``}`` -> ``%7D``), so ids
+never collide, ``:`` separates fields unambiguously, and only the tag holds braces.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .model import lineage_root
+
+SLOT_BUCKETS = 256
+"""How many slot tags runs are spread over. Changing it moves every run's keys."""
+
+_ESCAPES = str.maketrans({"%": "%25", ":": "%3A", "{": "%7B", "}": "%7D"})
+
+
+def escape(part: str) -> str:
+    """Escape an id for use as one ``:``-separated key segment."""
+    return part.translate(_ESCAPES)
+
+
+def bucket_of(workflow_id: str, run_id: str) -> int:
+    """The slot bucket of a run: shared by every run of its lineage."""
+    seed = f"{workflow_id}\x00{lineage_root(run_id)}".encode()
+    return zlib.crc32(seed) % SLOT_BUCKETS
+
+
+@dataclass(frozen=True, slots=True)
+class RunKeys:
+    """The keys of one run."""
+
+    steps: str
+    """The run's sorted set of super-steps."""
+    snapshot_prefix: str
+    """Snapshot hash keys are this prefix followed by the super-step."""
+    run_index: str
+    """The run-index bucket that lists this run."""
+
+    def snapshot(self, super_step: int) -> str:
+        return f"{self.snapshot_prefix}{super_step}"
+
+
+class KeyLayout:
+    """Builds the keys of one tenant (``prefix``)."""
+
+    def __init__(self, prefix: str) -> None:
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
+        if not prefix:
+            raise ValueError("prefix must not be empty")
+        if "{" in prefix or "}" in prefix:
+            raise ValueError(
+                f"prefix must not contain '{{' or '}}' (it would become the cluster hash tag): "
+                f"{prefix!r}"
+            )
+        self.prefix = prefix
+        self.run = lru_cache(maxsize=8192)(self._run_keys)
+
+    def _run_keys(self, workflow_id: str, run_id: str) -> RunKeys:
+        workflow_part = (
+            f"{self.prefix}:{{{bucket_of(workflow_id, run_id):02x}}}:{escape(workflow_id)}"
+        )
+        run_part = f"{workflow_part}:{escape(run_id)}"
+        return RunKeys(
+            steps=f"{run_part}:steps",
+            snapshot_prefix=f"{run_part}:snap:",
+            run_index=f"{workflow_part}:runs",
+        )
+
+    def run_index_buckets(self, workflow_id: str) -> list[str]:
+        """Every run-index bucket key of a workflow, one per slot tag."""
+        workflow = escape(workflow_id)
+        return [f"{self.prefix}:{{{b:02x}}}:{workflow}:runs" for b in range(SLOT_BUCKETS)]

@@ -1,0 +1,41 @@
+-- Helpers prepended to every script by atomr_redis_state/scripts.py; not a script of its own.
+-- Snapshot hashes are named <snapshot prefix><super-step>: the prefix is a declared KEYS entry
+-- and the super-steps come from the run's own sorted set, so every such key shares the declared
+-- keys' hash tag (one Redis Cluster slot).
+
+-- The server's clock in milliseconds: one clock for every worker, whatever their own clocks say.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- HSET the (field, value) pairs ARGV[first..#ARGV] on key, in chunks: Lua's unpack fails near
+-- 8,000 values, and a snapshot may have more than 10,000 channels.
+local function hset_pairs(key, first)
+  for i = first, #ARGV, 1000 do
+    redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+  end
+end
+
+-- Expire key at the absolute deadline (ms), or never when deadline is nil.
+local function expire_at(key, deadline)
+  if deadline then
+    redis.call('PEXPIREAT', key, deadline)
+  else
+    redis.call('PERSIST', key)
+  end
+end
+
+-- Add run_id to a run-index bucket and keep the bucket alive at least as long as the run
+-- (until deadline; forever when deadline is nil). A new bucket takes the run's deadline.
+local function index_run(index, run_id, deadline)
+  local expires = redis.call('PEXPIRETIME', index)
+  redis.call('ZADD', index, 0, run_id)
+  if deadline == nil then
+    if expires >= 0 then
+      redis.call('PERSIST', index)
+    end
+  elseif expires == -2 or (expires >= 0 and expires < deadline) then
+    redis.call('PEXPIREAT', index, deadline)
+  end
+end
