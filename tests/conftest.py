@@ -1,0 +1,99 @@
+"""Backends for the contract suite: every behaviour test runs on each of them.
+
+- ``memory``: InMemoryCheckpointer
+- ``fakeredis``: RedisCheckpointer on fakeredis (in-process, Lua through lupa)
+- ``redis``: RedisCheckpointer on a redis-server these tests start on a free loopback port
+
+Without redis-server on PATH the real-Redis tests skip, unless ATOMR_REQUIRE_REDIS=1 (set by
+.ci/run), which makes them fail instead.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import fakeredis
+import pytest
+from redis.asyncio import Redis
+
+from atomr_redis_state import Checkpointer, InMemoryCheckpointer, RedisCheckpointer
+from tests.servers import RedisServer, missing_binaries, redis_required, start_server
+
+BACKENDS = ["memory", "fakeredis", "redis"]
+REDIS_BACKENDS = ["fakeredis", "redis"]
+
+
+def _require_binaries() -> None:
+    missing = missing_binaries()
+    if missing:
+        reason = f"{', '.join(missing)} not on PATH: install Redis >= 7.0 to run these tests"
+        if redis_required():
+            pytest.fail(f"{reason} (ATOMR_REQUIRE_REDIS is set, so this is a failure)")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of our own for the whole session."""
+    _require_binaries()
+    server = start_server(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@dataclass
+class Backend:
+    """One backend under test: makes checkpointers and lets tests look at raw Redis."""
+
+    name: str
+    client: Any = None
+    prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
+
+    @property
+    def is_redis(self) -> bool:
+        return self.client is not None
+
+    def make(
+        self,
+        *,
+        prefix: str | None = None,
+        ttl: float | timedelta | None = None,
+        keep_last: int | None = None,
+    ) -> Checkpointer:
+        if self.client is None:
+            return InMemoryCheckpointer(ttl=ttl, keep_last=keep_last)
+        return RedisCheckpointer(
+            self.client, prefix=prefix or self.prefix, ttl=ttl, keep_last=keep_last
+        )
+
+    async def raw_keys(self, prefix: str | None = None) -> list[bytes]:
+        """Every key under a prefix (SCAN: fine in a test, never in the library)."""
+        pattern = f"{prefix or self.prefix}:*"
+        return sorted([key async for key in self.client.scan_iter(match=pattern, count=1000)])
+
+
+@pytest.fixture(params=BACKENDS)
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    name: str = request.param
+    if name == "memory":
+        yield Backend(name)
+    elif name == "fakeredis":
+        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(version=(7, 0)))
+        yield Backend(name, client)
+        await client.aclose()
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        client = Redis.from_url(server.url)
+        yield Backend(name, client)
+        await client.aclose()
+
+
+@pytest.fixture
+def checkpointer(backend: Backend) -> Checkpointer:
+    return backend.make()
+
+

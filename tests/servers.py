@@ -1,0 +1,114 @@
+"""Start and stop throwaway redis-server processes (standalone and cluster) for the tests.
+
+Never touches a server it did not start: each server gets a free loopback port, a temporary
+directory, no persistence, and is stopped by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REQUIRE_REDIS_ENV = "ATOMR_REQUIRE_REDIS"
+
+
+def redis_required() -> bool:
+    """True in CI: a missing redis-server must fail the tests, not skip them."""
+    return os.environ.get(REQUIRE_REDIS_ENV, "") not in ("", "0")
+
+
+def missing_binaries() -> list[str]:
+    return [name for name in ("redis-server", "redis-cli") if shutil.which(name) is None]
+
+
+def free_port(below: int = 55_536) -> int:
+    """A free loopback TCP port (below 55,536, so that port + 10,000 is a valid cluster bus)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port < below and _port_free(port + 10_000):
+            return port
+    raise RuntimeError("no free loopback port found")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@dataclass
+class RedisServer:
+    """One redis-server process on 127.0.0.1:port."""
+
+    port: int
+    directory: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, extra: Sequence[str] = ()) -> RedisServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        log = open(self.directory / f"redis-{self.port}.log", "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                *extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + 10
+        while not _ping(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                log_text = (self.directory / f"redis-{self.port}.log").read_text(errors="replace")
+                raise RuntimeError(f"redis-server on port {self.port} did not start:\n{log_text}")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+def start_server(directory: Path) -> RedisServer:
+    return RedisServer(free_port(), directory).start()
