@@ -16,6 +16,9 @@ import orjson
 from .errors import ValueEncodingError
 from .model import JSON
 
+MAX_DEPTH = 254
+"""How deeply lists and objects may nest (orjson's limit)."""
+
 LABEL_FIELD = b":label"
 TIMESTAMP_FIELD = b":ts"
 
@@ -37,13 +40,15 @@ def encode_value(channel: str, value: object) -> bytes:
     try:
         data = orjson.dumps(value, option=_DUMPS_OPTIONS)
     except orjson.JSONEncodeError as exc:
+        reason = str(exc)
+        if "Recursion" in reason:
+            reason = f"nested more than {MAX_DEPTH} levels deep"
         raise ValueEncodingError(
-            f"channel {channel!r}: not strict JSON: {_find_problem(value) or exc}"
+            f"channel {channel!r}: not strict JSON: {_describe_problem(value) or reason}"
         ) from None
     if orjson.loads(data) != value:
-        raise ValueEncodingError(
-            f"channel {channel!r}: not strict JSON: {_find_problem(value) or 'does not round-trip'}"
-        )
+        reason = _describe_problem(value) or "does not decode back to itself"
+        raise ValueEncodingError(f"channel {channel!r}: not strict JSON: {reason}")
     return data
 
 
@@ -127,7 +132,15 @@ def pairs_of(flat: list[Any]) -> Iterator[tuple[Any, Any]]:
     return zip(it, it, strict=True)
 
 
-def _find_problem(value: object, path: str = "$") -> str | None:
+def _describe_problem(value: object) -> str | None:
+    """Describe the first part of ``value`` that is not strict JSON, or None if none is found."""
+    try:
+        return _find_problem(value, "$")
+    except RecursionError:
+        return None
+
+
+def _find_problem(value: object, path: str) -> str | None:
     """Describe the first part of ``value`` that is not strict JSON, or None."""
     if value is None or isinstance(value, bool | str):
         return None if type(value) in (type(None), bool, str) else _unsupported(value, path)

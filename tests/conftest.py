@@ -79,6 +79,7 @@ class Backend:
 @pytest.fixture(params=BACKENDS)
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     name: str = request.param
+    client: Any
     if name == "memory":
         yield Backend(name)
     elif name == "fakeredis":
@@ -95,5 +96,3 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
 @pytest.fixture
 def checkpointer(backend: Backend) -> Checkpointer:
     return backend.make()
-
-

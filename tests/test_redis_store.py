@@ -1,0 +1,190 @@
+"""What only the Redis store has: key layout, tenants, round trips, scripts and clients."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
+
+from atomr_redis_state import CheckpointKey, RedisCheckpointer, Snapshot
+from atomr_redis_state.keys import SLOT_BUCKETS, KeyLayout
+from atomr_redis_state.scripts import Scripts, script_source
+from tests.conftest import REDIS_BACKENDS, Backend
+from tests.servers import RedisServer
+
+LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
+WF = "wf-redis"
+
+on_redis = pytest.mark.parametrize("backend", REDIS_BACKENDS, indirect=True)
+
+
+def snap(run: str, step: int) -> Snapshot:
+    return Snapshot(CheckpointKey(WF, run, step), {"step": step})
+
+
+def hash_tag(key: bytes) -> bytes:
+    match = re.search(rb"\{([^}]+)\}", key)
+    assert match, key
+    return match.group(1)
+
+
+@on_redis
+async def test_every_key_starts_with_the_prefix(backend: Backend) -> None:
+    cp = backend.make(prefix="tenant:a")
+    await cp.save(snap("r", 0))
+    await cp.fork(CheckpointKey(WF, "r", 0))
+    keys = [k async for k in backend.client.scan_iter(match="tenant:a*")]
+    assert len(keys) == 5
+    assert all(k.startswith(b"tenant:a:{") for k in keys)
+
+
+@on_redis
+async def test_prefixes_isolate_tenants(backend: Backend) -> None:
+    one, two = (
+        backend.make(prefix=backend.prefix + "-1"),
+        backend.make(prefix=backend.prefix + "-2"),
+    )
+    await one.save(snap("r", 0))
+    await two.save(snap("r", 5))
+    latest_one, latest_two = await one.latest(WF, "r"), await two.latest(WF, "r")
+    assert latest_one is not None
+    assert latest_one.key.super_step == 0
+    assert latest_two is not None
+    assert latest_two.key.super_step == 5
+    assert await one.list_runs(WF) == ["r"]
+    await one.delete_run(WF, "r")
+    assert await two.latest(WF, "r") is not None
+
+
+@on_redis
+async def test_a_run_its_forks_and_their_index_share_one_hash_tag(backend: Backend) -> None:
+    cp = backend.make()
+    await cp.save(snap("r", 0))
+    forked = await cp.fork(CheckpointKey(WF, "r", 0))
+    await cp.fork(CheckpointKey(WF, forked, 0))
+    keys = await backend.raw_keys()
+    assert len(keys) == 7
+    assert len({hash_tag(k) for k in keys}) == 1
+
+
+@on_redis
+async def test_runs_of_one_workflow_spread_over_many_tags(backend: Backend) -> None:
+    cp = backend.make()
+    for i in range(300):
+        await cp.save(snap(f"run-{i}", 0))
+    tags = {hash_tag(k) for k in await backend.raw_keys()}
+    assert len(tags) > SLOT_BUCKETS // 2
+
+
+@on_redis
+async def test_a_refused_value_writes_nothing(backend: Backend) -> None:
+    cp = backend.make()
+    with pytest.raises(ValueError, match="not strict JSON"):
+        await cp.save(Snapshot(CheckpointKey(WF, "r", 0), {"a": 1, "b": float("nan")}))
+    assert await backend.raw_keys() == []
+
+
+@on_redis
+async def test_a_missing_fork_source_writes_nothing(backend: Backend) -> None:
+    cp = backend.make()
+    with pytest.raises(LookupError):
+        await cp.fork(CheckpointKey(WF, "r", 0), {"a": 1})
+    assert await backend.raw_keys() == []
+
+
+@on_redis
+async def test_scripts_are_reloaded_after_script_flush(backend: Backend) -> None:
+    cp = backend.make()
+    await cp.save(snap("r", 0))
+    await backend.client.script_flush()
+    await cp.save(snap("r", 1))
+    assert [m.super_step for m in await cp.list(WF, "r")] == [0, 1]
+
+
+@pytest.mark.parametrize("prefix", ["", "a{b", "x}", 3], ids=repr)
+def test_bad_prefixes_are_refused(prefix: Any) -> None:
+    with pytest.raises((TypeError, ValueError), match="prefix"):
+        RedisCheckpointer(fakeredis.FakeAsyncRedis(), prefix=prefix)
+
+
+async def test_a_client_that_decodes_responses_is_refused() -> None:
+    client = fakeredis.FakeAsyncRedis(decode_responses=True)
+    with pytest.raises(ValueError, match="decode_responses=False"):
+        RedisCheckpointer(client)
+    await client.aclose()
+
+
+def test_something_that_is_no_client_is_refused() -> None:
+    with pytest.raises(TypeError, match="client"):
+        RedisCheckpointer(object())
+
+
+# Round trips, measured on the wire of a real server.
+
+
+class CountingConnection(Connection):
+    """Counts what is written to the server: one packed write is one round trip."""
+
+    writes = 0
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.writes += 1
+        await super().send_packed_command(command, check_health)
+
+
+@pytest.fixture
+async def counted(redis_server: RedisServer) -> AsyncIterator[RedisCheckpointer]:
+    client = Redis.from_url(redis_server.url, connection_class=CountingConnection)
+    cp = RedisCheckpointer(client, prefix="counted", ttl=3600, keep_last=100)
+    await cp.save(snap("r", 0))
+    await cp.fork(CheckpointKey(WF, "r", 0))  # loads every script used below
+    await cp.latest(WF, "r")
+    await cp.list(WF, "r")
+    await cp.delete_run(WF, "nothing")
+    yield cp
+    await cp.delete_run(WF, "r")
+    for run in await cp.list_runs(WF):
+        await cp.delete_run(WF, run)
+    await client.aclose()
+
+
+async def test_every_operation_is_one_round_trip(counted: RedisCheckpointer) -> None:
+    key = CheckpointKey(WF, "r", 1)
+    operations: dict[str, Callable[[], Awaitable[object]]] = {
+        "save": lambda: counted.save(snap("r", 1)),
+        "exclusive save": lambda: counted.save(snap("r", 2), exclusive=True),
+        "load": lambda: counted.load(key),
+        "latest": lambda: counted.latest(WF, "r"),
+        "list": lambda: counted.list(WF, "r"),
+        "fork": lambda: counted.fork(key, {"a": 1}),
+        "delete_run": lambda: counted.delete_run(WF, "gone"),
+    }
+    trips = {}
+    for name, operation in operations.items():
+        before = CountingConnection.writes
+        await operation()
+        trips[name] = CountingConnection.writes - before
+    assert trips == dict.fromkeys(operations, 1)
+
+
+def test_scripts_are_files_with_a_header_and_no_shebang() -> None:
+    names = [f.name for f in Scripts.__dataclass_fields__.values()]
+    for name in names:
+        text = (LUA_DIR / f"{name}.lua").read_text()
+        assert text.startswith(f"-- {name}:"), name
+        assert "KEYS[1]" in text.split("\n\n")[0] or "KEYS[1]" in text[:600], name
+        assert "#!" not in script_source(name)
+
+
+def test_key_layout_is_built_in_one_place() -> None:
+    layout = KeyLayout("p")
+    run = layout.run("w:1", "r{x}")
+    assert run.steps == "p:{" + hash_tag(run.steps.encode()).decode() + "}:w%3A1:r%7Bx%7D:steps"
+    assert run.snapshot(3) == run.snapshot_prefix + "3"
+    assert run.run_index in layout.run_index_buckets("w:1")
