@@ -21,6 +21,8 @@ MAX_DEPTH = 254
 
 LABEL_FIELD = b":label"
 TIMESTAMP_FIELD = b":ts"
+WRITE_TOKEN_FIELD = b":w"
+"""Set by an exclusive save to a token of its own, so a retry of it is recognised."""
 
 # orjson natively serialises dataclasses, datetimes and subclasses of str/int/dict/list; passing
 # them through (to no ``default``) makes it refuse them, as strict JSON must.

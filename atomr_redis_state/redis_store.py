@@ -6,7 +6,9 @@ and every script touches keys of a single Redis Cluster slot (see :mod:`.keys`).
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import secrets
 from datetime import timedelta
 from typing import Any, cast
 
@@ -15,7 +17,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
 from .base import BaseCheckpointer, Fields, Stored
-from .codec import pairs_of
+from .codec import WRITE_TOKEN_FIELD, pairs_of
 from .errors import CheckpointConflictError, CheckpointNotFoundError
 from .keys import KeyLayout
 from .model import CheckpointKey, check_positive_int, ttl_to_ms
@@ -56,6 +58,11 @@ class RedisCheckpointer(BaseCheckpointer):
         self.keep_last = None if keep_last is None else check_positive_int(keep_last, "keep_last")
         self._scripts = Scripts.register(client)
         self._owns_client = False
+        # redis-py's RedisCluster discovers the cluster on first use, and concurrent first
+        # commands race in that discovery; so a cluster client is initialised once, up front.
+        self._cluster_pending = isinstance(client, RedisCluster)
+        self._on_cluster_arg = "1" if isinstance(client, RedisCluster) else "0"
+        self._cluster_lock = asyncio.Lock()
         self._ttl_arg = str(self.ttl_ms or 0)
         self._keep_last_arg = str(self.keep_last or 0)
 
@@ -101,16 +108,23 @@ class RedisCheckpointer(BaseCheckpointer):
     async def _save(self, key: CheckpointKey, fields: Fields, *, exclusive: bool) -> None:
         run = self.keys.run(key.workflow_id, key.run_id)
         step = str(key.super_step)
+        token = ""
+        if exclusive:
+            # Makes the exclusive save idempotent: a client-side retry after a lost reply
+            # finds its own token instead of reporting a conflict with itself.
+            token = secrets.token_hex(8)
+            fields = [*fields, WRITE_TOKEN_FIELD, token.encode()]
         try:
-            await _run_script(
+            await self._call(
                 self._scripts.save,
                 [run.steps, run.snapshot_prefix + step, run.run_index, run.snapshot_prefix],
                 [
                     step,
-                    "1" if exclusive else "0",
+                    token,
                     self._ttl_arg,
                     self._keep_last_arg,
                     key.run_id,
+                    self._on_cluster_arg,
                     *fields,
                 ],
             )
@@ -121,11 +135,15 @@ class RedisCheckpointer(BaseCheckpointer):
 
     async def _load(self, key: CheckpointKey) -> Stored | None:
         run = self.keys.run(key.workflow_id, key.run_id)
+        if self._cluster_pending:
+            await self._initialise_cluster()
         return cast(Stored, await self.client.hgetall(run.snapshot(key.super_step)))
 
     async def _latest(self, workflow_id: str, run_id: str) -> tuple[int, Stored] | None:
         run = self.keys.run(workflow_id, run_id)
-        reply = await _run_script(self._scripts.latest, [run.steps, run.snapshot_prefix], [])
+        reply = await self._call(
+            self._scripts.latest, [run.steps, run.snapshot_prefix], [self._on_cluster_arg]
+        )
         if reply is None:
             return None
         step, flat = reply
@@ -136,8 +154,10 @@ class RedisCheckpointer(BaseCheckpointer):
     ) -> builtins.list[tuple[int, int, str]]:
         run = self.keys.run(workflow_id, run_id)
         upper = "+inf" if before is None else f"({before}"
-        flat = await _run_script(
-            self._scripts.list, [run.steps, run.snapshot_prefix], [upper, str(limit or 0)]
+        flat = await self._call(
+            self._scripts.list,
+            [run.steps, run.snapshot_prefix],
+            [upper, str(limit or 0), self._on_cluster_arg],
         )
         it = iter(flat)
         return [
@@ -150,7 +170,7 @@ class RedisCheckpointer(BaseCheckpointer):
         target = self.keys.run(from_key.workflow_id, new_run_id)
         step = from_key.super_step
         try:
-            await _run_script(
+            await self._call(
                 self._scripts.fork,
                 [source.snapshot(step), target.snapshot(step), target.steps, target.run_index],
                 [str(step), self._ttl_arg, new_run_id, *fields],
@@ -165,6 +185,8 @@ class RedisCheckpointer(BaseCheckpointer):
     async def _list_runs(
         self, workflow_id: str, *, limit: int, after: str | None
     ) -> builtins.list[str]:
+        if self._cluster_pending:
+            await self._initialise_cluster()
         buckets = self.keys.run_index_buckets(workflow_id)
         live: builtins.list[str] = []
         cursor = after
@@ -202,7 +224,7 @@ class RedisCheckpointer(BaseCheckpointer):
             if not found:
                 stale.setdefault(bucket, []).append((run_id, steps))
         for bucket, runs in stale.items():
-            await _run_script(
+            await self._call(
                 self._scripts.prune_runs,
                 [bucket, *(steps for _, steps in runs)],
                 [run_id for run_id, _ in runs],
@@ -211,21 +233,30 @@ class RedisCheckpointer(BaseCheckpointer):
 
     async def _delete_run(self, workflow_id: str, run_id: str) -> bool:
         run = self.keys.run(workflow_id, run_id)
-        removed = await _run_script(
-            self._scripts.delete_run, [run.steps, run.snapshot_prefix, run.run_index], [run_id]
+        removed = await self._call(
+            self._scripts.delete_run,
+            [run.steps, run.snapshot_prefix, run.run_index],
+            [run_id, self._on_cluster_arg],
         )
         return bool(removed)
 
+    async def _call(
+        self, script: AsyncScript, keys: builtins.list[str], args: builtins.list[Any]
+    ) -> Any:
+        """Call ``script``, retrying once on NOSCRIPT.
 
-async def _run_script(
-    script: AsyncScript, keys: builtins.list[str], args: builtins.list[Any]
-) -> Any:
-    """Call ``script``, retrying once on NOSCRIPT.
+        redis-py already reloads a script on NOSCRIPT; on ``RedisCluster`` the retried EVALSHA
+        has been seen to fail again while the load reaches every primary (redis-py issue 3935).
+        """
+        if self._cluster_pending:
+            await self._initialise_cluster()
+        try:
+            return await script(keys=keys, args=args)
+        except NoScriptError:
+            return await script(keys=keys, args=args)
 
-    redis-py already reloads a script on NOSCRIPT; on ``RedisCluster`` the retried EVALSHA has
-    been seen to fail again while the load reaches every primary (redis-py issue 3935).
-    """
-    try:
-        return await script(keys=keys, args=args)
-    except NoScriptError:
-        return await script(keys=keys, args=args)
+    async def _initialise_cluster(self) -> None:
+        async with self._cluster_lock:
+            if self._cluster_pending:
+                await self.client.initialize()
+                self._cluster_pending = False

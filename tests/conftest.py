@@ -3,6 +3,7 @@
 - ``memory``: InMemoryCheckpointer
 - ``fakeredis``: RedisCheckpointer on fakeredis (in-process, Lua through lupa)
 - ``redis``: RedisCheckpointer on a redis-server these tests start on a free loopback port
+- ``cluster``: RedisCheckpointer on a 3-master Redis Cluster these tests start, via RedisCluster
 
 Without redis-server on PATH the real-Redis tests skip, unless ATOMR_REQUIRE_REDIS=1 (set by
 .ci/run), which makes them fail instead.
@@ -18,13 +19,20 @@ from typing import Any
 
 import fakeredis
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from atomr_redis_state import Checkpointer, InMemoryCheckpointer, RedisCheckpointer
-from tests.servers import RedisServer, missing_binaries, redis_required, start_server
+from tests.servers import (
+    RedisClusterServers,
+    RedisServer,
+    missing_binaries,
+    redis_required,
+    start_cluster,
+    start_server,
+)
 
-BACKENDS = ["memory", "fakeredis", "redis"]
-REDIS_BACKENDS = ["fakeredis", "redis"]
+BACKENDS = ["memory", "fakeredis", "redis", "cluster"]
+REDIS_BACKENDS = ["fakeredis", "redis", "cluster"]
 
 
 def _require_binaries() -> None:
@@ -43,6 +51,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = start_server(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A 3-master Redis Cluster of our own for the whole session."""
+    _require_binaries()
+    cluster = start_cluster(tmp_path_factory.mktemp("cluster"))
+    yield cluster
+    cluster.stop()
 
 
 @dataclass
@@ -86,9 +103,14 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(version=(7, 0)))
         yield Backend(name, client)
         await client.aclose()
-    else:
+    elif name == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
         client = Redis.from_url(server.url)
+        yield Backend(name, client)
+        await client.aclose()
+    else:
+        cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
+        client = RedisCluster.from_url(cluster.url)
         yield Backend(name, client)
         await client.aclose()
 

@@ -112,3 +112,69 @@ class RedisServer:
 
 def start_server(directory: Path) -> RedisServer:
     return RedisServer(free_port(), directory).start()
+
+
+@dataclass
+class RedisClusterServers:
+    """A Redis Cluster of ``masters`` primaries (no replicas) on loopback."""
+
+    nodes: list[RedisServer]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def start_cluster(directory: Path, masters: int = 3) -> RedisClusterServers:
+    """Start the nodes, join them with ``redis-cli --cluster create``, wait for cluster_state:ok."""
+    cluster = RedisClusterServers([])
+    try:
+        for _ in range(masters):
+            port = free_port()
+            node = RedisServer(port, directory / f"node-{port}")
+            cluster.nodes.append(node)
+            node.start(
+                [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(directory / f"nodes-{port}.conf"),
+                    "--cluster-node-timeout",
+                    "5000",
+                ]
+            )
+        addresses = [f"127.0.0.1:{node.port}" for node in cluster.nodes]
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 30
+        while not all(_cluster_ok(node.port) for node in cluster.nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test cluster did not reach cluster_state:ok")
+            time.sleep(0.1)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def _cluster_ok(port: int) -> bool:
+    result = subprocess.run(
+        ["redis-cli", "-p", str(port), "cluster", "info"], capture_output=True, timeout=10
+    )
+    return b"cluster_state:ok" in result.stdout

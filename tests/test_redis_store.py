@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 
-from atomr_redis_state import CheckpointKey, RedisCheckpointer, Snapshot
+from atomr_redis_state import CheckpointConflictError, CheckpointKey, RedisCheckpointer, Snapshot
 from atomr_redis_state.keys import SLOT_BUCKETS, KeyLayout
 from atomr_redis_state.scripts import Scripts, script_source
 from tests.conftest import REDIS_BACKENDS, Backend
@@ -188,3 +188,33 @@ def test_key_layout_is_built_in_one_place() -> None:
     assert run.steps == "p:{" + hash_tag(run.steps.encode()).decode() + "}:w%3A1:r%7Bx%7D:steps"
     assert run.snapshot(3) == run.snapshot_prefix + "3"
     assert run.run_index in layout.run_index_buckets("w:1")
+
+
+class DeliveredTwice:
+    """A client whose every script call reaches the server twice, as when a reply is lost and
+    the client retries the command."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def get_encoder(self) -> Any:
+        return self.client.get_encoder()
+
+    def register_script(self, source: str) -> Any:
+        script = self.client.register_script(source)
+
+        async def call_twice(keys: Any, args: Any) -> Any:
+            await script(keys=keys, args=args)
+            return await script(keys=keys, args=args)
+
+        return call_twice
+
+
+@on_redis
+async def test_a_retried_exclusive_save_does_not_conflict_with_itself(backend: Backend) -> None:
+    retrying = RedisCheckpointer(DeliveredTwice(backend.client), prefix=backend.prefix)
+    await retrying.save(snap("r", 0), exclusive=True)
+    await retrying.save(snap("r", 1), exclusive=True)
+    assert [m.super_step for m in await retrying.list(WF, "r")] == [0, 1]
+    with pytest.raises(CheckpointConflictError):
+        await backend.make().save(snap("r", 1), exclusive=True)
