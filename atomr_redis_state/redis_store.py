@@ -61,7 +61,6 @@ class RedisCheckpointer(BaseCheckpointer):
         # redis-py's RedisCluster discovers the cluster on first use, and concurrent first
         # commands race in that discovery; so a cluster client is initialised once, up front.
         self._cluster_pending = isinstance(client, RedisCluster)
-        self._on_cluster_arg = "1" if isinstance(client, RedisCluster) else "0"
         self._cluster_lock = asyncio.Lock()
         self._ttl_arg = str(self.ttl_ms or 0)
         self._keep_last_arg = str(self.keep_last or 0)
@@ -124,7 +123,6 @@ class RedisCheckpointer(BaseCheckpointer):
                     self._ttl_arg,
                     self._keep_last_arg,
                     key.run_id,
-                    self._on_cluster_arg,
                     *fields,
                 ],
             )
@@ -141,9 +139,7 @@ class RedisCheckpointer(BaseCheckpointer):
 
     async def _latest(self, workflow_id: str, run_id: str) -> tuple[int, Stored] | None:
         run = self.keys.run(workflow_id, run_id)
-        reply = await self._call(
-            self._scripts.latest, [run.steps, run.snapshot_prefix], [self._on_cluster_arg]
-        )
+        reply = await self._call(self._scripts.latest, [run.steps, run.snapshot_prefix], [])
         if reply is None:
             return None
         step, flat = reply
@@ -157,7 +153,7 @@ class RedisCheckpointer(BaseCheckpointer):
         flat = await self._call(
             self._scripts.list,
             [run.steps, run.snapshot_prefix],
-            [upper, str(limit or 0), self._on_cluster_arg],
+            [upper, str(limit or 0)],
         )
         it = iter(flat)
         return [
@@ -236,7 +232,7 @@ class RedisCheckpointer(BaseCheckpointer):
         removed = await self._call(
             self._scripts.delete_run,
             [run.steps, run.snapshot_prefix, run.run_index],
-            [run_id, self._on_cluster_arg],
+            [run_id],
         )
         return bool(removed)
 

@@ -1,11 +1,9 @@
 -- Helpers prepended to every script by atomr_redis_state/scripts.py; not a script of its own.
 -- Snapshot hashes are named <snapshot prefix><super-step>: the prefix is a declared KEYS entry
 -- and the super-steps come from the run's own sorted set, so every such key shares the declared
--- keys' hash tag (one Redis Cluster slot). While that slot migrates between cluster nodes, such
--- undeclared keys may already sit on the other node; scripts run with an on-cluster flag check
--- them with all_local before writing anything, and answer TRYAGAIN (which redis-py retries).
-
-local TRYAGAIN = 'TRYAGAIN snapshots of this run are moving between cluster nodes'
+-- keys' hash tag (one Redis Cluster slot). The prefix never exists as a key, so while that slot
+-- migrates between nodes Redis answers every such script with TRYAGAIN (redis-py retries) rather
+-- than run it with the run's keys split across two nodes.
 
 -- The server's clock in milliseconds: one clock for every worker, whatever their own clocks say.
 local function now_ms()
@@ -19,16 +17,6 @@ local function hset_pairs(key, first)
   for i = first, #ARGV, 1000 do
     redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, #ARGV)))
   end
-end
-
--- True when every snapshot hash <prefix><step> for the given steps exists on this node.
-local function all_local(prefix, steps)
-  for _, s in ipairs(steps) do
-    if redis.call('EXISTS', prefix .. s) == 0 then
-      return false
-    end
-  end
-  return true
 end
 
 -- Expire key at the absolute deadline (ms), or never when deadline is nil.

@@ -1,14 +1,10 @@
 -- delete_run: remove every key of one run.
 -- KEYS[1] the run's steps sorted set   KEYS[2] the run's snapshot-key prefix
--- KEYS[3] the run-index bucket         ARGV[1] the run id   ARGV[2] '1' on Redis Cluster
+-- KEYS[3] the run-index bucket         ARGV[1] the run id
 -- Guarantees, atomically: every snapshot hash, the steps set and the index entry are gone
--- together; other runs (forks included: they are copies) are untouched. On a cluster, nothing
--- is deleted (TRYAGAIN) while a snapshot hash is on another node. Returns the number of
+-- together; other runs (forks included: they are copies) are untouched. Returns the number of
 -- snapshots removed.
 local removed = redis.call('ZRANGE', KEYS[1], 0, -1)
-if ARGV[2] == '1' and not all_local(KEYS[2], removed) then
-  return redis.error_reply(TRYAGAIN)
-end
 for _, step in ipairs(removed) do
   redis.call('DEL', KEYS[2] .. step)
 end

@@ -1,10 +1,8 @@
 -- list: the metadata of a run's snapshots, ascending by super-step.
 -- KEYS[1] the run's steps sorted set   KEYS[2] the run's snapshot-key prefix
 -- ARGV[1] upper score bound ('+inf', or '(N' for steps below N)   ARGV[2] limit ('0' = all)
--- ARGV[3] '1' on Redis Cluster
 -- Returns {step, timestamp, label, step, timestamp, label, ...}: with a limit, the highest
--- `limit` steps under the bound. One atomic read; on a cluster, TRYAGAIN while a listed step's
--- hash is on another node (slot migrating).
+-- `limit` steps under the bound. One atomic read.
 local newest_first
 if tonumber(ARGV[2]) > 0 then
   newest_first = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], '-inf', 'LIMIT', 0, ARGV[2])
@@ -15,9 +13,6 @@ local rows = {}
 for i = #newest_first, 1, -1 do
   local step = newest_first[i]
   local meta = redis.call('HMGET', KEYS[2] .. step, ':ts', ':label')
-  if not meta[1] and ARGV[3] == '1' then
-    return redis.error_reply(TRYAGAIN)
-  end
   if meta[1] then
     rows[#rows + 1] = step
     rows[#rows + 1] = meta[1]

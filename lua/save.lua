@@ -3,7 +3,7 @@
 -- KEYS[3] the run-index bucket         KEYS[4] the run's snapshot-key prefix
 -- ARGV[1] super-step   ARGV[2] exclusive-save token ('' = not exclusive)
 -- ARGV[3] ttl in ms ('0' = none)   ARGV[4] keep_last ('0' = keep all)   ARGV[5] run id
--- ARGV[6] '1' on Redis Cluster     ARGV[7..] field, value, ... (with ':w' = the token if any)
+-- ARGV[6..] field, value, ... (with ':w' = the token, if any)
 -- Guarantees, atomically: an exclusive save of an existing step changes nothing and fails with
 -- CONFLICT, unless that step holds this very save's token (a retry after a lost reply: returns
 -- 0); otherwise the hash is replaced whole and the step listed once. With keep_last, only the
@@ -29,23 +29,8 @@ end
 local run_expires = redis.call('PEXPIRETIME', steps)
 local refresh = ttl > 0 and not (run_expires >= 0 and run_expires - now >= ttl)
 
-if ARGV[6] == '1' then
-  local touched = {}
-  if refresh then
-    touched = redis.call('ZRANGE', steps, 0, -1)
-  elseif keep_last > 0 then
-    local last_trimmed = redis.call('ZCARD', steps) - keep_last
-    if last_trimmed >= 0 then
-      touched = redis.call('ZRANGE', steps, 0, last_trimmed)
-    end
-  end
-  if not all_local(snapshot_prefix, touched) then
-    return redis.error_reply(TRYAGAIN)
-  end
-end
-
 redis.call('DEL', snapshot)
-hset_pairs(snapshot, 7)
+hset_pairs(snapshot, 6)
 redis.call('ZADD', steps, step, step)
 
 if keep_last > 0 then
