@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis, RedisCluster
@@ -30,13 +31,23 @@ async def test_runs_of_one_workflow_spread_over_every_master(
     cp = RedisCheckpointer(cluster_client, prefix="spread")
     runs = [f"run-{i}" for i in range(300)]
     await asyncio.gather(*(cp.save(Snapshot(CheckpointKey(WF, r, 0), {})) for r in runs))
-    owners = Counter(
-        cluster_client.get_node_from_key(cp.keys.run(WF, run).steps).port for run in runs
-    )
+    owners = Counter(owner_port(cluster_client, cp.keys.run(WF, run).steps) for run in runs)
     assert set(owners) == {node.port for node in redis_cluster.nodes}
     assert min(owners.values()) >= 0.2 * len(runs), owners
     for run in runs:
         await cp.delete_run(WF, run)
+
+
+async def command(node: Redis, *args: str | int | bytes) -> Any:
+    """Send a raw command to one node (redis-py leaves execute_command untyped)."""
+    return await node.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def owner_port(client: RedisCluster, key: str) -> int:
+    """The port of the master that owns ``key``."""
+    node = client.get_node_from_key(key)
+    assert node is not None
+    return int(node.port)
 
 
 class SlotMigration:
@@ -47,28 +58,24 @@ class SlotMigration:
         self.source, self.target = Redis(port=source_port), Redis(port=target_port)
 
     async def begin(self) -> None:
-        source_id = (await self.source.execute_command("CLUSTER", "MYID")).decode()
-        self.target_id = (await self.target.execute_command("CLUSTER", "MYID")).decode()
-        await self.target.execute_command("CLUSTER", "SETSLOT", self.slot, "IMPORTING", source_id)
-        await self.source.execute_command(
-            "CLUSTER", "SETSLOT", self.slot, "MIGRATING", self.target_id
-        )
+        source_id = (await command(self.source, "CLUSTER", "MYID")).decode()
+        self.target_id = (await command(self.target, "CLUSTER", "MYID")).decode()
+        await command(self.target, "CLUSTER", "SETSLOT", self.slot, "IMPORTING", source_id)
+        await command(self.source, "CLUSTER", "SETSLOT", self.slot, "MIGRATING", self.target_id)
 
     async def move(self, *keys: str | bytes) -> None:
-        await self.source.execute_command(
-            "MIGRATE", "127.0.0.1", self.target_port, "", 0, 5000, "KEYS", *keys
+        await command(
+            self.source, "MIGRATE", "127.0.0.1", self.target_port, "", 0, 5000, "KEYS", *keys
         )
 
     async def move_all(self, batch: int = 2, pause: float = 0.02) -> None:
-        while keys := await self.source.execute_command(
-            "CLUSTER", "GETKEYSINSLOT", self.slot, batch
-        ):
+        while keys := await command(self.source, "CLUSTER", "GETKEYSINSLOT", self.slot, batch):
             await self.move(*keys)
             await asyncio.sleep(pause)
 
     async def finish(self) -> None:
-        await self.target.execute_command("CLUSTER", "SETSLOT", self.slot, "NODE", self.target_id)
-        await self.source.execute_command("CLUSTER", "SETSLOT", self.slot, "NODE", self.target_id)
+        await command(self.target, "CLUSTER", "SETSLOT", self.slot, "NODE", self.target_id)
+        await command(self.source, "CLUSTER", "SETSLOT", self.slot, "NODE", self.target_id)
         await self.source.aclose()
         await self.target.aclose()
 
@@ -111,7 +118,7 @@ async def test_resharding_during_saves_loses_and_duplicates_nothing(
         await cp.save(Snapshot(CheckpointKey(WF, run, step), {"step": step, "pad": "x" * 200}))
     steps_key = cp.keys.run(WF, run).steps
     slot = key_slot(steps_key.encode())
-    source = cluster_client.get_node_from_key(steps_key).port
+    source = owner_port(cluster_client, steps_key)
     target = other_master(redis_cluster, source)
 
     await asyncio.gather(save_steps(cp, run, 120), migrate_slot(slot, source, target))
@@ -127,7 +134,7 @@ async def test_resharding_during_saves_loses_and_duplicates_nothing(
     forked = await cp.fork(CheckpointKey(WF, run, 115), {"status": "forked"})
     assert (await cp.latest(WF, forked)) is not None
     source_node = Redis(port=source)
-    assert await source_node.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+    assert await command(source_node, "CLUSTER", "COUNTKEYSINSLOT", slot) == 0
     await source_node.aclose()
     await cp.delete_run(WF, run)
     await cp.delete_run(WF, forked)
@@ -141,7 +148,7 @@ async def test_a_run_split_across_nodes_mid_migration_waits_rather_than_misreads
     for step in range(5):
         await cp.save(Snapshot(CheckpointKey(WF, run, step), {"step": step}))
     keys = cp.keys.run(WF, run)
-    source = cluster_client.get_node_from_key(keys.steps).port
+    source = owner_port(cluster_client, keys.steps)
     migration = SlotMigration(
         key_slot(keys.steps.encode()), source, other_master(redis_cluster, source)
     )
