@@ -10,7 +10,8 @@
 -- highest keep_last steps remain. With a ttl, every key of the run shares one deadline between
 -- ttl and 2*ttl from now: when less than ttl is left, all keys move to now + 2*ttl together
 -- (O(steps), at most once per ttl; otherwise O(1)). Without a ttl, a run that already expires
--- keeps its deadline, so its keys still expire together.
+-- keeps its deadline, so its keys still expire together. The run is added to its run-index
+-- bucket when it is new, and the bucket's deadline follows the run's whenever that moves.
 local steps, snapshot, index, snapshot_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local step, token = ARGV[1], ARGV[2]
 local ttl, keep_last = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -29,7 +30,9 @@ end
 local run_expires = redis.call('PEXPIRETIME', steps)
 local refresh = ttl > 0 and not (run_expires >= 0 and run_expires - now >= ttl)
 
-redis.call('DEL', snapshot)
+if token == '' then
+  redis.call('DEL', snapshot)
+end
 hset_pairs(snapshot, 6)
 redis.call('ZADD', steps, step, step)
 
@@ -43,17 +46,19 @@ if keep_last > 0 then
   end
 end
 
-local deadline = nil
 if refresh then
-  deadline = now + 2 * ttl
+  local deadline = now + 2 * ttl
   for _, s in ipairs(redis.call('ZRANGE', steps, 0, -1)) do
     redis.call('PEXPIREAT', snapshot_prefix .. s, deadline)
   end
   redis.call('PEXPIREAT', steps, deadline)
-elseif run_expires >= 0 then
-  deadline = run_expires
-  redis.call('PEXPIREAT', snapshot, deadline)
+  index_run(index, ARGV[5], deadline)
+else
+  if run_expires >= 0 then
+    redis.call('PEXPIREAT', snapshot, run_expires)
+  end
+  if run_expires == -2 then
+    index_run(index, ARGV[5], nil)
+  end
 end
-
-index_run(index, ARGV[5], deadline)
 return 1
