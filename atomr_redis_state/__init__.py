@@ -20,11 +20,28 @@ from .model import (
     new_run_id,
     new_workflow_id,
 )
+from .progress import Pause, PauseKind, RunOutcome
 from .redis_store import RedisCheckpointer
+from .reducers import (
+    AppendList,
+    AppendMessages,
+    BuiltinReducer,
+    LastWriteWins,
+    MaxByTimestamp,
+    MergeMap,
+    Reducer,
+)
+from .runner import RunNotPausedError, StatefulRunner
+from .state import Channel, RunState, StateSchema, StateSchemaBuilder, UnknownChannelError
+from .steps import Interrupt, Step, StepContext, StepFn, WorkflowGraphError, Writes
 
 __all__ = [
     "JSON",
+    "AppendList",
+    "AppendMessages",
     "AtomrStateError",
+    "BuiltinReducer",
+    "Channel",
     "CheckpointConflictError",
     "CheckpointKey",
     "CheckpointMeta",
@@ -32,9 +49,28 @@ __all__ = [
     "Checkpointer",
     "Edits",
     "InMemoryCheckpointer",
+    "Interrupt",
+    "LastWriteWins",
+    "MaxByTimestamp",
+    "MergeMap",
+    "Pause",
+    "PauseKind",
     "RedisCheckpointer",
+    "Reducer",
+    "RunNotPausedError",
+    "RunOutcome",
+    "RunState",
     "Snapshot",
+    "StateSchema",
+    "StateSchemaBuilder",
+    "StatefulRunner",
+    "Step",
+    "StepContext",
+    "StepFn",
+    "UnknownChannelError",
     "ValueEncodingError",
+    "WorkflowGraphError",
+    "Writes",
     "new_run_id",
     "new_workflow_id",
 ]

@@ -38,9 +38,7 @@ async def race(url: str, cluster: bool, barrier: Path) -> tuple[str, list[dict[s
         for worker in range(WORKERS)
     ]  # fmt: skip
     for _ in range(3000):
-        if ready_workers(barrier) == WORKERS or any(
-            p.returncode is not None for p in processes
-        ):
+        if ready_workers(barrier) == WORKERS or any(p.returncode is not None for p in processes):
             break
         await asyncio.sleep(0.01)
     (barrier / "go").touch()

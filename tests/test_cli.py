@@ -1,0 +1,180 @@
+"""The ``atomr-redis-state`` command line, run as a subprocess like a user would."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.servers import RedisServer, free_port
+
+CLI = [sys.executable, "-m", "atomr_redis_state.cli"]
+IDS_AND_TIMES = re.compile(r"run-[0-9a-f-]+(~fork-[0-9a-f]*)?|\d\d:\d\d:\d\d\.\d{3}")
+
+
+def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "100"}
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
+
+
+def normalised(output: str) -> str:
+    return IDS_AND_TIMES.sub("<id-or-time>", output)
+
+
+def flat(output: str) -> str:
+    """The output with every run of whitespace as one space, so line wrapping does not matter."""
+    return " ".join(output.split())
+
+
+def test_demo_runs_end_to_end_on_the_embedded_fakeredis() -> None:
+    done = cli("demo")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    out = flat(done.stdout)
+    assert "store: in-process fakeredis" in out
+    assert "worker-1 crashed: worker-1 died while calling find_hotels" in out
+    assert "latest checkpoint: super-step 1 (layer:0)" in out
+    assert "paused at 'approve' (interrupt)" in out
+    assert "completed: Booked" in out
+    assert "Total EUR 1420." in out
+    assert "Total EUR 1150." in out
+    assert "who ran what: plan@worker-1, search_flights@worker-2" in out
+
+
+def test_demo_shows_each_super_step_as_it_is_checkpointed() -> None:
+    out = cli("demo").stdout
+    saved = re.findall(r"checkpoint\s+super-step (\d+)\s+(\S+)\s+by (\S+)", out)
+    assert saved == [
+        ("0", "init", "worker-1"),
+        ("1", "layer:0", "worker-1"),
+        ("2", "layer:1", "worker-2"),
+        ("3", "interrupt:approve", "worker-2"),
+        ("4", "layer:2", "worker-3"),
+        ("5", "layer:3", "worker-3"),
+        ("3", "interrupt:approve", "worker-2"),
+        ("4", "layer:2", "worker-2"),
+        ("5", "layer:3", "worker-2"),
+    ]
+
+
+def test_demo_prints_the_history_of_the_run_and_its_fork_as_tables() -> None:
+    out = cli("demo").stdout
+    history = out[out.index("5. run history") :]
+    assert "original run: run-" in history
+    assert "fork: run-" in history
+    for label in ("init", "layer:0", "layer:1", "interrupt:approve", "layer:2", "layer:3"):
+        assert f" {label} " in history
+    assert "fork-of:run-" in history
+
+
+def test_demo_output_is_the_same_every_time_apart_from_ids_and_times() -> None:
+    first, second = cli("demo"), cli("demo")
+    assert normalised(first.stdout) == normalised(second.stdout)
+
+
+def test_demo_finishes_in_under_five_seconds() -> None:
+    started = time.monotonic()
+    assert cli("demo").returncode == 0
+    assert time.monotonic() - started < 5
+
+
+async def test_demo_runs_on_a_real_redis_server_under_a_prefix_of_its_own(
+    redis_server: RedisServer,
+) -> None:
+    done = cli("demo", "--redis-url", redis_server.url, "--ttl", "120")
+    assert done.returncode == 0, done.stderr
+    assert "Total EUR 1150." in flat(done.stdout)
+    found = re.search(r"key prefix '(atomr-demo-[0-9a-f]+)', ttl 120 s", done.stdout)
+    assert found is not None
+    client = Redis.from_url(redis_server.url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{found.group(1)}:*")]
+        assert keys
+        ttls = [await client.pttl(key) for key in keys]
+        assert all(0 < ttl <= 240_000 for ttl in ttls)
+    finally:
+        await client.aclose()
+
+
+def test_two_demos_on_one_server_do_not_share_keys(redis_server: RedisServer) -> None:
+    prefixes = {
+        re.findall(r"key prefix '([^']+)'", cli("demo", "--redis-url", redis_server.url).stdout)[0]
+        for _ in range(2)
+    }
+    assert len(prefixes) == 2
+
+
+def test_an_unreachable_redis_is_a_one_line_error() -> None:
+    done = cli("demo", "--redis-url", f"redis://127.0.0.1:{free_port()}/0")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith("Error: cannot reach Redis at redis://127.0.0.1:")
+
+
+def test_a_password_in_the_url_is_not_printed() -> None:
+    done = cli("demo", "--redis-url", f"redis://user:s3cret@127.0.0.1:{free_port()}/0")
+    assert done.returncode == 1
+    assert "s3cret" not in done.stderr
+    assert "redis://user:***@127.0.0.1:" in done.stderr
+
+
+def test_a_malformed_url_is_a_one_line_error() -> None:
+    done = cli("demo", "--redis-url", "http://example.invalid")
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("ttl", ["0", "-5", "soon"])
+def test_a_bad_ttl_is_a_usage_error(ttl: str) -> None:
+    done = cli("demo", "--ttl", ttl)
+    assert done.returncode == 2
+    assert "Invalid value for '--ttl'" in done.stderr
+
+
+def test_demo_help_describes_every_option() -> None:
+    done = cli("demo", "--help")
+    assert done.returncode == 0
+    out = flat(done.stdout)
+    assert "Usage: atomr-redis-state demo [OPTIONS]" in out
+    assert "--redis-url URL" in out
+    assert "--ttl SECONDS" in out
+    assert "[default: 3600; x>0]" in out
+    assert "instead of an in-process fakeredis" in out
+    assert "a worker crash" in out
+
+
+def test_top_level_help_lists_the_demo_command() -> None:
+    done = cli("--help")
+    assert done.returncode == 0
+    assert re.search(r"^\s+demo\s+Run a small agent workflow", done.stdout, re.MULTILINE)
+
+
+def test_the_console_script_is_installed() -> None:
+    script = Path(sys.executable).with_name("atomr-redis-state")
+    done = subprocess.run([script, "--help"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0
+    assert "demo" in done.stdout
+
+
+def test_missing_cli_dependencies_print_an_install_hint() -> None:
+    hide_rich = (
+        "import sys; sys.modules['rich'] = None; "
+        "from atomr_redis_state.cli import main; main(['demo'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", hide_rich], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        "atomr-redis-state: the command line needs rich: pip install 'atomr-redis-state[cli]'\n"
+    )
