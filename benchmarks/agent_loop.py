@@ -31,7 +31,6 @@ import os
 import platform
 import pstats
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -62,6 +61,10 @@ from atomr_redis_state import (
 )
 from atomr_redis_state.codec import decode_fields, encode_channels, encode_meta
 from atomr_redis_state.keys import KeyLayout
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout, for tests.servers
+from tests.servers import RedisServer as RedisServer
+from tests.servers import start_server as start_server
 
 # --------------------------------------------------------------------------------------------
 # The workload (WORKLOAD.md)
@@ -400,84 +403,6 @@ def make_lanes(url: str, max_connections: int) -> list[Lane]:
 
 
 # --------------------------------------------------------------------------------------------
-# The redis-server this benchmark starts (unless --redis-url)
-# --------------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-class OwnServer:
-    """A redis-server on a free loopback port, no persistence, stopped by its pid."""
-
-    def __init__(self, binary: str) -> None:
-        self.binary = binary
-        self.directory = Path(tempfile.mkdtemp(prefix="agentloop-redis-"))
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> OwnServer:
-        for _ in range(5):
-            self.port = _free_port()
-            log_path = self.directory / "redis.log"
-            with open(log_path, "wb") as log:
-                self.process = subprocess.Popen(
-                    [
-                        self.binary,
-                        "--port",
-                        str(self.port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--dir",
-                        str(self.directory),
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            deadline = time.monotonic() + 10
-            while self.process.poll() is None and time.monotonic() < deadline:
-                if _ping(self.port):
-                    return self
-                time.sleep(0.02)
-            self.stop()  # the port may have been taken meanwhile: try another one
-        log_text = (self.directory / "redis.log").read_text(errors="replace")
-        raise RuntimeError(f"could not start {self.binary}:\n{log_text}")
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            os.kill(process.pid, 15)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, 9)
-                process.wait()
-
-    def remove_directory(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------------------------
 # Measuring
 # --------------------------------------------------------------------------------------------
 
@@ -770,12 +695,13 @@ async def redis_target(args: argparse.Namespace) -> AsyncIterator[tuple[str, boo
     binary = shutil.which(args.redis_server)
     if binary is None:
         raise SystemExit(f"{args.redis_server} not found: install Redis >= 7 or use --redis-url")
-    server = OwnServer(binary).start()
+    directory = Path(tempfile.mkdtemp(prefix="agentloop-redis-"))
+    server = start_server(directory, binary)
     try:
         yield server.url, True
     finally:
         server.stop()
-        server.remove_directory()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def log(args: argparse.Namespace, message: str) -> None:

@@ -26,10 +26,12 @@ import os
 import platform
 import shutil
 import statistics
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import redis
@@ -41,7 +43,7 @@ from agent_loop import (
     OPS_PER_RUN,
     STEPS,
     Lane,
-    OwnServer,
+    RedisServer,
     StoreContender,
     WorkloadError,
     _checkout,
@@ -49,6 +51,7 @@ from agent_loop import (
     drive,
     log,
     make_client,
+    start_server,
     state,
 )
 from redis.asyncio import Redis
@@ -537,7 +540,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     binary = shutil.which(args.redis_server)
     if binary is None:
         raise SystemExit(f"{args.redis_server} not found: install Redis >= 7")
-    server = OwnServer(binary).start()
+    directory = Path(tempfile.mkdtemp(prefix="sizing-redis-"))
+    server = start_server(directory, binary)
     admin = Redis.from_url(server.url, decode_responses=False)
     max_connections = args.concurrency + 16
     variants = {
@@ -552,11 +556,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await variant.client.aclose()
         await admin.aclose()
         server.stop()
-        server.remove_directory()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 async def measure_all(
-    args: argparse.Namespace, server: OwnServer, admin: Redis, variants: dict[str, Variant]
+    args: argparse.Namespace, server: RedisServer, admin: Redis, variants: dict[str, Variant]
 ) -> dict[str, Any]:
     info = await admin.info("server")
     memory_info = await admin.info("memory")

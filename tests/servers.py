@@ -62,6 +62,7 @@ class RedisServer:
 
     port: int
     directory: Path
+    binary: str = "redis-server"
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -73,7 +74,7 @@ class RedisServer:
         log = open(self.directory / f"redis-{self.port}.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
             [
-                "redis-server",
+                self.binary,
                 "--port",
                 str(self.port),
                 "--bind",
@@ -110,8 +111,8 @@ class RedisServer:
         self.process = None
 
 
-def start_server(directory: Path) -> RedisServer:
-    return RedisServer(free_port(), directory).start()
+def start_server(directory: Path, binary: str = "redis-server") -> RedisServer:
+    return RedisServer(free_port(), directory, binary).start()
 
 
 @dataclass
