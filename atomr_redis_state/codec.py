@@ -80,12 +80,6 @@ def _is_strict(value: object) -> bool:
     return True
 
 
-def decode_value(data: bytes) -> JSON:
-    """Decode one stored channel value."""
-    value: JSON = orjson.loads(data)
-    return value
-
-
 def channel_field(channel: object) -> bytes:
     """The hash field that stores ``channel``."""
     if not isinstance(channel, str):

@@ -133,8 +133,7 @@ class RedisCheckpointer(BaseCheckpointer):
 
     async def _load(self, key: CheckpointKey) -> Stored | None:
         run = self.keys.run(key.workflow_id, key.run_id)
-        if self._cluster_pending:
-            await self._initialise_cluster()
+        await self._cluster_ready()
         return cast(Stored, await self.client.hgetall(run.snapshot(key.super_step)))
 
     async def _latest(self, workflow_id: str, run_id: str) -> tuple[int, Stored] | None:
@@ -181,8 +180,7 @@ class RedisCheckpointer(BaseCheckpointer):
     async def _list_runs(
         self, workflow_id: str, *, limit: int, after: str | None
     ) -> builtins.list[str]:
-        if self._cluster_pending:
-            await self._initialise_cluster()
+        await self._cluster_ready()
         buckets = self.keys.run_index_buckets(workflow_id)
         live: builtins.list[str] = []
         cursor = after
@@ -244,14 +242,16 @@ class RedisCheckpointer(BaseCheckpointer):
         redis-py already reloads a script on NOSCRIPT; on ``RedisCluster`` the retried EVALSHA
         has been seen to fail again while the load reaches every primary (redis-py issue 3935).
         """
-        if self._cluster_pending:
-            await self._initialise_cluster()
+        await self._cluster_ready()
         try:
             return await script(keys=keys, args=args)
         except NoScriptError:
             return await script(keys=keys, args=args)
 
-    async def _initialise_cluster(self) -> None:
+    async def _cluster_ready(self) -> None:
+        """Initialise a RedisCluster client once, before its first command (a no-op otherwise)."""
+        if not self._cluster_pending:
+            return
         async with self._cluster_lock:
             if self._cluster_pending:
                 await self.client.initialize()
