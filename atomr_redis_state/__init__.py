@@ -1,39 +1,60 @@
 """atomr-redis-state: channelled agent state with per-super-step checkpoints on Redis.
 
-The Python port of the Rust crate ``atomr-agents-state``. Start with :class:`InMemoryCheckpointer`
-(the default) or :class:`RedisCheckpointer`; both implement :class:`Checkpointer`.
+The Python port of the Rust crate ``atomr-agents-state``, in three layers:
+
+- :mod:`.store`: the checkpoint store. Start with :class:`InMemoryCheckpointer` (the default) or
+  :class:`RedisCheckpointer`; both implement :class:`Checkpointer`.
+- :mod:`.graph`: channelled state, reducers, and :class:`StatefulRunner`, which runs a workflow
+  super-step by super-step on any store.
+- :mod:`.cli`: the ``atomr-redis-state`` command line and its demo.
+
+Every error is in :mod:`.errors`; :mod:`.testing` starts throwaway Redis servers for your tests.
+Every public name is importable from here.
 """
 
-from .checkpointer import Checkpointer, Edits
 from .errors import (
     AtomrStateError,
     CheckpointConflictError,
     CheckpointNotFoundError,
+    Interrupt,
+    RunNotPausedError,
+    UnknownChannelError,
     ValueEncodingError,
+    WorkflowGraphError,
 )
-from .memory import InMemoryCheckpointer
-from .model import (
+from .graph import (
+    AppendList,
+    AppendMessages,
+    BuiltinReducer,
+    Channel,
+    LastWriteWins,
+    MaxByTimestamp,
+    MergeMap,
+    Pause,
+    PauseKind,
+    Reducer,
+    RunOutcome,
+    RunState,
+    StatefulRunner,
+    StateSchema,
+    StateSchemaBuilder,
+    Step,
+    StepContext,
+    StepFn,
+    Writes,
+)
+from .store import (
     JSON,
+    Checkpointer,
     CheckpointKey,
     CheckpointMeta,
+    Edits,
+    InMemoryCheckpointer,
     Snapshot,
     new_run_id,
     new_workflow_id,
 )
-from .progress import Pause, PauseKind, RunOutcome
-from .redis_store import RedisCheckpointer
-from .reducers import (
-    AppendList,
-    AppendMessages,
-    BuiltinReducer,
-    LastWriteWins,
-    MaxByTimestamp,
-    MergeMap,
-    Reducer,
-)
-from .runner import RunNotPausedError, StatefulRunner
-from .state import Channel, RunState, StateSchema, StateSchemaBuilder, UnknownChannelError
-from .steps import Interrupt, Step, StepContext, StepFn, WorkflowGraphError, Writes
+from .store.redis import RedisCheckpointer
 
 __all__ = [
     "JSON",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class AtomrStateError(Exception):
     """Base class of every error this library raises on purpose."""
@@ -34,3 +36,35 @@ class CheckpointConflictError(AtomrStateError):
 
 class ValueEncodingError(AtomrStateError, ValueError):
     """A channel value (or channel name) is not strict JSON and cannot be stored."""
+
+
+class UnknownChannelError(AtomrStateError, KeyError):
+    """A write named a channel that the schema does not declare; nothing was written."""
+
+    def __init__(self, key: object, known: Iterable[str]) -> None:
+        self.key = key
+        names = ", ".join(repr(name) for name in known) or "none"
+        super().__init__(f"unknown channel {key!r} (the schema declares: {names})")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class WorkflowGraphError(AtomrStateError, ValueError):
+    """The steps do not form a valid DAG: a cycle, an unknown dependency, or a duplicate name."""
+
+
+class RunNotPausedError(AtomrStateError):
+    """``resume()`` found the run not paused (finished, or mid-way)."""
+
+
+class Interrupt(Exception):
+    """Raised by a step to pause the run for a human; ``payload`` says what it needs.
+
+    :meth:`~atomr_redis_state.graph.steps.StepContext.interrupt` raises it unless the step is
+    being resumed. It is the one exception here that is not an error: the runner catches it.
+    """
+
+    def __init__(self, payload: object = None) -> None:
+        self.payload = payload
+        super().__init__(payload)

@@ -1,4 +1,4 @@
--- Helpers prepended to every script by atomr_redis_state/scripts.py; not a script of its own.
+-- Helpers prepended to every script by atomr_redis_state/store/redis/scripts.py; not a script of its own.
 -- Snapshot hashes are named <snapshot prefix><super-step>: the prefix is a declared KEYS entry
 -- and the super-steps come from the run's own sorted set, so every such key shares the declared
 -- keys' hash tag (one Redis Cluster slot). The prefix never exists as a key, so while that slot

@@ -12,7 +12,7 @@ Without redis-server on PATH the real-Redis tests skip, unless ATOMR_REQUIRE_RED
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -22,44 +22,10 @@ import pytest
 from redis.asyncio import Redis, RedisCluster
 
 from atomr_redis_state import Checkpointer, InMemoryCheckpointer, RedisCheckpointer
-from tests.servers import (
-    RedisClusterServers,
-    RedisServer,
-    missing_binaries,
-    redis_required,
-    start_cluster,
-    start_server,
-)
+from atomr_redis_state.testing import RedisClusterServers, RedisServer
 
 BACKENDS = ["memory", "fakeredis", "redis", "cluster"]
 REDIS_BACKENDS = ["fakeredis", "redis", "cluster"]
-
-
-def _require_binaries() -> None:
-    missing = missing_binaries()
-    if missing:
-        reason = f"{', '.join(missing)} not on PATH: install Redis >= 7.0 to run these tests"
-        if redis_required():
-            pytest.fail(f"{reason} (ATOMR_REQUIRE_REDIS is set, so this is a failure)")
-        pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A redis-server of our own for the whole session."""
-    _require_binaries()
-    server = start_server(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
-    """A 3-master Redis Cluster of our own for the whole session."""
-    _require_binaries()
-    cluster = start_cluster(tmp_path_factory.mktemp("cluster"))
-    yield cluster
-    cluster.stop()
 
 
 @dataclass

@@ -175,7 +175,7 @@ async def test_fork_edits_as_pairs_let_a_later_edit_win(checkpointer: Checkpoint
 
 
 async def test_fork_is_labelled_and_stamped_now(checkpointer: Checkpointer) -> None:
-    from atomr_redis_state.model import now_ms
+    from atomr_redis_state.store.types import now_ms
 
     await checkpointer.save(Snapshot(CheckpointKey(WF, "r1", 1), {}, timestamp_ms=5))
     before = now_ms()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from tests.servers import RedisServer, free_port
+from atomr_redis_state.testing import RedisServer, free_port
 
 CLI = [sys.executable, "-m", "atomr_redis_state.cli"]
 IDS_AND_TIMES = re.compile(r"run-[0-9a-f-]+(~fork-[0-9a-f]*)?|\d\d:\d\d:\d\d\.\d{3}")

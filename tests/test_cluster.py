@@ -13,7 +13,7 @@ from redis.crc import key_slot
 from redis.exceptions import ClusterError, TryAgainError
 
 from atomr_redis_state import CheckpointKey, RedisCheckpointer, Snapshot
-from tests.servers import RedisClusterServers
+from atomr_redis_state.testing import RedisClusterServers
 
 WF = "wf-cluster"
 

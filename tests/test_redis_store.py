@@ -13,10 +13,10 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 
 from atomr_redis_state import CheckpointConflictError, CheckpointKey, RedisCheckpointer, Snapshot
-from atomr_redis_state.keys import SLOT_BUCKETS, KeyLayout
-from atomr_redis_state.scripts import Scripts, script_source
+from atomr_redis_state.store.redis.keys import SLOT_BUCKETS, KeyLayout
+from atomr_redis_state.store.redis.scripts import Scripts, script_source
+from atomr_redis_state.testing import RedisServer
 from tests.conftest import REDIS_BACKENDS, Backend
-from tests.servers import RedisServer
 
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 WF = "wf-redis"

@@ -17,7 +17,7 @@ from atomr_redis_state import (
     Snapshot,
     ValueEncodingError,
 )
-from atomr_redis_state.codec import MAX_DEPTH
+from atomr_redis_state.store.codec import MAX_DEPTH
 
 WF = "wf-values"
 KEY = CheckpointKey(WF, "r", 0)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from atomr_redis_state import CheckpointKey, RedisCheckpointer
-from tests.servers import RedisClusterServers, RedisServer
+from atomr_redis_state.testing import RedisClusterServers, RedisServer
 
 WORKERS = 4
 RUNS = ["run-a", "run-b", "run-c"]

@@ -12,21 +12,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from .errors import AtomrStateError
-from .model import JSON, check_super_step
+from ..errors import UnknownChannelError
+from ..store.types import JSON
+from ..store.validation import check_super_step
 from .reducers import BuiltinReducer, LastWriteWins, Reducer
-
-
-class UnknownChannelError(AtomrStateError, KeyError):
-    """A write named a channel that the schema does not declare; nothing was written."""
-
-    def __init__(self, key: object, known: Iterable[str]) -> None:
-        self.key = key
-        names = ", ".join(repr(name) for name in known) or "none"
-        super().__init__(f"unknown channel {key!r} (the schema declares: {names})")
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ Layout (``P`` = prefix, ``T`` = slot tag, ``W``/``R`` = escaped workflow/run id)
     P:{T}:W:runs         sorted set (all scores 0): run ids of workflow W whose tag is T
 
 The tag is one of :data:`SLOT_BUCKETS` values, chosen by hashing the workflow id with the run's
-lineage root (a fork keeps its source's root, see :func:`~.model.fork_run_id`). So all keys of a
+lineage root (a fork keeps its source's root, see :func:`..ids.fork_run_id`). So all keys of a
 run, of its forks, and the run-index bucket they are listed in share one Redis Cluster slot, and
 every script touches a single slot; and the runs of one workflow spread over many slots.
 Ids are escaped (``%`` -> ``%25``, ``:`` -> ``%3A``, ``{`` -> ``%7B``, ``}`` -> ``%7D``), so ids
@@ -20,7 +20,7 @@ import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .model import lineage_root
+from ..ids import lineage_root
 
 SLOT_BUCKETS = 256
 """How many slot tags runs are spread over. Changing it moves every run's keys."""

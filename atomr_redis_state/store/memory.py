@@ -11,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from .base import BaseCheckpointer, Fields, Stored
+from ..errors import CheckpointConflictError, CheckpointNotFoundError
+from .checkpointer import BaseCheckpointer, Fields, Stored
 from .codec import LABEL_FIELD, TIMESTAMP_FIELD, pairs_of
-from .errors import CheckpointConflictError, CheckpointNotFoundError
-from .model import CheckpointKey, check_positive_int, now_ms, ttl_to_ms
+from .types import CheckpointKey, now_ms
+from .validation import check_positive_int, ttl_to_ms
 
 
 @dataclass(slots=True)
@@ -26,7 +27,7 @@ class _Run:
 class InMemoryCheckpointer(BaseCheckpointer):
     """Checkpoints held in this process: for tests, demos and single-process agents.
 
-    ``ttl`` and ``keep_last`` behave as on :class:`~.redis_store.RedisCheckpointer`; ``clock``
+    ``ttl`` and ``keep_last`` behave as on :class:`~.redis.RedisCheckpointer`; ``clock``
     (milliseconds since the epoch) can be replaced to test expiry without sleeping.
     """
 

@@ -1,7 +1,7 @@
 """The ``atomr-redis-state`` command line, installed with ``pip install 'atomr-redis-state[cli]'``.
 
 This module imports only the standard library, so a missing dependency becomes a one-line hint
-rather than an ImportError; the commands themselves live in :mod:`.commands`.
+rather than an ImportError; the commands themselves live in :mod:`.app`.
 """
 
 from __future__ import annotations
@@ -29,10 +29,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             file=sys.stderr,
         )
         raise SystemExit(1)
-    from .commands import cli
+    from .app import cli
 
     cli.main(args=None if argv is None else list(argv), prog_name="atomr-redis-state")
 
-
-if __name__ == "__main__":
-    main()

@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from .errors import ValueEncodingError
-from .model import JSON
+from ..errors import ValueEncodingError
+from .types import JSON
 
 MAX_DEPTH = 254
 """How deeply lists and objects may nest (orjson's limit)."""

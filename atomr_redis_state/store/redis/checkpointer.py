@@ -16,11 +16,12 @@ from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
-from .base import BaseCheckpointer, Fields, Stored
-from .codec import WRITE_TOKEN_FIELD, pairs_of
-from .errors import CheckpointConflictError, CheckpointNotFoundError
+from ...errors import CheckpointConflictError, CheckpointNotFoundError
+from ..checkpointer import BaseCheckpointer, Fields, Stored
+from ..codec import WRITE_TOKEN_FIELD, pairs_of
+from ..types import CheckpointKey
+from ..validation import check_positive_int, ttl_to_ms
 from .keys import KeyLayout
-from .model import CheckpointKey, check_positive_int, ttl_to_ms
 from .scripts import Scripts
 
 

@@ -18,13 +18,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .checkpointer import Checkpointer
-from .model import JSON, Snapshot, new_run_id
-from .progress import RunOutcome
-from .reducers import AppendList, AppendMessages, MergeMap
-from .runner import StatefulRunner
-from .state import StateSchema
-from .steps import Step, StepContext, Writes, plan_layers
+from ..graph.outcomes import RunOutcome
+from ..graph.reducers import AppendList, AppendMessages, MergeMap
+from ..graph.runner import StatefulRunner
+from ..graph.schema import StateSchema
+from ..graph.steps import Step, StepContext, Writes, plan_layers
+from ..store.checkpointer import Checkpointer
+from ..store.ids import new_run_id
+from ..store.types import JSON, Snapshot
 
 WORKFLOW_ID = "demo-trip-planner"
 REQUEST = "3 days in Lisbon for 2 people in May"

@@ -13,29 +13,14 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from .errors import AtomrStateError
-from .model import JSON
+from ..errors import Interrupt, WorkflowGraphError
+from ..store.types import JSON
 
 Writes = Mapping[str, object] | Iterable[tuple[str, object]] | None
 """What a step returns: ``{channel: value}``, ``[(channel, value), ...]`` or None."""
 
 StepFn = Callable[["StepContext"], Awaitable[Writes]]
 """An async step function."""
-
-
-class WorkflowGraphError(AtomrStateError, ValueError):
-    """The steps do not form a valid DAG: a cycle, an unknown dependency, or a duplicate name."""
-
-
-class Interrupt(Exception):
-    """Raised by a step to pause the run for a human; ``payload`` says what it needs.
-
-    :meth:`StepContext.interrupt` raises it unless the step is being resumed.
-    """
-
-    def __init__(self, payload: object = None) -> None:
-        self.payload = payload
-        super().__init__(payload)
 
 
 @dataclass(frozen=True, slots=True)

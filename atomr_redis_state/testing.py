@@ -1,17 +1,33 @@
-"""Start and stop throwaway redis-server processes (standalone and cluster) for the tests.
+"""Throwaway Redis servers for tests: a standalone redis-server and a 3-master Redis Cluster.
 
-Never touches a server it did not start: each server gets a free loopback port, a temporary
-directory, no persistence, and is stopped by pid.
+The project's own test suite uses these, and so can yours. Each server gets a free loopback
+port, a temporary directory and no persistence, and is stopped by pid: nothing here touches a
+server it did not start, and nothing needs Docker (only ``redis-server`` and ``redis-cli`` on
+``PATH``; Debian: ``apt-get install redis-server``).
+
+As pytest fixtures (session-scoped), in your ``conftest.py``::
+
+    pytest_plugins = ["atomr_redis_state.testing"]
+
+    async def test_something(redis_server):  # or redis_cluster
+        store = RedisCheckpointer.from_url(redis_server.url)
+
+Without the binaries the fixtures skip the test with the reason, or fail it when the environment
+variable ``ATOMR_REQUIRE_REDIS=1`` is set (as CI should). Without pytest, use the context
+managers :func:`running_server` and :func:`running_cluster`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +40,7 @@ def redis_required() -> bool:
 
 
 def missing_binaries() -> list[str]:
+    """The Redis binaries these helpers need that are not on ``PATH``."""
     return [name for name in ("redis-server", "redis-cli") if shutil.which(name) is None]
 
 
@@ -112,6 +129,7 @@ class RedisServer:
 
 
 def start_server(directory: Path, binary: str = "redis-server") -> RedisServer:
+    """Start a redis-server on a free loopback port, keeping its files in ``directory``."""
     return RedisServer(free_port(), directory, binary).start()
 
 
@@ -179,3 +197,54 @@ def _cluster_ok(port: int) -> bool:
         ["redis-cli", "-p", str(port), "cluster", "info"], capture_output=True, timeout=10
     )
     return b"cluster_state:ok" in result.stdout
+
+
+@contextmanager
+def running_server(extra: Sequence[str] = ()) -> Iterator[RedisServer]:
+    """A redis-server for the duration of a ``with`` block (``extra``: more server options)."""
+    with tempfile.TemporaryDirectory(prefix="atomr-redis-") as directory:
+        server = RedisServer(free_port(), Path(directory)).start(extra)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@contextmanager
+def running_cluster(masters: int = 3) -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of ``masters`` primaries for the duration of a ``with`` block."""
+    with tempfile.TemporaryDirectory(prefix="atomr-cluster-") as directory:
+        cluster = start_cluster(Path(directory), masters)
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+
+
+if importlib.util.find_spec("pytest") is not None:
+    import pytest
+
+    def require_binaries() -> None:
+        """Skip the calling test when Redis is missing, or fail it under ATOMR_REQUIRE_REDIS."""
+        missing = missing_binaries()
+        if missing:
+            reason = f"{', '.join(missing)} not on PATH: install Redis >= 7.0 to run these tests"
+            if redis_required():
+                pytest.fail(f"{reason} ({REQUIRE_REDIS_ENV} is set, so this is a failure)")
+            pytest.skip(reason)
+
+    @pytest.fixture(scope="session")
+    def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+        """A redis-server of the test session's own (``.url`` to connect)."""
+        require_binaries()
+        server = start_server(tmp_path_factory.mktemp("redis"))
+        yield server
+        server.stop()
+
+    @pytest.fixture(scope="session")
+    def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+        """A 3-master Redis Cluster of the test session's own (``.url``: one of its nodes)."""
+        require_binaries()
+        cluster = start_cluster(tmp_path_factory.mktemp("cluster"))
+        yield cluster
+        cluster.stop()

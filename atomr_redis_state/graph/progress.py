@@ -9,52 +9,17 @@ worker's memory, so any worker can pick a run up, and a fork carries its source'
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import cast
 
-from .errors import AtomrStateError
-from .model import JSON
+from ..errors import AtomrStateError
+from ..store.types import JSON
+from .outcomes import KINDS, Pause, PauseKind
 
 RUNNER_CHANNEL = "__runner__"
 """The reserved channel holding the runner's progress in every snapshot it saves."""
 
-PauseKind = Literal["before", "interrupt", "after"]
-"""``before``/``after``: an ``interrupt_before``/``interrupt_after`` step; ``interrupt``: the
-step itself raised :class:`~.steps.Interrupt`."""
-
-_KINDS: tuple[PauseKind, ...] = ("before", "interrupt", "after")
-
 Pending = dict[str, list[tuple[str, object]]]
 """The writes of the steps of a paused layer that already finished, by step name."""
-
-
-@dataclass(frozen=True, slots=True)
-class Pause:
-    """Where a run paused: at ``step`` of ``layer``, and why, with the step's ``payload``."""
-
-    step: str
-    kind: PauseKind
-    payload: JSON
-    layer: int
-
-
-@dataclass(frozen=True, slots=True)
-class RunOutcome:
-    """What ``run()`` and ``resume()`` return: the state, and the pause if the run is paused."""
-
-    state: dict[str, JSON]
-    """The user's channels at the run's latest checkpoint."""
-    super_step: int
-    """The super-step of that checkpoint."""
-    pause: Pause | None = None
-    """Why and where the run waits; None once it has completed."""
-
-    @property
-    def completed(self) -> bool:
-        return self.pause is None
-
-    @property
-    def paused(self) -> bool:
-        return self.pause is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +71,7 @@ class Progress:
         raw_pause = record.get("pause")
         pause = None
         if raw_pause is not None:
-            if not isinstance(raw_pause, dict) or raw_pause.get("kind") not in _KINDS:
+            if not isinstance(raw_pause, dict) or raw_pause.get("kind") not in KINDS:
                 raise ValueError(f"bad pause {raw_pause!r}")
             pause = Pause(
                 _text(raw_pause["step"]),

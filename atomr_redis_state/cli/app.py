@@ -14,8 +14,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 
+from ..store.redis.checkpointer import RedisCheckpointer
 from .demo import Connect, run_demo
-from .redis_store import RedisCheckpointer
 
 DEFAULT_TTL_S = 3600
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from redis.commands.core import AsyncScript
 
-_CHECKOUT_LUA = Path(__file__).resolve().parent.parent / "lua"
+_PACKAGE = "atomr_redis_state"
+_CHECKOUT_LUA = Path(__file__).resolve().parents[3] / "lua"
 
 
 @cache
@@ -24,7 +25,7 @@ def script_source(name: str) -> str:
 
 
 def _read(name: str) -> str:
-    packaged = resources.files(__package__).joinpath("lua", f"{name}.lua")
+    packaged = resources.files(_PACKAGE).joinpath("lua", f"{name}.lua")
     if packaged.is_file():
         return packaged.read_text(encoding="utf-8")
     # A source checkout or editable install: the scripts live in the top-level lua/ folder.

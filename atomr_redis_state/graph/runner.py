@@ -24,27 +24,17 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from .checkpointer import Checkpointer, Edits
-from .codec import normalise_edits
-from .errors import AtomrStateError
-from .model import JSON, CheckpointKey, Snapshot, check_id
-from .progress import RUNNER_CHANNEL, Pause, Pending, Progress, RunOutcome
-from .state import RunState, StateSchema, UnknownChannelError
-from .steps import (
-    Interrupt,
-    Step,
-    StepContext,
-    WorkflowGraphError,
-    Writes,
-    normalise_writes,
-    plan_layers,
-)
+from ..errors import Interrupt, RunNotPausedError, UnknownChannelError, WorkflowGraphError
+from ..store.checkpointer import Checkpointer, Edits
+from ..store.codec import normalise_edits
+from ..store.types import JSON, CheckpointKey, Snapshot
+from ..store.validation import check_id
+from .outcomes import Pause, RunOutcome
+from .progress import RUNNER_CHANNEL, Pending, Progress
+from .schema import RunState, StateSchema
+from .steps import Step, StepContext, Writes, normalise_writes, plan_layers
 
 T = TypeVar("T")
-
-
-class RunNotPausedError(AtomrStateError):
-    """``resume()`` found the run not paused (finished, mid-way, or without any checkpoint)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,73 @@
+"""The store's types: checkpoint keys, snapshots and their metadata."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from .validation import check_id, check_super_step, check_text
+
+JSON: TypeAlias = "bool | int | float | str | list[JSON] | dict[str, JSON] | None"
+"""A strict JSON value: what a channel may hold."""
+
+
+def now_ms() -> int:
+    """Wall-clock time in milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointKey:
+    """Where a snapshot lives: one super-step of one run of one workflow."""
+
+    workflow_id: str
+    run_id: str
+    super_step: int
+
+    def __post_init__(self) -> None:
+        check_id(self.workflow_id, "workflow_id")
+        check_id(self.run_id, "run_id")
+        check_super_step(self.super_step)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointMeta:
+    """What :meth:`Checkpointer.list` reports of a snapshot: its key, time and label."""
+
+    workflow_id: str
+    run_id: str
+    super_step: int
+    timestamp_ms: int
+    label: str = ""
+
+    @property
+    def key(self) -> CheckpointKey:
+        return CheckpointKey(self.workflow_id, self.run_id, self.super_step)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The state of a run after one super-step: channel name -> JSON value."""
+
+    key: CheckpointKey
+    values: dict[str, JSON]
+    label: str = ""
+    timestamp_ms: int = field(default_factory=now_ms)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key, CheckpointKey):
+            raise TypeError(f"key must be a CheckpointKey, not {type(self.key).__name__}")
+        if not isinstance(self.values, dict):
+            raise TypeError(f"values must be a dict, not {type(self.values).__name__}")
+        check_text(self.label, "label")
+        ts = self.timestamp_ms
+        if isinstance(ts, bool) or not isinstance(ts, int):
+            raise TypeError(f"timestamp_ms must be an int, not {type(ts).__name__}")
+        if ts < 0:
+            raise ValueError(f"timestamp_ms must be >= 0, got {ts}")
+
+    @property
+    def meta(self) -> CheckpointMeta:
+        k = self.key
+        return CheckpointMeta(k.workflow_id, k.run_id, k.super_step, self.timestamp_ms, self.label)

@@ -1,0 +1,69 @@
+"""Argument checks shared by every store: ids, super-steps, labels and durations."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+MAX_SUPER_STEP = 2**53 - 1
+"""Super-steps are sorted-set scores (IEEE doubles), exact up to 2**53 - 1."""
+
+
+def check_id(value: object, what: str) -> str:
+    """Validate a workflow or run id: a non-empty string that encodes as UTF-8."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{what} must not be empty")
+    _check_utf8(value, what)
+    return value
+
+
+def check_super_step(value: object) -> int:
+    """Validate a super-step: an int (not a bool) in 0..2**53-1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"super_step must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"super_step must be >= 0, got {value}")
+    if value > MAX_SUPER_STEP:
+        raise ValueError(f"super_step must be <= {MAX_SUPER_STEP}, got {value}")
+    return value
+
+
+def check_text(value: object, what: str) -> str:
+    """Validate free text such as a label: a string that encodes as UTF-8."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    _check_utf8(value, what)
+    return value
+
+
+def _check_utf8(value: str, what: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not valid unicode (lone surrogate): {value!r}") from None
+
+
+def ttl_to_ms(ttl: float | timedelta | None) -> int | None:
+    """Normalise a ``ttl=`` option (seconds or timedelta) to whole milliseconds, or None."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, timedelta):
+        seconds = ttl.total_seconds()
+    elif isinstance(ttl, int | float) and not isinstance(ttl, bool):
+        seconds = float(ttl)
+    else:
+        raise TypeError(f"ttl must be seconds or a timedelta, not {type(ttl).__name__}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"ttl must be a positive duration, got {ttl!r}")
+    return max(1, round(seconds * 1000))
+
+
+def check_positive_int(value: object, what: str) -> int:
+    """Validate an option such as ``keep_last`` or ``limit``: an int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{what} must be >= 1, got {value}")
+    return value
