@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 class AtomrStateError(Exception):
@@ -68,3 +68,55 @@ class Interrupt(Exception):
     def __init__(self, payload: object = None) -> None:
         self.payload = payload
         super().__init__(payload)
+
+
+class RunNotFoundError(AtomrStateError, LookupError):
+    """The run has no checkpoint (never started, deleted, or expired): it is not started anew."""
+
+    def __init__(self, workflow_id: str, run_id: str) -> None:
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        super().__init__(
+            f"run {run_id!r} of workflow {workflow_id!r} has no checkpoint "
+            "(never started, deleted, or expired)"
+        )
+
+
+class LeaseHeldError(AtomrStateError):
+    """Another worker holds the run's lease; nothing was run or written."""
+
+    def __init__(self, workflow_id: str, run_id: str, owner: str, expires_at_ms: int) -> None:
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.owner = owner
+        self.expires_at_ms = expires_at_ms
+        super().__init__(
+            f"run {run_id!r} of workflow {workflow_id!r} is leased by {owner!r} "
+            f"until {expires_at_ms} ms (server clock)"
+        )
+
+
+class LeaseLostError(AtomrStateError):
+    """This worker's lease on the run expired or was taken over; the store wrote nothing."""
+
+    def __init__(self, workflow_id: str, run_id: str, token: int) -> None:
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.token = token
+        super().__init__(
+            f"the lease (fencing token {token}) on run {run_id!r} of workflow {workflow_id!r} "
+            "was lost: it expired, was taken over, or the run was deleted"
+        )
+
+
+class WorkflowChangedError(AtomrStateError):
+    """The workflow's steps changed in a way the run's progress cannot carry over; nothing ran."""
+
+    def __init__(self, workflow_id: str, run_id: str, changes: Sequence[str]) -> None:
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.changes = tuple(changes)
+        super().__init__(
+            f"run {run_id!r} of workflow {workflow_id!r} cannot continue on the changed "
+            f"workflow: {'; '.join(self.changes)}"
+        )

@@ -1,20 +1,30 @@
 -- save: write (upsert) one snapshot of a run.
 -- KEYS[1] the run's steps sorted set   KEYS[2] the snapshot hash
 -- KEYS[3] the run-index bucket         KEYS[4] the run's snapshot-key prefix
+-- KEYS[5] the run's record hash (lease, fencing counter)
 -- ARGV[1] super-step   ARGV[2] exclusive-save token ('' = not exclusive)
 -- ARGV[3] ttl in ms ('0' = none)   ARGV[4] keep_last ('0' = keep all)   ARGV[5] run id
--- ARGV[6..] field, value, ... (with ':w' = the token, if any)
--- Guarantees, atomically: an exclusive save of an existing step changes nothing and fails with
--- CONFLICT, unless that step holds this very save's token (a retry after a lost reply: returns
--- 0); otherwise the hash is replaced whole and the step listed once. With keep_last, only the
+-- ARGV[6] lease fencing token ('' = no lease)
+-- ARGV[7] hold ('' = follow the ttl, '-1' = keep the run forever, N = keep it N ms from now)
+-- ARGV[8..] field, value, ... (with ':w' = the exclusive-save token, if any)
+-- Every key is declared or derived from KEYS[4] and the run's own sorted set: one slot.
+-- Checks first, and no write happens before every check that can fail has passed:
+--   an exclusive save of an existing step fails with CONFLICT, unless that step holds this very
+--   save's token (a retry after a lost reply: returns 0 and writes nothing);
+--   a save carrying a lease fails with LEASELOST unless that lease is the run's live lease, and
+--   with RUNNOTFOUND when the run has no snapshot (except at super-step 0, which creates it);
+--   a save without a lease fails with LEASEHELD <until> <owner> while someone holds a live lease.
+-- Then, atomically: the hash is replaced whole and the step listed once. With keep_last, only the
 -- highest keep_last steps remain. With a ttl, every key of the run shares one deadline between
 -- ttl and 2*ttl from now: when less than ttl is left, all keys move to now + 2*ttl together
 -- (O(steps), at most once per ttl; otherwise O(1)). Without a ttl, a run that already expires
--- keeps its deadline, so its keys still expire together. The run is added to its run-index
--- bucket when it is new, and the bucket's deadline follows the run's whenever that moves.
-local steps, snapshot, index, snapshot_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- keeps its deadline, so its keys still expire together. A hold moves every key of the run to
+-- now + hold (or removes their expiry). The run is added to its run-index bucket when it is new,
+-- and the bucket's deadline follows the run's whenever that moves.
+local steps, snapshot, index, snapshot_prefix, record = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local step, token = ARGV[1], ARGV[2]
 local ttl, keep_last = tonumber(ARGV[3]), tonumber(ARGV[4])
+local lease, hold = ARGV[6], ARGV[7]
 
 if token ~= '' and redis.call('ZSCORE', steps, step) then
   if redis.call('HGET', snapshot, ':w') == token then
@@ -23,17 +33,30 @@ if token ~= '' and redis.call('ZSCORE', steps, step) then
   return redis.error_reply('CONFLICT super-step ' .. step .. ' is already checkpointed')
 end
 
+local held = redis.call('HMGET', record, 'owner', 'token', 'until')
 local now = 0
-if ttl > 0 then
+if ttl > 0 or hold ~= '' or held[3] then
   now = now_ms()
 end
+local leased = held[1] and tonumber(held[3]) > now
+if lease ~= '' then
+  if not leased or held[2] ~= lease then
+    return redis.error_reply('LEASELOST the lease on this run was lost')
+  end
+  if step ~= '0' and redis.call('EXISTS', steps) == 0 then
+    return redis.error_reply('RUNNOTFOUND the run has no checkpoint')
+  end
+elseif leased then
+  return redis.error_reply('LEASEHELD ' .. held[3] .. ' ' .. held[1])
+end
+
 local run_expires = redis.call('PEXPIRETIME', steps)
 local refresh = ttl > 0 and not (run_expires >= 0 and run_expires - now >= ttl)
 
 if token == '' then
   redis.call('DEL', snapshot)
 end
-hset_pairs(snapshot, 6)
+hset_pairs(snapshot, 8)
 redis.call('ZADD', steps, step, step)
 
 if keep_last > 0 then
@@ -46,18 +69,27 @@ if keep_last > 0 then
   end
 end
 
-if refresh then
-  local deadline = now + 2 * ttl
-  for _, s in ipairs(redis.call('ZRANGE', steps, 0, -1)) do
-    redis.call('PEXPIREAT', snapshot_prefix .. s, deadline)
+if hold ~= '' or refresh then
+  local deadline = nil
+  if hold == '' then
+    deadline = now + 2 * ttl
+  elseif hold ~= '-1' then
+    deadline = now + tonumber(hold)
   end
-  redis.call('PEXPIREAT', steps, deadline)
+  for _, s in ipairs(redis.call('ZRANGE', steps, 0, -1)) do
+    expire_at(snapshot_prefix .. s, deadline)
+  end
+  expire_at(steps, deadline)
+  if redis.call('EXISTS', record) == 1 then
+    expire_at(record, deadline)
+  end
   index_run(index, ARGV[5], deadline)
 else
   if run_expires >= 0 then
     redis.call('PEXPIREAT', snapshot, run_expires)
   end
   if run_expires == -2 then
+    redis.call('PERSIST', record)
     index_run(index, ARGV[5], nil)
   end
 end

@@ -32,4 +32,3 @@ def main(argv: Sequence[str] | None = None) -> None:
     from .app import cli
 
     cli.main(args=None if argv is None else list(argv), prog_name="atomr-redis-state")
-

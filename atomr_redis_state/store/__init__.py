@@ -7,10 +7,10 @@ this package does not import redis-py).
 
 from __future__ import annotations
 
-from .checkpointer import BaseCheckpointer, Checkpointer, Edits
+from .checkpointer import BaseCheckpointer, Checkpointer, Edits, Hold
 from .ids import new_run_id, new_workflow_id
 from .memory import InMemoryCheckpointer
-from .types import JSON, CheckpointKey, CheckpointMeta, Snapshot
+from .types import JSON, CheckpointKey, CheckpointMeta, Lease, RunRecord, Snapshot
 
 __all__ = [
     "JSON",
@@ -19,7 +19,10 @@ __all__ = [
     "CheckpointMeta",
     "Checkpointer",
     "Edits",
+    "Hold",
     "InMemoryCheckpointer",
+    "Lease",
+    "RunRecord",
     "Snapshot",
     "new_run_id",
     "new_workflow_id",

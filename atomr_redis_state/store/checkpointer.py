@@ -11,28 +11,58 @@ from __future__ import annotations
 import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from datetime import timedelta
+from typing import Literal, Protocol, runtime_checkable
 
-from .codec import decode_fields, encode_channels, encode_meta, normalise_edits
+from .codec import decode_fields, encode_channels, encode_meta, encode_value, normalise_edits
 from .ids import fork_run_id
-from .types import CheckpointKey, CheckpointMeta, Snapshot, now_ms
-from .validation import check_id, check_positive_int, check_super_step
+from .types import JSON, CheckpointKey, CheckpointMeta, Lease, RunRecord, Snapshot, now_ms
+from .validation import (
+    check_id,
+    check_owner,
+    check_positive_int,
+    check_super_step,
+    duration_to_ms,
+)
 
 Edits = Mapping[str, object] | Iterable[tuple[str, object]]
 """Channel edits for :meth:`Checkpointer.fork`: a mapping, or (channel, value) pairs."""
 
+Hold = float | timedelta | Literal["forever"]
+"""How long ``save(..., hold=...)`` keeps a whole run, whatever the store's ``ttl``: a duration
+from now, or ``"forever"``. The next save without ``hold`` puts the run back on the ``ttl``."""
+
 
 @runtime_checkable
 class Checkpointer(Protocol):
-    """A store of per-super-step snapshots of agent runs.
+    """A store of per-super-step snapshots of agent runs, and of leases on those runs.
 
     Every implementation has the same semantics: ``save`` upserts (or, with ``exclusive``, refuses
     to overwrite); ``latest`` is the highest super-step; ``list`` is ascending; ``fork`` copies a
     snapshot into a new run of the same workflow, with edits, leaving the source untouched.
+
+    Leases let a fleet run each run on one worker at a time: ``acquire_lease`` claims a run for
+    a while (on the store's clock), and every ``save`` that carries the lease is refused by the
+    store when the lease was lost, so a worker that stalled past its lease writes nothing.
     """
 
-    async def save(self, snapshot: Snapshot, *, exclusive: bool = False) -> None:
-        """Store ``snapshot``, replacing that step; ``exclusive`` refuses an existing step."""
+    async def save(
+        self,
+        snapshot: Snapshot,
+        *,
+        exclusive: bool = False,
+        lease: Lease | None = None,
+        hold: Hold | None = None,
+    ) -> None:
+        """Store ``snapshot``, replacing that step; ``exclusive`` refuses an existing step.
+
+        With ``lease``, the save is refused with :class:`~..errors.LeaseLostError` unless that
+        lease is still the run's live lease, and with :class:`~..errors.RunNotFoundError` when
+        the run no longer exists (except at super-step 0, the save that creates a run). Without
+        one, a run leased by a worker refuses it with :class:`~..errors.LeaseHeldError`.
+        ``hold`` keeps every key of the run for that long from now (or forever), overriding
+        ``ttl`` until the next save without ``hold``: for runs waiting on a human.
+        """
         ...
 
     async def load(self, key: CheckpointKey) -> Snapshot | None:
@@ -69,7 +99,41 @@ class Checkpointer(Protocol):
         ...
 
     async def delete_run(self, workflow_id: str, run_id: str) -> bool:
-        """Remove every snapshot of the run; True when there was one."""
+        """Remove every snapshot of the run, and its lease; True when there was a snapshot."""
+        ...
+
+    async def acquire_lease(
+        self,
+        workflow_id: str,
+        run_id: str,
+        owner: str,
+        ttl: float | timedelta,
+        *,
+        must_exist: bool = True,
+    ) -> Lease:
+        """Claim the run for ``owner`` for ``ttl``, with a fencing token larger than any before.
+
+        Raises :class:`~..errors.LeaseHeldError` while another owner holds a live lease, and
+        :class:`~..errors.RunNotFoundError` if ``must_exist`` and the run has no snapshot. The
+        same owner acquiring again while it holds the lease extends it and keeps its token, so
+        a retried call gets the same lease back.
+        """
+        ...
+
+    async def renew_lease(self, lease: Lease) -> Lease:
+        """Extend a live lease by its ttl from now; :class:`~..errors.LeaseLostError` if lost."""
+        ...
+
+    async def release_lease(self, lease: Lease, *, note: JSON = None) -> bool:
+        """Give the run up, storing ``note`` (None clears it) for :meth:`run_record`.
+
+        False when the lease was no longer this one (taken over, or the run deleted); with a
+        ``note`` that is a :class:`~..errors.LeaseLostError` instead, and the note is not stored.
+        """
+        ...
+
+    async def run_record(self, workflow_id: str, run_id: str) -> RunRecord:
+        """The run's live lease (or None) and the note its last lease holder left."""
         ...
 
 
@@ -79,16 +143,31 @@ Fields = Sequence[bytes]
 Stored = Mapping[bytes, bytes]
 """The fields of a stored snapshot, as read back."""
 
+HOLD_FOREVER = -1
+"""``hold`` in milliseconds as the backends take it: keep the run with no expiry."""
+
 
 class BaseCheckpointer(ABC):
     """The public checkpointer API on top of a few primitives over encoded fields."""
 
-    async def save(self, snapshot: Snapshot, *, exclusive: bool = False) -> None:
+    async def save(
+        self,
+        snapshot: Snapshot,
+        *,
+        exclusive: bool = False,
+        lease: Lease | None = None,
+        hold: Hold | None = None,
+    ) -> None:
         if not isinstance(snapshot, Snapshot):
             raise TypeError(f"save() takes a Snapshot, not {type(snapshot).__name__}")
+        if lease is not None:
+            _check_lease_of(lease, snapshot.key.workflow_id, snapshot.key.run_id)
+        hold_ms = _hold_ms(hold)
         fields = encode_channels(snapshot.values)
-        fields += encode_meta(snapshot.label, snapshot.timestamp_ms)
-        await self._save(snapshot.key, fields, exclusive=bool(exclusive))
+        fields += encode_meta(snapshot.label, snapshot.timestamp_ms, snapshot.metadata)
+        await self._save(
+            snapshot.key, fields, exclusive=bool(exclusive), lease=lease, hold_ms=hold_ms
+        )
 
     async def load(self, key: CheckpointKey) -> Snapshot | None:
         _check_key(key)
@@ -143,8 +222,49 @@ class BaseCheckpointer(ABC):
         check_id(run_id, "run_id")
         return await self._delete_run(workflow_id, run_id)
 
+    async def acquire_lease(
+        self,
+        workflow_id: str,
+        run_id: str,
+        owner: str,
+        ttl: float | timedelta,
+        *,
+        must_exist: bool = True,
+    ) -> Lease:
+        check_id(workflow_id, "workflow_id")
+        check_id(run_id, "run_id")
+        check_owner(owner)
+        ttl_ms = duration_to_ms(ttl, "lease ttl")
+        if ttl_ms is None:
+            raise TypeError("a lease needs a ttl")
+        return await self._acquire_lease(
+            workflow_id, run_id, owner, ttl_ms, must_exist=bool(must_exist)
+        )
+
+    async def renew_lease(self, lease: Lease) -> Lease:
+        _check_lease(lease)
+        return await self._renew_lease(lease)
+
+    async def release_lease(self, lease: Lease, *, note: JSON = None) -> bool:
+        _check_lease(lease)
+        encoded = None if note is None else encode_value("note", note)
+        return await self._release_lease(lease, encoded)
+
+    async def run_record(self, workflow_id: str, run_id: str) -> RunRecord:
+        check_id(workflow_id, "workflow_id")
+        check_id(run_id, "run_id")
+        return await self._run_record(workflow_id, run_id)
+
     @abstractmethod
-    async def _save(self, key: CheckpointKey, fields: Fields, *, exclusive: bool) -> None:
+    async def _save(
+        self,
+        key: CheckpointKey,
+        fields: Fields,
+        *,
+        exclusive: bool,
+        lease: Lease | None,
+        hold_ms: int | None,
+    ) -> None:
         """Replace the snapshot at ``key``; if exclusive and taken, raise a conflict."""
 
     @abstractmethod
@@ -175,6 +295,50 @@ class BaseCheckpointer(ABC):
     async def _delete_run(self, workflow_id: str, run_id: str) -> bool:
         """Remove every key of the run atomically; True when it had a snapshot."""
 
+    @abstractmethod
+    async def _acquire_lease(
+        self, workflow_id: str, run_id: str, owner: str, ttl_ms: int, *, must_exist: bool
+    ) -> Lease:
+        """Take or extend the run's lease, atomically."""
+
+    @abstractmethod
+    async def _renew_lease(self, lease: Lease) -> Lease:
+        """Extend a live lease, or raise LeaseLostError."""
+
+    @abstractmethod
+    async def _release_lease(self, lease: Lease, note: bytes | None) -> bool:
+        """Clear the lease and set the note, if the lease is still this one."""
+
+    @abstractmethod
+    async def _run_record(self, workflow_id: str, run_id: str) -> RunRecord:
+        """The live lease and the note."""
+
+
+def _hold_ms(hold: Hold | None) -> int | None:
+    """``hold`` in milliseconds: None (use the ttl), :data:`HOLD_FOREVER`, or a duration."""
+    if hold is None:
+        return None
+    if hold == "forever":
+        return HOLD_FOREVER
+    if isinstance(hold, str):
+        raise ValueError(f"hold must be a duration or 'forever', got {hold!r}")
+    return duration_to_ms(hold, "hold")
+
+
+def _check_lease(lease: object) -> Lease:
+    if not isinstance(lease, Lease):
+        raise TypeError(f"expected a Lease, not {type(lease).__name__}")
+    return lease
+
+
+def _check_lease_of(lease: object, workflow_id: str, run_id: str) -> None:
+    checked = _check_lease(lease)
+    if (checked.workflow_id, checked.run_id) != (workflow_id, run_id):
+        raise ValueError(
+            f"the lease is on run {checked.run_id!r} of workflow {checked.workflow_id!r}, "
+            f"not on run {run_id!r} of workflow {workflow_id!r}"
+        )
+
 
 def _check_key(key: object) -> None:
     if not isinstance(key, CheckpointKey):
@@ -182,5 +346,5 @@ def _check_key(key: object) -> None:
 
 
 def _snapshot(key: CheckpointKey, fields: Stored) -> Snapshot:
-    values, label, timestamp_ms = decode_fields(fields.items())
-    return Snapshot(key, values, label, timestamp_ms)
+    values, label, timestamp_ms, metadata = decode_fields(fields.items())
+    return Snapshot(key, values, label, timestamp_ms, metadata)

@@ -21,6 +21,8 @@ MAX_DEPTH = 254
 
 LABEL_FIELD = b":label"
 TIMESTAMP_FIELD = b":ts"
+METADATA_FIELD = b":meta"
+"""The snapshot's metadata (a JSON object), present only when it is not empty."""
 WRITE_TOKEN_FIELD = b":w"
 """Set by an exclusive save to a token of its own, so a retry of it is recognised."""
 
@@ -109,9 +111,14 @@ def encode_channels(values: Mapping[str, object]) -> list[bytes]:
     return flat
 
 
-def encode_meta(label: str, timestamp_ms: int) -> list[bytes]:
+def encode_meta(
+    label: str, timestamp_ms: int, metadata: Mapping[str, object] | None = None
+) -> list[bytes]:
     """The metadata fields of a snapshot as a flat ``[field, value, ...]`` list."""
-    return [LABEL_FIELD, label.encode("utf-8"), TIMESTAMP_FIELD, str(timestamp_ms).encode()]
+    flat = [LABEL_FIELD, label.encode("utf-8"), TIMESTAMP_FIELD, str(timestamp_ms).encode()]
+    if metadata:
+        flat += [METADATA_FIELD, encode_value("metadata", dict(metadata))]
+    return flat
 
 
 def normalise_edits(
@@ -132,11 +139,14 @@ def normalise_edits(
     return result
 
 
-def decode_fields(pairs: Iterable[tuple[bytes, bytes]]) -> tuple[dict[str, JSON], str, int]:
-    """Decode stored fields into ``(values, label, timestamp_ms)``."""
+def decode_fields(
+    pairs: Iterable[tuple[bytes, bytes]],
+) -> tuple[dict[str, JSON], str, int, dict[str, JSON]]:
+    """Decode stored fields into ``(values, label, timestamp_ms, metadata)``."""
     values: dict[str, JSON] = {}
     label = ""
     timestamp_ms = 0
+    metadata: dict[str, JSON] = {}
     for field, data in pairs:
         name = channel_name(field)
         if name is not None:
@@ -145,7 +155,9 @@ def decode_fields(pairs: Iterable[tuple[bytes, bytes]]) -> tuple[dict[str, JSON]
             label = data.decode("utf-8")
         elif field == TIMESTAMP_FIELD:
             timestamp_ms = int(data)
-    return values, label, timestamp_ms
+        elif field == METADATA_FIELD:
+            metadata = orjson.loads(data)
+    return values, label, timestamp_ms, metadata
 
 
 def pairs_of(flat: list[Any]) -> Iterator[tuple[Any, Any]]:

@@ -1,27 +1,44 @@
 """The in-memory checkpointer: the default store, with exactly the Redis store's semantics.
 
 It keeps the same encoded fields the Redis store writes, so values are validated, copied and
-decoded the same way, and it applies the same TTL and retention rules, against its own clock.
+decoded the same way, and it applies the same TTL, retention and lease rules, against its own
+clock.
 """
 
 from __future__ import annotations
 
 import builtins
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
-from ..errors import CheckpointConflictError, CheckpointNotFoundError
-from .checkpointer import BaseCheckpointer, Fields, Stored
+import orjson
+
+from ..errors import (
+    CheckpointConflictError,
+    CheckpointNotFoundError,
+    LeaseHeldError,
+    LeaseLostError,
+    RunNotFoundError,
+)
+from .checkpointer import HOLD_FOREVER, BaseCheckpointer, Fields, Stored
 from .codec import LABEL_FIELD, TIMESTAMP_FIELD, pairs_of
-from .types import CheckpointKey, now_ms
+from .types import CheckpointKey, Lease, RunRecord, now_ms
 from .validation import check_positive_int, ttl_to_ms
 
 
 @dataclass(slots=True)
 class _Run:
+    """One run: its snapshots, its shared deadline, and its lease record."""
+
     steps: dict[int, dict[bytes, bytes]] = field(default_factory=dict)
     deadline_ms: int | None = None
+    fence: int = 0
+    owner: str | None = None
+    token: int = 0
+    lease_until_ms: int = 0
+    lease_ttl_ms: int = 0
+    note: bytes | None = None
 
 
 class InMemoryCheckpointer(BaseCheckpointer):
@@ -46,7 +63,8 @@ class InMemoryCheckpointer(BaseCheckpointer):
     def __repr__(self) -> str:
         return f"InMemoryCheckpointer(ttl_ms={self.ttl_ms}, keep_last={self.keep_last})"
 
-    def _live_run(self, workflow_id: str, run_id: str) -> _Run | None:
+    def _record(self, workflow_id: str, run_id: str) -> _Run | None:
+        """The run's record (snapshots or only a lease), unless it expired."""
         runs = self._workflows.get(workflow_id)
         run = None if runs is None else runs.get(run_id)
         if run is not None and run.deadline_ms is not None and run.deadline_ms <= self._clock():
@@ -54,28 +72,63 @@ class InMemoryCheckpointer(BaseCheckpointer):
             return None
         return run
 
+    def _live_run(self, workflow_id: str, run_id: str) -> _Run | None:
+        """The run, if it has a snapshot."""
+        run = self._record(workflow_id, run_id)
+        return run if run is not None and run.steps else None
+
     def _drop(self, workflow_id: str, run_id: str) -> None:
         runs = self._workflows[workflow_id]
         del runs[run_id]
         if not runs:
             del self._workflows[workflow_id]
 
-    def _new_run(self, workflow_id: str, run_id: str) -> _Run:
-        deadline = None if self.ttl_ms is None else self._clock() + 2 * self.ttl_ms
-        run = _Run(deadline_ms=deadline)
+    def _new_run(self, workflow_id: str, run_id: str, deadline_ms: int | None) -> _Run:
+        run = _Run(deadline_ms=deadline_ms)
         self._workflows.setdefault(workflow_id, {})[run_id] = run
         return run
 
-    async def _save(self, key: CheckpointKey, fields: Fields, *, exclusive: bool) -> None:
-        run = self._live_run(key.workflow_id, key.run_id)
-        if run is None:
-            run = self._new_run(key.workflow_id, key.run_id)
-        elif exclusive and key.super_step in run.steps:
+    def _fresh_deadline(self) -> int | None:
+        return None if self.ttl_ms is None else self._clock() + 2 * self.ttl_ms
+
+    def _check_lease(self, run: _Run | None, key: CheckpointKey, lease: Lease | None) -> None:
+        holder = self._holder(run)
+        if lease is not None:
+            if run is None or holder is None or run.token != lease.token:
+                raise LeaseLostError(key.workflow_id, key.run_id, lease.token)
+            if key.super_step != 0 and not run.steps:
+                raise RunNotFoundError(key.workflow_id, key.run_id)
+        elif run is not None and holder is not None:
+            raise LeaseHeldError(key.workflow_id, key.run_id, holder, run.lease_until_ms)
+
+    def _holder(self, run: _Run | None) -> str | None:
+        """The owner of the run's live lease, or None."""
+        if run is None or run.lease_until_ms <= self._clock():
+            return None
+        return run.owner
+
+    async def _save(
+        self,
+        key: CheckpointKey,
+        fields: Fields,
+        *,
+        exclusive: bool,
+        lease: Lease | None,
+        hold_ms: int | None,
+    ) -> None:
+        run = self._record(key.workflow_id, key.run_id)
+        if exclusive and run is not None and key.super_step in run.steps:
             raise CheckpointConflictError(key.workflow_id, key.run_id, key.super_step)
-        elif self.ttl_ms is not None:
-            now = self._clock()
-            if run.deadline_ms is None or run.deadline_ms - now < self.ttl_ms:
-                run.deadline_ms = now + 2 * self.ttl_ms
+        self._check_lease(run, key, lease)
+        now = self._clock()
+        if run is None:
+            run = self._new_run(key.workflow_id, key.run_id, self._fresh_deadline())
+        elif hold_ms is None and not run.steps:
+            run.deadline_ms = self._fresh_deadline()
+        elif hold_ms is None and self.ttl_ms is not None and not _expires_after(run, now + self.ttl_ms):
+            run.deadline_ms = now + 2 * self.ttl_ms
+        if hold_ms is not None:
+            run.deadline_ms = None if hold_ms == HOLD_FOREVER else now + hold_ms
         run.steps[key.super_step] = dict(pairs_of(list(fields)))
         if self.keep_last is not None and len(run.steps) > self.keep_last:
             for step in sorted(run.steps)[: len(run.steps) - self.keep_last]:
@@ -111,7 +164,8 @@ class InMemoryCheckpointer(BaseCheckpointer):
             )
         copy = dict(source)
         copy.update(pairs_of(list(fields)))
-        self._new_run(from_key.workflow_id, new_run_id).steps[from_key.super_step] = copy
+        run = self._new_run(from_key.workflow_id, new_run_id, self._fresh_deadline())
+        run.steps[from_key.super_step] = copy
 
     async def _list_runs(
         self, workflow_id: str, *, limit: int, after: str | None
@@ -124,10 +178,71 @@ class InMemoryCheckpointer(BaseCheckpointer):
         return run_ids[:limit]
 
     async def _delete_run(self, workflow_id: str, run_id: str) -> bool:
-        if self._live_run(workflow_id, run_id) is None:
+        run = self._record(workflow_id, run_id)
+        if run is None:
             return False
         self._drop(workflow_id, run_id)
+        return bool(run.steps)
+
+    async def _acquire_lease(
+        self, workflow_id: str, run_id: str, owner: str, ttl_ms: int, *, must_exist: bool
+    ) -> Lease:
+        now = self._clock()
+        run = self._record(workflow_id, run_id)
+        if must_exist and (run is None or not run.steps):
+            raise RunNotFoundError(workflow_id, run_id)
+        holder = self._holder(run)
+        if run is not None and holder is not None:
+            if holder != owner:
+                raise LeaseHeldError(workflow_id, run_id, holder, run.lease_until_ms)
+        else:
+            if run is None:
+                # Guards a run being started: it lives as long as the lease, until the run's
+                # first save gives it the run's own deadline.
+                run = self._new_run(workflow_id, run_id, now + ttl_ms)
+            run.fence += 1
+            run.owner, run.token = owner, run.fence
+        run.lease_until_ms, run.lease_ttl_ms = now + ttl_ms, ttl_ms
+        if not run.steps and run.deadline_ms is not None:
+            run.deadline_ms = max(run.deadline_ms, run.lease_until_ms)
+        return Lease(workflow_id, run_id, owner, run.token, run.lease_until_ms, ttl_ms)
+
+    async def _renew_lease(self, lease: Lease) -> Lease:
+        run = self._record(lease.workflow_id, lease.run_id)
+        if run is None or self._holder(run) is None or run.token != lease.token:
+            raise LeaseLostError(lease.workflow_id, lease.run_id, lease.token)
+        run.lease_until_ms = self._clock() + lease.ttl_ms
+        if not run.steps and run.deadline_ms is not None:
+            run.deadline_ms = max(run.deadline_ms, run.lease_until_ms)
+        return replace(lease, expires_at_ms=run.lease_until_ms)
+
+    async def _release_lease(self, lease: Lease, note: bytes | None) -> bool:
+        run = self._record(lease.workflow_id, lease.run_id)
+        # Still this lease's token: held, expired but not taken over, or released by this very
+        # call before (a retry), which releases again and returns the same answer.
+        if run is None or run.token != lease.token:
+            if note is not None:
+                raise LeaseLostError(lease.workflow_id, lease.run_id, lease.token)
+            return False
+        run.owner, run.lease_until_ms, run.note = None, 0, note
         return True
+
+    async def _run_record(self, workflow_id: str, run_id: str) -> RunRecord:
+        run = self._record(workflow_id, run_id)
+        if run is None:
+            return RunRecord(None, None)
+        holder = self._holder(run)
+        lease = None
+        if holder is not None:
+            lease = Lease(
+                workflow_id, run_id, holder, run.token, run.lease_until_ms, run.lease_ttl_ms
+            )
+        return RunRecord(lease, None if run.note is None else orjson.loads(run.note))
+
+
+def _expires_after(run: _Run, moment_ms: int) -> bool:
+    """True when the run has a deadline and it is no earlier than ``moment_ms``."""
+    return run.deadline_ms is not None and run.deadline_ms >= moment_ms
 
 
 def _meta(fields: Stored) -> tuple[int, str]:

@@ -54,12 +54,17 @@ class Snapshot:
     values: dict[str, JSON]
     label: str = ""
     timestamp_ms: int = field(default_factory=now_ms)
+    metadata: dict[str, JSON] = field(default_factory=dict)
+    """Bookkeeping kept beside the channels, never mixed into ``values`` (the runner keeps its
+    progress here); copied by ``fork`` with the rest of the snapshot."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.key, CheckpointKey):
             raise TypeError(f"key must be a CheckpointKey, not {type(self.key).__name__}")
         if not isinstance(self.values, dict):
             raise TypeError(f"values must be a dict, not {type(self.values).__name__}")
+        if not isinstance(self.metadata, dict):
+            raise TypeError(f"metadata must be a dict, not {type(self.metadata).__name__}")
         check_text(self.label, "label")
         ts = self.timestamp_ms
         if isinstance(ts, bool) or not isinstance(ts, int):
@@ -71,3 +76,30 @@ class Snapshot:
     def meta(self) -> CheckpointMeta:
         k = self.key
         return CheckpointMeta(k.workflow_id, k.run_id, k.super_step, self.timestamp_ms, self.label)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A worker's exclusive, expiring claim on a run (see :meth:`Checkpointer.acquire_lease`).
+
+    ``token`` is the fencing token: it grows with every new acquisition of the run, so a save
+    carrying an older token (a worker that lost its lease) is refused by the store itself.
+    ``expires_at_ms`` is on the store's clock (the Redis server's ``TIME``).
+    """
+
+    workflow_id: str
+    run_id: str
+    owner: str
+    token: int
+    expires_at_ms: int
+    ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """What the store keeps about a run besides its snapshots: its live lease and a note."""
+
+    lease: Lease | None
+    """The lease held on the run right now, or None (never held, released or expired)."""
+    note: JSON
+    """The note stored by the last :meth:`Checkpointer.release_lease` (None if none)."""

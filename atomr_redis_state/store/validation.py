@@ -45,19 +45,31 @@ def _check_utf8(value: str, what: str) -> None:
         raise ValueError(f"{what} is not valid unicode (lone surrogate): {value!r}") from None
 
 
+MAX_DURATION_MS = 10**14
+"""The longest duration accepted (about 3,170 years): a deadline ``now + 2 x duration`` stays an
+exact integer in Lua's doubles and in Redis's ``PEXPIREAT``."""
+
+
+def duration_to_ms(value: float | timedelta | None, what: str = "ttl") -> int | None:
+    """Normalise a duration option (seconds or timedelta) to whole milliseconds, or None."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise TypeError(f"{what} must be seconds or a timedelta, not {type(value).__name__}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{what} must be a positive duration, got {value!r}")
+    if seconds * 1000 > MAX_DURATION_MS:
+        raise ValueError(f"{what} must be at most {MAX_DURATION_MS // 1000} s, got {value!r}")
+    return max(1, round(seconds * 1000))
+
+
 def ttl_to_ms(ttl: float | timedelta | None) -> int | None:
     """Normalise a ``ttl=`` option (seconds or timedelta) to whole milliseconds, or None."""
-    if ttl is None:
-        return None
-    if isinstance(ttl, timedelta):
-        seconds = ttl.total_seconds()
-    elif isinstance(ttl, int | float) and not isinstance(ttl, bool):
-        seconds = float(ttl)
-    else:
-        raise TypeError(f"ttl must be seconds or a timedelta, not {type(ttl).__name__}")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"ttl must be a positive duration, got {ttl!r}")
-    return max(1, round(seconds * 1000))
+    return duration_to_ms(ttl, "ttl")
 
 
 def check_positive_int(value: object, what: str) -> int:
@@ -67,3 +79,8 @@ def check_positive_int(value: object, what: str) -> int:
     if value < 1:
         raise ValueError(f"{what} must be >= 1, got {value}")
     return value
+
+
+def check_owner(value: object) -> str:
+    """Validate a lease owner: a non-empty string that encodes as UTF-8."""
+    return check_id(value, "owner")

@@ -9,17 +9,25 @@ from __future__ import annotations
 import asyncio
 import builtins
 import secrets
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, cast
 
+import orjson
 from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
-from ...errors import CheckpointConflictError, CheckpointNotFoundError
+from ...errors import (
+    CheckpointConflictError,
+    CheckpointNotFoundError,
+    LeaseHeldError,
+    LeaseLostError,
+    RunNotFoundError,
+)
 from ..checkpointer import BaseCheckpointer, Fields, Stored
 from ..codec import WRITE_TOKEN_FIELD, pairs_of
-from ..types import CheckpointKey
+from ..types import CheckpointKey, Lease, RunRecord
 from ..validation import check_positive_int, ttl_to_ms
 from .keys import KeyLayout
 from .scripts import Scripts
@@ -105,7 +113,15 @@ class RedisCheckpointer(BaseCheckpointer):
             f"keep_last={self.keep_last})"
         )
 
-    async def _save(self, key: CheckpointKey, fields: Fields, *, exclusive: bool) -> None:
+    async def _save(
+        self,
+        key: CheckpointKey,
+        fields: Fields,
+        *,
+        exclusive: bool,
+        lease: Lease | None,
+        hold_ms: int | None,
+    ) -> None:
         run = self.keys.run(key.workflow_id, key.run_id)
         step = str(key.super_step)
         token = ""
@@ -117,19 +133,32 @@ class RedisCheckpointer(BaseCheckpointer):
         try:
             await self._call(
                 self._scripts.save,
-                [run.steps, run.snapshot_prefix + step, run.run_index, run.snapshot_prefix],
+                [
+                    run.steps,
+                    run.snapshot_prefix + step,
+                    run.run_index,
+                    run.snapshot_prefix,
+                    run.record,
+                ],
                 [
                     step,
                     token,
                     self._ttl_arg,
                     self._keep_last_arg,
                     key.run_id,
+                    "" if lease is None else str(lease.token),
+                    "" if hold_ms is None else str(hold_ms),
                     *fields,
                 ],
             )
         except ResponseError as exc:
-            if str(exc).startswith("CONFLICT"):
+            code, _, detail = str(exc).partition(" ")
+            if code == "CONFLICT":
                 raise CheckpointConflictError(key.workflow_id, key.run_id, key.super_step) from None
+            if code == "LEASEHELD":
+                until, _, owner = detail.partition(" ")
+                raise LeaseHeldError(key.workflow_id, key.run_id, owner, int(until)) from None
+            self._raise_run_error(exc, key.workflow_id, key.run_id, lease)
             raise
 
     async def _load(self, key: CheckpointKey) -> Stored | None:
@@ -230,10 +259,72 @@ class RedisCheckpointer(BaseCheckpointer):
         run = self.keys.run(workflow_id, run_id)
         removed = await self._call(
             self._scripts.delete_run,
-            [run.steps, run.snapshot_prefix, run.run_index],
+            [run.steps, run.snapshot_prefix, run.run_index, run.record],
             [run_id],
         )
         return bool(removed)
+
+    async def _acquire_lease(
+        self, workflow_id: str, run_id: str, owner: str, ttl_ms: int, *, must_exist: bool
+    ) -> Lease:
+        run = self.keys.run(workflow_id, run_id)
+        try:
+            reply = await self._call(
+                self._scripts.acquire_lease,
+                [run.record, run.steps],
+                [owner, str(ttl_ms), "1" if must_exist else "0"],
+            )
+        except ResponseError as exc:
+            self._raise_run_error(exc, workflow_id, run_id, None)
+            raise
+        if reply[0] == b"held":
+            raise LeaseHeldError(workflow_id, run_id, reply[1].decode(), int(reply[2]))
+        return Lease(workflow_id, run_id, owner, int(reply[0]), int(reply[1]), ttl_ms)
+
+    async def _renew_lease(self, lease: Lease) -> Lease:
+        run = self.keys.run(lease.workflow_id, lease.run_id)
+        try:
+            until = await self._call(
+                self._scripts.renew_lease,
+                [run.record, run.steps],
+                [str(lease.token), str(lease.ttl_ms)],
+            )
+        except ResponseError as exc:
+            self._raise_run_error(exc, lease.workflow_id, lease.run_id, lease)
+            raise
+        return replace(lease, expires_at_ms=int(until))
+
+    async def _release_lease(self, lease: Lease, note: bytes | None) -> bool:
+        run = self.keys.run(lease.workflow_id, lease.run_id)
+        released = await self._call(
+            self._scripts.release_lease,
+            [run.record],
+            [str(lease.token), "0" if note is None else "1", note or b""],
+        )
+        if not released and note is not None:
+            raise LeaseLostError(lease.workflow_id, lease.run_id, lease.token)
+        return bool(released)
+
+    async def _run_record(self, workflow_id: str, run_id: str) -> RunRecord:
+        run = self.keys.run(workflow_id, run_id)
+        now, owner, token, until, ttl, note = await self._call(
+            self._scripts.run_record, [run.record], []
+        )
+        lease = None
+        if owner is not None and int(until) > int(now):
+            lease = Lease(workflow_id, run_id, owner.decode(), int(token), int(until), int(ttl))
+        return RunRecord(lease, None if note is None else orjson.loads(note))
+
+    @staticmethod
+    def _raise_run_error(
+        exc: ResponseError, workflow_id: str, run_id: str, lease: Lease | None
+    ) -> None:
+        """Turn a script's LEASELOST or RUNNOTFOUND refusal into its typed error."""
+        code = str(exc).partition(" ")[0]
+        if code == "LEASELOST":
+            raise LeaseLostError(workflow_id, run_id, 0 if lease is None else lease.token) from None
+        if code == "RUNNOTFOUND":
+            raise RunNotFoundError(workflow_id, run_id) from None
 
     async def _call(
         self, script: AsyncScript, keys: builtins.list[str], args: builtins.list[Any]

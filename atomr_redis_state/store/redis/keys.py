@@ -4,6 +4,7 @@ Layout (``P`` = prefix, ``T`` = slot tag, ``W``/``R`` = escaped workflow/run id)
 
     P:{T}:W:R:steps      sorted set: member and score = super-step, one per snapshot of the run
     P:{T}:W:R:snap:<n>   hash: the snapshot at super-step n (one field per channel, :label, :ts)
+    P:{T}:W:R:run        hash: the run's lease (owner, token, until, ttl), fencing counter, note
     P:{T}:W:runs         sorted set (all scores 0): run ids of workflow W whose tag is T
 
 The tag is one of :data:`SLOT_BUCKETS` values, chosen by hashing the workflow id with the run's
@@ -49,6 +50,8 @@ class RunKeys:
     """Snapshot hash keys are this prefix followed by the super-step."""
     run_index: str
     """The run-index bucket that lists this run."""
+    record: str
+    """The run's record hash: its lease, fencing counter and note."""
 
     def snapshot(self, super_step: int) -> str:
         return f"{self.snapshot_prefix}{super_step}"
@@ -79,6 +82,7 @@ class KeyLayout:
             steps=f"{run_part}:steps",
             snapshot_prefix=f"{run_part}:snap:",
             run_index=f"{workflow_part}:runs",
+            record=f"{run_part}:run",
         )
 
     def run_index_buckets(self, workflow_id: str) -> list[str]:

@@ -42,6 +42,10 @@ class Scripts:
     list: AsyncScript
     delete_run: AsyncScript
     prune_runs: AsyncScript
+    acquire_lease: AsyncScript
+    renew_lease: AsyncScript
+    release_lease: AsyncScript
+    run_record: AsyncScript
 
     @classmethod
     def register(cls, client: Any) -> Scripts:

@@ -1,0 +1,41 @@
+-- acquire_lease: claim a run for one owner, for a while, with a fencing token.
+-- KEYS[1] the run's record hash   KEYS[2] the run's steps sorted set (same slot: same run)
+-- ARGV[1] owner   ARGV[2] lease ttl in ms   ARGV[3] '1' if the run must already exist
+-- Returns {token, until}: the fencing token and the lease's deadline (ms, server clock); or
+-- {'held', owner, until} while another owner holds a live lease (nothing written).
+-- Checks first, no write before them: a run that must exist and has no steps set fails with
+-- RUNNOTFOUND. Then, atomically: the same owner holding a live lease extends it and keeps its
+-- token (so a retried call gets the same lease); otherwise the token is the record's fencing
+-- counter plus one (it only grows while the run exists). A record made for a run that does not
+-- exist yet (a start) expires with the lease, until the run's first save gives it the run's
+-- deadline; an existing run's record already shares the run's deadline.
+local record, steps = KEYS[1], KEYS[2]
+local owner, ttl = ARGV[1], tonumber(ARGV[2])
+
+local run_exists = redis.call('EXISTS', steps) == 1
+if ARGV[3] == '1' and not run_exists then
+  return redis.error_reply('RUNNOTFOUND the run has no checkpoint')
+end
+local now = now_ms()
+local held = redis.call('HMGET', record, 'owner', 'token', 'until')
+local live = held[1] and tonumber(held[3]) > now
+if live and held[1] ~= owner then
+  return {'held', held[1], held[3]}
+end
+
+local record_expires = redis.call('PEXPIRETIME', record)
+local token = held[2]
+if not live then
+  token = tostring(redis.call('HINCRBY', record, 'fence', 1))
+end
+local expires = now + ttl
+redis.call('HSET', record, 'owner', owner, 'token', token, 'until', expires, 'ttl', ttl)
+if run_exists then
+  local run_expires = redis.call('PEXPIRETIME', steps)
+  if run_expires >= 0 then
+    redis.call('PEXPIREAT', record, run_expires)
+  end
+elseif record_expires == -2 or (record_expires >= 0 and record_expires < expires) then
+  redis.call('PEXPIREAT', record, expires)
+end
+return {token, tostring(expires)}

@@ -1,0 +1,22 @@
+-- renew_lease: extend a live lease by its ttl from now.
+-- KEYS[1] the run's record hash   KEYS[2] the run's steps sorted set (same slot: same run)
+-- ARGV[1] the lease's fencing token   ARGV[2] lease ttl in ms
+-- Returns the new deadline (ms, server clock). Checks first, no write before them: a lease that
+-- expired, was taken over or whose run was deleted fails with LEASELOST. Then its deadline moves
+-- (a retry after a lost reply moves it again, to about the same time). The record of a run not
+-- saved yet follows the lease's deadline.
+local record, steps = KEYS[1], KEYS[2]
+local now = now_ms()
+local held = redis.call('HMGET', record, 'owner', 'token', 'until')
+if not held[1] or held[2] ~= ARGV[1] or tonumber(held[3]) <= now then
+  return redis.error_reply('LEASELOST the lease on this run was lost')
+end
+local expires = now + tonumber(ARGV[2])
+redis.call('HSET', record, 'until', expires)
+if redis.call('EXISTS', steps) == 0 then
+  local record_expires = redis.call('PEXPIRETIME', record)
+  if record_expires >= 0 and record_expires < expires then
+    redis.call('PEXPIREAT', record, expires)
+  end
+end
+return tostring(expires)
