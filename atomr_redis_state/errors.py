@@ -120,3 +120,12 @@ class WorkflowChangedError(AtomrStateError):
             f"run {run_id!r} of workflow {workflow_id!r} cannot continue on the changed "
             f"workflow: {'; '.join(self.changes)}"
         )
+
+
+class StepTimeoutError(AtomrStateError, TimeoutError):
+    """A step's attempt ran longer than its ``timeout``; it counts as a failed attempt."""
+
+    def __init__(self, step: str, timeout: float) -> None:
+        self.step = step
+        self.timeout = timeout
+        super().__init__(f"step {step!r} did not finish within its timeout of {timeout:g} s")

@@ -1,6 +1,9 @@
 -- lg_common: helpers prepended to every lg_*.lua script by atomr_redis_state/langgraph/scripts.py;
--- not a script of its own. A LangGraph thread is five keys plus its bucket's thread index, passed
--- as KEYS in groups of six (see atomr_redis_state/langgraph/keys.py):
+-- not a script of its own. A LangGraph thread is five keys plus its bucket's thread index. Scripts
+-- declare two KEYS per thread: its cps key and its key prefix <prefix>:lg:{bucket}:t:<thread>:
+-- (which never exists as a key: while the slot migrates, Redis answers TRYAGAIN rather than run
+-- a script with the thread split over two nodes). The other keys are derived from the cps key
+-- (see atomr_redis_state/langgraph/keys.py):
 --   cps      sorted set, all scores 0: ns \0 checkpoint_id, one per checkpoint (lex order)
 --   cp       hash: ns \0 checkpoint_id -> run \2 refs \2 type \0 payload
 --   b        hash: ns \0 channel \0 version -> type \0 value (one blob per channel version)
@@ -37,13 +40,6 @@ local function head(s)
   return string.sub(s, 1, string.find(s, '\0', 1, true) - 1)
 end
 
-local function thread_at(i)
-  return {
-    cps = KEYS[i], cp = KEYS[i + 1], b = KEYS[i + 2], w = KEYS[i + 3], rm = KEYS[i + 4],
-    threads = KEYS[i + 5], bucket = string.sub(KEYS[i + 5], 1, -8),
-  }
-end
-
 -- The thread keys of thread id `thread` in the bucket whose key prefix is `bucket`.
 local function thread_in(bucket, thread)
   local base = bucket .. 't:' .. thread .. ':'
@@ -51,6 +47,28 @@ local function thread_in(bucket, thread)
     cps = base .. 'cps', cp = base .. 'cp', b = base .. 'b', w = base .. 'w', rm = base .. 'rm',
     threads = bucket .. 'threads', bucket = bucket,
   }
+end
+
+-- The thread whose cps key is KEYS[i] (KEYS[i + 1] is its key prefix).
+local function thread_at(i)
+  local cps = KEYS[i]
+  local base = string.sub(cps, 1, -4)
+  local bucket = string.sub(cps, 1, string.find(cps, '}:', 1, true) + 1)
+  return {
+    cps = cps, cp = base .. 'cp', b = base .. 'b', w = base .. 'w', rm = base .. 'rm',
+    threads = bucket .. 'threads', bucket = bucket,
+  }
+end
+
+-- Split data into pieces of the lengths listed (comma-separated) in lens.
+local function pieces(lens, data)
+  local out, at = {}, 1
+  for n in string.gmatch(lens, '%d+') do
+    local len = tonumber(n)
+    out[#out + 1] = string.sub(data, at, at + len - 1)
+    at = at + len
+  end
+  return out
 end
 
 local function run_key(t, run)

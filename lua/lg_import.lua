@@ -1,10 +1,10 @@
 -- lg_import: merge what lg_export returned into a thread (copy_thread across cluster slots).
--- KEYS[1..6] the target thread: cps cp b w rm, and its bucket's thread index (lg_common.lua).
+-- KEYS[1] the target thread's cps key, KEYS[2] its key prefix (see lg_common.lua).
 -- ARGV[1] ttl in ms ('0' = none)   ARGV[2] thread id (escaped)
 -- ARGV[3..7] how many cps members, cp values, b values, w members, rm members follow
 -- ARGV[8..] those, in that order
--- Guarantees, atomically: as lg_copy for the target. Touches only KEYS and run-index keys derived
--- with the same {bucket} tag (same slot). It has no check that can fail.
+-- Guarantees, atomically: as lg_copy for the target. Touches the thread keys derived from KEYS[1]
+-- and run-index keys, all with the same {bucket} tag (same slot). It has no check that can fail.
 local data, at = {}, 8
 for part = 1, 5 do
   local n = tonumber(ARGV[2 + part])

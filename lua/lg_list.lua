@@ -1,11 +1,11 @@
 -- lg_list: checkpoints of a thread, newest first, with their blobs and pending writes (list).
--- KEYS[1..6] the thread: cps cp b w rm, and its bucket's thread index (see lg_common.lua).
+-- KEYS[1] the thread's cps key, KEYS[2] its key prefix (see lg_common.lua).
 -- ARGV[1] upper lex bound of the cps members ('(' or '[' prefixed, or '+')   ARGV[2] lower bound
 -- ARGV[3] at most this many ('0' = all)   ARGV[4] only checkpoint ids below this ('' = any)
 -- ARGV[5] only this checkpoint id ('' = any)
 -- Returns a flat list of entries {member, record, blob values, write members} (see lg_get.lua).
--- Guarantees: read-only, one consistent view of the thread. Touches only KEYS; it has no check
--- that can fail and writes nothing.
+-- Guarantees: read-only, one consistent view of the thread. Touches the thread keys derived from
+-- KEYS[1] (same {bucket} tag, so the same slot); it has no check that can fail and writes nothing.
 local t = thread_at(1)
 local limit, before, only = tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local members

@@ -1,7 +1,7 @@
 -- lg_prune: delete threads whole, or keep only the newest checkpoint of each namespace
 -- (delete_thread, prune).
--- KEYS groups of six per thread: cps cp b w rm, and its bucket's thread index (lg_common.lua).
--- ARGV[1] 'delete' or 'keep_latest'   ARGV[2..] the thread ids (escaped), one per group of KEYS
+-- KEYS two per thread: its cps key and its key prefix (see lg_common.lua).
+-- ARGV[1] 'delete' or 'keep_latest'   ARGV[2..] the thread ids (escaped), one per pair of KEYS
 -- Guarantees, atomically for all the threads given: 'delete' removes every key of each thread,
 -- its entries in the run index and in the thread index; 'keep_latest' keeps the newest checkpoint
 -- of each namespace with its pending writes, removes the others with their writes, then the
@@ -9,8 +9,8 @@
 -- On a cluster the caller groups threads by bucket, so all keys (KEYS and the run-index keys
 -- derived with the same {bucket} tag) are in one slot. It has no check that can fail.
 local removed = 0
-for g = 1, #KEYS / 6 do
-  local t = thread_at((g - 1) * 6 + 1)
+for g = 1, #KEYS / 2 do
+  local t = thread_at(g * 2 - 1)
   local thread = ARGV[g + 1]
   if ARGV[1] == 'delete' then
     removed = removed + redis.call('ZCARD', t.cps)

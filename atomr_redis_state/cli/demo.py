@@ -178,17 +178,20 @@ class DemoScript:
     async def crash_and_resume(self, run_id: str) -> None:
         self.heading("1. worker-1 starts the run and crashes during the tool calls")
         try:
-            await self.worker("worker-1", run_id, crash_in="find_hotels").run({"request": REQUEST})
+            await self.worker("worker-1", run_id, crash_in="find_hotels").start(
+                {"request": REQUEST}
+            )
         except WorkerCrash as crash:
             self.say(f"  worker-1 crashed: {crash}", "red")
-        latest = await self.store.latest(WORKFLOW_ID, run_id)
-        if latest is not None:
-            self.say(
-                f"  latest checkpoint: super-step {latest.key.super_step} ({latest.label}); "
-                "the interrupted layer left nothing behind"
-            )
+        status = await self.worker("observer", run_id).status()
+        error = status.last_error
+        self.say(
+            f"  status: {status.state} at super-step {status.super_step} ({status.label}); "
+            f"failed step: {error.step if error else '-'}; the tool calls that finished are "
+            "kept, so only the crashed one runs again"
+        )
         self.heading("2. worker-2 picks the run up from the store")
-        self.report(await self.worker("worker-2", run_id).run({"request": REQUEST}))
+        self.report(await self.worker("worker-2", run_id).run())
 
     async def approve(self, run_id: str, worker: str) -> RunOutcome:
         self.say(f"  a human approves on {worker}: {json.dumps(APPROVAL)}")
@@ -244,7 +247,13 @@ def _describe(label: str) -> str:
     if kind == "layer" and detail.isdigit() and int(detail) < len(LAYERS):
         return "ran " + ", ".join(LAYERS[int(detail)])
     if kind == "interrupt":
-        return f"paused at {detail}"
+        return f"paused inside {detail}"
+    if kind == "interrupt-before":
+        return f"paused before {detail}"
+    if kind == "interrupt-after":
+        return f"paused after {detail}"
+    if kind == "resume":
+        return f"resumed after {detail}, nothing left to run"
     if kind == "fork-of":
         return "forked, with an edit"
     return label

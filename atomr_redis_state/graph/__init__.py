@@ -7,7 +7,7 @@ super-step by super-step, and :mod:`.outcomes` is what it reports.
 
 from __future__ import annotations
 
-from .outcomes import Pause, PauseKind, RunOutcome
+from .outcomes import Pause, PauseKind, RunOutcome, RunStatus, StepFailure
 from .reducers import (
     AppendList,
     AppendMessages,
@@ -19,7 +19,7 @@ from .reducers import (
 )
 from .runner import StatefulRunner
 from .schema import Channel, RunState, StateSchema, StateSchemaBuilder
-from .steps import Step, StepContext, StepFn, Writes
+from .steps import RetryPolicy, Step, StepContext, StepFn, Writes
 
 __all__ = [
     "AppendList",
@@ -32,13 +32,16 @@ __all__ = [
     "Pause",
     "PauseKind",
     "Reducer",
+    "RetryPolicy",
     "RunOutcome",
     "RunState",
+    "RunStatus",
     "StateSchema",
     "StateSchemaBuilder",
     "StatefulRunner",
     "Step",
     "StepContext",
+    "StepFailure",
     "StepFn",
     "Writes",
 ]

@@ -1,17 +1,20 @@
-"""What the runner reports: where a run stands, and why it waits."""
+"""What the runner reports: where a run stands, why it waits, and what failed."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
-from ..store.types import JSON
+from ..store.types import JSON, Lease
 
-PauseKind = Literal["before", "interrupt", "after"]
-"""``before``/``after``: an ``interrupt_before``/``interrupt_after`` step; ``interrupt``: the
-step itself raised :class:`~.steps.Interrupt`."""
+PauseKind = Literal["before", "inside", "after"]
+"""``before``/``after``: an ``interrupt_before``/``interrupt_after`` step; ``inside``: the step
+itself paused (``ctx.interrupt()`` or :class:`~atomr_redis_state.errors.Interrupt`)."""
 
-KINDS: tuple[PauseKind, ...] = ("before", "interrupt", "after")
+KINDS: tuple[PauseKind, ...] = ("before", "inside", "after")
+
+RunStatusState = Literal["not_found", "running", "paused", "completed", "failed"]
+"""``running`` covers a run being worked on and one whose worker stopped mid-way (see the lease)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +28,23 @@ class Pause:
 
 
 @dataclass(frozen=True, slots=True)
+class StepFailure:
+    """A step that failed its last attempt, failing its layer (the run can be retried)."""
+
+    step: str
+    error_type: str
+    """The exception's class name."""
+    message: str
+    super_step: int
+    """The checkpoint the failed layer started from."""
+    attempts: int
+    """How many attempts the step has had, over every retry of the layer."""
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class RunOutcome:
-    """What ``run()`` and ``resume()`` return: the state, and the pause if the run is paused."""
+    """What ``start()``, ``run()`` and ``resume()`` return: the state, and any pause."""
 
     state: dict[str, JSON]
     """The user's channels at the run's latest checkpoint."""
@@ -42,3 +60,24 @@ class RunOutcome:
     @property
     def paused(self) -> bool:
         return self.pause is not None
+
+
+@dataclass(frozen=True, slots=True)
+class RunStatus:
+    """Where a run stands, read from the store (see :meth:`StatefulRunner.status`)."""
+
+    workflow_id: str
+    run_id: str
+    state: RunStatusState
+    super_step: int | None = None
+    """The run's latest checkpoint; None when it has none."""
+    label: str | None = None
+    """That checkpoint's label."""
+    updated_at_ms: int | None = None
+    """When that checkpoint was saved."""
+    pause: Pause | None = None
+    """Why and where a paused run waits."""
+    lease: Lease | None = None
+    """The worker holding the run right now (owner, expiry on the store's clock), if any."""
+    last_error: StepFailure | None = None
+    """The failure that stopped the run at its latest checkpoint, if any."""

@@ -1,40 +1,62 @@
-"""Where a run stands: what :meth:`StatefulRunner.run` reports, and what each snapshot records.
+"""The runner's own record: kept in each checkpoint's metadata, and in the run's note on failure.
 
-Every snapshot the runner saves holds, besides the user's channels, one reserved channel,
-``__runner__``, with the run's progress: the next layer to run and, for a paused run, the pause
-and the writes of the steps that finished before it. Progress lives in the snapshot, never in a
-worker's memory, so any worker can pick a run up, and a fork carries its source's progress.
+Every snapshot the runner saves carries, in ``Snapshot.metadata["runner"]`` (never among the
+user's channels), where the run stands: the steps merged so far, by name, the workflow's
+fingerprint, and for a paused run the pause and the writes of the steps that finished before
+it. It lives in the store, never in a worker's memory, so any worker can pick a run up, and a
+fork carries its source's progress. When a layer fails, the writes of the steps that finished
+are left in the run's note (:meth:`Checkpointer.release_lease`), so a retry runs only the rest.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Literal, cast
+
+import orjson
 
 from ..errors import AtomrStateError
 from ..store.types import JSON
-from .outcomes import KINDS, Pause, PauseKind
+from .outcomes import KINDS, Pause, PauseKind, StepFailure
+from .steps import Step
 
-RUNNER_CHANNEL = "__runner__"
-"""The reserved channel holding the runner's progress in every snapshot it saves."""
+RECORD_KEY = "runner"
+"""The key of the runner's record in ``Snapshot.metadata``."""
 
 Pending = dict[str, list[tuple[str, object]]]
-"""The writes of the steps of a paused layer that already finished, by step name."""
+"""The writes of steps that finished in a layer that did not complete, by step name."""
+
+Status = Literal["running", "paused", "completed"]
+
+
+def fingerprint(steps: Sequence[Sequence[Step]]) -> str:
+    """A short hash of the workflow's shape: its step names and their dependencies."""
+    shape = sorted((s.name, sorted(s.depends_on)) for layer in steps for s in layer)
+    return hashlib.sha256(orjson.dumps(shape)).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """The runner's record in one snapshot (the ``__runner__`` channel)."""
+    """Where a run stands at one checkpoint."""
 
-    next_layer: int
-    """Layers below this one are merged into the snapshot's values."""
+    workflow: str
+    """The fingerprint of the workflow that saved it."""
+    done: tuple[str, ...] = ()
+    """The steps whose writes are merged into this checkpoint, in the order they were merged."""
+    status: Status = "running"
     pause: Pause | None = None
     pending: Pending = field(default_factory=dict)
     pause_after: str | None = None
     """This layer checkpoint is owed an ``interrupt_after`` pause at the next super-step."""
 
-    def encode(self) -> JSON:
-        record: dict[str, JSON] = {"next_layer": self.next_layer}
+    def encode(self) -> dict[str, JSON]:
+        record: dict[str, JSON] = {
+            "workflow": self.workflow,
+            "done": list(self.done),
+            "status": self.status,
+        }
         if self.pause is not None:
             p = self.pause
             record["pause"] = {
@@ -44,24 +66,22 @@ class Progress:
                 "layer": p.layer,
             }
         if self.pending:
-            record["pending"] = {
-                step: [[channel, cast(JSON, value)] for channel, value in writes]
-                for step, writes in self.pending.items()
-            }
+            record["pending"] = encode_pending(self.pending)
         if self.pause_after is not None:
             record["pause_after"] = self.pause_after
         return record
 
     @classmethod
-    def decode(cls, record: JSON, super_step: int) -> Progress:
-        """Read a ``__runner__`` record; a snapshot without one is at layer ``super_step``."""
+    def decode(cls, metadata: Mapping[str, JSON], super_step: int) -> Progress | None:
+        """The record in a snapshot's metadata; None when the runner did not save it."""
+        record = metadata.get(RECORD_KEY)
         if record is None:
-            return cls(next_layer=super_step)
+            return None
         try:
             return cls._decode(record)
         except (KeyError, TypeError, ValueError) as exc:
             raise AtomrStateError(
-                f"super-step {super_step} has a malformed {RUNNER_CHANNEL!r} channel: {exc}"
+                f"super-step {super_step} has a malformed runner record: {exc}"
             ) from exc
 
     @classmethod
@@ -79,20 +99,89 @@ class Progress:
                 raw_pause.get("payload"),
                 _count(raw_pause["layer"]),
             )
-        raw_pending = record.get("pending") or {}
-        if not isinstance(raw_pending, dict):
-            raise TypeError(f"bad pending writes {raw_pending!r}")
-        pending: Pending = {
-            step: [(_text(pair[0]), pair[1]) for pair in _pairs(writes)]
-            for step, writes in raw_pending.items()
-        }
+        status = record.get("status")
+        if status not in ("running", "paused", "completed"):
+            raise ValueError(f"bad status {status!r}")
+        done = record["done"]
+        if not isinstance(done, list):
+            raise TypeError(f"bad done steps {done!r}")
         after = record.get("pause_after")
         return cls(
-            _count(record["next_layer"]),
+            _text(record["workflow"]),
+            tuple(_text(name) for name in done),
+            cast(Status, status),
             pause,
-            pending,
+            decode_pending(record.get("pending")),
             None if after is None else _text(after),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class FailureNote:
+    """What a failed layer leaves in the run's note: the failure, and the finished writes."""
+
+    failure: StepFailure
+    pending: Pending
+    attempts: dict[str, int]
+    """Attempts made so far per step of the layer that did not finish."""
+
+    def encode(self) -> dict[str, JSON]:
+        f = self.failure
+        return {
+            "failed": {
+                "super_step": f.super_step,
+                "step": f.step,
+                "error_type": f.error_type,
+                "message": f.message,
+                "attempts": f.attempts,
+                "at_ms": f.at_ms,
+            },
+            "pending": encode_pending(self.pending),
+            "attempts": cast(JSON, self.attempts),
+        }
+
+    @classmethod
+    def decode(cls, note: JSON) -> FailureNote | None:
+        """The failure in a run's note, or None for any other note (or a malformed one)."""
+        if not isinstance(note, dict) or not isinstance(note.get("failed"), dict):
+            return None
+        try:
+            raw = cast(dict[str, JSON], note["failed"])
+            failure = StepFailure(
+                _text(raw["step"]),
+                _text(raw["error_type"]),
+                _text(raw["message"]),
+                _count(raw["super_step"]),
+                _count(raw["attempts"]),
+                _count(raw["at_ms"]),
+            )
+            attempts = note.get("attempts") or {}
+            if not isinstance(attempts, dict):
+                raise TypeError("bad attempts")
+            return cls(
+                failure,
+                decode_pending(note.get("pending")),
+                {_text(k): _count(v) for k, v in attempts.items()},
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def encode_pending(pending: Pending) -> JSON:
+    return {
+        step: [[channel, cast(JSON, value)] for channel, value in writes]
+        for step, writes in pending.items()
+    }
+
+
+def decode_pending(raw: JSON) -> Pending:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise TypeError(f"bad pending writes {raw!r}")
+    return {
+        step: [(_text(pair[0]), pair[1]) for pair in _pairs(writes)] for step, writes in raw.items()
+    }
 
 
 def _count(value: JSON) -> int:

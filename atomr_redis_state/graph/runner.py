@@ -1,40 +1,66 @@
 """The stateful runner: runs a workflow layer by layer and checkpoints every super-step.
 
-Super-step 0 is the run's initial state (label ``init``). Layer ``i`` of the DAG is checkpointed
-as super-step ``i + 1`` (label ``layer:<i>``), except that every pause takes a super-step of its
-own (label ``interrupt:<step>``), so each pause shifts the later layers up by one. A pause never
-replaces the checkpoint before it, so ``list()`` is the run's whole history and ``latest()`` is
-where it stands.
+Super-step 0 is the run's initial state (label ``init``). Each layer of the DAG is checkpointed
+as the next super-step (label ``layer:<i>``); every pause takes a super-step of its own (labels
+``interrupt-before:<step>``, ``interrupt:<step>``, ``interrupt-after:<step>``), so ``list()`` is
+the run's whole history and ``latest()`` is where it stands.
 
-Progress is stored in each snapshot (see :mod:`.progress`), never kept in memory: any worker can
-take a run over, and a fork of a checkpoint (``checkpointer.fork(key, edits)``) carries it too,
-so running the fork's run id continues at the layer after the forked super-step.
+Progress is stored with each checkpoint (in ``Snapshot.metadata``, see :mod:`.progress`), by step
+name and with the workflow's fingerprint, never in a worker's memory: any worker can take a run
+over, and a fork of a checkpoint carries it too.
 
-Concurrency: every save is exclusive. When two workers run (or resume) the same run at once, the
-first to checkpoint a super-step wins; the other raises
-:class:`~.errors.CheckpointConflictError` and stores nothing, and its work for that layer is
-discarded. The loser does not reload and carry on, so a run is only ever driven by one worker at a
-time; call ``run()`` again to join a run whose owner has stopped.
+Fleet safety: every call that executes steps first takes the run's lease in the store (one
+worker per run at a time), renews it in the background while steps run, carries it on every
+save (so a worker that lost it writes nothing) and releases it when the run pauses, completes or
+fails. A crashed worker's run can be taken over once its lease expires.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+import builtins
+import inspect
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import TypeVar, cast
 
-from ..errors import Interrupt, RunNotPausedError, UnknownChannelError, WorkflowGraphError
-from ..store.checkpointer import Checkpointer, Edits
+from ..errors import (
+    CheckpointNotFoundError,
+    Interrupt,
+    LeaseHeldError,
+    LeaseLostError,
+    RunNotFoundError,
+    RunNotPausedError,
+    StepTimeoutError,
+    UnknownChannelError,
+    WorkflowChangedError,
+    WorkflowGraphError,
+)
+from ..store.checkpointer import Checkpointer, Edits, Hold
 from ..store.codec import normalise_edits
-from ..store.types import JSON, CheckpointKey, Snapshot
-from ..store.validation import check_id
-from .outcomes import Pause, RunOutcome
-from .progress import RUNNER_CHANNEL, Pending, Progress
+from ..store.types import JSON, CheckpointKey, Lease, Snapshot, now_ms
+from ..store.validation import check_id, check_owner, duration_to_ms
+from .outcomes import Pause, RunOutcome, RunStatus, RunStatusState, StepFailure
+from .progress import RECORD_KEY, FailureNote, Pending, Progress, Status, fingerprint
 from .schema import RunState, StateSchema
-from .steps import Step, StepContext, Writes, normalise_writes, plan_layers
+from .steps import NO_RETRY, RetryPolicy, Step, StepContext, Writes, normalise_writes, plan_layers
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE_TTL = 30.0
+"""Seconds a worker's lease lasts without renewal: how long a crashed worker's run waits."""
+
+
+def default_owner() -> str:
+    """A lease owner naming this host and process, unique per runner: ``host:pid:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +69,8 @@ class _Position:
 
     state: RunState
     progress: Progress
+    attempts: dict[str, int] = field(default_factory=dict)
+    """Attempts already made by steps of the next layer (after a failure)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +78,19 @@ class _Resume:
     """The layer a ``resume()`` continues at, and the step that gets the resume value."""
 
     layer: int
-    step: str | None
+    step: str
     value: object
+
+
+@dataclass(slots=True)
+class _StepResult:
+    """How one step of a layer ended: writes, a pause, or a failure, after ``attempts``."""
+
+    step: Step
+    attempts: int
+    writes: list[tuple[str, object]] | None = None
+    interrupt: Interrupt | None = None
+    error: Exception | None = None
 
 
 class StatefulRunner:
@@ -59,21 +98,29 @@ class StatefulRunner:
 
     ``steps`` form a DAG (see :class:`~.steps.Step`). The steps of a layer run concurrently,
     each seeing the state as it was before the layer; their writes are merged through the
-    reducers in the order the steps were declared, whatever order they finish in. If a step
-    fails, its running siblings are cancelled, the layer is not checkpointed and the step's
-    error propagates. If a step pauses (:class:`~.steps.Interrupt`), its siblings finish and
-    their writes are kept with the pause, so that only the paused step runs again on resume.
+    reducers in the order the steps were declared, whatever order they finish in.
+
+    Failures: a step is retried by its :class:`~.steps.RetryPolicy` (``retry`` here is the
+    default for steps without one) and bounded by its ``timeout``. When a step still fails, its
+    siblings finish, the layer is not checkpointed, the writes of the steps that finished are
+    kept in the store, and the step's error propagates: the next ``run()`` retries only the
+    steps that did not finish. If a step pauses (:class:`~..errors.Interrupt`), its siblings
+    finish and their writes are kept with the pause, so only the paused step runs on resume.
 
     A step in ``interrupt_before`` pauses the run before its layer runs; one in
-    ``interrupt_after`` pauses it once its layer is checkpointed. ``on_checkpoint`` is called
-    with every snapshot this runner saves. A cycle, an unknown dependency or an unknown
-    interrupt step is a :class:`~.steps.WorkflowGraphError` here, before anything runs.
+    ``interrupt_after`` pauses it once its layer is checkpointed. A pause keeps the whole run
+    in the store for ``pause_ttl`` (default: with no expiry), whatever the checkpointer's
+    ``ttl``; resuming puts it back on the ``ttl``. ``on_checkpoint`` (sync or async) is called
+    with every snapshot this runner saves.
+
+    Leases: ``owner`` names this worker (default: host, pid and a random suffix); its lease on
+    the run lasts ``lease_ttl`` and is renewed every third of it while steps run.
 
     Example::
 
         runner = StatefulRunner("wf", "run-1", [Step("plan", plan), Step("act", act, ["plan"])],
                                 schema, checkpointer, interrupt_before={"act"})
-        outcome = await runner.run({"question": "..."})   # paused before "act"
+        outcome = await runner.start({"question": "..."})  # paused before "act"
         outcome = await runner.resume(edits={"plan": revised})
     """
 
@@ -88,40 +135,82 @@ class StatefulRunner:
         interrupt_before: Iterable[str] = (),
         interrupt_after: Iterable[str] = (),
         on_checkpoint: Callable[[Snapshot], object] | None = None,
+        owner: str | None = None,
+        lease_ttl: float | timedelta = DEFAULT_LEASE_TTL,
+        pause_ttl: float | timedelta | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.workflow_id = check_id(workflow_id, "workflow_id")
         self.run_id = check_id(run_id, "run_id")
         if not isinstance(schema, StateSchema):
             raise TypeError(f"schema must be a StateSchema, not {type(schema).__name__}")
-        if RUNNER_CHANNEL in schema:
-            raise ValueError(f"{RUNNER_CHANNEL!r} is reserved for the runner's progress")
         self.schema = schema
         self.checkpointer = checkpointer
         self._layers = plan_layers(steps)
+        self._steps = {s.name: s for layer in self._layers for s in layer}
         self._layer_of = {s.name: i for i, layer in enumerate(self._layers) for s in layer}
+        self._fingerprint = fingerprint(self._layers)
         self._before = self._known_steps(interrupt_before, "interrupt_before")
         self._after = self._known_steps(interrupt_after, "interrupt_after")
         self._on_checkpoint = on_checkpoint
+        self.owner = default_owner() if owner is None else check_owner(owner)
+        lease_ms = duration_to_ms(lease_ttl, "lease_ttl")
+        self.lease_ttl_ms = cast(int, lease_ms)
+        self._pause_hold: Hold = "forever" if pause_ttl is None else pause_ttl
+        if pause_ttl is not None:
+            duration_to_ms(pause_ttl, "pause_ttl")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+        self.retry = retry or NO_RETRY
+        self._lease: Lease | None = None
+        self._note: JSON = None
 
     @property
     def layers(self) -> tuple[tuple[str, ...], ...]:
         """The step names of each layer, in merge order."""
         return tuple(tuple(step.name for step in layer) for layer in self._layers)
 
-    async def run(self, input: Writes = None) -> RunOutcome:
-        """Run the remaining layers from the run's latest checkpoint; stop at a pause.
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the workflow's shape (step names and dependencies)."""
+        return self._fingerprint
 
-        A new run first saves super-step 0: the defaults with ``input`` written through the
-        reducers. ``input`` is ignored once the run exists, so a worker taking over a run can
-        call ``run()`` with the arguments that started it. A finished or paused run executes
-        nothing and reports where it stands.
+    async def start(self, input: Writes = None) -> RunOutcome:
+        """Start the run: save super-step 0 (the defaults with ``input`` written through the
+        reducers), then run until it completes or pauses.
+
+        Raises :class:`~..errors.CheckpointConflictError` if the run already exists (continue
+        it with :meth:`run`) and :class:`~..errors.LeaseHeldError` if another worker is
+        starting it.
         """
-        position = await self._latest()
-        if position is None:
-            state = RunState(self.schema)
-            state.merge_writes(normalise_writes("input", input))
-            position = await self._save(state, "init", Progress(0))
-        return await self._drive(position, None)
+        initial = RunState(self.schema)
+        initial.merge_writes(normalise_writes("input", input))
+        status: Status = "running" if self._layers else "completed"
+
+        async def body() -> RunOutcome:
+            progress = Progress(self._fingerprint, (), status)
+            position = await self._save(initial, "init", progress)
+            return await self._drive(position, None)
+
+        return await self._with_lease(body, must_exist=False)
+
+    async def run(self) -> RunOutcome:
+        """Continue the run from its latest checkpoint, on any worker, until it completes or
+        pauses; retry a failed layer (only its steps that did not finish).
+
+        A completed or paused run executes nothing and reports where it stands. Raises
+        :class:`~..errors.RunNotFoundError` when the run has no checkpoint (it is never started
+        anew: see :meth:`start`), :class:`~..errors.LeaseHeldError` while another worker holds
+        it, and :class:`~..errors.WorkflowChangedError`, before anything runs, when the steps
+        changed in a way its progress cannot carry over.
+        """
+
+        async def body() -> RunOutcome:
+            position = await self._current()
+            self._check_compatible(position.progress)
+            return await self._drive(position, None)
+
+        return await self._with_lease(body)
 
     async def resume(
         self,
@@ -133,35 +222,157 @@ class StatefulRunner:
         """Continue a paused run, on any worker, and run on until it completes or pauses again.
 
         ``edits`` first replace channel values (as ``fork`` edits do, not through reducers).
-        By default the run continues where it paused: the paused step runs again and
-        ``value`` is its :attr:`~.steps.StepContext.resume_value` (and the return value of
-        ``ctx.interrupt()``); the layer's steps that had finished keep their writes; after an
-        ``interrupt_after`` pause the next layer runs and ``value`` is unused. With
-        ``from_step`` the whole layer of that step (earlier or later) runs next, with
-        ``value`` for that step. Raises :class:`RunNotPausedError` if the run is not paused.
+        By default the run continues where it paused: after a before- or inside-pause, the
+        paused step runs with ``value`` as its :attr:`~.steps.StepContext.resume_value` (and
+        the return value of ``ctx.interrupt()``), and the steps of its layer that had finished
+        keep their writes; after an ``interrupt_after`` pause the next layer runs (its own
+        ``interrupt_before`` gates still apply) and ``value`` is unused.
+
+        With ``from_step`` the whole layer of that step runs next, with ``value`` for that
+        step: a later step skips the layers in between; an earlier one first rolls the state
+        back to the checkpoint before that layer (history is kept: new super-steps follow).
+
+        Raises :class:`~..errors.RunNotPausedError` if the run is not paused,
+        :class:`~..errors.RunNotFoundError` if it has no checkpoint, and
+        :class:`~..errors.WorkflowChangedError` if the paused step (or one it depends on)
+        changed, so an answer is never silently dropped.
         """
-        position = await self._latest()
-        pause = None if position is None else position.progress.pause
-        if position is None or pause is None:
-            raise RunNotPausedError(
-                f"run {self.run_id!r} of workflow {self.workflow_id!r} is not paused"
-            )
-        state = self._edited(position.state, edits)
-        if from_step is not None:
-            if from_step not in self._layer_of:
-                raise WorkflowGraphError(f"from_step: there is no step named {from_step!r}")
-            target = _Resume(self._layer_of[from_step], from_step, value)
-            pending: Pending = {}
-        elif pause.kind == "after":
-            target, pending = _Resume(pause.layer + 1, None, value), {}
+        changes = self._checked_edits(edits)
+        if from_step is not None and from_step not in self._steps:
+            raise WorkflowGraphError(f"from_step: there is no step named {from_step!r}")
+
+        async def body() -> RunOutcome:
+            position = await self._current()
+            pause = position.progress.pause
+            if pause is None:
+                raise RunNotPausedError(
+                    f"run {self.run_id!r} of workflow {self.workflow_id!r} is not paused"
+                )
+            self._check_compatible(position.progress)
+            if from_step is not None:
+                position, target = await self._moved_to(position, from_step, value)
+            elif pause.kind == "after":
+                done = position.progress.done
+                position, target = replace(position, progress=self._running(done)), None
+            else:
+                progress = replace(
+                    self._running(position.progress.done), pending=position.progress.pending
+                )
+                position = replace(position, progress=progress)
+                target = _Resume(self._layer_of[pause.step], pause.step, value)
+            state = self._edited(position.state, changes)
+            position = replace(position, state=state)
+            if self._next_layer(position.progress.done) is None:
+                finished = self._advanced(state)
+                progress = Progress(self._fingerprint, position.progress.done, "completed")
+                return self._outcome(await self._save(finished, f"resume:{pause.step}", progress))
+            return await self._drive(position, target)
+
+        return await self._with_lease(body)
+
+    async def status(self) -> RunStatus:
+        """Where the run stands, from the store: ``not_found``, ``running``, ``paused``,
+        ``completed`` or ``failed``, with its latest super-step, pause, lease and last error.
+
+        ``running`` is also a run whose worker stopped mid-way (no lease: take it over with
+        :meth:`run`); ``failed`` is a run whose last layer failed and that nobody is retrying.
+        """
+        snapshot, record = await asyncio.gather(
+            self.checkpointer.latest(self.workflow_id, self.run_id),
+            self.checkpointer.run_record(self.workflow_id, self.run_id),
+        )
+        if snapshot is None:
+            return RunStatus(self.workflow_id, self.run_id, "not_found", lease=record.lease)
+        step = snapshot.key.super_step
+        progress = Progress.decode(snapshot.metadata, step) or Progress(self._fingerprint)
+        note = FailureNote.decode(record.note)
+        error = note.failure if note is not None and note.failure.super_step == step else None
+        state: RunStatusState
+        if progress.pause is not None:
+            state = "paused"
+        elif error is not None and record.lease is None:
+            state = "failed"
+        elif progress.status == "completed":
+            state = "completed"
         else:
-            target, pending = _Resume(pause.layer, pause.step, value), position.progress.pending
-        if target.layer >= len(self._layers):
-            done = self._advanced(state)
-            return self._outcome(
-                await self._save(done, f"resume:{pause.step}", Progress(target.layer))
+            state = "running"
+        return RunStatus(
+            self.workflow_id,
+            self.run_id,
+            state,
+            step,
+            snapshot.label,
+            snapshot.timestamp_ms,
+            progress.pause,
+            record.lease,
+            error,
+        )
+
+    async def _with_lease(self, body: Callable[[], Awaitable[T]], *, must_exist: bool = True) -> T:
+        """Run ``body`` holding the run's lease, renewed in the background, released after.
+
+        If a renewal finds the lease lost, ``body`` is cancelled and LeaseLostError raised.
+        """
+        if self._lease is not None:
+            raise LeaseHeldError(
+                self.workflow_id, self.run_id, self.owner, self._lease.expires_at_ms
             )
-        return await self._drive(_Position(state, Progress(target.layer, pending=pending)), target)
+        self._lease = await self.checkpointer.acquire_lease(
+            self.workflow_id,
+            self.run_id,
+            self.owner,
+            self.lease_ttl_ms / 1000,
+            must_exist=must_exist,
+        )
+        self._note = None
+        log.debug("run %s: lease %d taken by %s", self.run_id, self._lease.token, self.owner)
+        work = asyncio.ensure_future(body())
+        keeper = asyncio.ensure_future(self._keep_lease())
+        lost = False
+        try:
+            await asyncio.wait({work, keeper}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+                keeper.result()
+            return work.result()
+        except LeaseLostError:
+            lost = True
+            log.warning(
+                "run %s: %s lost its lease; stopped, wrote no more", self.run_id, self.owner
+            )
+            raise
+        finally:
+            for task in (keeper, work):
+                task.cancel()
+            await asyncio.gather(keeper, work, return_exceptions=True)
+            lease, self._lease = self._lease, None
+            if not lost and lease is not None:
+                await self._release(lease)
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease every third of its ttl; end (raising) only when it is lost."""
+        while True:
+            await asyncio.sleep(self.lease_ttl_ms / 3000)
+            lease = self._lease
+            if lease is None:
+                return
+            try:
+                self._lease = await self.checkpointer.renew_lease(lease)
+            except LeaseLostError:
+                raise
+            except Exception as exc:  # a transient store error: the next renewal may succeed
+                log.warning("run %s: lease renewal failed (%s); retrying", self.run_id, exc)
+
+    async def _release(self, lease: Lease) -> None:
+        """Release the lease, leaving the failure note if the work failed."""
+        try:
+            await self.checkpointer.release_lease(lease, note=self._note)
+            log.debug("run %s: lease %d released by %s", self.run_id, lease.token, self.owner)
+        except LeaseLostError:
+            log.warning("run %s: lease lost before its release; no note kept", self.run_id)
+        except Exception as exc:  # the lease expires on its own; never hide the work's outcome
+            log.warning("run %s: lease release failed (%s)", self.run_id, exc)
 
     async def _drive(self, position: _Position, resume: _Resume | None) -> RunOutcome:
         """Run layers from ``position`` until the run completes or pauses."""
@@ -170,57 +381,152 @@ class StatefulRunner:
             if progress.pause is not None:
                 return self._outcome(position)
             if progress.pause_after is not None:
-                done = progress.next_layer - 1
-                pause = Pause(progress.pause_after, "after", None, done)
-                position = await self._pause(position.state, pause, progress.next_layer, {})
+                step = progress.pause_after
+                pause = Pause(step, "after", None, self._layer_of.get(step, -1))
+                position = await self._pause(position.state, pause, progress.done, {})
                 continue
-            index = progress.next_layer
-            if index >= len(self._layers):
+            found = self._next_layer(progress.done)
+            if found is None:
                 return self._outcome(position)
-            layer = self._layers[index]
+            index, todo = found
             resuming = resume if resume is not None and resume.layer == index else None
-            stop = next((s.name for s in layer if s.name in self._before), None)
-            if resuming is None and stop is not None:
-                pause = Pause(stop, "before", None, index)
-                position = await self._pause(position.state, pause, index, {})
+            gate = next((s.name for s in todo if s.name in self._before), None)
+            # A layer with finished steps (a retry after a failure) has passed its gate already.
+            if resuming is None and gate is not None and not progress.pending:
+                pause = Pause(gate, "before", None, index)
+                position = await self._pause(position.state, pause, progress.done, progress.pending)
                 continue
-            position = await self._run_layer(index, position, resuming)
+            position = await self._run_layer(index, todo, position, resuming)
 
     async def _run_layer(
-        self, index: int, position: _Position, resume: _Resume | None
+        self, index: int, todo: list[Step], position: _Position, resume: _Resume | None
     ) -> _Position:
-        """Run one layer's steps concurrently; checkpoint the merged writes, or the pause."""
-        layer = self._layers[index]
+        """Run one layer's unfinished steps concurrently; checkpoint the merge, or the pause."""
         before = position.state
         values = before.snapshot()
         writes: Pending = dict(position.progress.pending)
-        todo = [step for step in layer if step.name not in writes]
-        contexts = [self._context(step, index, before, values, resume) for step in todo]
-        results = await _all_or_cancel(
-            [self._call(s, c) for s, c in zip(todo, contexts, strict=True)]
-        )
-        interrupted: list[tuple[str, Interrupt]] = []
-        for step, result in zip(todo, results, strict=True):
-            if isinstance(result, Interrupt):
-                interrupted.append((step.name, result))
-            else:
-                writes[step.name] = result
-        if interrupted:
-            name, signal = interrupted[0]
-            return await self._pause(
-                before, Pause(name, "interrupt", cast(JSON, signal.payload), index), index, writes
+        running = [step for step in todo if step.name not in writes]
+        results = await asyncio.gather(
+            *(
+                self._run_step(step, index, before, values, resume, position.attempts)
+                for step in running
             )
+        )
+        for result in results:
+            if result.writes is not None:
+                writes[result.step.name] = result.writes
+        failed = [result for result in results if result.error is not None]
+        if failed:
+            self._fail(failed[0], before.super_step, writes, results, position.attempts)
+        paused = next((r for r in results if r.interrupt is not None), None)
+        if paused is not None:
+            payload = cast(JSON, cast(Interrupt, paused.interrupt).payload)
+            pause = Pause(paused.step.name, "inside", payload, index)
+            return await self._pause(before, pause, position.progress.done, writes)
         merged = self._advanced(before)
-        merged.merge_writes(pair for step in layer for pair in writes[step.name])
-        owed = next((s.name for s in layer if s.name in self._after), None)
-        return await self._save(merged, f"layer:{index}", Progress(index + 1, pause_after=owed))
+        merged.merge_writes(pair for step in todo for pair in writes[step.name])
+        done = (*position.progress.done, *(step.name for step in todo))
+        owed = next((s.name for s in todo if s.name in self._after), None)
+        finished = owed is None and self._next_layer(done) is None
+        status: Status = "completed" if finished else "running"
+        progress = Progress(self._fingerprint, done, status, pause_after=owed)
+        return await self._save(merged, f"layer:{index}", progress)
 
-    async def _call(self, step: Step, context: StepContext) -> list[tuple[str, object]] | Interrupt:
-        """Run one step; its writes (checked against the schema) or the Interrupt it raised."""
+    def _fail(
+        self,
+        first: _StepResult,
+        super_step: int,
+        writes: Pending,
+        results: builtins.list[_StepResult],
+        earlier: Mapping[str, int],
+    ) -> None:
+        """Leave the failure and the finished writes in the note, and raise the step's error."""
+        error = cast(Exception, first.error)
+        attempts = dict(earlier)
+        attempts.update((r.step.name, r.attempts) for r in results if r.writes is None)
+        failure = StepFailure(
+            first.step.name,
+            type(error).__name__,
+            str(error),
+            super_step,
+            first.attempts,
+            now_ms(),
+        )
+        self._note = FailureNote(failure, writes, attempts).encode()
+        log.warning(
+            "run %s: step %r failed after %d attempt(s): %s: %s; kept %d finished step(s)",
+            self.run_id,
+            failure.step,
+            failure.attempts,
+            failure.error_type,
+            failure.message,
+            len(writes),
+        )
+        raise error
+
+    async def _run_step(
+        self,
+        step: Step,
+        index: int,
+        state: RunState,
+        values: dict[str, JSON],
+        resume: _Resume | None,
+        earlier: Mapping[str, int],
+    ) -> _StepResult:
+        """Run one step with its retry policy and timeout; never raises but cancellation."""
+        policy = step.retry or self.retry
+        attempts = 0
+        while True:
+            attempts += 1
+            context = StepContext(
+                step.name,
+                index,
+                values,
+                state.super_step,
+                *((resume.value,) if resume is not None and resume.step == step.name else ()),
+                workflow_id=self.workflow_id,
+                run_id=self.run_id,
+                attempt=earlier.get(step.name, 0) + attempts,
+            )
+            try:
+                returned = await self._call(step, context)
+            except Interrupt as signal:
+                return _StepResult(step, attempts, interrupt=signal)
+            except Exception as exc:
+                if not policy.retries(exc, attempts):
+                    return _StepResult(step, attempts, error=exc)
+                delay = policy.delay(attempts)
+                log.info(
+                    "run %s: step %r attempt %d failed (%s: %s); retrying in %.2f s",
+                    self.run_id,
+                    step.name,
+                    context.attempt,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            try:
+                return _StepResult(step, attempts, writes=self._checked_writes(step, returned))
+            except Exception as exc:  # bad writes are the step's bug: never worth a retry
+                return _StepResult(step, attempts, error=exc)
+
+    @staticmethod
+    async def _call(step: Step, context: StepContext) -> Writes:
+        """One attempt of ``step``, within its timeout."""
+        if step.timeout is None:
+            return await step.fn(context)
+        deadline = asyncio.timeout(step.timeout)
         try:
-            writes = await step.fn(context)
-        except Interrupt as signal:
-            return signal
+            async with deadline:
+                return await step.fn(context)
+        except TimeoutError:
+            if deadline.expired():
+                raise StepTimeoutError(step.name, step.timeout) from None
+            raise
+
+    def _checked_writes(self, step: Step, writes: Writes) -> list[tuple[str, object]]:
         pairs = normalise_writes(step.name, writes)
         for channel, _ in pairs:
             if channel not in self.schema:
@@ -228,49 +534,138 @@ class StatefulRunner:
         return pairs
 
     async def _pause(
-        self, state: RunState, pause: Pause, next_layer: int, pending: Pending
+        self, state: RunState, pause: Pause, done: tuple[str, ...], pending: Pending
     ) -> _Position:
-        """Checkpoint a pause as a super-step of its own, on top of ``state``."""
-        progress = Progress(next_layer, pause, pending)
-        return await self._save(self._advanced(state), f"interrupt:{pause.step}", progress)
+        """Checkpoint a pause as a super-step of its own, on top of ``state``; hold the run."""
+        progress = Progress(self._fingerprint, done, "paused", pause, pending)
+        label = {"before": "interrupt-before", "inside": "interrupt", "after": "interrupt-after"}
+        position = await self._save(
+            self._advanced(state),
+            f"{label[pause.kind]}:{pause.step}",
+            progress,
+            hold=self._pause_hold,
+        )
+        log.info("run %s: paused %s step %r", self.run_id, pause.kind, pause.step)
+        return position
 
-    async def _save(self, state: RunState, label: str, progress: Progress) -> _Position:
-        """Exclusively checkpoint ``state`` with ``progress``; a taken super-step raises."""
-        values = state.snapshot()
-        values[RUNNER_CHANNEL] = progress.encode()
+    async def _save(
+        self, state: RunState, label: str, progress: Progress, *, hold: Hold | None = None
+    ) -> _Position:
+        """Exclusively checkpoint ``state`` with ``progress``, under the lease."""
         key = CheckpointKey(self.workflow_id, self.run_id, state.super_step)
-        snapshot = Snapshot(key, values, label)
-        await self.checkpointer.save(snapshot, exclusive=True)
+        snapshot = Snapshot(key, state.snapshot(), label, metadata={RECORD_KEY: progress.encode()})
+        await self.checkpointer.save(snapshot, exclusive=True, lease=self._lease, hold=hold)
         if self._on_checkpoint is not None:
-            self._on_checkpoint(snapshot)
+            result = self._on_checkpoint(snapshot)
+            if inspect.isawaitable(result):
+                await result
         return _Position(state, progress)
 
-    async def _latest(self) -> _Position | None:
-        snapshot = await self.checkpointer.latest(self.workflow_id, self.run_id)
+    async def _current(self) -> _Position:
+        """The run's latest checkpoint, with the retry state a failed layer left."""
+        snapshot, record = await asyncio.gather(
+            self.checkpointer.latest(self.workflow_id, self.run_id),
+            self.checkpointer.run_record(self.workflow_id, self.run_id),
+        )
         if snapshot is None:
-            return None
-        values = dict(snapshot.values)
-        progress = Progress.decode(values.pop(RUNNER_CHANNEL, None), snapshot.key.super_step)
-        state = RunState.from_snapshot(self.schema, values, snapshot.key.super_step)
+            raise RunNotFoundError(self.workflow_id, self.run_id)
+        position = self._position(snapshot)
+        note = FailureNote.decode(record.note)
+        if (
+            note is not None
+            and note.failure.super_step == snapshot.key.super_step
+            and position.progress.pause is None
+        ):
+            progress = replace(position.progress, pending=note.pending)
+            return _Position(position.state, progress, note.attempts)
+        return position
+
+    def _position(self, snapshot: Snapshot, super_step: int | None = None) -> _Position:
+        step = snapshot.key.super_step
+        progress = Progress.decode(snapshot.metadata, step) or self._running(())
+        at = step if super_step is None else super_step
+        state = RunState.from_snapshot(self.schema, snapshot.values, at)
         return _Position(state, progress)
 
-    def _context(
-        self,
-        step: Step,
-        index: int,
-        state: RunState,
-        values: dict[str, JSON],
-        resume: _Resume | None,
-    ) -> StepContext:
-        if resume is not None and resume.step == step.name:
-            return StepContext(step.name, index, values, state.super_step, resume.value)
-        return StepContext(step.name, index, values, state.super_step)
+    async def _moved_to(
+        self, position: _Position, step: str, value: object
+    ) -> tuple[_Position, _Resume]:
+        """Where ``resume(from_step=step)`` continues: rolled back to before the step's layer
+        when it already ran, or with the layers before it skipped."""
+        layer = self._layer_of[step]
+        done = position.progress.done
+        target = _Resume(layer, step, value)
+        if step not in done:
+            skipped = tuple(
+                s.name
+                for layer_steps in self._layers[:layer]
+                for s in layer_steps
+                if s.name not in done
+            )
+            return _Position(position.state, self._running((*done, *skipped))), target
+        latest = position.state.super_step
+        for meta in reversed(await self.checkpointer.list(self.workflow_id, self.run_id)):
+            snapshot = await self.checkpointer.load(meta.key)
+            if snapshot is None:
+                continue
+            earlier = self._position(snapshot, latest)
+            if step not in earlier.progress.done:
+                kept = tuple(
+                    s for s in earlier.progress.done if self._layer_of.get(s, layer) < layer
+                )
+                return replace(earlier, progress=self._running(kept)), target
+        raise CheckpointNotFoundError(self.workflow_id, self.run_id, 0)
 
-    def _edited(self, state: RunState, edits: Edits | None) -> RunState:
+    def _check_compatible(self, progress: Progress) -> None:
+        """Raise WorkflowChangedError if ``progress`` cannot carry over to these steps."""
+        if progress.workflow == self._fingerprint:
+            return
+        done = set(progress.done)
+        changes: builtins.list[str] = []
+        for name in progress.done:
+            step = self._steps.get(name)
+            if step is None:
+                changes.append(f"step {name!r}, which already ran, is no longer in the workflow")
+                continue
+            changes += [
+                f"step {dep!r} was added before {name!r}, which already ran"
+                for dep in step.depends_on
+                if dep not in done
+            ]
+        waiting = [] if progress.pause is None else [progress.pause.step]
+        for name in dict.fromkeys([*waiting, *progress.pending]):
+            step = self._steps.get(name)
+            if step is None:
+                changes.append(f"step {name!r}, where the run paused, is no longer in the workflow")
+                continue
+            changes += [
+                f"step {dep!r} now runs before {name!r}, where the run paused"
+                for dep in step.depends_on
+                if dep not in done
+            ]
+        if changes:
+            raise WorkflowChangedError(self.workflow_id, self.run_id, changes)
+
+    def _next_layer(self, done: Iterable[str]) -> tuple[int, builtins.list[Step]] | None:
+        """The first layer with steps not done yet, and those steps."""
+        finished = set(done)
+        for index, layer in enumerate(self._layers):
+            todo = [step for step in layer if step.name not in finished]
+            if todo:
+                return index, todo
+        return None
+
+    def _running(self, done: tuple[str, ...]) -> Progress:
+        return Progress(self._fingerprint, done)
+
+    def _checked_edits(self, edits: Edits | None) -> dict[str, object]:
         changes = normalise_edits(edits)
         for key in changes:
             if key not in self.schema:
                 raise UnknownChannelError(key, self.schema.keys())
+        return changes
+
+    def _edited(self, state: RunState, changes: dict[str, object]) -> RunState:
         if not changes:
             return state
         return RunState.from_snapshot(
@@ -295,26 +690,7 @@ class StatefulRunner:
         return chosen
 
     def __repr__(self) -> str:
-        return f"StatefulRunner(workflow_id={self.workflow_id!r}, run_id={self.run_id!r})"
-
-
-async def _all_or_cancel(calls: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
-    """Await ``calls`` concurrently; on the first failure cancel the rest, wait, and re-raise.
-
-    The failure re-raised is the first by position among those that failed before the
-    cancellation. If the caller is cancelled, every task is cancelled and awaited too.
-    """
-    tasks = [asyncio.ensure_future(call) for call in calls]
-    if not tasks:
-        return []
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.wait(tasks)
-    for task in tasks:
-        error = task.exception() if task in done else None
-        if error is not None:
-            raise error
-    return [task.result() for task in tasks]
+        return (
+            f"StatefulRunner(workflow_id={self.workflow_id!r}, run_id={self.run_id!r}, "
+            f"owner={self.owner!r})"
+        )

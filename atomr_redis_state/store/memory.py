@@ -125,7 +125,11 @@ class InMemoryCheckpointer(BaseCheckpointer):
             run = self._new_run(key.workflow_id, key.run_id, self._fresh_deadline())
         elif hold_ms is None and not run.steps:
             run.deadline_ms = self._fresh_deadline()
-        elif hold_ms is None and self.ttl_ms is not None and not _expires_after(run, now + self.ttl_ms):
+        elif (
+            hold_ms is None
+            and self.ttl_ms is not None
+            and not _expires_after(run, now + self.ttl_ms)
+        ):
             run.deadline_ms = now + 2 * self.ttl_ms
         if hold_ms is not None:
             run.deadline_ms = None if hold_ms == HOLD_FOREVER else now + hold_ms
