@@ -12,6 +12,8 @@ Every error is in :mod:`.errors`; :mod:`.testing` starts throwaway Redis servers
 Every public name is importable from here.
 """
 
+import logging
+
 from .errors import (
     AtomrStateError,
     CheckpointConflictError,
@@ -66,6 +68,10 @@ from .store import (
     new_workflow_id,
 )
 from .store.redis import RedisCheckpointer
+
+# The library logs (conflicts, retries, leases, pauses, failures) under "atomr_redis_state" and
+# prints nothing unless the application configures logging.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "JSON",

@@ -41,3 +41,33 @@ local function index_run(index, run_id, deadline)
     redis.call('PEXPIREAT', index, deadline)
   end
 end
+
+-- An id as keys.py escapes it for one ':'-separated key segment.
+local function escape_id(id)
+  return (string.gsub(id, '[%%:{}]', function(c) return string.format('%%%02X', string.byte(c)) end))
+end
+
+-- When a run held with no expiry goes back on a ttl, its run-index bucket (kept without expiry
+-- while any run in it was held) takes the latest deadline of its runs again, or stays without one
+-- while any of them has none. The runs' steps keys are derived from the bucket key (it ends in
+-- 'runs' after the workflow's key prefix), so they share its hash tag: one slot. O(runs in the
+-- bucket), and only when a hold ends.
+local function restore_index_deadline(index)
+  if redis.call('PEXPIRETIME', index) ~= -1 then
+    return
+  end
+  local workflow_prefix = string.sub(index, 1, -5)
+  local latest = 0
+  for _, run_id in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+    local expires = redis.call('PEXPIRETIME', workflow_prefix .. escape_id(run_id) .. ':steps')
+    if expires == -1 then
+      return
+    end
+    if expires > latest then
+      latest = expires
+    end
+  end
+  if latest > 0 then
+    redis.call('PEXPIREAT', index, latest)
+  end
+end

@@ -20,7 +20,8 @@
 -- (O(steps), at most once per ttl; otherwise O(1)). Without a ttl, a run that already expires
 -- keeps its deadline, so its keys still expire together. A hold moves every key of the run to
 -- now + hold (or removes their expiry). The run is added to its run-index bucket when it is new,
--- and the bucket's deadline follows the run's whenever that moves.
+-- and the bucket's deadline follows the run's whenever that moves; when a hold with no expiry
+-- ends, the bucket gets back the latest deadline of its runs (see restore_index_deadline).
 local steps, snapshot, index, snapshot_prefix, record = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local step, token = ARGV[1], ARGV[2]
 local ttl, keep_last = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -84,6 +85,9 @@ if hold ~= '' or refresh then
     expire_at(record, deadline)
   end
   index_run(index, ARGV[5], deadline)
+  if hold == '' and run_expires == -1 then
+    restore_index_deadline(index)
+  end
 else
   if run_expires >= 0 then
     redis.call('PEXPIREAT', snapshot, run_expires)

@@ -41,12 +41,13 @@ def test_demo_runs_end_to_end_on_the_embedded_fakeredis() -> None:
     out = flat(done.stdout)
     assert "store: in-process fakeredis" in out
     assert "worker-1 crashed: worker-1 died while calling find_hotels" in out
-    assert "latest checkpoint: super-step 1 (layer:0)" in out
-    assert "paused at 'approve' (interrupt)" in out
+    assert "status: failed at super-step 1 (layer:0); failed step: find_hotels" in out
+    assert "paused at 'approve' (inside)" in out
     assert "completed: Booked" in out
     assert "Total EUR 1420." in out
     assert "Total EUR 1150." in out
-    assert "who ran what: plan@worker-1, search_flights@worker-2" in out
+    # The tool calls that finished before the crash are kept: only find_hotels runs again.
+    assert "who ran what: plan@worker-1, search_flights@worker-1, find_hotels@worker-2" in out
 
 
 def test_demo_shows_each_super_step_as_it_is_checkpointed() -> None:

@@ -318,3 +318,14 @@ async def test_the_lease_record_expires_with_its_run(backend: Backend) -> None:
     assert all(ttl > 0 for ttl in ttls), dict(zip(keys, ttls, strict=True))
     await cp.save(snap("r", 1), hold="forever", lease=await cp.acquire_lease(WF, "r", "w1", 30))
     assert all([await backend.client.pttl(key) == -1 for key in await backend.raw_keys()])
+
+
+@pytest.mark.parametrize("backend", ["redis", "cluster"], indirect=True)
+async def test_every_key_expires_again_once_a_hold_ends(backend: Backend) -> None:
+    cp = backend.make(ttl=60)
+    await cp.save(snap("held", 0), hold="forever")
+    await cp.save(snap("other", 0))
+    assert -1 in [await backend.client.pttl(key) for key in await backend.raw_keys()]
+    await cp.save(snap("held", 1))
+    ttls = {key: await backend.client.pttl(key) for key in await backend.raw_keys()}
+    assert all(ttl > 0 for ttl in ttls.values()), ttls

@@ -14,8 +14,12 @@ from atomr_redis_state import (
     CheckpointConflictError,
     Checkpointer,
     CheckpointKey,
+    Hold,
     InMemoryCheckpointer,
     Interrupt,
+    Lease,
+    LeaseHeldError,
+    RunNotFoundError,
     RunNotPausedError,
     RunOutcome,
     Snapshot,
@@ -128,7 +132,7 @@ def test_layers_are_longest_path_depths_in_declaration_order() -> None:
 async def test_a_run_checkpoints_its_input_then_one_super_step_per_layer(
     checkpointer: Checkpointer,
 ) -> None:
-    outcome = await runner(checkpointer, Workflow().diamond()).run({"topic": "t"})
+    outcome = await runner(checkpointer, Workflow().diamond()).start({"topic": "t"})
     assert await history(checkpointer) == [
         (0, "init"),
         (1, "layer:0"),
@@ -148,10 +152,21 @@ async def test_a_run_checkpoints_its_input_then_one_super_step_per_layer(
 async def test_the_initial_snapshot_holds_the_input_written_through_the_reducers(
     checkpointer: Checkpointer,
 ) -> None:
-    await runner(checkpointer, [], run_id="r0").run([("log", "x"), ("log", ["y"])])
+    await runner(checkpointer, [], run_id="r0").start([("log", "x"), ("log", ["y"])])
     snapshot = await checkpointer.load(CheckpointKey(WF, "r0", 0))
     assert snapshot is not None
     assert snapshot.values["log"] == ["x", "y"]
+
+
+async def test_the_runners_record_is_in_the_metadata_not_among_the_channels(
+    checkpointer: Checkpointer,
+) -> None:
+    await runner(checkpointer, Workflow().with_question()).start({"topic": "t"})
+    for meta in await checkpointer.list(WF, RUN):
+        snapshot = await checkpointer.load(meta.key)
+        assert snapshot is not None
+        assert set(snapshot.values) == set(SCHEMA.keys())
+        assert "runner" in snapshot.metadata
 
 
 async def test_the_steps_of_a_layer_run_concurrently(checkpointer: Checkpointer) -> None:
@@ -162,7 +177,7 @@ async def test_the_steps_of_a_layer_run_concurrently(checkpointer: Checkpointer)
         return {"log": ctx.step}
 
     steps = [Step(name, meet) for name in ("x", "y", "z")]
-    outcome = await runner(checkpointer, steps).run()
+    outcome = await runner(checkpointer, steps).start()
     assert outcome.state["log"] == ["x", "y", "z"]
 
 
@@ -177,7 +192,7 @@ async def test_each_step_sees_the_state_as_it_was_before_its_layer(
         return {"seen": ctx.read("topic")}
 
     steps = [Step("write", write), Step("read", read)]
-    outcome = await runner(checkpointer, steps).run({"topic": "before"})
+    outcome = await runner(checkpointer, steps).start({"topic": "before"})
     assert outcome.state["seen"] == "before"
 
 
@@ -191,7 +206,7 @@ async def test_writes_merge_in_declaration_order_whatever_order_steps_finish(
 
         return Step(f"slept-{delay}", fn)
 
-    outcome = await runner(checkpointer, [sleeper(0.03), sleeper(0.0), sleeper(0.015)]).run()
+    outcome = await runner(checkpointer, [sleeper(0.03), sleeper(0.0), sleeper(0.015)]).start()
     assert outcome.state["log"] == ["slept-0.03", "slept-0.0", "slept-0.015"]
     assert outcome.state["answer"] == "slept-0.015"
 
@@ -200,14 +215,39 @@ async def test_a_step_can_write_one_channel_several_times(checkpointer: Checkpoi
     async def twice(ctx: StepContext) -> Writes:
         return [("log", "one"), ("log", "two")]
 
-    outcome = await runner(checkpointer, [Step("twice", twice)]).run()
+    outcome = await runner(checkpointer, [Step("twice", twice)]).start()
     assert outcome.state["log"] == ["one", "two"]
 
 
 async def test_on_checkpoint_sees_every_snapshot_saved(checkpointer: Checkpointer) -> None:
     seen: list[Snapshot] = []
-    await runner(checkpointer, Workflow().diamond(), on_checkpoint=seen.append).run()
+    await runner(checkpointer, Workflow().diamond(), on_checkpoint=seen.append).start()
     assert [(s.key.super_step, s.label) for s in seen] == await history(checkpointer)
+
+
+# Starting and continuing
+
+
+async def test_starting_a_run_that_exists_is_a_conflict_and_runs_nothing(
+    checkpointer: Checkpointer,
+) -> None:
+    w = Workflow()
+    await runner(checkpointer, w.diamond()).start()
+    w.calls.clear()
+    with pytest.raises(CheckpointConflictError):
+        await runner(checkpointer, w.diamond()).start({"topic": "again"})
+    assert w.calls == {}
+    assert len(await history(checkpointer)) == 4
+
+
+async def test_run_of_a_run_without_checkpoints_raises_and_starts_nothing(
+    checkpointer: Checkpointer,
+) -> None:
+    w = Workflow()
+    with pytest.raises(RunNotFoundError):
+        await runner(checkpointer, w.diamond()).run()
+    assert w.calls == {}
+    assert await checkpointer.list_runs(WF) == []
 
 
 # Failures and resuming after them
@@ -227,25 +267,28 @@ def failing_diamond(w: Workflow, fail_times: int) -> list[Step]:
 
 async def test_a_failing_step_propagates_its_own_error(checkpointer: Checkpointer) -> None:
     with pytest.raises(ToolFailed, match="c failed"):
-        await runner(checkpointer, failing_diamond(Workflow(), 1)).run()
+        await runner(checkpointer, failing_diamond(Workflow(), 1)).start()
 
 
 async def test_a_failing_layer_is_not_checkpointed(checkpointer: Checkpointer) -> None:
     with pytest.raises(ToolFailed):
-        await runner(checkpointer, failing_diamond(Workflow(), 1)).run()
+        await runner(checkpointer, failing_diamond(Workflow(), 1)).start()
     assert await history(checkpointer) == [(0, "init"), (1, "layer:0")]
 
 
-async def test_a_failing_step_cancels_its_running_siblings(checkpointer: Checkpointer) -> None:
-    started, cancelled = asyncio.Event(), asyncio.Event()
+async def test_a_failing_step_lets_its_running_siblings_finish(
+    checkpointer: Checkpointer,
+) -> None:
+    started, cancelled, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def slow(ctx: StepContext) -> Writes:
         started.set()
         try:
-            await asyncio.sleep(30)
+            await asyncio.sleep(0.05)
         except asyncio.CancelledError:
             cancelled.set()
             raise
+        finished.set()
         return {"log": "slow"}
 
     async def fail(ctx: StepContext) -> Writes:
@@ -253,8 +296,9 @@ async def test_a_failing_step_cancels_its_running_siblings(checkpointer: Checkpo
         raise ToolFailed("boom")
 
     with pytest.raises(ToolFailed):
-        await runner(checkpointer, [Step("slow", slow), Step("fail", fail)]).run()
-    assert cancelled.is_set()
+        await runner(checkpointer, [Step("slow", slow), Step("fail", fail)]).start()
+    assert finished.is_set()
+    assert not cancelled.is_set()
 
 
 async def test_cancelling_a_run_cancels_its_running_steps(checkpointer: Checkpointer) -> None:
@@ -269,7 +313,7 @@ async def test_cancelling_a_run_cancels_its_running_steps(checkpointer: Checkpoi
             raise
         return None
 
-    task = asyncio.create_task(runner(checkpointer, [Step("slow", slow)]).run())
+    task = asyncio.create_task(runner(checkpointer, [Step("slow", slow)]).start())
     await asyncio.wait_for(started.wait(), 5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -277,15 +321,15 @@ async def test_cancelling_a_run_cancels_its_running_steps(checkpointer: Checkpoi
     assert cancelled.is_set()
 
 
-async def test_run_after_a_failure_resumes_and_skips_completed_layers(
+async def test_run_after_a_failure_runs_only_what_did_not_finish(
     checkpointer: Checkpointer,
 ) -> None:
     w = Workflow()
     steps = failing_diamond(w, 1)
     with pytest.raises(ToolFailed):
-        await runner(checkpointer, steps).run()
+        await runner(checkpointer, steps).start()
     outcome = await runner(checkpointer, steps).run()
-    assert w.calls == {"a": 1, "b": 2, "c": 2, "d": 1}
+    assert w.calls == {"a": 1, "b": 1, "c": 2, "d": 1}
     assert outcome.state["log"] == ["a", "b", "c", "d"]
     assert await history(checkpointer) == [
         (0, "init"),
@@ -299,9 +343,9 @@ async def test_rerunning_a_finished_run_executes_nothing_and_returns_its_state(
     checkpointer: Checkpointer,
 ) -> None:
     w = Workflow()
-    first = await runner(checkpointer, w.diamond()).run()
+    first = await runner(checkpointer, w.diamond()).start()
     w.calls.clear()
-    again = await runner(checkpointer, w.diamond()).run({"topic": "ignored"})
+    again = await runner(checkpointer, w.diamond()).run()
     assert w.calls == {}
     assert again == first
     assert len(await history(checkpointer)) == 4
@@ -314,7 +358,7 @@ async def test_a_step_writing_an_unknown_channel_fails_its_layer(
         return {"nope": 1}
 
     with pytest.raises(UnknownChannelError, match="nope"):
-        await runner(checkpointer, [Step("stray", stray)]).run()
+        await runner(checkpointer, [Step("stray", stray)]).start()
     assert await history(checkpointer) == [(0, "init")]
 
 
@@ -325,7 +369,8 @@ async def test_a_step_returning_something_other_than_writes_fails_its_layer(
         return 42  # type: ignore[return-value]
 
     with pytest.raises(TypeError, match="step 'wrong' returned int"):
-        await runner(checkpointer, [Step("wrong", wrong)]).run()
+        await runner(checkpointer, [Step("wrong", wrong)]).start()
+    assert await history(checkpointer) == [(0, "init")]
 
 
 # Two workers on one run
@@ -335,23 +380,32 @@ async def test_two_runners_racing_on_one_run_apply_the_layer_once(
     backend: Backend, checkpointer: Checkpointer
 ) -> None:
     await checkpointer.save(Snapshot(CheckpointKey(WF, RUN, 0), {}, label="init"))
-    both_inside = asyncio.Barrier(2)
+    loser_refused = asyncio.Event()
+    ran: list[str] = []
 
     def racer(worker: str, store: Checkpointer) -> StatefulRunner:
         async def work(ctx: StepContext) -> Writes:
-            await asyncio.wait_for(both_inside.wait(), 5)
+            ran.append(worker)
+            await asyncio.wait_for(loser_refused.wait(), 5)
             return {"answer": worker}
 
-        return runner(store, [Step("work", work)])
+        return runner(store, [Step("work", work)], owner=worker)
+
+    async def race(worker: StatefulRunner) -> RunOutcome | LeaseHeldError:
+        try:
+            return await worker.run()
+        except LeaseHeldError as exc:
+            loser_refused.set()
+            return exc
 
     results = await asyncio.gather(
-        racer("w1", checkpointer).run(),
-        racer("w2", second_worker(backend, checkpointer)).run(),
-        return_exceptions=True,
+        race(racer("w1", checkpointer)),
+        race(racer("w2", second_worker(backend, checkpointer))),
     )
     [winner] = [r for r in results if isinstance(r, RunOutcome)]
-    [loser] = [r for r in results if isinstance(r, CheckpointConflictError)]
-    assert loser.super_step == 1
+    [loser] = [r for r in results if isinstance(r, LeaseHeldError)]
+    assert ran == [winner.state["answer"]]
+    assert loser.owner == winner.state["answer"]
     assert await history(checkpointer) == [(0, "init"), (1, "layer:0")]
     latest = await checkpointer.latest(WF, RUN)
     assert latest is not None
@@ -363,7 +417,7 @@ async def test_a_second_worker_continues_a_run_from_the_store(
 ) -> None:
     w = Workflow()
     with pytest.raises(ToolFailed):
-        await runner(checkpointer, failing_diamond(w, 1)).run()
+        await runner(checkpointer, failing_diamond(w, 1)).start()
     other = second_worker(backend, checkpointer)
     outcome = await runner(other, failing_diamond(w, 0)).run()
     assert outcome.state["log"] == ["a", "b", "c", "d"]
@@ -376,10 +430,10 @@ async def test_a_second_worker_continues_a_run_from_the_store(
 async def test_a_step_that_interrupts_pauses_the_run_with_its_payload(
     checkpointer: Checkpointer,
 ) -> None:
-    outcome = await runner(checkpointer, Workflow().with_question()).run()
+    outcome = await runner(checkpointer, Workflow().with_question()).start()
     assert outcome.paused
     assert outcome.pause is not None
-    assert (outcome.pause.step, outcome.pause.kind, outcome.pause.layer) == ("ask", "interrupt", 1)
+    assert (outcome.pause.step, outcome.pause.kind, outcome.pause.layer) == ("ask", "inside", 1)
     assert outcome.pause.payload == {"question": "ask?", "log": ["a"]}
     assert outcome.state["log"] == ["a"]
 
@@ -387,7 +441,7 @@ async def test_a_step_that_interrupts_pauses_the_run_with_its_payload(
 async def test_a_pause_is_checkpointed_as_a_super_step_of_its_own(
     checkpointer: Checkpointer,
 ) -> None:
-    await runner(checkpointer, Workflow().with_question()).run()
+    await runner(checkpointer, Workflow().with_question()).start()
     assert await history(checkpointer) == [(0, "init"), (1, "layer:0"), (2, "interrupt:ask")]
 
 
@@ -395,7 +449,7 @@ async def test_a_pause_leaves_the_previous_layers_checkpoint_as_it_was(
     checkpointer: Checkpointer,
 ) -> None:
     saved: list[Snapshot] = []
-    await runner(checkpointer, Workflow().with_question(), on_checkpoint=saved.append).run()
+    await runner(checkpointer, Workflow().with_question(), on_checkpoint=saved.append).start()
     layer_0 = next(s for s in saved if s.label == "layer:0")
     assert await checkpointer.load(layer_0.key) == layer_0
 
@@ -404,7 +458,7 @@ async def test_a_step_can_pause_by_raising_interrupt(checkpointer: Checkpointer)
     async def stop(ctx: StepContext) -> Writes:
         raise Interrupt("need a human")
 
-    outcome = await runner(checkpointer, [Step("stop", stop)]).run()
+    outcome = await runner(checkpointer, [Step("stop", stop)]).start()
     assert outcome.pause is not None
     assert outcome.pause.payload == "need a human"
 
@@ -413,7 +467,7 @@ async def test_run_on_a_paused_run_executes_nothing_and_reports_the_pause(
     checkpointer: Checkpointer,
 ) -> None:
     w = Workflow()
-    first = await runner(checkpointer, w.with_question()).run()
+    first = await runner(checkpointer, w.with_question()).start()
     w.calls.clear()
     again = await runner(checkpointer, w.with_question()).run()
     assert w.calls == {}
@@ -422,7 +476,7 @@ async def test_run_on_a_paused_run_executes_nothing_and_reports_the_pause(
 
 async def test_resume_gives_the_value_to_the_paused_step(checkpointer: Checkpointer) -> None:
     w = Workflow()
-    await runner(checkpointer, w.with_question()).run()
+    await runner(checkpointer, w.with_question()).start()
     outcome = await runner(checkpointer, w.with_question()).resume("yes")
     assert outcome.completed
     assert outcome.state["answer"] == "yes"
@@ -431,7 +485,7 @@ async def test_resume_gives_the_value_to_the_paused_step(checkpointer: Checkpoin
 
 async def test_resume_checkpoints_the_layer_after_the_pause(checkpointer: Checkpointer) -> None:
     w = Workflow()
-    await runner(checkpointer, w.with_question()).run()
+    await runner(checkpointer, w.with_question()).start()
     await runner(checkpointer, w.with_question()).resume("yes")
     assert await history(checkpointer) == [
         (0, "init"),
@@ -443,7 +497,7 @@ async def test_resume_checkpoints_the_layer_after_the_pause(checkpointer: Checkp
 
 
 async def test_resume_works_on_another_worker(backend: Backend, checkpointer: Checkpointer) -> None:
-    await runner(checkpointer, Workflow().with_question()).run()
+    await runner(checkpointer, Workflow().with_question()).start()
     other = second_worker(backend, checkpointer)
     outcome = await runner(other, Workflow().with_question()).resume("from elsewhere")
     assert outcome.state["answer"] == "from elsewhere"
@@ -453,7 +507,7 @@ async def test_the_steps_that_finished_beside_an_interrupt_are_not_run_again(
     checkpointer: Checkpointer,
 ) -> None:
     w = Workflow()
-    await runner(checkpointer, w.with_question()).run()
+    await runner(checkpointer, w.with_question()).start()
     outcome = await runner(checkpointer, w.with_question()).resume("yes")
     assert w.calls == {"a": 1, "ask": 2, "b": 1, "d": 1}
     assert "b" in outcome.state["log"]  # type: ignore[operator]
@@ -462,7 +516,7 @@ async def test_the_steps_that_finished_beside_an_interrupt_are_not_run_again(
 async def test_resume_with_edits_changes_the_state_before_the_step_runs_again(
     checkpointer: Checkpointer,
 ) -> None:
-    await runner(checkpointer, Workflow().with_question()).run({"topic": "old"})
+    await runner(checkpointer, Workflow().with_question()).start({"topic": "old"})
     outcome = await runner(checkpointer, Workflow().with_question()).resume(
         "ok", edits={"topic": "edited"}
     )
@@ -473,7 +527,7 @@ async def test_resume_with_edits_changes_the_state_before_the_step_runs_again(
 async def test_resume_edits_replace_values_rather_than_going_through_reducers(
     checkpointer: Checkpointer,
 ) -> None:
-    await runner(checkpointer, Workflow().with_question()).run()
+    await runner(checkpointer, Workflow().with_question()).start()
     outcome = await runner(checkpointer, Workflow().with_question()).resume(
         "ok", edits=[("log", ["replaced"])]
     )
@@ -481,29 +535,44 @@ async def test_resume_edits_replace_values_rather_than_going_through_reducers(
 
 
 async def test_resume_edits_of_an_unknown_channel_are_refused(checkpointer: Checkpointer) -> None:
-    await runner(checkpointer, Workflow().with_question()).run()
+    await runner(checkpointer, Workflow().with_question()).start()
     with pytest.raises(UnknownChannelError):
         await runner(checkpointer, Workflow().with_question()).resume(edits={"nope": 1})
     assert await latest_label(checkpointer) == "interrupt:ask"
 
 
-async def test_resume_from_a_named_step_runs_again_from_its_layer(
+async def test_resume_from_an_earlier_step_rolls_back_to_before_its_layer(
     checkpointer: Checkpointer,
 ) -> None:
     w = Workflow()
-    await runner(checkpointer, w.with_question()).run()
+    await runner(checkpointer, w.with_question()).start()
     outcome = await runner(checkpointer, w.with_question()).resume("again", from_step="a")
     assert w.calls["a"] == 2
     assert outcome.pause is not None
     assert outcome.pause.step == "ask"
-    assert outcome.state["log"] == ["a", "a"]
+    assert outcome.state["log"] == ["a"]
+
+
+async def test_resume_from_an_earlier_step_keeps_the_history(
+    checkpointer: Checkpointer,
+) -> None:
+    w = Workflow()
+    await runner(checkpointer, w.with_question()).start()
+    await runner(checkpointer, w.with_question()).resume("again", from_step="a")
+    assert await history(checkpointer) == [
+        (0, "init"),
+        (1, "layer:0"),
+        (2, "interrupt:ask"),
+        (3, "layer:0"),
+        (4, "interrupt:ask"),
+    ]
 
 
 async def test_resume_from_a_later_step_skips_the_layers_before_it(
     checkpointer: Checkpointer,
 ) -> None:
     w = Workflow()
-    await runner(checkpointer, w.with_question()).run()
+    await runner(checkpointer, w.with_question()).start()
     outcome = await runner(checkpointer, w.with_question()).resume(from_step="d")
     assert outcome.completed
     assert w.calls == {"a": 1, "ask": 1, "b": 1, "d": 1}
@@ -511,19 +580,19 @@ async def test_resume_from_a_later_step_skips_the_layers_before_it(
 
 
 async def test_resume_from_an_unknown_step_is_refused(checkpointer: Checkpointer) -> None:
-    await runner(checkpointer, Workflow().with_question()).run()
+    await runner(checkpointer, Workflow().with_question()).start()
     with pytest.raises(WorkflowGraphError, match="'nope'"):
         await runner(checkpointer, Workflow().with_question()).resume(from_step="nope")
 
 
 async def test_resume_of_a_run_that_is_not_paused_raises(checkpointer: Checkpointer) -> None:
-    await runner(checkpointer, Workflow().diamond()).run()
+    await runner(checkpointer, Workflow().diamond()).start()
     with pytest.raises(RunNotPausedError):
         await runner(checkpointer, Workflow().diamond()).resume("x")
 
 
 async def test_resume_of_a_run_without_checkpoints_raises(checkpointer: Checkpointer) -> None:
-    with pytest.raises(RunNotPausedError):
+    with pytest.raises(RunNotFoundError):
         await runner(checkpointer, Workflow().diamond()).resume("x")
 
 
@@ -532,7 +601,7 @@ async def test_two_interrupts_in_one_layer_pause_one_after_the_other(
 ) -> None:
     w = Workflow()
     steps = [w.asking("first"), w.asking("second")]
-    first = await runner(checkpointer, steps).run()
+    first = await runner(checkpointer, steps).start()
     second = await runner(checkpointer, steps).resume(1)
     done = await runner(checkpointer, steps).resume(2)
     assert [o.pause.step if o.pause else None for o in (first, second, done)] == [
@@ -547,40 +616,50 @@ async def test_two_interrupts_in_one_layer_pause_one_after_the_other(
 async def test_two_workers_resuming_one_pause_apply_it_once(
     backend: Backend, checkpointer: Checkpointer
 ) -> None:
-    both_resumed = asyncio.Barrier(2)
+    loser_refused = asyncio.Event()
+    resumed_with: list[object] = []
 
     async def ask(ctx: StepContext) -> Writes:
         answer = ctx.interrupt("go?")
-        await asyncio.wait_for(both_resumed.wait(), 5)
+        resumed_with.append(answer)
+        await asyncio.wait_for(loser_refused.wait(), 5)
         return {"answer": answer}
 
     steps = [Step("ask", ask)]
-    await runner(checkpointer, steps).run()
+    await runner(checkpointer, steps).start()
+
+    async def race(worker: StatefulRunner, value: str) -> RunOutcome | LeaseHeldError:
+        try:
+            return await worker.resume(value)
+        except LeaseHeldError as exc:
+            loser_refused.set()
+            return exc
+
     results = await asyncio.gather(
-        runner(checkpointer, steps).resume("w1"),
-        runner(second_worker(backend, checkpointer), steps).resume("w2"),
-        return_exceptions=True,
+        race(runner(checkpointer, steps), "w1"),
+        race(runner(second_worker(backend, checkpointer), steps), "w2"),
     )
     [winner] = [r for r in results if isinstance(r, RunOutcome)]
-    assert [type(r) for r in results].count(CheckpointConflictError) == 1
+    assert [type(r) for r in results].count(LeaseHeldError) == 1
+    assert resumed_with == [winner.state["answer"]]
     assert await history(checkpointer) == [(0, "init"), (1, "interrupt:ask"), (2, "layer:0")]
     assert (await runner(checkpointer, steps).run()).state == winner.state
 
 
 async def test_interrupt_before_pauses_before_the_step_runs(checkpointer: Checkpointer) -> None:
     w = Workflow()
-    outcome = await runner(checkpointer, w.diamond(), interrupt_before={"c"}).run()
+    outcome = await runner(checkpointer, w.diamond(), interrupt_before={"c"}).start()
     assert outcome.pause is not None
     assert (outcome.pause.step, outcome.pause.kind, outcome.pause.payload) == ("c", "before", None)
     assert w.calls == {"a": 1}
-    assert await latest_label(checkpointer) == "interrupt:c"
+    assert await latest_label(checkpointer) == "interrupt-before:c"
 
 
 async def test_resume_after_interrupt_before_runs_the_layer_once(
     checkpointer: Checkpointer,
 ) -> None:
     w = Workflow()
-    await runner(checkpointer, w.diamond(), interrupt_before={"c"}).run()
+    await runner(checkpointer, w.diamond(), interrupt_before={"c"}).start()
     outcome = await runner(checkpointer, w.diamond(), interrupt_before={"c"}).resume()
     assert outcome.completed
     assert w.calls == {"a": 1, "b": 1, "c": 1, "d": 1}
@@ -589,7 +668,7 @@ async def test_resume_after_interrupt_before_runs_the_layer_once(
 async def test_interrupt_after_pauses_once_the_layer_is_checkpointed(
     checkpointer: Checkpointer,
 ) -> None:
-    outcome = await runner(checkpointer, Workflow().diamond(), interrupt_after={"b"}).run()
+    outcome = await runner(checkpointer, Workflow().diamond(), interrupt_after={"b"}).start()
     assert outcome.pause is not None
     assert (outcome.pause.step, outcome.pause.kind, outcome.pause.layer) == ("b", "after", 1)
     assert outcome.state["log"] == ["a", "b", "c"]
@@ -597,7 +676,7 @@ async def test_interrupt_after_pauses_once_the_layer_is_checkpointed(
         (0, "init"),
         (1, "layer:0"),
         (2, "layer:1"),
-        (3, "interrupt:b"),
+        (3, "interrupt-after:b"),
     ]
 
 
@@ -605,7 +684,7 @@ async def test_resume_after_interrupt_after_runs_the_next_layer(
     checkpointer: Checkpointer,
 ) -> None:
     w = Workflow()
-    await runner(checkpointer, w.diamond(), interrupt_after={"b"}).run()
+    await runner(checkpointer, w.diamond(), interrupt_after={"b"}).start()
     outcome = await runner(checkpointer, w.diamond(), interrupt_after={"b"}).resume()
     assert outcome.completed
     assert w.calls == {"a": 1, "b": 1, "c": 1, "d": 1}
@@ -615,7 +694,7 @@ async def test_resume_after_a_pause_after_the_last_layer_completes_the_run(
     checkpointer: Checkpointer,
 ) -> None:
     w = Workflow()
-    await runner(checkpointer, w.diamond(), interrupt_after={"d"}).run()
+    await runner(checkpointer, w.diamond(), interrupt_after={"d"}).start()
     outcome = await runner(checkpointer, w.diamond(), interrupt_after={"d"}).resume(
         edits={"answer": "final"}
     )
@@ -632,11 +711,18 @@ class LosesTheFirstPause:
         self.inner = inner
         self.armed = True
 
-    async def save(self, snapshot: Snapshot, *, exclusive: bool = False) -> None:
-        if self.armed and snapshot.label.startswith("interrupt:"):
+    async def save(
+        self,
+        snapshot: Snapshot,
+        *,
+        exclusive: bool = False,
+        lease: Lease | None = None,
+        hold: Hold | None = None,
+    ) -> None:
+        if self.armed and snapshot.label.startswith("interrupt"):
             self.armed = False
             raise ConnectionError("worker died")
-        await self.inner.save(snapshot, exclusive=exclusive)
+        await self.inner.save(snapshot, exclusive=exclusive, lease=lease, hold=hold)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -648,7 +734,7 @@ async def test_an_interrupt_after_lost_to_a_crash_is_recorded_by_the_next_run(
     w = Workflow()
     crashing: Any = LosesTheFirstPause(checkpointer)
     with pytest.raises(ConnectionError):
-        await runner(crashing, w.diamond(), interrupt_after={"b"}).run()
+        await runner(crashing, w.diamond(), interrupt_after={"b"}).start()
     outcome = await runner(checkpointer, w.diamond(), interrupt_after={"b"}).run()
     assert outcome.pause is not None
     assert outcome.pause.kind == "after"
@@ -662,7 +748,7 @@ async def test_a_fork_resumes_at_the_layer_after_the_forked_step(
     checkpointer: Checkpointer,
 ) -> None:
     w = Workflow()
-    await runner(checkpointer, w.diamond()).run()
+    await runner(checkpointer, w.diamond()).start()
     fork_id = await checkpointer.fork(CheckpointKey(WF, RUN, 2), {"log": ["edited"]})
     w.calls.clear()
     outcome = await runner(checkpointer, w.diamond(), run_id=fork_id).run()
@@ -675,7 +761,7 @@ async def test_replaying_a_fork_leaves_its_source_run_untouched(
     checkpointer: Checkpointer,
 ) -> None:
     w = Workflow()
-    source = await runner(checkpointer, w.diamond()).run()
+    source = await runner(checkpointer, w.diamond()).start()
     fork_id = await checkpointer.fork(CheckpointKey(WF, RUN, 1), {"topic": "branch"})
     await runner(checkpointer, w.diamond(), run_id=fork_id).run()
     assert await runner(checkpointer, w.diamond()).run() == source
@@ -685,7 +771,7 @@ async def test_replaying_a_fork_leaves_its_source_run_untouched(
 async def test_a_fork_of_a_pause_is_paused_and_resumes_on_its_own(
     checkpointer: Checkpointer,
 ) -> None:
-    await runner(checkpointer, Workflow().with_question()).run()
+    await runner(checkpointer, Workflow().with_question()).start()
     fork_id = await checkpointer.fork(CheckpointKey(WF, RUN, 2), {"topic": "forked"})
     fork = runner(checkpointer, Workflow().with_question(), run_id=fork_id)
     assert (await fork.run()).paused
@@ -737,7 +823,25 @@ async def test_an_interrupt_on_an_unknown_step_is_an_error(
         runner(checkpointer, Workflow().diamond(), **options)
 
 
-async def test_a_schema_using_the_reserved_channel_is_refused(checkpointer: Checkpointer) -> None:
-    schema = StateSchema.builder().add_lww("__runner__").build()
-    with pytest.raises(ValueError, match="reserved"):
-        StatefulRunner(WF, RUN, [], schema, checkpointer)
+async def test_a_channel_named_like_the_old_reserved_one_is_allowed_and_round_trips(
+    checkpointer: Checkpointer,
+) -> None:
+    schema = StateSchema.builder().add_lww("__runner__").add_lww("seen").build()
+
+    async def write(ctx: StepContext) -> Writes:
+        return {"__runner__": {"mine": True}}
+
+    async def read(ctx: StepContext) -> Writes:
+        return {"seen": ctx.read("__runner__")}
+
+    steps = [Step("write", write), Step("read", read, ["write"])]
+
+    def make() -> StatefulRunner:
+        return StatefulRunner(WF, RUN, steps, schema, checkpointer, interrupt_before={"read"})
+
+    paused = await make().start()
+    assert paused.pause is not None
+    assert paused.state["__runner__"] == {"mine": True}
+    outcome = await make().resume()
+    assert outcome.completed
+    assert outcome.state == {"__runner__": {"mine": True}, "seen": {"mine": True}}
