@@ -1,0 +1,27 @@
+"""The README's runner example runs as written and prints what its comments say."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_the_runner_example_runs_as_written(tmp_path: Path) -> None:
+    text = README.read_text()
+    section = text[text.index("## The runner") :]
+    found = re.search(r"```python\n(.*?)```", section, re.S)
+    assert found is not None
+    script = tmp_path / "example.py"
+    script.write_text(found.group(1))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("Pause(step='ask', kind='inside'")
+    assert lines[1] == "paused"
+    assert lines[2] == "True ['planned', 'searched (attempt 1)', 'human said yes', 'answered']"
