@@ -582,3 +582,28 @@ async def test_an_async_on_checkpoint_is_awaited(checkpointer: Checkpointer) -> 
     await runner(checkpointer, Tools().chain(), on_checkpoint=record).start()
     assert [s.label for s in seen] == ["init", "layer:0", "layer:1", "layer:2"]
     assert seen[-1].key == CheckpointKey(WF, RUN, 3)
+
+
+async def test_a_stale_worker_wins_nothing_on_a_trimmed_run(backend: Backend) -> None:
+    store = backend.make(keep_last=1)
+    reported: list[Snapshot] = []
+
+    async def stall(ctx: StepContext) -> Writes:
+        time.sleep(SHORT + 0.2)  # noqa: ASYNC251 (a stalled event loop: no heartbeat gets out)
+        return {"log": "stale"}
+
+    tools = Tools()
+    await runner(store, tools.chain(), interrupt_before={"b"}).start()
+    stale_steps = [*tools.chain()]
+    stale_steps[1] = Step("b", stall, ["a"])
+    stale = runner(store, stale_steps, lease_ttl=SHORT, on_checkpoint=reported.append)
+    with pytest.raises(LeaseLostError):
+        await stale.resume()
+    assert reported == []
+    assert (await runner(store, tools.chain()).resume()).completed
+    assert await labels(store) == ["layer:2"]
+
+
+def test_the_new_errors_are_library_errors() -> None:
+    for error in (LeaseHeldError, LeaseLostError, RunNotFoundError, WorkflowChangedError):
+        assert issubclass(error, AtomrStateError)

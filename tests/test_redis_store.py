@@ -12,7 +12,13 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 
-from atomr_redis_state import CheckpointConflictError, CheckpointKey, RedisCheckpointer, Snapshot
+from atomr_redis_state import (
+    CheckpointConflictError,
+    CheckpointKey,
+    Lease,
+    RedisCheckpointer,
+    Snapshot,
+)
 from atomr_redis_state.store.redis.keys import SLOT_BUCKETS, KeyLayout
 from atomr_redis_state.store.redis.scripts import Scripts, script_source
 from atomr_redis_state.testing import RedisServer
@@ -147,6 +153,11 @@ async def counted(redis_server: RedisServer) -> AsyncIterator[RedisCheckpointer]
     await cp.latest(WF, "r")
     await cp.list(WF, "r")
     await cp.delete_run(WF, "nothing")
+    await cp.release_lease(await cp.acquire_lease(WF, "r", "warm-up", 30))
+    await cp.run_record(WF, "r")
+    lease = await cp.acquire_lease(WF, "r", "warm-up", 30)
+    await cp.renew_lease(lease)
+    await cp.release_lease(lease)
     yield cp
     await cp.delete_run(WF, "r")
     for run in await cp.list_runs(WF):
@@ -164,12 +175,20 @@ async def test_every_operation_is_one_round_trip(counted: RedisCheckpointer) -> 
         "list": lambda: counted.list(WF, "r"),
         "fork": lambda: counted.fork(key, {"a": 1}),
         "delete_run": lambda: counted.delete_run(WF, "gone"),
+        "acquire_lease": lambda: counted.acquire_lease(WF, "r", "w", 30),
+        "renew_lease": lambda: counted.renew_lease(held[0]),
+        "leased save": lambda: counted.save(snap("r", 3), exclusive=True, lease=held[0]),
+        "run_record": lambda: counted.run_record(WF, "r"),
+        "release_lease": lambda: counted.release_lease(held[0], note={"done": True}),
     }
+    held = [Lease(WF, "r", "w", 1, 0, 30_000)]
     trips = {}
     for name, operation in operations.items():
         before = CountingConnection.writes
-        await operation()
+        result = await operation()
         trips[name] = CountingConnection.writes - before
+        if isinstance(result, Lease):
+            held[0] = result
     assert trips == dict.fromkeys(operations, 1)
 
 

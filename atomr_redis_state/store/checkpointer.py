@@ -314,6 +314,23 @@ class BaseCheckpointer(ABC):
         """The live lease and the note."""
 
 
+# The public methods are documented once, on the protocol; help() shows it on every backend.
+for _method in (
+    "save",
+    "load",
+    "latest",
+    "list",
+    "fork",
+    "list_runs",
+    "delete_run",
+    "acquire_lease",
+    "renew_lease",
+    "release_lease",
+    "run_record",
+):
+    getattr(BaseCheckpointer, _method).__doc__ = getattr(Checkpointer, _method).__doc__
+
+
 def _hold_ms(hold: Hold | None) -> int | None:
     """``hold`` in milliseconds: None (use the ttl), :data:`HOLD_FOREVER`, or a duration."""
     if hold is None:
