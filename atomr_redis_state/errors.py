@@ -129,3 +129,37 @@ class StepTimeoutError(AtomrStateError, TimeoutError):
         self.step = step
         self.timeout = timeout
         super().__init__(f"step {step!r} did not finish within its timeout of {timeout:g} s")
+
+
+class StoreUnavailableError(AtomrStateError, ConnectionError):
+    """Redis could not be reached, or a cluster kept redirecting, past the retry budget.
+
+    The outcome of the call is unknown (it may have been applied); every store operation is safe
+    to call again with the same arguments, and then gives the answer the first would have given.
+    """
+
+
+class StoreOutOfMemoryError(AtomrStateError, MemoryError):
+    """Redis is over its ``maxmemory`` with a ``noeviction`` policy: nothing was written.
+
+    Free memory (delete or expire runs, set a ``ttl`` or ``keep_last``) or raise ``maxmemory``.
+    """
+
+
+class StorePermissionError(AtomrStateError, PermissionError):
+    """The Redis user lacks a permission the store needs (see the README's "Security" section)."""
+
+
+class DurabilityError(AtomrStateError):
+    """A save was applied on the primary but fewer replicas than required confirmed it in time.
+
+    It may be lost if the primary fails now; saving the same snapshot again is safe.
+    """
+
+    def __init__(self, required: int, confirmed: int, timeout_ms: int) -> None:
+        self.required = required
+        self.confirmed = confirmed
+        self.timeout_ms = timeout_ms
+        super().__init__(
+            f"only {confirmed} of {required} replicas confirmed the write within {timeout_ms} ms"
+        )

@@ -10,15 +10,26 @@ from __future__ import annotations
 from .checkpointer import BaseCheckpointer, Checkpointer, Edits, Hold
 from .ids import new_run_id, new_workflow_id
 from .memory import InMemoryCheckpointer
-from .types import JSON, CheckpointKey, CheckpointMeta, Lease, RunRecord, Snapshot
+from .types import (
+    JSON,
+    CheckpointEvent,
+    CheckpointKey,
+    CheckpointMeta,
+    EventKind,
+    Lease,
+    RunRecord,
+    Snapshot,
+)
 
 __all__ = [
     "JSON",
     "BaseCheckpointer",
+    "CheckpointEvent",
     "CheckpointKey",
     "CheckpointMeta",
     "Checkpointer",
     "Edits",
+    "EventKind",
     "Hold",
     "InMemoryCheckpointer",
     "Lease",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
 from .validation import check_id, check_super_step, check_text
 
@@ -103,3 +103,24 @@ class RunRecord:
     """The lease held on the run right now, or None (never held, released or expired)."""
     note: JSON
     """The note stored by the last :meth:`Checkpointer.release_lease` (None if none)."""
+
+
+EventKind = Literal["saved", "paused", "forked", "deleted"]
+"""What happened to a run: a snapshot saved (``paused``: a snapshot that pauses the run for a
+human), a fork made (the event is the new run's), or the run deleted."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointEvent:
+    """A notification that a run changed, published by the store as the change is made."""
+
+    kind: EventKind
+    workflow_id: str
+    run_id: str
+    super_step: int | None
+    """The snapshot saved or forked into; None for ``deleted``."""
+    label: str
+    timestamp_ms: int
+    """When it happened (the snapshot's timestamp, or the store's clock for ``deleted``)."""
+    source_run_id: str | None = None
+    """For ``forked``: the run the fork was made from."""
