@@ -1,4 +1,4 @@
--- Helpers prepended to every script by atomr_redis_state/store/redis/scripts.py; not a script of its own.
+-- Helpers prepended to every script by atomr_redis_state/store/redis/scripts.py (not a script).
 -- Snapshot hashes are named <snapshot prefix><super-step>: the prefix is a declared KEYS entry
 -- and the super-steps come from the run's own sorted set, so every such key shares the declared
 -- keys' hash tag (one Redis Cluster slot). The prefix never exists as a key, so while that slot
@@ -6,9 +6,35 @@
 -- than run it with the run's keys split across two nodes.
 
 -- The server's clock in milliseconds: one clock for every worker, whatever their own clocks say.
-local function now_ms()
-  local t = redis.call('TIME')
+-- Returns nil and an error reply naming the missing permission when the user may not call TIME
+-- (it is in neither @read nor @write): scripts call it before any write and return that error.
+local function server_time()
+  local t = redis.pcall('TIME')
+  if t.err then
+    return nil, redis.error_reply('NOPERM the Redis user needs +time: the store reads the server clock')
+  end
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A whole number of milliseconds as Redis takes it: Lua 5.1 would print a number of 15 or more
+-- digits in exponent form, which PEXPIREAT refuses.
+local function int(ms)
+  return string.format('%.0f', ms)
+end
+
+-- Redis checks maxmemory only for a script's memory-using commands that come before its first
+-- write. This ZADD XX of a member that never exists changes nothing, but is checked: called
+-- before the first write, it makes a script over the limit fail whole, with nothing written.
+local function refuse_if_out_of_memory(sorted_set)
+  redis.call('ZADD', sorted_set, 'XX', 0, '')
+end
+
+-- Tell subscribers of a shard channel (same hash tag as the keys: the slot's shard only) what
+-- happened. Never fails the script: with nobody listening, or no permission, it is skipped.
+local function publish(channel, payload)
+  if payload ~= '' then
+    redis.pcall('SPUBLISH', channel, payload)
+  end
 end
 
 -- HSET the (field, value) pairs ARGV[first..#ARGV] on key, in chunks: Lua's unpack fails near
@@ -22,7 +48,7 @@ end
 -- Expire key at the absolute deadline (ms), or never when deadline is nil.
 local function expire_at(key, deadline)
   if deadline then
-    redis.call('PEXPIREAT', key, deadline)
+    redis.call('PEXPIREAT', key, int(deadline))
   else
     redis.call('PERSIST', key)
   end
@@ -38,13 +64,15 @@ local function index_run(index, run_id, deadline)
       redis.call('PERSIST', index)
     end
   elseif expires == -2 or (expires >= 0 and expires < deadline) then
-    redis.call('PEXPIREAT', index, deadline)
+    redis.call('PEXPIREAT', index, int(deadline))
   end
 end
 
 -- An id as keys.py escapes it for one ':'-separated key segment.
 local function escape_id(id)
-  return (string.gsub(id, '[%%:{}]', function(c) return string.format('%%%02X', string.byte(c)) end))
+  return (string.gsub(id, '[%%:{}]', function(c)
+    return string.format('%%%02X', string.byte(c))
+  end))
 end
 
 -- When a run held with no expiry goes back on a ttl, its run-index bucket (kept without expiry
@@ -68,6 +96,6 @@ local function restore_index_deadline(index)
     end
   end
   if latest > 0 then
-    redis.call('PEXPIREAT', index, latest)
+    redis.call('PEXPIREAT', index, int(latest))
   end
 end

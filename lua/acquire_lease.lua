@@ -8,7 +8,8 @@
 -- token (so a retried call gets the same lease); otherwise the token is the record's fencing
 -- counter plus one (it only grows while the run exists). A record made for a run that does not
 -- exist yet (a start) expires with the lease, until the run's first save gives it the run's
--- deadline; an existing run's record already shares the run's deadline.
+-- deadline; an existing run's record already shares the run's deadline. A user without +time
+-- fails with NOPERM, and over maxmemory (noeviction) it fails with OOM, before any write.
 local record, steps = KEYS[1], KEYS[2]
 local owner, ttl = ARGV[1], tonumber(ARGV[2])
 
@@ -16,7 +17,10 @@ local run_exists = redis.call('EXISTS', steps) == 1
 if ARGV[3] == '1' and not run_exists then
   return redis.error_reply('RUNNOTFOUND the run has no checkpoint')
 end
-local now = now_ms()
+local now, err = server_time()
+if err then
+  return err
+end
 local held = redis.call('HMGET', record, 'owner', 'token', 'until')
 local live = held[1] and tonumber(held[3]) > now
 if live and held[1] ~= owner then
@@ -24,18 +28,19 @@ if live and held[1] ~= owner then
 end
 
 local record_expires = redis.call('PEXPIRETIME', record)
+refuse_if_out_of_memory(steps)
 local token = held[2]
 if not live then
   token = tostring(redis.call('HINCRBY', record, 'fence', 1))
 end
 local expires = now + ttl
-redis.call('HSET', record, 'owner', owner, 'token', token, 'until', expires, 'ttl', ttl)
+redis.call('HSET', record, 'owner', owner, 'token', token, 'until', int(expires), 'ttl', int(ttl))
 if run_exists then
   local run_expires = redis.call('PEXPIRETIME', steps)
   if run_expires >= 0 then
-    redis.call('PEXPIREAT', record, run_expires)
+    redis.call('PEXPIREAT', record, int(run_expires))
   end
 elseif record_expires == -2 or (record_expires >= 0 and record_expires < expires) then
-  redis.call('PEXPIREAT', record, expires)
+  redis.call('PEXPIREAT', record, int(expires))
 end
-return {token, tostring(expires)}
+return {token, int(expires)}

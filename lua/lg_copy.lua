@@ -7,4 +7,5 @@
 -- parents, blobs, writes; same ids are replaced, others kept), its run-index entries, and a
 -- deadline of its own (see begin_write); the source is unchanged; an empty or missing source
 -- writes nothing. It has no check that can fail. Returns how many checkpoints were copied.
+-- It checks nothing that can fail, so no write happens before every check that can fail.
 return import(thread_at(3), ARGV[2], tonumber(ARGV[1]), export(thread_at(1)))

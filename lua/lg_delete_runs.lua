@@ -7,6 +7,7 @@
 -- empty is removed whole; the run-index key goes. Thread keys are derived from the run key's
 -- {bucket} tag and the listed thread ids, so they are in the declared key's slot. It has no
 -- check that can fail.
+-- It checks nothing that can fail, so no write happens before every check that can fail.
 local removed = 0
 for _, key in ipairs(KEYS) do
   local at = string.find(key, '}:r:', 1, true)

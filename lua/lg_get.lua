@@ -5,6 +5,7 @@
 -- Guarantees: read-only, one consistent view of the thread (a checkpoint is never seen without
 -- its blobs). Touches the thread keys derived from KEYS[1] (same {bucket} tag, so the same slot);
 -- it has no check that can fail and writes nothing.
+-- It checks nothing that can fail, so no write happens before every check that can fail.
 local t = thread_at(1)
 local ns, member = ARGV[1], ARGV[2]
 if member == '' then

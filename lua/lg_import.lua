@@ -5,6 +5,7 @@
 -- ARGV[8..] those, in that order
 -- Guarantees, atomically: as lg_copy for the target. Touches the thread keys derived from KEYS[1]
 -- and run-index keys, all with the same {bucket} tag (same slot). It has no check that can fail.
+-- It checks nothing that can fail, so no write happens before every check that can fail.
 local data, at = {}, 8
 for part = 1, 5 do
   local n = tonumber(ARGV[2 + part])

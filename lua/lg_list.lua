@@ -6,6 +6,7 @@
 -- Returns a flat list of entries {member, record, blob values, write members} (see lg_get.lua).
 -- Guarantees: read-only, one consistent view of the thread. Touches the thread keys derived from
 -- KEYS[1] (same {bucket} tag, so the same slot); it has no check that can fail and writes nothing.
+-- It checks nothing that can fail, so no write happens before every check that can fail.
 local t = thread_at(1)
 local limit, before, only = tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local members

@@ -8,6 +8,7 @@
 -- blobs no kept checkpoint uses and run-index entries of runs left without a checkpoint.
 -- On a cluster the caller groups threads by bucket, so all keys (KEYS and the run-index keys
 -- derived with the same {bucket} tag) are in one slot. It has no check that can fail.
+-- It checks nothing that can fail, so no write happens before every check that can fail.
 local removed = 0
 for g = 1, #KEYS / 2 do
   local t = thread_at(g * 2 - 1)

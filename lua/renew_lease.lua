@@ -4,19 +4,23 @@
 -- Returns the new deadline (ms, server clock). Checks first, no write before them: a lease that
 -- expired, was taken over or whose run was deleted fails with LEASELOST. Then its deadline moves
 -- (a retry after a lost reply moves it again, to about the same time). The record of a run not
--- saved yet follows the lease's deadline.
+-- saved yet follows the lease's deadline. NOPERM (no +time) and OOM fail before any write.
 local record, steps = KEYS[1], KEYS[2]
-local now = now_ms()
+local now, err = server_time()
+if err then
+  return err
+end
 local held = redis.call('HMGET', record, 'owner', 'token', 'until')
 if not held[1] or held[2] ~= ARGV[1] or tonumber(held[3]) <= now then
   return redis.error_reply('LEASELOST the lease on this run was lost')
 end
 local expires = now + tonumber(ARGV[2])
-redis.call('HSET', record, 'until', expires)
+refuse_if_out_of_memory(steps)
+redis.call('HSET', record, 'until', int(expires))
 if redis.call('EXISTS', steps) == 0 then
   local record_expires = redis.call('PEXPIRETIME', record)
   if record_expires >= 0 and record_expires < expires then
-    redis.call('PEXPIREAT', record, expires)
+    redis.call('PEXPIREAT', record, int(expires))
   end
 end
-return tostring(expires)
+return int(expires)

@@ -1,5 +1,9 @@
 -- run_record: a run's lease and note, read against the server's clock.
 -- KEYS[1] the run's record hash
 -- Returns {now, owner, token, until, ttl, note} (false for a missing field). Writes nothing.
+local now, err = server_time()
+if err then
+  return err
+end
 local held = redis.call('HMGET', KEYS[1], 'owner', 'token', 'until', 'ttl', 'note')
-return {tostring(now_ms()), held[1], held[2], held[3], held[4], held[5]}
+return {int(now), held[1], held[2], held[3], held[4], held[5]}

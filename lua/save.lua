@@ -6,14 +6,18 @@
 -- ARGV[3] ttl in ms ('0' = none)   ARGV[4] keep_last ('0' = keep all)   ARGV[5] run id
 -- ARGV[6] lease fencing token ('' = no lease)
 -- ARGV[7] hold ('' = follow the ttl, '-1' = keep the run forever, N = keep it N ms from now)
--- ARGV[8..] field, value, ... (with ':w' = the exclusive-save token, if any)
+-- ARGV[8] the workflow's event channel (a shard channel with the same hash tag)
+-- ARGV[9] the event to publish there (JSON; '' = none)
+-- ARGV[10..] field, value, ... (with ':w' = the exclusive-save token, if any)
 -- Every key is declared or derived from KEYS[4] and the run's own sorted set: one slot.
 -- Checks first, and no write happens before every check that can fail has passed:
 --   an exclusive save of an existing step fails with CONFLICT, unless that step holds this very
 --   save's token (a retry after a lost reply: returns 0 and writes nothing);
 --   a save carrying a lease fails with LEASELOST unless that lease is the run's live lease, and
 --   with RUNNOTFOUND when the run has no snapshot (except at super-step 0, which creates it);
---   a save without a lease fails with LEASEHELD <until> <owner> while someone holds a live lease.
+--   a save without a lease fails with LEASEHELD <until> <owner> while someone holds a live lease;
+--   a user without +time fails with NOPERM; over maxmemory (noeviction) it fails with OOM.
+-- The checks hold: nothing is written before every one of them has passed.
 -- Then, atomically: the hash is replaced whole and the step listed once. With keep_last, only the
 -- highest keep_last steps remain. With a ttl, every key of the run shares one deadline between
 -- ttl and 2*ttl from now: when less than ttl is left, all keys move to now + 2*ttl together
@@ -37,7 +41,11 @@ end
 local held = redis.call('HMGET', record, 'owner', 'token', 'until')
 local now = 0
 if ttl > 0 or hold ~= '' or held[3] then
-  now = now_ms()
+  local err
+  now, err = server_time()
+  if err then
+    return err
+  end
 end
 local leased = held[1] and tonumber(held[3]) > now
 if lease ~= '' then
@@ -54,10 +62,11 @@ end
 local run_expires = redis.call('PEXPIRETIME', steps)
 local refresh = ttl > 0 and not (run_expires >= 0 and run_expires - now >= ttl)
 
+refuse_if_out_of_memory(steps)
 if token == '' then
   redis.call('DEL', snapshot)
 end
-hset_pairs(snapshot, 8)
+hset_pairs(snapshot, 10)
 redis.call('ZADD', steps, step, step)
 
 if keep_last > 0 then
@@ -90,11 +99,12 @@ if hold ~= '' or refresh then
   end
 else
   if run_expires >= 0 then
-    redis.call('PEXPIREAT', snapshot, run_expires)
+    redis.call('PEXPIREAT', snapshot, int(run_expires))
   end
   if run_expires == -2 then
     redis.call('PERSIST', record)
     index_run(index, ARGV[5], nil)
   end
 end
+publish(ARGV[8], ARGV[9])
 return 1

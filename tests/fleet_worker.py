@@ -70,7 +70,7 @@ async def work(args: argparse.Namespace) -> None:
     workflow = steps(args.effects)
     pending = list(args.runs)
     random.shuffle(pending)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 100
     try:
         while pending and time.monotonic() < deadline:
             for run_id in list(pending):

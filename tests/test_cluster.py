@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis, RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import ClusterError, TryAgainError
+from redis.exceptions import TryAgainError
 
-from atomr_redis_state import CheckpointKey, RedisCheckpointer, Snapshot
+from atomr_redis_state import CheckpointKey, RedisCheckpointer, Snapshot, StoreUnavailableError
 from atomr_redis_state.testing import RedisClusterServers
 
 WF = "wf-cluster"
@@ -143,7 +143,7 @@ async def test_resharding_during_saves_loses_and_duplicates_nothing(
 async def test_a_run_split_across_nodes_mid_migration_waits_rather_than_misreads(
     cluster_client: RedisCluster, redis_cluster: RedisClusterServers
 ) -> None:
-    cp = RedisCheckpointer(cluster_client, prefix="split")
+    cp = RedisCheckpointer(cluster_client, prefix="split", retry_for=1.0)
     run = "run-split"
     for step in range(5):
         await cp.save(Snapshot(CheckpointKey(WF, run, step), {"step": step}))
@@ -155,14 +155,19 @@ async def test_a_run_split_across_nodes_mid_migration_waits_rather_than_misreads
     await migration.begin()
     await migration.move(keys.snapshot(4))  # the newest snapshot leaves; its steps set stays
 
-    with pytest.raises(ClusterError, match="TTL exhausted"):
-        await cp.latest(WF, run)  # neither None nor step 3: TRYAGAIN until redis-py gives up
-    with pytest.raises(ClusterError, match="TTL exhausted"):
+    with pytest.raises(StoreUnavailableError, match="TTL exhausted"):
+        await cp.latest(WF, run)  # neither None nor step 3: TRYAGAIN until retry_for runs out
+    with pytest.raises(StoreUnavailableError):
         await cp.delete_run(WF, run)
 
-    await migration.move_all()
-    await migration.finish()
-    latest = await cp.latest(WF, run)
+    async def finish_soon() -> None:
+        await asyncio.sleep(0.3)
+        await migration.move_all()
+        await migration.finish()
+
+    finishing = asyncio.create_task(finish_soon())
+    latest = await cp.latest(WF, run)  # waits out the migration: the caller sees no error
+    await finishing
     assert latest is not None
     assert latest.values == {"step": 4}
     assert await cp.delete_run(WF, run)

@@ -51,7 +51,7 @@ async def run_fleet(url: str, cluster: bool, effects: Path) -> tuple[str, int]:
         killed += 1
         workers.append(await spawn(url, cluster, prefix, effects))
     for worker in workers:
-        _, err = await asyncio.wait_for(worker.communicate(), timeout=60)
+        _, err = await asyncio.wait_for(worker.communicate(), timeout=110)
         assert worker.returncode == 0, err.decode()
     return prefix, killed
 
@@ -74,7 +74,7 @@ async def check(store: RedisCheckpointer, effects: Path) -> None:
         assert (await store.run_record(WORKFLOW, run)).lease is None
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(240)
 async def test_a_fleet_with_workers_killed_mid_layer_completes_every_run_once(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -85,7 +85,7 @@ async def test_a_fleet_with_workers_killed_mid_layer_completes_every_run_once(
         await check(store, effects)
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(240)
 async def test_a_fleet_on_a_cluster_with_workers_killed_mid_layer_completes_every_run_once(
     redis_cluster: RedisClusterServers, tmp_path: Path
 ) -> None:

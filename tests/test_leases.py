@@ -248,7 +248,7 @@ async def test_only_super_step_zero_can_create_a_run_under_a_lease(
 async def test_an_exclusive_leased_save_still_conflicts(checkpointer: Checkpointer) -> None:
     lease = await started(checkpointer, "r")
     with pytest.raises(CheckpointConflictError):
-        await checkpointer.save(snap("r", 0), exclusive=True, lease=lease)
+        await checkpointer.save(snap("r", 0, by="someone else"), exclusive=True, lease=lease)
 
 
 async def test_a_lease_of_another_run_is_refused_before_anything_is_sent(

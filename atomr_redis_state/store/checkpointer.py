@@ -10,13 +10,24 @@ from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from typing import Literal, Protocol, runtime_checkable
 
 from .codec import decode_fields, encode_channels, encode_meta, encode_value, normalise_edits
-from .ids import fork_run_id
-from .types import JSON, CheckpointKey, CheckpointMeta, Lease, RunRecord, Snapshot, now_ms
+from .ids import fork_run_id, lineage_root
+from .types import (
+    JSON,
+    CheckpointEvent,
+    CheckpointKey,
+    CheckpointMeta,
+    EventKind,
+    Lease,
+    RunRecord,
+    Snapshot,
+    now_ms,
+)
 from .validation import (
     check_id,
     check_owner,
@@ -88,8 +99,15 @@ class Checkpointer(Protocol):
         """
         ...
 
-    async def fork(self, from_key: CheckpointKey, edits: Edits | None = None) -> str:
-        """Copy the snapshot at ``from_key`` into a new run with ``edits``; return its run id."""
+    async def fork(
+        self, from_key: CheckpointKey, edits: Edits | None = None, *, run_id: str | None = None
+    ) -> str:
+        """Copy the snapshot at ``from_key`` into a new run with ``edits``; return its run id.
+
+        ``run_id`` (from :func:`~.ids.fork_run_id` of the source run) names the fork: a caller
+        that retries with the same ``run_id`` after an error gets the same fork back, never a
+        second one. By default a fresh one is made.
+        """
         ...
 
     async def list_runs(
@@ -136,6 +154,18 @@ class Checkpointer(Protocol):
         """The run's live lease (or None) and the note its last lease holder left."""
         ...
 
+    def watch(
+        self, workflow_id: str, run_id: str | None = None
+    ) -> AbstractAsyncContextManager[AsyncIterator[CheckpointEvent]]:
+        """Checkpoint events of a workflow (or of one run) from now on, as they happen.
+
+        ``async with store.watch(wf) as events: async for event in events: ...``: the
+        subscription is in place when the ``with`` block starts. Events are notifications, not
+        a log: one that happens while nobody is subscribed (or while a subscriber is
+        disconnected) is not delivered later; read the store for the state itself.
+        """
+        ...
+
 
 Fields = Sequence[bytes]
 """A flat ``[field, value, field, value, ...]`` list of encoded snapshot fields, to write."""
@@ -165,8 +195,13 @@ class BaseCheckpointer(ABC):
         hold_ms = _hold_ms(hold)
         fields = encode_channels(snapshot.values)
         fields += encode_meta(snapshot.label, snapshot.timestamp_ms, snapshot.metadata)
+        key = snapshot.key
+        kind: EventKind = "saved" if hold is None else "paused"
+        event = CheckpointEvent(
+            kind, key.workflow_id, key.run_id, key.super_step, snapshot.label, snapshot.timestamp_ms
+        )
         await self._save(
-            snapshot.key, fields, exclusive=bool(exclusive), lease=lease, hold_ms=hold_ms
+            key, fields, exclusive=bool(exclusive), lease=lease, hold_ms=hold_ms, event=event
         )
 
     async def load(self, key: CheckpointKey) -> Snapshot | None:
@@ -200,13 +235,31 @@ class BaseCheckpointer(ABC):
         rows = await self._list(workflow_id, run_id, limit=limit, before=before)
         return [CheckpointMeta(workflow_id, run_id, step, ts, label) for step, ts, label in rows]
 
-    async def fork(self, from_key: CheckpointKey, edits: Edits | None = None) -> str:
+    async def fork(
+        self, from_key: CheckpointKey, edits: Edits | None = None, *, run_id: str | None = None
+    ) -> str:
         _check_key(from_key)
+        if run_id is None:
+            run_id = fork_run_id(from_key.run_id)
+        elif lineage_root(check_id(run_id, "run_id")) != lineage_root(from_key.run_id):
+            raise ValueError(
+                f"run_id {run_id!r} is not a fork id of run {from_key.run_id!r}: "
+                "make it with fork_run_id(source_run_id)"
+            )
+        label, timestamp_ms = f"fork-of:{from_key.run_id}", now_ms()
         fields = encode_channels(normalise_edits(edits))
-        fields += encode_meta(f"fork-of:{from_key.run_id}", now_ms())
-        new_run_id = fork_run_id(from_key.run_id)
-        await self._fork(from_key, new_run_id, fields)
-        return new_run_id
+        fields += encode_meta(label, timestamp_ms)
+        event = CheckpointEvent(
+            "forked",
+            from_key.workflow_id,
+            run_id,
+            from_key.super_step,
+            label,
+            timestamp_ms,
+            from_key.run_id,
+        )
+        await self._fork(from_key, run_id, fields, event)
+        return run_id
 
     async def list_runs(
         self, workflow_id: str, *, limit: int = 100, after: str | None = None
@@ -220,7 +273,8 @@ class BaseCheckpointer(ABC):
     async def delete_run(self, workflow_id: str, run_id: str) -> bool:
         check_id(workflow_id, "workflow_id")
         check_id(run_id, "run_id")
-        return await self._delete_run(workflow_id, run_id)
+        event = CheckpointEvent("deleted", workflow_id, run_id, None, "", now_ms())
+        return await self._delete_run(workflow_id, run_id, event)
 
     async def acquire_lease(
         self,
@@ -264,8 +318,10 @@ class BaseCheckpointer(ABC):
         exclusive: bool,
         lease: Lease | None,
         hold_ms: int | None,
+        event: CheckpointEvent,
     ) -> None:
-        """Replace the snapshot at ``key``; if exclusive and taken, raise a conflict."""
+        """Replace the snapshot at ``key`` and announce ``event``; if exclusive and taken, raise
+        a conflict."""
 
     @abstractmethod
     async def _load(self, key: CheckpointKey) -> Stored | None:
@@ -282,8 +338,11 @@ class BaseCheckpointer(ABC):
         """``(step, timestamp_ms, label)`` rows, ascending."""
 
     @abstractmethod
-    async def _fork(self, from_key: CheckpointKey, new_run_id: str, fields: Fields) -> None:
-        """Copy ``from_key`` into ``new_run_id`` and set ``fields`` on the copy, atomically."""
+    async def _fork(
+        self, from_key: CheckpointKey, new_run_id: str, fields: Fields, event: CheckpointEvent
+    ) -> None:
+        """Copy ``from_key`` into ``new_run_id`` and set ``fields`` on the copy, atomically; a
+        copy made before under the same ``new_run_id`` is this fork (a retry)."""
 
     @abstractmethod
     async def _list_runs(
@@ -292,7 +351,7 @@ class BaseCheckpointer(ABC):
         """Up to ``limit`` live run ids above ``after``, ascending."""
 
     @abstractmethod
-    async def _delete_run(self, workflow_id: str, run_id: str) -> bool:
+    async def _delete_run(self, workflow_id: str, run_id: str, event: CheckpointEvent) -> bool:
         """Remove every key of the run atomically; True when it had a snapshot."""
 
     @abstractmethod
@@ -313,6 +372,20 @@ class BaseCheckpointer(ABC):
     async def _run_record(self, workflow_id: str, run_id: str) -> RunRecord:
         """The live lease and the note."""
 
+    def watch(
+        self, workflow_id: str, run_id: str | None = None
+    ) -> AbstractAsyncContextManager[AsyncIterator[CheckpointEvent]]:
+        check_id(workflow_id, "workflow_id")
+        if run_id is not None:
+            check_id(run_id, "run_id")
+        return self._watch(workflow_id, run_id)
+
+    @abstractmethod
+    def _watch(
+        self, workflow_id: str, run_id: str | None
+    ) -> AbstractAsyncContextManager[AsyncIterator[CheckpointEvent]]:
+        """Subscribe to the events of the workflow (of the run, if given)."""
+
 
 # The public methods are documented once, on the protocol; help() shows it on every backend.
 for _method in (
@@ -327,6 +400,7 @@ for _method in (
     "renew_lease",
     "release_lease",
     "run_record",
+    "watch",
 ):
     getattr(BaseCheckpointer, _method).__doc__ = getattr(Checkpointer, _method).__doc__
 

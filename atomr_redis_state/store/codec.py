@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from ..errors import ValueEncodingError
-from .types import JSON
+from .types import JSON, CheckpointEvent
 
 MAX_DEPTH = 254
 """How deeply lists and objects may nest (orjson's limit)."""
@@ -197,3 +197,35 @@ def _find_problem(value: object, path: str) -> str | None:
 
 def _unsupported(value: object, path: str) -> str:
     return f"{type(value).__name__} at {path} is not a JSON type"
+
+
+def encode_event(event: CheckpointEvent) -> bytes:
+    """A checkpoint event as the JSON the store publishes."""
+    return orjson.dumps(
+        {
+            "kind": event.kind,
+            "workflow_id": event.workflow_id,
+            "run_id": event.run_id,
+            "super_step": event.super_step,
+            "label": event.label,
+            "timestamp_ms": event.timestamp_ms,
+            "source_run_id": event.source_run_id,
+        }
+    )
+
+
+def decode_event(data: bytes) -> CheckpointEvent | None:
+    """The event published as ``data``, or None when it is not one of ours."""
+    try:
+        raw = orjson.loads(data)
+        return CheckpointEvent(
+            raw["kind"],
+            raw["workflow_id"],
+            raw["run_id"],
+            raw["super_step"],
+            raw["label"],
+            raw["timestamp_ms"],
+            raw.get("source_run_id"),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None

@@ -7,8 +7,10 @@ clock.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
@@ -23,7 +25,7 @@ from ..errors import (
 )
 from .checkpointer import HOLD_FOREVER, BaseCheckpointer, Fields, Stored
 from .codec import LABEL_FIELD, TIMESTAMP_FIELD, pairs_of
-from .types import CheckpointKey, Lease, RunRecord, now_ms
+from .types import CheckpointEvent, CheckpointKey, Lease, RunRecord, now_ms
 from .validation import check_positive_int, ttl_to_ms
 
 
@@ -32,6 +34,8 @@ class _Run:
     """One run: its snapshots, its shared deadline, and its lease record."""
 
     steps: dict[int, dict[bytes, bytes]] = field(default_factory=dict)
+    writers: dict[int, int | None] = field(default_factory=dict)
+    """The lease token each snapshot was saved under (None: no lease)."""
     deadline_ms: int | None = None
     fence: int = 0
     owner: str | None = None
@@ -59,6 +63,7 @@ class InMemoryCheckpointer(BaseCheckpointer):
         self.keep_last = None if keep_last is None else check_positive_int(keep_last, "keep_last")
         self._clock = clock
         self._workflows: dict[str, dict[str, _Run]] = {}
+        self._watchers: list[tuple[str, str | None, asyncio.Queue[CheckpointEvent]]] = []
 
     def __repr__(self) -> str:
         return f"InMemoryCheckpointer(ttl_ms={self.ttl_ms}, keep_last={self.keep_last})"
@@ -115,9 +120,14 @@ class InMemoryCheckpointer(BaseCheckpointer):
         exclusive: bool,
         lease: Lease | None,
         hold_ms: int | None,
+        event: CheckpointEvent,
     ) -> None:
         run = self._record(key.workflow_id, key.run_id)
+        stored = dict(pairs_of(list(fields)))
+        writer = None if lease is None else lease.token
         if exclusive and run is not None and key.super_step in run.steps:
+            if run.steps[key.super_step] == stored and run.writers.get(key.super_step) == writer:
+                return  # this very save, sent again: as the Redis store, not a conflict
             raise CheckpointConflictError(key.workflow_id, key.run_id, key.super_step)
         self._check_lease(run, key, lease)
         now = self._clock()
@@ -133,10 +143,12 @@ class InMemoryCheckpointer(BaseCheckpointer):
             run.deadline_ms = now + 2 * self.ttl_ms
         if hold_ms is not None:
             run.deadline_ms = None if hold_ms == HOLD_FOREVER else now + hold_ms
-        run.steps[key.super_step] = dict(pairs_of(list(fields)))
+        run.steps[key.super_step] = stored
+        run.writers[key.super_step] = writer
         if self.keep_last is not None and len(run.steps) > self.keep_last:
             for step in sorted(run.steps)[: len(run.steps) - self.keep_last]:
-                del run.steps[step]
+                del run.steps[step], run.writers[step]
+        self._publish(event)
 
     async def _load(self, key: CheckpointKey) -> Stored | None:
         run = self._live_run(key.workflow_id, key.run_id)
@@ -160,7 +172,11 @@ class InMemoryCheckpointer(BaseCheckpointer):
             steps = steps[-limit:]
         return [(s, *_meta(run.steps[s])) for s in steps]
 
-    async def _fork(self, from_key: CheckpointKey, new_run_id: str, fields: Fields) -> None:
+    async def _fork(
+        self, from_key: CheckpointKey, new_run_id: str, fields: Fields, event: CheckpointEvent
+    ) -> None:
+        if self._live_run(from_key.workflow_id, new_run_id) is not None:
+            return  # this very fork, asked for again with the same run id
         source = await self._load(from_key)
         if source is None:
             raise CheckpointNotFoundError(
@@ -170,6 +186,7 @@ class InMemoryCheckpointer(BaseCheckpointer):
         copy.update(pairs_of(list(fields)))
         run = self._new_run(from_key.workflow_id, new_run_id, self._fresh_deadline())
         run.steps[from_key.super_step] = copy
+        self._publish(event)
 
     async def _list_runs(
         self, workflow_id: str, *, limit: int, after: str | None
@@ -181,11 +198,13 @@ class InMemoryCheckpointer(BaseCheckpointer):
         )
         return run_ids[:limit]
 
-    async def _delete_run(self, workflow_id: str, run_id: str) -> bool:
+    async def _delete_run(self, workflow_id: str, run_id: str, event: CheckpointEvent) -> bool:
         run = self._record(workflow_id, run_id)
         if run is None:
             return False
         self._drop(workflow_id, run_id)
+        if run.steps:
+            self._publish(event)
         return bool(run.steps)
 
     async def _acquire_lease(
@@ -242,6 +261,28 @@ class InMemoryCheckpointer(BaseCheckpointer):
                 workflow_id, run_id, holder, run.token, run.lease_until_ms, run.lease_ttl_ms
             )
         return RunRecord(lease, None if run.note is None else orjson.loads(run.note))
+
+    def _publish(self, event: CheckpointEvent) -> None:
+        for workflow_id, run_id, queue in self._watchers:
+            if event.is_about(workflow_id, run_id):
+                queue.put_nowait(event)
+
+    @asynccontextmanager
+    async def _watch(
+        self, workflow_id: str, run_id: str | None
+    ) -> AsyncIterator[AsyncIterator[CheckpointEvent]]:
+        queue: asyncio.Queue[CheckpointEvent] = asyncio.Queue()
+        watcher = (workflow_id, run_id, queue)
+        self._watchers.append(watcher)
+
+        async def events() -> AsyncIterator[CheckpointEvent]:
+            while True:
+                yield await queue.get()
+
+        try:
+            yield events()
+        finally:
+            self._watchers.remove(watcher)
 
 
 def _expires_after(run: _Run, moment_ms: int) -> bool:

@@ -124,3 +124,7 @@ class CheckpointEvent:
     """When it happened (the snapshot's timestamp, or the store's clock for ``deleted``)."""
     source_run_id: str | None = None
     """For ``forked``: the run the fork was made from."""
+
+    def is_about(self, workflow_id: str, run_id: str | None = None) -> bool:
+        """True for an event of the workflow (and of the run, if one is given)."""
+        return self.workflow_id == workflow_id and run_id in (None, self.run_id)

@@ -1,22 +1,28 @@
 """The Redis checkpointer: snapshots as hashes, one sorted set of steps per run, Lua for atomicity.
 
 Every public operation costs one round trip on standalone Redis (a script call, or one command),
-and every script touches keys of a single Redis Cluster slot (see :mod:`.keys`).
+every script touches keys of a single Redis Cluster slot (see :mod:`.keys`), and every one is
+safe to send again after a lost reply: it answers as the first would have.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
+import hashlib
+import logging
 import secrets
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
+from functools import partial
 from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis, RedisCluster
-from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, ResponseError
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import ResponseError
 
 from ...errors import (
     CheckpointConflictError,
@@ -26,11 +32,15 @@ from ...errors import (
     RunNotFoundError,
 )
 from ..checkpointer import BaseCheckpointer, Fields, Stored
-from ..codec import WRITE_TOKEN_FIELD, pairs_of
-from ..types import CheckpointKey, Lease, RunRecord
-from ..validation import check_positive_int, ttl_to_ms
+from ..codec import WRITE_TOKEN_FIELD, decode_event, encode_event, pairs_of
+from ..types import CheckpointEvent, CheckpointKey, Lease, RunRecord
+from ..validation import check_positive_int, duration_to_ms, ttl_to_ms
+from .calls import CLUSTER_RETRY_BUDGET, Calls
+from .connect import client_from_sentinel, client_from_url
 from .keys import KeyLayout
 from .scripts import Scripts
+
+log = logging.getLogger(__name__)
 
 
 class RedisCheckpointer(BaseCheckpointer):
@@ -38,11 +48,17 @@ class RedisCheckpointer(BaseCheckpointer):
 
     ``client`` is a ``redis.asyncio.Redis``, a ``redis.asyncio.RedisCluster`` or a
     ``fakeredis.FakeAsyncRedis`` created with ``decode_responses=False`` (the default). It is
-    used, not owned: close it yourself (or use :meth:`from_url`, whose client this closes).
+    used, not owned: close it yourself (or use :meth:`from_url` / :meth:`from_sentinel`, whose
+    client this closes).
 
     ``ttl`` (seconds or a timedelta) makes runs ephemeral: a run's keys expire together, no
     earlier than ``ttl`` and no later than ``2 * ttl`` after its last save. ``keep_last`` keeps
     only the highest ``keep_last`` super-steps of each run, trimmed atomically on save.
+    ``replicas=N`` makes every write return only once N replicas have it (``WAIT``, sent in the
+    same round trip), raising :class:`~...errors.DurabilityError` when fewer confirm within
+    ``replica_timeout``; not on Redis Cluster. On Redis Cluster a call keeps retrying through
+    slot migrations, failovers and redirects for up to ``retry_for`` (default 10 s) before it
+    raises :class:`~...errors.StoreUnavailableError`.
     """
 
     def __init__(
@@ -52,6 +68,9 @@ class RedisCheckpointer(BaseCheckpointer):
         prefix: str = "atomr",
         ttl: float | timedelta | None = None,
         keep_last: int | None = None,
+        replicas: int = 0,
+        replica_timeout: float | timedelta = 1.0,
+        retry_for: float | timedelta = CLUSTER_RETRY_BUDGET,
     ) -> None:
         encoder = getattr(client, "get_encoder", None)
         if encoder is None or not hasattr(client, "register_script"):
@@ -61,16 +80,22 @@ class RedisCheckpointer(BaseCheckpointer):
             )
         if encoder().decode_responses:
             raise ValueError("create the Redis client with decode_responses=False")
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+            raise ValueError(f"replicas must be an int >= 0, got {replicas!r}")
+        if replicas and isinstance(client, RedisCluster):
+            raise ValueError("replicas (WAIT after each write) is not supported on Redis Cluster")
         self.client = client
         self.keys = KeyLayout(prefix)
         self.ttl_ms = ttl_to_ms(ttl)
         self.keep_last = None if keep_last is None else check_positive_int(keep_last, "keep_last")
+        self.replicas = replicas
+        wait_ms = cast(int, duration_to_ms(replica_timeout, "replica_timeout"))
+        budget_ms = cast(int, duration_to_ms(retry_for, "retry_for"))
+        self._calls = Calls(
+            client, replicas=replicas, replica_timeout_ms=wait_ms, retry_for=budget_ms / 1000
+        )
         self._scripts = Scripts.register(client)
-        self._owns_client = False
-        # redis-py's RedisCluster discovers the cluster on first use, and concurrent first
-        # commands race in that discovery; so a cluster client is initialised once, up front.
-        self._cluster_pending = isinstance(client, RedisCluster)
-        self._cluster_lock = asyncio.Lock()
+        self._owned: list[Any] = []
         self._ttl_arg = str(self.ttl_ms or 0)
         self._keep_last_arg = str(self.keep_last or 0)
 
@@ -83,23 +108,77 @@ class RedisCheckpointer(BaseCheckpointer):
         prefix: str = "atomr",
         ttl: float | timedelta | None = None,
         keep_last: int | None = None,
+        replicas: int = 0,
+        replica_timeout: float | timedelta = 1.0,
+        retry: Retry | None = None,
         **client_options: Any,
     ) -> RedisCheckpointer:
-        """Connect to ``url`` (``cluster=True`` for Redis Cluster); :meth:`aclose` closes it."""
-        client_options["decode_responses"] = False
-        client: Redis | RedisCluster
-        if cluster:
-            client = RedisCluster.from_url(url, **client_options)
-        else:
-            client = Redis.from_url(url, **client_options)
-        checkpointer = cls(client, prefix=prefix, ttl=ttl, keep_last=keep_last)
-        checkpointer._owns_client = True
-        return checkpointer
+        """Connect to ``url`` (``redis://``, ``rediss://`` for TLS; ``cluster=True`` for Redis
+        Cluster); :meth:`aclose` closes the client.
+
+        The client retries a command on connection errors and timeouts by ``retry`` (default:
+        :func:`~.connect.default_retry`, 3 retries with exponential backoff and jitter); every
+        store operation is safe to retry. ``client_options`` go to redis-py (for example
+        ``ssl_ca_certs=``, ``socket_timeout=``).
+        """
+        client = client_from_url(url, cluster=cluster, retry=retry, options=client_options)
+        store = cls(
+            client,
+            prefix=prefix,
+            ttl=ttl,
+            keep_last=keep_last,
+            replicas=replicas,
+            replica_timeout=replica_timeout,
+        )
+        store._owned.append(client)
+        return store
+
+    @classmethod
+    def from_sentinel(
+        cls,
+        sentinels: Sequence[tuple[str, int]],
+        service_name: str,
+        *,
+        prefix: str = "atomr",
+        ttl: float | timedelta | None = None,
+        keep_last: int | None = None,
+        replicas: int = 0,
+        replica_timeout: float | timedelta = 1.0,
+        retry: Retry | None = None,
+        sentinel_options: dict[str, Any] | None = None,
+        **client_options: Any,
+    ) -> RedisCheckpointer:
+        """Use the primary that Redis Sentinel names ``service_name``, found again after a
+        failover; :meth:`aclose` closes every connection.
+
+        ``sentinels`` are ``(host, port)`` addresses; ``sentinel_options`` go to the
+        connections to the Sentinels (for example their password), ``client_options`` to those
+        to the primary. With ``replicas=1`` a save returns only once a replica has it, so an
+        acknowledged save survives the primary's failure.
+        """
+        client, sentinel = client_from_sentinel(
+            sentinels,
+            service_name,
+            retry=retry,
+            sentinel_options=sentinel_options,
+            options=client_options,
+        )
+        store = cls(
+            client,
+            prefix=prefix,
+            ttl=ttl,
+            keep_last=keep_last,
+            replicas=replicas,
+            replica_timeout=replica_timeout,
+        )
+        store._owned += [client, *_sentinel_clients(sentinel)]
+        return store
 
     async def aclose(self) -> None:
-        """Close the client if this checkpointer created it (see :meth:`from_url`)."""
-        if self._owns_client:
-            await self.client.aclose()
+        """Close the clients this checkpointer created (see :meth:`from_url`)."""
+        for client in self._owned:
+            await client.aclose()
+        self._owned.clear()
 
     async def __aenter__(self) -> RedisCheckpointer:
         return self
@@ -110,7 +189,7 @@ class RedisCheckpointer(BaseCheckpointer):
     def __repr__(self) -> str:
         return (
             f"RedisCheckpointer(prefix={self.keys.prefix!r}, ttl_ms={self.ttl_ms}, "
-            f"keep_last={self.keep_last})"
+            f"keep_last={self.keep_last}, replicas={self.replicas})"
         )
 
     async def _save(
@@ -121,17 +200,18 @@ class RedisCheckpointer(BaseCheckpointer):
         exclusive: bool,
         lease: Lease | None,
         hold_ms: int | None,
+        event: CheckpointEvent,
     ) -> None:
         run = self.keys.run(key.workflow_id, key.run_id)
         step = str(key.super_step)
         token = ""
         if exclusive:
-            # Makes the exclusive save idempotent: a client-side retry after a lost reply
-            # finds its own token instead of reporting a conflict with itself.
-            token = secrets.token_hex(8)
+            # The snapshot's own digest: a save sent again (by redis-py after a lost reply, or
+            # by its caller after an error) finds its own write instead of a conflict.
+            token = _digest(fields, lease)
             fields = [*fields, WRITE_TOKEN_FIELD, token.encode()]
         try:
-            await self._call(
+            await self._calls.script(
                 self._scripts.save,
                 [
                     run.steps,
@@ -148,27 +228,30 @@ class RedisCheckpointer(BaseCheckpointer):
                     key.run_id,
                     "" if lease is None else str(lease.token),
                     "" if hold_ms is None else str(hold_ms),
+                    run.events,
+                    encode_event(event),
                     *fields,
                 ],
+                durable=True,
             )
         except ResponseError as exc:
             code, _, detail = str(exc).partition(" ")
             if code == "CONFLICT":
+                log.info("run %s: super-step %s already checkpointed", key.run_id, step)
                 raise CheckpointConflictError(key.workflow_id, key.run_id, key.super_step) from None
             if code == "LEASEHELD":
                 until, _, owner = detail.partition(" ")
                 raise LeaseHeldError(key.workflow_id, key.run_id, owner, int(until)) from None
-            self._raise_run_error(exc, key.workflow_id, key.run_id, lease)
+            _raise_run_error(exc, key.workflow_id, key.run_id, lease)
             raise
 
     async def _load(self, key: CheckpointKey) -> Stored | None:
-        run = self.keys.run(key.workflow_id, key.run_id)
-        await self._cluster_ready()
-        return cast(Stored, await self.client.hgetall(run.snapshot(key.super_step)))
+        snapshot = self.keys.run(key.workflow_id, key.run_id).snapshot(key.super_step)
+        return cast(Stored, await self._calls.run(lambda: self.client.hgetall(snapshot)))
 
     async def _latest(self, workflow_id: str, run_id: str) -> tuple[int, Stored] | None:
         run = self.keys.run(workflow_id, run_id)
-        reply = await self._call(self._scripts.latest, [run.steps, run.snapshot_prefix], [])
+        reply = await self._calls.script(self._scripts.latest, [run.steps, run.snapshot_prefix], [])
         if reply is None:
             return None
         step, flat = reply
@@ -179,7 +262,7 @@ class RedisCheckpointer(BaseCheckpointer):
     ) -> builtins.list[tuple[int, int, str]]:
         run = self.keys.run(workflow_id, run_id)
         upper = "+inf" if before is None else f"({before}"
-        flat = await self._call(
+        flat = await self._calls.script(
             self._scripts.list,
             [run.steps, run.snapshot_prefix],
             [upper, str(limit or 0)],
@@ -190,37 +273,48 @@ class RedisCheckpointer(BaseCheckpointer):
             for step, ts, label in zip(it, it, it, strict=True)
         ]
 
-    async def _fork(self, from_key: CheckpointKey, new_run_id: str, fields: Fields) -> None:
+    async def _fork(
+        self, from_key: CheckpointKey, new_run_id: str, fields: Fields, event: CheckpointEvent
+    ) -> None:
         source = self.keys.run(from_key.workflow_id, from_key.run_id)
         target = self.keys.run(from_key.workflow_id, new_run_id)
         step = from_key.super_step
         try:
-            await self._call(
+            await self._calls.script(
                 self._scripts.fork,
                 [source.snapshot(step), target.snapshot(step), target.steps, target.run_index],
-                [str(step), self._ttl_arg, new_run_id, *fields],
+                [
+                    str(step),
+                    self._ttl_arg,
+                    new_run_id,
+                    target.events,
+                    encode_event(event),
+                    *fields,
+                    WRITE_TOKEN_FIELD,
+                    new_run_id.encode(),
+                ],
+                durable=True,
             )
         except ResponseError as exc:
-            if str(exc).startswith("NOTFOUND"):
+            code = str(exc).partition(" ")[0]
+            if code == "NOTFOUND":
                 raise CheckpointNotFoundError(
                     from_key.workflow_id, from_key.run_id, from_key.super_step
                 ) from None
+            if code == "CONFLICT":
+                raise CheckpointConflictError(from_key.workflow_id, new_run_id, step) from None
             raise
 
     async def _list_runs(
         self, workflow_id: str, *, limit: int, after: str | None
     ) -> builtins.list[str]:
-        await self._cluster_ready()
         buckets = self.keys.run_index_buckets(workflow_id)
         live: builtins.list[str] = []
         cursor = after
         while len(live) < limit:
             wanted = limit - len(live)
             low = b"-" if cursor is None else b"(" + cursor.encode("utf-8")
-            async with self.client.pipeline(transaction=False) as pipe:
-                for bucket in buckets:
-                    pipe.zrangebylex(bucket, low, b"+", start=0, num=wanted)
-                pages = await pipe.execute()
+            pages = await self._calls.run(partial(self._index_pages, buckets, low, wanted))
             candidates = sorted(
                 (member.decode("utf-8"), bucket)
                 for bucket, page in zip(buckets, pages, strict=True)
@@ -234,33 +328,45 @@ class RedisCheckpointer(BaseCheckpointer):
             cursor = candidates[-1][0]
         return live
 
+    async def _index_pages(
+        self, buckets: builtins.list[str], low: bytes, wanted: int
+    ) -> builtins.list[builtins.list[bytes]]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for bucket in buckets:
+                pipe.zrangebylex(bucket, low, b"+", start=0, num=wanted)
+            return cast(builtins.list[builtins.list[bytes]], await pipe.execute())
+
     async def _keep_live(
         self, workflow_id: str, candidates: builtins.list[tuple[str, str]]
     ) -> builtins.list[str]:
         """The candidate runs that still exist; prune the index entries of expired ones."""
         steps_keys = [self.keys.run(workflow_id, run_id).steps for run_id, _ in candidates]
-        async with self.client.pipeline(transaction=False) as pipe:
-            for steps in steps_keys:
-                pipe.exists(steps)
-            exists = await pipe.execute()
+        exists = await self._calls.run(lambda: self._exists_each(steps_keys))
         stale: dict[str, builtins.list[tuple[str, str]]] = {}
         for (run_id, bucket), steps, found in zip(candidates, steps_keys, exists, strict=True):
             if not found:
                 stale.setdefault(bucket, []).append((run_id, steps))
         for bucket, runs in stale.items():
-            await self._call(
+            await self._calls.script(
                 self._scripts.prune_runs,
                 [bucket, *(steps for _, steps in runs)],
                 [run_id for run_id, _ in runs],
             )
         return [run_id for (run_id, _), found in zip(candidates, exists, strict=True) if found]
 
-    async def _delete_run(self, workflow_id: str, run_id: str) -> bool:
+    async def _exists_each(self, keys: builtins.list[str]) -> builtins.list[int]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.exists(key)
+            return cast(builtins.list[int], await pipe.execute())
+
+    async def _delete_run(self, workflow_id: str, run_id: str, event: CheckpointEvent) -> bool:
         run = self.keys.run(workflow_id, run_id)
-        removed = await self._call(
+        removed = await self._calls.script(
             self._scripts.delete_run,
-            [run.steps, run.snapshot_prefix, run.run_index, run.record],
-            [run_id],
+            [run.steps, run.snapshot_prefix, run.run_index, run.record, run.deleted],
+            [run_id, secrets.token_hex(8), run.events, encode_event(event)],
+            durable=True,
         )
         return bool(removed)
 
@@ -269,45 +375,49 @@ class RedisCheckpointer(BaseCheckpointer):
     ) -> Lease:
         run = self.keys.run(workflow_id, run_id)
         try:
-            reply = await self._call(
+            reply = await self._calls.script(
                 self._scripts.acquire_lease,
                 [run.record, run.steps],
                 [owner, str(ttl_ms), "1" if must_exist else "0"],
+                durable=True,
             )
         except ResponseError as exc:
-            self._raise_run_error(exc, workflow_id, run_id, None)
+            _raise_run_error(exc, workflow_id, run_id, None)
             raise
         if reply[0] == b"held":
             raise LeaseHeldError(workflow_id, run_id, reply[1].decode(), int(reply[2]))
+        log.info("run %s: lease %s taken by %s", run_id, reply[0].decode(), owner)
         return Lease(workflow_id, run_id, owner, int(reply[0]), int(reply[1]), ttl_ms)
 
     async def _renew_lease(self, lease: Lease) -> Lease:
         run = self.keys.run(lease.workflow_id, lease.run_id)
         try:
-            until = await self._call(
+            until = await self._calls.script(
                 self._scripts.renew_lease,
                 [run.record, run.steps],
                 [str(lease.token), str(lease.ttl_ms)],
             )
         except ResponseError as exc:
-            self._raise_run_error(exc, lease.workflow_id, lease.run_id, lease)
+            _raise_run_error(exc, lease.workflow_id, lease.run_id, lease)
             raise
         return replace(lease, expires_at_ms=int(until))
 
     async def _release_lease(self, lease: Lease, note: bytes | None) -> bool:
         run = self.keys.run(lease.workflow_id, lease.run_id)
-        released = await self._call(
+        released = await self._calls.script(
             self._scripts.release_lease,
-            [run.record],
+            [run.record, run.steps],
             [str(lease.token), "0" if note is None else "1", note or b""],
+            durable=True,
         )
         if not released and note is not None:
             raise LeaseLostError(lease.workflow_id, lease.run_id, lease.token)
+        log.info("run %s: lease %d released by %s", lease.run_id, lease.token, lease.owner)
         return bool(released)
 
     async def _run_record(self, workflow_id: str, run_id: str) -> RunRecord:
         run = self.keys.run(workflow_id, run_id)
-        now, owner, token, until, ttl, note = await self._call(
+        now, owner, token, until, ttl, note = await self._calls.script(
             self._scripts.run_record, [run.record], []
         )
         lease = None
@@ -315,36 +425,56 @@ class RedisCheckpointer(BaseCheckpointer):
             lease = Lease(workflow_id, run_id, owner.decode(), int(token), int(until), int(ttl))
         return RunRecord(lease, None if note is None else orjson.loads(note))
 
-    @staticmethod
-    def _raise_run_error(
-        exc: ResponseError, workflow_id: str, run_id: str, lease: Lease | None
-    ) -> None:
-        """Turn a script's LEASELOST or RUNNOTFOUND refusal into its typed error."""
-        code = str(exc).partition(" ")[0]
-        if code == "LEASELOST":
-            raise LeaseLostError(workflow_id, run_id, 0 if lease is None else lease.token) from None
-        if code == "RUNNOTFOUND":
-            raise RunNotFoundError(workflow_id, run_id) from None
-
-    async def _call(
-        self, script: AsyncScript, keys: builtins.list[str], args: builtins.list[Any]
-    ) -> Any:
-        """Call ``script``, retrying once on NOSCRIPT.
-
-        redis-py already reloads a script on NOSCRIPT; on ``RedisCluster`` the retried EVALSHA
-        has been seen to fail again while the load reaches every primary (redis-py issue 3935).
-        """
-        await self._cluster_ready()
+    @asynccontextmanager
+    async def _watch(
+        self, workflow_id: str, run_id: str | None
+    ) -> AsyncIterator[AsyncIterator[CheckpointEvent]]:
+        if run_id is None:
+            channels = self.keys.event_channels(workflow_id)
+        else:
+            channels = [self.keys.run(workflow_id, run_id).events]
+        await self._calls.run(self._calls.ready)
+        pubsub = self.client.pubsub()
         try:
-            return await script(keys=keys, args=args)
-        except NoScriptError:
-            return await script(keys=keys, args=args)
+            await self._calls.run(lambda: pubsub.ssubscribe(*channels))
+            yield self._events(pubsub, workflow_id, run_id)
+        finally:
+            await pubsub.aclose()
 
-    async def _cluster_ready(self) -> None:
-        """Initialise a RedisCluster client once, before its first command (a no-op otherwise)."""
-        if not self._cluster_pending:
-            return
-        async with self._cluster_lock:
-            if self._cluster_pending:
-                await self.client.initialize()
-                self._cluster_pending = False
+    async def _events(
+        self, pubsub: Any, workflow_id: str, run_id: str | None
+    ) -> AsyncIterator[CheckpointEvent]:
+        receive = pubsub.get_sharded_message if self._calls.cluster else pubsub.get_message
+        while True:
+            message = await receive(ignore_subscribe_messages=True, timeout=1.0)
+            if message is None or message.get("type") != "smessage":
+                continue
+            event = decode_event(message["data"])
+            if event is not None and event.is_about(workflow_id, run_id):
+                yield event
+
+
+def _digest(fields: Fields, lease: Lease | None) -> str:
+    """A token that names this exact write: the same snapshot (and lease) gives the same one."""
+    hasher = hashlib.blake2b(digest_size=8)
+    for field in fields:
+        hasher.update(len(field).to_bytes(4, "big"))
+        hasher.update(field)
+    hasher.update(b"" if lease is None else str(lease.token).encode())
+    return hasher.hexdigest()
+
+
+def _raise_run_error(
+    exc: ResponseError, workflow_id: str, run_id: str, lease: Lease | None
+) -> None:
+    """Turn a script's LEASELOST or RUNNOTFOUND refusal into its typed error."""
+    code = str(exc).partition(" ")[0]
+    if code == "LEASELOST":
+        raise LeaseLostError(workflow_id, run_id, 0 if lease is None else lease.token) from None
+    if code == "RUNNOTFOUND":
+        raise RunNotFoundError(workflow_id, run_id) from None
+
+
+def _sentinel_clients(sentinel: Sentinel) -> builtins.list[Any]:
+    """The connections a Sentinel object keeps to the Sentinels themselves."""
+    return list(sentinel.sentinels)

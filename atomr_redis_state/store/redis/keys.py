@@ -5,7 +5,9 @@ Layout (``P`` = prefix, ``T`` = slot tag, ``W``/``R`` = escaped workflow/run id)
     P:{T}:W:R:steps      sorted set: member and score = super-step, one per snapshot of the run
     P:{T}:W:R:snap:<n>   hash: the snapshot at super-step n (one field per channel, :label, :ts)
     P:{T}:W:R:run        hash: the run's lease (owner, token, until, ttl), fencing counter, note
+    P:{T}:W:R:deleted    string, for a minute after delete_run: its token and answer
     P:{T}:W:runs         sorted set (all scores 0): run ids of workflow W whose tag is T
+    P:{T}:W:events       shard channel (pub/sub, not a key): events of workflow W's runs in T
 
 The tag is one of :data:`SLOT_BUCKETS` values, chosen by hashing the workflow id with the run's
 lineage root (a fork keeps its source's root, see :func:`..ids.fork_run_id`). So all keys of a
@@ -52,6 +54,11 @@ class RunKeys:
     """The run-index bucket that lists this run."""
     record: str
     """The run's record hash: its lease, fencing counter and note."""
+    deleted: str
+    """Set for a minute by ``delete_run``, so a retried delete gets the same answer."""
+    events: str
+    """The shard channel where the store announces changes to this run (and its workflow's
+    other runs with the same tag)."""
 
     def snapshot(self, super_step: int) -> str:
         return f"{self.snapshot_prefix}{super_step}"
@@ -83,9 +90,18 @@ class KeyLayout:
             snapshot_prefix=f"{run_part}:snap:",
             run_index=f"{workflow_part}:runs",
             record=f"{run_part}:run",
+            deleted=f"{run_part}:deleted",
+            events=f"{workflow_part}:events",
         )
 
     def run_index_buckets(self, workflow_id: str) -> list[str]:
         """Every run-index bucket key of a workflow, one per slot tag."""
+        return self._per_bucket(workflow_id, "runs")
+
+    def event_channels(self, workflow_id: str) -> list[str]:
+        """Every event channel of a workflow, one per slot tag."""
+        return self._per_bucket(workflow_id, "events")
+
+    def _per_bucket(self, workflow_id: str, name: str) -> list[str]:
         workflow = escape(workflow_id)
-        return [f"{self.prefix}:{{{b:02x}}}:{workflow}:runs" for b in range(SLOT_BUCKETS)]
+        return [f"{self.prefix}:{{{b:02x}}}:{workflow}:{name}" for b in range(SLOT_BUCKETS)]

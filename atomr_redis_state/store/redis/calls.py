@@ -1,0 +1,177 @@
+"""How the Redis store talks to Redis: script calls and commands, with typed failures.
+
+One :class:`Calls` per checkpointer. It initialises a cluster client once, reloads scripts on
+NOSCRIPT, rides out a cluster's slot migrations and failovers for a bounded time, waits for
+replicas when asked to, and turns what Redis refuses into the library's typed errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from redis.asyncio import RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    AuthenticationError,
+    ClusterDownError,
+    ClusterError,
+    ConnectionError,
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ResponseError,
+    TimeoutError,
+    TryAgainError,
+)
+
+from ...errors import (
+    DurabilityError,
+    StoreOutOfMemoryError,
+    StorePermissionError,
+    StoreUnavailableError,
+)
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+CLUSTER_RETRY_BUDGET = 10.0
+"""Seconds a call on Redis Cluster keeps retrying through slot migrations and failovers."""
+
+_UNAVAILABLE = (ConnectionError, TimeoutError, ClusterDownError, ClusterError, TryAgainError)
+"""Failures whose outcome is unknown and that a retry can get past (every call is idempotent)."""
+
+PERMISSION_HINT = (
+    "grant the store's Redis user the ACL in the README's Security section "
+    "(scripts need +evalsha +script|load +time, and keys ~<prefix>:*)"
+)
+
+
+class Calls:
+    """Sends the store's scripts and commands to one client."""
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        replicas: int = 0,
+        replica_timeout_ms: int = 1000,
+        retry_for: float = CLUSTER_RETRY_BUDGET,
+    ) -> None:
+        self.client = client
+        self.cluster = isinstance(client, RedisCluster)
+        self.replicas = replicas
+        self.replica_timeout_ms = replica_timeout_ms
+        self.retry_for = retry_for
+        # redis-py's RedisCluster discovers the cluster on first use, and concurrent first
+        # commands race in that discovery; so a cluster client is initialised once, up front.
+        self._cluster_pending = self.cluster
+        self._cluster_lock = asyncio.Lock()
+
+    async def script(
+        self,
+        script: AsyncScript,
+        keys: builtins.list[str],
+        args: builtins.list[Any],
+        *,
+        durable: bool = False,
+    ) -> Any:
+        """Call ``script``; with ``durable``, also wait for the replicas, in one round trip."""
+        if durable and self.replicas:
+            return await self.run(lambda: self._script_and_wait(script, keys, args))
+        return await self.run(lambda: self._script(script, keys, args))
+
+    async def run(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run ``operation`` (one or more commands), with typed errors and cluster retries."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._cluster_ready()
+                return await operation()
+            except OutOfMemoryError as exc:
+                raise StoreOutOfMemoryError(
+                    "Redis is over its maxmemory (noeviction): nothing was written; free memory "
+                    "(delete runs, set a ttl or keep_last) or raise maxmemory"
+                ) from exc
+            except NoPermissionError as exc:
+                raise StorePermissionError(f"{exc}; {PERMISSION_HINT}") from exc
+            except AuthenticationError as exc:
+                raise StorePermissionError(f"Redis refused the credentials: {exc}") from exc
+            except (*_UNAVAILABLE, AttributeError) as exc:
+                # AttributeError: redis-py's cluster client can drop a connection that another
+                # call is using while it re-reads the slot map during a reshard. Whether or not
+                # that call ran, running it again is safe: every call is idempotent.
+                if isinstance(exc, AttributeError) and not self.cluster:
+                    raise
+                elapsed = time.monotonic() - started
+                if not self.cluster or elapsed >= self.retry_for:
+                    raise StoreUnavailableError(
+                        f"Redis unavailable after {attempt} attempt(s) in {elapsed:.1f} s "
+                        f"({type(exc).__name__}: {exc}); the outcome is unknown: call again "
+                        "with the same arguments"
+                    ) from exc
+                delay = random.uniform(0, min(1.0, 0.02 * 2**attempt))
+                log.info("cluster call failed (%r); retrying in %.2f s", exc, delay)
+                await asyncio.sleep(delay)
+            except ResponseError as exc:
+                if "can't run this command" in str(exc) or "no permissions" in str(exc):
+                    raise StorePermissionError(
+                        f"the Redis user may not run a command the store needs ({exc}); "
+                        f"{PERMISSION_HINT}"
+                    ) from exc
+                raise
+
+    async def _script(
+        self, script: AsyncScript, keys: builtins.list[str], args: builtins.list[Any]
+    ) -> Any:
+        """Call ``script``, retrying once on NOSCRIPT.
+
+        redis-py already reloads a script on NOSCRIPT; on ``RedisCluster`` the retried EVALSHA
+        has been seen to fail again while the load reaches every primary (redis-py issue 3935).
+        """
+        try:
+            return await script(keys=keys, args=args)
+        except NoScriptError:
+            return await script(keys=keys, args=args)
+
+    async def _script_and_wait(
+        self, script: AsyncScript, keys: builtins.list[str], args: builtins.list[Any]
+    ) -> Any:
+        """EVALSHA then WAIT in one pipeline: the reply comes once the replicas have the write."""
+        for _ in range(2):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                pipe.execute_command("WAIT", self.replicas, self.replica_timeout_ms)
+                reply, confirmed = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, NoScriptError):
+                await self.client.script_load(script.script)
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            if isinstance(confirmed, Exception):
+                raise confirmed
+            if int(confirmed) < self.replicas:
+                raise DurabilityError(self.replicas, int(confirmed), self.replica_timeout_ms)
+            return reply
+        raise NoScriptError("the script could not be loaded")
+
+    async def ready(self) -> None:
+        """Make sure the client is ready for commands (initialises a cluster client once)."""
+        await self._cluster_ready()
+
+    async def _cluster_ready(self) -> None:
+        """Initialise a RedisCluster client once, before its first command (a no-op otherwise)."""
+        if not self._cluster_pending:
+            return
+        async with self._cluster_lock:
+            if self._cluster_pending:
+                await self.client.initialize()
+                self._cluster_pending = False
