@@ -216,8 +216,8 @@ class DeliveredTwice:
     def __init__(self, client: Any) -> None:
         self.client = client
 
-    def get_encoder(self) -> Any:
-        return self.client.get_encoder()
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
 
     def register_script(self, source: str) -> Any:
         script = self.client.register_script(source)

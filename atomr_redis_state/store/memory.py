@@ -35,7 +35,8 @@ class _Run:
 
     steps: dict[int, dict[bytes, bytes]] = field(default_factory=dict)
     writers: dict[int, int | None] = field(default_factory=dict)
-    """The lease token each snapshot was saved under (None: no lease)."""
+    """The lease token each exclusively saved snapshot was saved under (0: none; None: the
+    snapshot was not saved exclusively)."""
     deadline_ms: int | None = None
     fence: int = 0
     owner: str | None = None
@@ -124,7 +125,8 @@ class InMemoryCheckpointer(BaseCheckpointer):
     ) -> None:
         run = self._record(key.workflow_id, key.run_id)
         stored = dict(pairs_of(list(fields)))
-        writer = None if lease is None else lease.token
+        # As the Redis store's token: an exclusive save names its write by content and lease.
+        writer = (0 if lease is None else lease.token) if exclusive else None
         if exclusive and run is not None and key.super_step in run.steps:
             if run.steps[key.super_step] == stored and run.writers.get(key.super_step) == writer:
                 return  # this very save, sent again: as the Redis store, not a conflict
