@@ -235,5 +235,6 @@ async def test_a_retried_exclusive_save_does_not_conflict_with_itself(backend: B
     await retrying.save(snap("r", 0), exclusive=True)
     await retrying.save(snap("r", 1), exclusive=True)
     assert [m.super_step for m in await retrying.list(WF, "r")] == [0, 1]
+    someone_else = Snapshot(CheckpointKey(WF, "r", 1), {"by": "someone else"})
     with pytest.raises(CheckpointConflictError):
-        await backend.make().save(snap("r", 1), exclusive=True)
+        await backend.make().save(someone_else, exclusive=True)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from urllib.parse import urlsplit
 
 import click
 import fakeredis
@@ -15,15 +16,37 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 
 from ..store.redis.checkpointer import RedisCheckpointer
+from .connection import one_line as _one_line
+from .connection import safe_url as _safe_url
 from .demo import Connect, run_demo
+from .inspect import delete, diff, fork, history, runs, show
+from .transfer import export, import_
+from .watch import watch
 
 DEFAULT_TTL_S = 3600
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="atomr-redis-state", prog_name="atomr-redis-state")
-def cli() -> None:
-    """Durable, shared, per-super-step checkpoints for AI-agent workflows on Redis."""
+@click.option(
+    "--verbose",
+    "-v",
+    count=True,
+    help="Log what the library does to standard error (-v: info, -vv: debug).",
+)
+def cli(verbose: int) -> None:
+    """Durable, shared, per-super-step checkpoints for AI-agent workflows on Redis.
+
+    The inspection commands (runs, history, show, diff, fork, delete, export, import, watch)
+    take --redis-url, --prefix and --cluster, or ATOMR_REDIS_URL, ATOMR_PREFIX and
+    ATOMR_CLUSTER from the environment.
+    """
+    if verbose:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        library = logging.getLogger("atomr_redis_state")
+        library.addHandler(handler)
+        library.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
 
 
 @cli.command()
@@ -97,15 +120,5 @@ async def _workers(redis_url: str | None, prefix: str, ttl: float) -> AsyncItera
             await close()
 
 
-def _safe_url(url: str) -> str:
-    """``url`` without its password, for printing."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    user = f"{parts.username}:" if parts.username else ":"
-    return parts._replace(netloc=f"{user}***@{host}").geturl()
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+for _command in (runs, history, show, diff, fork, delete, export, import_, watch):
+    cli.add_command(_command)

@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from ..errors import (
     CheckpointNotFoundError,
@@ -49,6 +49,9 @@ from .outcomes import Pause, RunOutcome, RunStatus, RunStatusState, StepFailure
 from .progress import RECORD_KEY, FailureNote, Pending, Progress, Status, fingerprint
 from .schema import RunState, StateSchema
 from .steps import NO_RETRY, RetryPolicy, Step, StepContext, Writes, normalise_writes, plan_layers
+
+if TYPE_CHECKING:
+    from ..observability.hooks import RunnerHooks
 
 T = TypeVar("T")
 
@@ -139,6 +142,7 @@ class StatefulRunner:
         lease_ttl: float | timedelta = DEFAULT_LEASE_TTL,
         pause_ttl: float | timedelta | None = None,
         retry: RetryPolicy | None = None,
+        telemetry: RunnerHooks | None = None,
     ) -> None:
         self.workflow_id = check_id(workflow_id, "workflow_id")
         self.run_id = check_id(run_id, "run_id")
@@ -162,6 +166,8 @@ class StatefulRunner:
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
         self.retry = retry or NO_RETRY
+        self.telemetry = telemetry
+        """Hooks around each layer and step attempt (see ``observability.instrument_runner``)."""
         self._lease: Lease | None = None
         self._note: JSON = None
 
@@ -402,6 +408,16 @@ class StatefulRunner:
         self, index: int, todo: list[Step], position: _Position, resume: _Resume | None
     ) -> _Position:
         """Run one layer's unfinished steps concurrently; checkpoint the merge, or the pause."""
+        if self.telemetry is None:
+            return await self._layer(index, todo, position, resume)
+        names = [step.name for step in todo]
+        start = position.state.super_step
+        with self.telemetry.layer(self.workflow_id, self.run_id, index, names, start):
+            return await self._layer(index, todo, position, resume)
+
+    async def _layer(
+        self, index: int, todo: list[Step], position: _Position, resume: _Resume | None
+    ) -> _Position:
         before = position.state
         values = before.snapshot()
         writes: Pending = dict(position.progress.pending)
@@ -512,9 +528,15 @@ class StatefulRunner:
             except Exception as exc:  # bad writes are the step's bug: never worth a retry
                 return _StepResult(step, attempts, error=exc)
 
+    async def _call(self, step: Step, context: StepContext) -> Writes:
+        """One attempt of ``step``, within its timeout (and the telemetry's step span)."""
+        if self.telemetry is None:
+            return await self._attempt(step, context)
+        with self.telemetry.step(context):
+            return await self._attempt(step, context)
+
     @staticmethod
-    async def _call(step: Step, context: StepContext) -> Writes:
-        """One attempt of ``step``, within its timeout."""
+    async def _attempt(step: Step, context: StepContext) -> Writes:
         if step.timeout is None:
             return await step.fn(context)
         deadline = asyncio.timeout(step.timeout)
