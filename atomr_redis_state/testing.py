@@ -15,6 +15,18 @@ As pytest fixtures (session-scoped), in your ``conftest.py``::
 Without the binaries the fixtures skip the test with the reason, or fail it when the environment
 variable ``ATOMR_REQUIRE_REDIS=1`` is set (as CI should). Without pytest, use the context
 managers :func:`running_server` and :func:`running_cluster`.
+
+More setups, for operations testing:
+
+- TLS: :func:`start_tls_server` / :func:`running_tls_server` (or the ``redis_tls_server``
+  fixture) make a CA and a server certificate with ``openssl`` and start a TLS-only server
+  (``.url`` is ``rediss://``, ``.ca_certs`` goes to ``ssl_ca_certs=``).
+- Least privilege: :func:`store_acl` (and :func:`store_acl_line`) is the ``ACL SETUSER`` for a
+  user that can run the store on one prefix and nothing else; :func:`run_as_admin` runs it.
+- Sentinel: :func:`start_sentinels` / :func:`running_sentinels` start a primary, its replicas
+  and three Sentinels (``.sentinel_addresses`` and ``.service_name`` for ``from_sentinel``).
+- Resharding: :func:`reshard` moves slots between live cluster nodes with
+  ``redis-cli --cluster reshard`` (node ids from :func:`cluster_node_ids`).
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ import importlib.util
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -30,6 +43,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 REQUIRE_REDIS_ENV = "ATOMR_REQUIRE_REDIS"
 
@@ -88,34 +102,46 @@ class RedisServer:
 
     def start(self, extra: Sequence[str] = ()) -> RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
-        log = open(self.directory / f"redis-{self.port}.log", "wb")  # noqa: SIM115
+        log_path = self.directory / f"redis-{self.port}.log"
+        log = open(log_path, "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-                *extra,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            [*self._command(), *extra], stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
         deadline = time.monotonic() + 10
-        while not _ping(self.port):
+        while not self._ready():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                log_text = (self.directory / f"redis-{self.port}.log").read_text(errors="replace")
+                log_text = log_path.read_text(errors="replace")
                 raise RuntimeError(f"redis-server on port {self.port} did not start:\n{log_text}")
             time.sleep(0.02)
         return self
+
+    def _command(self) -> list[str]:
+        """The command line (without ``extra``) that starts this server."""
+        return [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.directory),
+        ]
+
+    def _ready(self) -> bool:
+        return _ping(self.port)
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: no shutdown, no last words) and reap it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -221,6 +247,438 @@ def running_cluster(masters: int = 3) -> Iterator[RedisClusterServers]:
             cluster.stop()
 
 
+# TLS: a throwaway certificate authority and a redis-server that speaks only TLS.
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A self-signed CA and a server certificate for 127.0.0.1 / localhost, signed by it."""
+
+    ca_cert: Path
+    cert: Path
+    key: Path
+
+
+def make_certificates(directory: Path, *, days: int = 2) -> TlsFiles:
+    """Make a CA and a server certificate (SAN ``IP:127.0.0.1``, ``DNS:localhost``) with
+    ``openssl`` in ``directory``; raise ``NotImplementedError`` without ``openssl``."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise NotImplementedError("openssl not on PATH: cannot make test certificates")
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = directory / "ca.key", directory / "ca.crt"
+    key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.crt"
+    extensions = directory / "server.ext"
+    extensions.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    steps = [
+        [openssl, "req", "-x509", *ec, "-keyout", ca_key, "-out", ca_cert, "-days", str(days),
+         "-subj", "/CN=atomr-redis-state test CA"],
+        [openssl, "req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        [openssl, "x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key,
+         "-CAcreateserial", "-out", cert, "-days", str(days), "-extfile", extensions],
+    ]  # fmt: skip
+    for step in steps:
+        subprocess.run([str(arg) for arg in step], check=True, capture_output=True, timeout=30)
+    return TlsFiles(ca_cert, cert, key)
+
+
+@dataclass
+class RedisTlsServer(RedisServer):
+    """A redis-server that listens only for TLS, on 127.0.0.1:port (``--port 0``)."""
+
+    tls: TlsFiles | None = None
+
+    @property
+    def url(self) -> str:
+        return f"rediss://127.0.0.1:{self.port}/0"
+
+    @property
+    def ca_certs(self) -> str:
+        """The CA file to pass as ``ssl_ca_certs=``."""
+        assert self.tls is not None
+        return str(self.tls.ca_cert)
+
+    def _command(self) -> list[str]:
+        assert self.tls is not None
+        command = super()._command()
+        command[command.index("--port") + 1] = "0"
+        return [
+            *command,
+            "--tls-port",
+            str(self.port),
+            "--tls-cert-file",
+            str(self.tls.cert),
+            "--tls-key-file",
+            str(self.tls.key),
+            "--tls-ca-cert-file",
+            str(self.tls.ca_cert),
+            "--tls-auth-clients",
+            "no",
+        ]
+
+    def _ready(self) -> bool:
+        assert self.tls is not None
+        context = ssl.create_default_context(cafile=str(self.tls.ca_cert))
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw,
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as s,
+            ):
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+def start_tls_server(directory: Path, binary: str = "redis-server") -> RedisTlsServer:
+    """Make certificates in ``directory`` and start a TLS-only redis-server on a free port.
+
+    Raises ``NotImplementedError`` (with the reason) when ``openssl`` is missing or the server
+    cannot serve TLS (a build without it)."""
+    tls = make_certificates(directory / "tls")
+    server = RedisTlsServer(free_port(), directory, binary, tls=tls)
+    try:
+        return cast(RedisTlsServer, server.start())
+    except RuntimeError as exc:
+        # A build without TLS does not know the tls-* options at all.
+        log = str(exc).lower()
+        if "bad directive" in log and "tls-" in log:
+            raise NotImplementedError(f"{binary} was built without TLS support: {exc}") from exc
+        raise
+
+
+@contextmanager
+def running_tls_server() -> Iterator[RedisTlsServer]:
+    """A TLS-only redis-server for the duration of a ``with`` block (``.url``, ``.ca_certs``)."""
+    with tempfile.TemporaryDirectory(prefix="atomr-redis-tls-") as directory:
+        server = start_tls_server(Path(directory))
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+# ACL: the least privilege the store needs.
+
+STORE_COMMANDS: tuple[str, ...] = (
+    # scripts: called by SHA, loaded again after SCRIPT FLUSH or a failover (NOSCRIPT)
+    "evalsha",
+    "script|load",
+    # inside the scripts (lua/*.lua); TIME is in neither @read nor @write
+    "time",
+    "exists",
+    "get",
+    "set",
+    "del",
+    "copy",
+    "pexpireat",
+    "pexpiretime",
+    "persist",
+    "hget",
+    "hmget",
+    "hgetall",
+    "hset",
+    "hdel",
+    "hincrby",
+    "zadd",
+    "zrem",
+    "zcard",
+    "zscore",
+    "zrange",
+    "zrevrange",
+    "zrevrangebyscore",
+    "zremrangebyrank",
+    "spublish",
+    # outside the scripts: load (HGETALL), list_runs (ZRANGEBYLEX, EXISTS), watch
+    "zrangebylex",
+    "ssubscribe",
+)
+"""Every command the store sends, or that its scripts call (see ``lua/*.lua``). Not included:
+``CLIENT SETINFO``, which redis-py sends on connect and whose refusal it ignores (Redis 7.0 does
+not know it, and 7.0 refuses an ACL rule naming it)."""
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def store_acl(
+    user: str,
+    password: str,
+    prefix: str,
+    *,
+    replicas: bool = False,
+    server_clock: bool = True,
+) -> list[str]:
+    """The ``ACL SETUSER`` arguments for a user that can do everything the store does with
+    ``prefix``, and nothing else: its keys (``~<prefix>:*``), its shard channels for events
+    (``&<prefix>:*``), and exactly the commands in :data:`STORE_COMMANDS` (plus ``WAIT`` with
+    ``replicas``). ``reset`` first, so it gives the same user the same rights however often it
+    runs. ``server_clock=False`` leaves out ``+time`` (to test the refusal)."""
+    pattern = _glob_escape(prefix) + ":*"
+    commands = [c for c in STORE_COMMANDS if server_clock or c != "time"]
+    if replicas:
+        commands.append("wait")
+    return [
+        "ACL",
+        "SETUSER",
+        user,
+        "reset",
+        "on",
+        f">{password}",
+        f"~{pattern}",
+        f"&{pattern}",
+        *(f"+{command}" for command in commands),
+    ]
+
+
+def store_acl_line(user: str, password: str, prefix: str, *, replicas: bool = False) -> str:
+    """:func:`store_acl` as one line for ``redis-cli`` or a config file (``user`` and ``prefix``
+    without spaces)."""
+    return " ".join(store_acl(user, password, prefix, replicas=replicas))
+
+
+def grant_prefix(user: str, prefix: str) -> list[str]:
+    """The ``ACL SETUSER`` arguments that give ``user`` (made by :func:`store_acl`) the keys and
+    channels of one more prefix, and nothing else."""
+    pattern = _glob_escape(prefix) + ":*"
+    return ["ACL", "SETUSER", user, f"~{pattern}", f"&{pattern}"]
+
+
+def run_as_admin(port: int, command: Sequence[str], **connection: Any) -> Any:
+    """Run ``command`` (for example :func:`store_acl`'s) as the default user of the server on
+    127.0.0.1:``port``; ``connection``: more redis-py options (``ssl=...``, ``password=...``)."""
+    import redis
+
+    with redis.Redis(host="127.0.0.1", port=port, **connection) as admin:
+        return admin.execute_command(*command)
+
+
+# Sentinel: a primary, its replica(s) and three Sentinels.
+
+
+@dataclass
+class SentinelServer(RedisServer):
+    """A Redis Sentinel (``redis-server CONFIG --sentinel``) on 127.0.0.1:port."""
+
+    monitor: str = ""
+    """The ``sentinel ...`` lines of its configuration file."""
+
+    def _command(self) -> list[str]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = self.directory / f"sentinel-{self.port}.conf"
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.directory}\n{self.monitor}\n"
+        )
+        return [self.binary, str(config), "--sentinel"]
+
+
+@dataclass
+class SentinelSetup:
+    """A primary with replicas, watched by Sentinels under ``service_name``."""
+
+    master: RedisServer
+    replicas: list[RedisServer]
+    sentinels: list[SentinelServer]
+    service_name: str = "mymaster"
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [("127.0.0.1", sentinel.port) for sentinel in self.sentinels]
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        return [self.master, *self.replicas]
+
+    def master_port(self) -> int | None:
+        """The primary's port as a majority of live Sentinels name it now (None: no majority)."""
+        votes: dict[int, int] = {}
+        for sentinel in self.sentinels:
+            if sentinel.process is None:
+                continue
+            reply = _cli(sentinel.port, "SENTINEL", "get-master-addr-by-name", self.service_name)
+            lines = reply.split()
+            if len(lines) == 2:
+                port = int(lines[1])
+                votes[port] = votes.get(port, 0) + 1
+        for port, count in votes.items():
+            if count * 2 > len(self.sentinels):
+                return port
+        return None
+
+    def wait_for_master(self, port: int, timeout: float = 30) -> None:
+        """Wait until the Sentinels name the primary on ``port`` and it reports role master."""
+        deadline = time.monotonic() + timeout
+        while self.master_port() != port or "role:master" not in _cli(port, "INFO", "replication"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Sentinels did not name port {port} the primary in time")
+            time.sleep(0.1)
+
+    def wait_until_watched(self, timeout: float = 30) -> None:
+        """Wait until every replica is in sync and every Sentinel knows every replica and the
+        other Sentinels (which a failover needs)."""
+        deadline = time.monotonic() + timeout
+        while not self._watched():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Sentinels did not discover the replicas in time")
+            time.sleep(0.1)
+
+    def _watched(self) -> bool:
+        for replica in self.replicas:
+            if "master_link_status:up" not in _cli(replica.port, "INFO", "replication"):
+                return False
+        for sentinel in self.sentinels:
+            info = _cli(sentinel.port, "SENTINEL", "REPLICAS", self.service_name)
+            if sum(info.count(f"\n{r.port}\n") for r in self.replicas) < len(self.replicas):
+                return False
+            if "s_down" in info or "disconnected" in info:
+                return False
+            others = _cli(sentinel.port, "SENTINEL", "SENTINELS", self.service_name)
+            if others.count("\nname\n") < len(self.sentinels) - 1:
+                return False
+        return True
+
+    def restart_as_replica(self, server: RedisServer, master_port: int) -> RedisServer:
+        """Start a (killed) server again, empty, on its port, as a replica of ``master_port``
+        (as an operator brings a failed primary back); wait until it is in sync."""
+        server.start([*REPLICATION_OPTIONS, "--replicaof", "127.0.0.1", str(master_port)])
+        deadline = time.monotonic() + 30
+        while "master_link_status:up" not in _cli(server.port, "INFO", "replication"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"port {server.port} did not sync with port {master_port}")
+            time.sleep(0.05)
+        return server
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, *self.replicas, self.master]:
+            server.stop()
+
+
+def _cli(port: int, *command: str) -> str:
+    """A command's reply through ``redis-cli`` (raw output, one item per line; '' if down)."""
+    try:
+        result = subprocess.run(
+            ["redis-cli", "--raw", "-p", str(port), *command],
+            capture_output=True,
+            timeout=5,
+        )
+    except subprocess.TimeoutExpired:
+        return ""
+    return "\n" + result.stdout.decode(errors="replace")
+
+
+REPLICATION_OPTIONS = ("--repl-diskless-sync-delay", "0")
+"""Server options for a primary or replica: a new replica gets its first sync at once."""
+
+
+def start_sentinels(
+    directory: Path,
+    *,
+    replicas: int = 1,
+    sentinels: int = 3,
+    quorum: int = 2,
+    down_after_ms: int = 1000,
+    failover_timeout_ms: int = 5000,
+    service_name: str = "mymaster",
+) -> SentinelSetup:
+    """Start a primary, ``replicas`` replicas of it (``--replicaof``) and ``sentinels``
+    Sentinels monitoring it as ``service_name``; wait until the Sentinels see the replicas."""
+    master = RedisServer(free_port(), directory / "master")
+    setup = SentinelSetup(master, [], [], service_name)
+    try:
+        master.start(REPLICATION_OPTIONS)
+        for _ in range(replicas):
+            replica = RedisServer(free_port(), directory / f"replica-{len(setup.replicas)}")
+            setup.replicas.append(replica)
+            replica.start([*REPLICATION_OPTIONS, "--replicaof", "127.0.0.1", str(master.port)])
+        monitor = (
+            f"sentinel monitor {service_name} 127.0.0.1 {master.port} {quorum}\n"
+            f"sentinel down-after-milliseconds {service_name} {down_after_ms}\n"
+            f"sentinel failover-timeout {service_name} {failover_timeout_ms}\n"
+            f"sentinel parallel-syncs {service_name} 1\n"
+        )
+        for index in range(sentinels):
+            port = free_port()
+            sentinel = SentinelServer(port, directory / f"sentinel-{index}", monitor=monitor)
+            setup.sentinels.append(sentinel)
+            sentinel.start()
+        setup.wait_until_watched()
+    except BaseException:
+        setup.stop()
+        raise
+    return setup
+
+
+@contextmanager
+def running_sentinels(replicas: int = 1) -> Iterator[SentinelSetup]:
+    """A primary, its replicas and three Sentinels for the duration of a ``with`` block."""
+    with tempfile.TemporaryDirectory(prefix="atomr-sentinel-") as directory:
+        setup = start_sentinels(Path(directory), replicas=replicas)
+        try:
+            yield setup
+        finally:
+            setup.stop()
+
+
+# Cluster maintenance: live resharding.
+
+
+def cluster_node_ids(cluster: RedisClusterServers) -> dict[int, str]:
+    """Each node's cluster id, by port."""
+    return {node.port: _cli(node.port, "CLUSTER", "MYID").strip() for node in cluster.nodes}
+
+
+def cluster_slot_owner(cluster: RedisClusterServers, slot: int) -> int:
+    """The port of the node that owns ``slot``, as the first node sees the slot map."""
+    reply = subprocess.run(
+        ["redis-cli", "-p", str(cluster.nodes[0].port), "CLUSTER", "SLOTS"],
+        capture_output=True,
+        timeout=10,
+        check=True,
+    ).stdout.decode()
+    lines = reply.split()
+    # Raw layout per range: start, end, then host, port, id for each node of the range.
+    i = 0
+    while i + 4 < len(lines):
+        start, end, port = int(lines[i]), int(lines[i + 1]), int(lines[i + 3])
+        if start <= slot <= end:
+            return port
+        i += 5
+    raise LookupError(f"no node owns slot {slot}")
+
+
+def reshard(
+    cluster: RedisClusterServers,
+    source: str,
+    target: str,
+    slots: int,
+    *,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[bytes]:
+    """Move ``slots`` slots (the lowest ones ``source`` owns) from node id ``source`` to node
+    id ``target`` with ``redis-cli --cluster reshard``, keys and all, while the cluster serves;
+    raise on failure (with redis-cli's output)."""
+    command = [
+        "redis-cli",
+        "--cluster",
+        "reshard",
+        f"127.0.0.1:{cluster.nodes[0].port}",
+        "--cluster-from",
+        source,
+        "--cluster-to",
+        target,
+        "--cluster-slots",
+        str(slots),
+        "--cluster-yes",
+    ]
+    result = subprocess.run(command, capture_output=True, timeout=timeout)
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).decode(errors="replace")
+        raise RuntimeError(f"redis-cli --cluster reshard failed:\n{output[-4000:]}")
+    return result
+
+
 if importlib.util.find_spec("pytest") is not None:
     import pytest
 
@@ -248,3 +706,17 @@ if importlib.util.find_spec("pytest") is not None:
         cluster = start_cluster(tmp_path_factory.mktemp("cluster"))
         yield cluster
         cluster.stop()
+
+    @pytest.fixture(scope="session")
+    def redis_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisTlsServer]:
+        """A TLS-only redis-server with a CA made for the session (``.url``: ``rediss://``,
+        ``.ca_certs``: the CA file for ``ssl_ca_certs=``)."""
+        require_binaries()
+        try:
+            server = start_tls_server(tmp_path_factory.mktemp("redis-tls"))
+        except NotImplementedError as exc:
+            if redis_required():
+                pytest.fail(f"{exc} ({REQUIRE_REDIS_ENV} is set, so this is a failure)")
+            pytest.skip(str(exc))
+        yield server
+        server.stop()

@@ -3,6 +3,8 @@
 - ``memory``: InMemoryCheckpointer
 - ``fakeredis``: RedisCheckpointer on fakeredis (in-process, Lua through lupa)
 - ``redis``: RedisCheckpointer on a redis-server these tests start on a free loopback port
+- ``redis-acl``: RedisCheckpointer on a redis-server of its own, connected as a Redis user that has
+  exactly the store's ACL (``atomr_redis_state.testing.store_acl``) and nothing more
 - ``cluster``: RedisCheckpointer on a 3-master Redis Cluster these tests start, via RedisCluster
 
 Without redis-server on PATH the real-Redis tests skip, unless ATOMR_REQUIRE_REDIS=1 (set by
@@ -12,7 +14,7 @@ Without redis-server on PATH the real-Redis tests skip, unless ATOMR_REQUIRE_RED
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -22,10 +24,18 @@ import pytest
 from redis.asyncio import Redis, RedisCluster
 
 from atomr_redis_state import Checkpointer, InMemoryCheckpointer, RedisCheckpointer
-from atomr_redis_state.testing import RedisClusterServers, RedisServer
+from atomr_redis_state.testing import (
+    RedisClusterServers,
+    RedisServer,
+    grant_prefix,
+    require_binaries,
+    run_as_admin,
+    start_server,
+    store_acl,
+)
 
-BACKENDS = ["memory", "fakeredis", "redis", "cluster"]
-REDIS_BACKENDS = ["fakeredis", "redis", "cluster"]
+BACKENDS = ["memory", "fakeredis", "redis", "redis-acl", "cluster"]
+REDIS_BACKENDS = ["fakeredis", "redis", "redis-acl", "cluster"]
 
 
 @dataclass
@@ -34,7 +44,12 @@ class Backend:
 
     name: str
     client: Any = None
+    """For looking at raw Redis (an admin on ``redis-acl``); checkpointers get ``store_client``."""
     prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
+    store_client: Any = None
+    """The client ``make`` hands to checkpointers (``client`` when None)."""
+    grant: Callable[[str], None] | None = None
+    """Gives the store's Redis user a prefix before ``make`` uses it (``redis-acl``)."""
 
     @property
     def is_redis(self) -> bool:
@@ -49,14 +64,25 @@ class Backend:
     ) -> Checkpointer:
         if self.client is None:
             return InMemoryCheckpointer(ttl=ttl, keep_last=keep_last)
-        return RedisCheckpointer(
-            self.client, prefix=prefix or self.prefix, ttl=ttl, keep_last=keep_last
-        )
+        prefix = prefix or self.prefix
+        if self.grant is not None:
+            self.grant(prefix)
+        client = self.client if self.store_client is None else self.store_client
+        return RedisCheckpointer(client, prefix=prefix, ttl=ttl, keep_last=keep_last)
 
     async def raw_keys(self, prefix: str | None = None) -> list[bytes]:
         """Every key under a prefix (SCAN: fine in a test, never in the library)."""
         pattern = f"{prefix or self.prefix}:*"
         return sorted([key async for key in self.client.scan_iter(match=pattern, count=1000)])
+
+
+@pytest.fixture(scope="session")
+def redis_acl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server for the ``redis-acl`` backend: each test gets a user with the store's ACL."""
+    require_binaries()
+    server = start_server(tmp_path_factory.mktemp("redis-acl"))
+    yield server
+    server.stop()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -74,6 +100,35 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         client = Redis.from_url(server.url)
         yield Backend(name, client)
         await client.aclose()
+    elif name == "redis-acl":
+        acl_server: RedisServer = request.getfixturevalue("redis_acl_server")
+        user, password = f"store-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+        backend = Backend(name, Redis.from_url(acl_server.url))
+        run_as_admin(acl_server.port, store_acl(user, password, backend.prefix))
+        granted = {backend.prefix}
+
+        def grant(prefix: str) -> None:
+            if prefix not in granted:
+                granted.add(prefix)
+                run_as_admin(acl_server.port, grant_prefix(user, prefix))
+
+        backend.grant = grant
+        backend.store_client = Redis(
+            host="127.0.0.1", port=acl_server.port, username=user, password=password
+        )
+        yield backend
+        await backend.store_client.aclose()
+        # Nothing the store tried was refused, not even silently (events are published with
+        # redis.pcall): the server's ACL LOG has no entry for this user (but redis-py's
+        # CLIENT SETINFO on connect, which it sends best-effort on Redis 7.2+).
+        denied = [
+            e
+            for e in await backend.client.acl_log(count=128)
+            if e["username"] == user and e["object"] != "client|setinfo"
+        ]
+        await backend.client.acl_deluser(user)
+        await backend.client.aclose()
+        assert denied == [], f"the store's ACL refused: {denied}"
     else:
         cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
         client = RedisCluster.from_url(cluster.url)

@@ -55,10 +55,6 @@ Connect = Callable[[], Checkpointer]
 """Opens the store as a new worker would: its own connection to the same Redis."""
 
 
-class WorkerCrash(RuntimeError):
-    """The simulated death of a worker in the middle of a step."""
-
-
 def build_steps(worker: str, say: Callable[[str], None], crash_in: str | None = None) -> list[Step]:
     """The workflow's steps as ``worker`` runs them; ``crash_in`` names a tool that kills it."""
 
@@ -75,7 +71,7 @@ def build_steps(worker: str, say: Callable[[str], None], crash_in: str | None = 
         async def call(ctx: StepContext) -> Writes:
             say(f"[{worker}] calling tool {name}")
             if name == crash_in:
-                raise WorkerCrash(f"{worker} died while calling {name}")
+                raise ConnectionAbortedError(f"{worker} died while calling {name}")
             try:
                 await asyncio.sleep(TOOL_LATENCY_S)
             except asyncio.CancelledError:
@@ -181,7 +177,7 @@ class DemoScript:
             await self.worker("worker-1", run_id, crash_in="find_hotels").start(
                 {"request": REQUEST}
             )
-        except WorkerCrash as crash:
+        except ConnectionAbortedError as crash:  # the demo's simulated crash
             self.say(f"  worker-1 crashed: {crash}", "red")
         status = await self.worker("observer", run_id).status()
         error = status.last_error

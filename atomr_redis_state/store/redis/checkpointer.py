@@ -32,13 +32,14 @@ from ...errors import (
     RunNotFoundError,
 )
 from ..checkpointer import BaseCheckpointer, Fields, Stored
-from ..codec import WRITE_TOKEN_FIELD, decode_event, encode_event, pairs_of
+from ..codec import WRITE_TOKEN_FIELD, encode_event, pairs_of
 from ..types import CheckpointEvent, CheckpointKey, Lease, RunRecord
 from ..validation import check_positive_int, duration_to_ms, ttl_to_ms
 from .calls import CLUSTER_RETRY_BUDGET, Calls
 from .connect import client_from_sentinel, client_from_url
 from .keys import KeyLayout
 from .scripts import Scripts
+from .watch import Subscription
 
 log = logging.getLogger(__name__)
 
@@ -433,25 +434,12 @@ class RedisCheckpointer(BaseCheckpointer):
             channels = self.keys.event_channels(workflow_id)
         else:
             channels = [self.keys.run(workflow_id, run_id).events]
-        await self._calls.run(self._calls.ready)
-        pubsub = self.client.pubsub()
+        subscription = Subscription(self.client, self._calls, channels, workflow_id, run_id)
         try:
-            await self._calls.run(lambda: pubsub.ssubscribe(*channels))
-            yield self._events(pubsub, workflow_id, run_id)
+            await subscription.open()
+            yield subscription.events()
         finally:
-            await pubsub.aclose()
-
-    async def _events(
-        self, pubsub: Any, workflow_id: str, run_id: str | None
-    ) -> AsyncIterator[CheckpointEvent]:
-        receive = pubsub.get_sharded_message if self._calls.cluster else pubsub.get_message
-        while True:
-            message = await receive(ignore_subscribe_messages=True, timeout=1.0)
-            if message is None or message.get("type") != "smessage":
-                continue
-            event = decode_event(message["data"])
-            if event is not None and event.is_about(workflow_id, run_id):
-                yield event
+            await subscription.aclose()
 
 
 def _digest(fields: Fields, lease: Lease | None) -> str:
