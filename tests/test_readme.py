@@ -25,3 +25,10 @@ def test_the_runner_example_runs_as_written(tmp_path: Path) -> None:
     assert lines[0].startswith("Pause(step='ask', kind='inside'")
     assert lines[1] == "paused"
     assert lines[2] == "True ['planned', 'searched (attempt 1)', 'human said yes', 'answered']"
+
+
+def test_the_security_section_shows_the_acl_the_tests_run_with() -> None:
+    from atomr_redis_state.testing import store_acl_line
+
+    text = README.read_text()
+    assert store_acl_line("atomr", "secret", "myapp") in text

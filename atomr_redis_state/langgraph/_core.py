@@ -1,0 +1,406 @@
+"""What the async and the sync saver share: arguments, replies, and each operation's steps.
+
+Each operation is a generator that yields requests (a script call, independent script calls,
+or a pipeline of plain commands) and receives their replies; :mod:`.aio` and :mod:`.sync` run
+the same generators with an asyncio or a blocking client. So both savers behave identically and
+the logic is written once.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar, cast
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    PendingWrite,
+    get_checkpoint_id,
+    get_serializable_checkpoint_metadata,
+    writes_sort_key,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from ..store.validation import ttl_to_ms
+from .keys import BUCKETS, LangGraphKeys, escape, unescape
+
+T = TypeVar("T")
+
+_EMPTY = b"empty\x00"
+_PAGE = 64
+"""Checkpoints fetched per script call when a metadata filter is applied in Python."""
+
+_RUNS_PER_CALL = 32
+"""delete_for_runs sends the run-index keys of this many runs (x BUCKETS keys) per call."""
+
+STRATEGIES = ("keep_latest", "delete")
+
+
+_REFS: dict[tuple[str, Any], str] = {}
+
+
+def _ref(channel: str, version: Any) -> str:
+    """``channel \\0 version``, escaped (memoised: a version stays in many checkpoints)."""
+    ref = _REFS.get((channel, version))
+    if ref is None:
+        if len(_REFS) >= 65_536:
+            _REFS.clear()
+        ref = _REFS[channel, version] = f"{escape(channel)}\x00{escape(str(version))}"
+    return ref
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Call script ``lg_<script>.lua``."""
+
+    script: str
+    keys: list[str]
+    args: list[Any]
+    wire: bytes = b""
+    """``keys`` already packed (RESP bulk strings), when the caller has them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Calls:
+    """Independent script calls (each on one slot); the reply is their replies, in order."""
+
+    calls: list[Call]
+
+
+@dataclass(frozen=True, slots=True)
+class Pipe:
+    """Plain commands sent as one pipeline (across nodes on a cluster)."""
+
+    commands: list[tuple[Any, ...]]
+
+
+Request = Call | Calls | Pipe
+Op = Generator[Request, Any, T]
+
+
+class RedisSaverCore(BaseCheckpointSaver[str]):
+    """The shared part of :class:`.AsyncRedisStateSaver` and :class:`.RedisStateSaver`."""
+
+    def __init__(
+        self,
+        *,
+        prefix: str = "atomr",
+        ttl: float | timedelta | None = None,
+        serde: SerializerProtocol | None = None,
+        cluster: bool = False,
+    ) -> None:
+        super().__init__(serde=serde)
+        self.keys = LangGraphKeys(prefix)
+        self.ttl_ms = ttl_to_ms(ttl)
+        self.cluster = cluster
+        self._ttl_arg = str(self.ttl_ms or 0)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(prefix={self.keys.prefix!r}, ttl_ms={self.ttl_ms})"
+
+    # Versions
+
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        """The next version of a channel: the integer part counts up (16 digits, so versions
+        compare as text), the random part (64 bits) makes versions unique per branch, so a fork
+        or a replay never rewrites an older blob."""
+        if current is None:
+            number = 0
+        elif isinstance(current, int | float):
+            number = int(current)
+        else:
+            number = int(current.split(".", 1)[0])
+        return f"{number + 1:016}.{random.getrandbits(64):016x}"
+
+    # Values
+
+    def _dump(self, value: Any) -> bytes:
+        kind, data = self.serde.dumps_typed(value)
+        return kind.encode() + b"\x00" + data
+
+    def _load(self, raw: bytes) -> Any:
+        kind, _, data = raw.partition(b"\x00")
+        return self.serde.loads_typed((kind.decode(), data))
+
+    def _tuple(self, thread_id: Any, entry: list[Any]) -> CheckpointTuple:
+        member, record, blobs, writes = entry
+        ns_raw, _, id_raw = bytes(member).partition(b"\x00")
+        ns = unescape(ns_raw.decode())
+        checkpoint_id = unescape(id_raw.decode())
+        _run, refs, payload = bytes(record).split(b"\x02", 2)
+        skeleton, metadata, parent = self._load(payload)
+        values: dict[str, Any] = {}
+        if refs:
+            for ref, raw in zip(refs.split(b"\x01"), blobs, strict=True):
+                if raw is None or raw.startswith(_EMPTY):
+                    continue
+                values[unescape(ref.partition(b"\x00")[0].decode())] = self._load(raw)
+        pending: list[tuple[tuple[str, str, int], PendingWrite]] = []
+        for write in writes:
+            _ns, _id, task, idx, channel, path, kind, data = bytes(write).split(b"\x00", 7)
+            task_id = unescape(task.decode())
+            pending.append(
+                (
+                    writes_sort_key(unescape(path.decode()), task_id, int(idx)),
+                    (
+                        task_id,
+                        unescape(channel.decode()),
+                        self.serde.loads_typed((kind.decode(), data)),
+                    ),
+                )
+            )
+        pending.sort(key=lambda item: item[0])
+        return CheckpointTuple(
+            config={
+                "configurable": {
+                    "thread_id": thread_id,
+                    "checkpoint_ns": ns,
+                    "checkpoint_id": checkpoint_id,
+                }
+            },
+            checkpoint=cast(Checkpoint, {**skeleton, "channel_values": values}),
+            metadata=cast(CheckpointMetadata, metadata),
+            parent_config=(
+                {
+                    "configurable": {
+                        "thread_id": thread_id,
+                        "checkpoint_ns": ns,
+                        "checkpoint_id": parent,
+                    }
+                }
+                if parent
+                else None
+            ),
+            pending_writes=[write for _, write in pending],
+        )
+
+    # Operations
+
+    def _op_get_tuple(self, config: RunnableConfig) -> Op[CheckpointTuple | None]:
+        conf = config["configurable"]
+        thread_id = conf["thread_id"]
+        thread = self.keys.thread(str(thread_id))
+        ns = escape(conf.get("checkpoint_ns", ""))
+        checkpoint_id = get_checkpoint_id(config)
+        member = f"{ns}\x00{escape(checkpoint_id)}" if checkpoint_id else ""
+        reply = yield Call("get", thread.keys, [ns, member], thread.wire)
+        if not reply:
+            return None
+        return self._tuple(thread_id, reply)
+
+    def _op_list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None,
+        before: RunnableConfig | None,
+        limit: int | None,
+    ) -> Op[list[CheckpointTuple]]:
+        if limit is not None and limit <= 0:
+            return []
+        before_id = get_checkpoint_id(before) if before else None
+        if config is not None:
+            conf = config["configurable"]
+            return (
+                yield from self._op_list_thread(
+                    conf["thread_id"],
+                    conf.get("checkpoint_ns"),
+                    get_checkpoint_id(config),
+                    before_id,
+                    filter,
+                    limit,
+                )
+            )
+        pages = yield Pipe([("ZRANGE", index, 0, -1) for index in self.keys.thread_indexes()])
+        threads = sorted({unescape(bytes(t).decode()) for page in pages for t in page})
+        found: list[CheckpointTuple] = []
+        for thread_id in threads:
+            left = None if limit is None else limit - len(found)
+            if left is not None and left <= 0:
+                break
+            found += yield from self._op_list_thread(thread_id, None, None, before_id, filter, left)
+        return found
+
+    def _op_list_thread(
+        self,
+        thread_id: Any,
+        ns: str | None,
+        checkpoint_id: str | None,
+        before_id: str | None,
+        filter: dict[str, Any] | None,
+        limit: int | None,
+    ) -> Op[list[CheckpointTuple]]:
+        thread = self.keys.thread(str(thread_id))
+        before_arg = ""
+        if ns is None:
+            upper: str | bytes = "+"
+            lower = "-"
+            before_arg = escape(before_id) if before_id else ""
+        else:
+            ns_e = escape(ns)
+            lower = f"[{ns_e}\x00"
+            upper = f"({ns_e}\x00{escape(before_id)}" if before_id else f"({ns_e}\x01"
+        only = escape(checkpoint_id) if checkpoint_id else ""
+        found: list[CheckpointTuple] = []
+        while True:
+            wanted = 0 if limit is None else limit - len(found)
+            page = wanted if not filter or wanted == 0 else max(wanted, _PAGE)
+            reply = yield Call(
+                "list", thread.keys, [upper, lower, str(page), before_arg, only], thread.wire
+            )
+            for entry in reply:
+                item = self._tuple(thread_id, entry)
+                if filter and not all(
+                    item.metadata.get(key) == value for key, value in filter.items()
+                ):
+                    continue
+                found.append(item)
+                if limit is not None and len(found) >= limit:
+                    return found
+            if page == 0 or len(reply) < page:
+                return found
+            upper = b"(" + bytes(reply[-1][0])
+
+    def _op_put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> Op[RunnableConfig]:
+        conf = config["configurable"]
+        thread_id = conf["thread_id"]
+        thread = self.keys.thread(str(thread_id))
+        ns = conf.get("checkpoint_ns", "")
+        ns_e = escape(ns)
+        skeleton = {k: v for k, v in checkpoint.items() if k != "channel_values"}
+        values = checkpoint["channel_values"]
+        meta = get_serializable_checkpoint_metadata(config, metadata)
+        run = meta.get("run_id")
+        run_e = "" if run is None else escape(str(run))
+        refs = "\x01".join(
+            [_ref(channel, version) for channel, version in checkpoint["channel_versions"].items()]
+        )
+        record = f"{run_e}\x02{refs}\x02".encode() + self._dump(
+            [skeleton, meta, conf.get("checkpoint_id")]
+        )
+        lengths: list[int] = []
+        pieces: list[bytes] = []
+        head = ns_e + "\x00"
+        dump = self._dump
+        for channel, version in new_versions.items():
+            field = (head + _ref(channel, version)).encode()
+            value = dump(values[channel]) if channel in values else _EMPTY
+            lengths += (len(field), len(value))
+            pieces += (field, value)
+        args: list[Any] = [
+            self._ttl_arg,
+            thread.escaped,
+            f"{ns_e}\x00{escape(checkpoint['id'])}",
+            run_e,
+            record,
+            ",".join(map(str, lengths)),
+            b"".join(pieces),
+        ]
+        yield Call("put", thread.keys, args, thread.wire)
+        return {
+            "configurable": {
+                "thread_id": thread_id,
+                "checkpoint_ns": ns,
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
+
+    def _op_put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str,
+    ) -> Op[None]:
+        if not writes:
+            return None
+        conf = config["configurable"]
+        thread = self.keys.thread(str(conf["thread_id"]))
+        ns_e = escape(conf.get("checkpoint_ns", ""))
+        task_e = escape(task_id)
+        tail = f"\x00{escape(task_path)}\x00"
+        lengths: list[int] = []
+        pieces: list[bytes] = []
+        for idx, (channel, value) in enumerate(writes):
+            index = WRITES_IDX_MAP.get(channel, idx)
+            key = f"{task_e}\x00{index}\x00".encode()
+            payload = f"{escape(channel)}{tail}".encode() + self._dump(value)
+            lengths += (len(key), len(payload), 1)
+            pieces += (key, payload, b"1" if index < 0 else b"0")
+        args: list[Any] = [
+            self._ttl_arg,
+            thread.escaped,
+            f"{ns_e}\x00{escape(conf['checkpoint_id'])}\x00",
+            ",".join(map(str, lengths)),
+            b"".join(pieces),
+        ]
+        yield Call("put_writes", thread.keys, args, thread.wire)
+        return None
+
+    def _op_prune(self, thread_ids: Sequence[str], strategy: str) -> Op[None]:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
+        groups: dict[int, tuple[list[str], list[str]]] = {}
+        for thread_id in dict.fromkeys(str(t) for t in thread_ids):
+            thread = self.keys.thread(thread_id)
+            bucket = thread.bucket if self.cluster else 0
+            keys, args = groups.setdefault(bucket, ([], [strategy]))
+            keys += thread.keys
+            args.append(thread.escaped)
+        calls = [Call("prune", keys, args) for keys, args in groups.values()]
+        if calls:
+            yield Calls(calls) if len(calls) > 1 else calls[0]
+        return None
+
+    def _op_delete_for_runs(self, run_ids: Sequence[str]) -> Op[None]:
+        runs = [str(run_id) for run_id in dict.fromkeys(run_ids)]
+        for first in range(0, len(runs), _RUNS_PER_CALL):
+            keys = [
+                self.keys.run_key(bucket, run_id)
+                for run_id in runs[first : first + _RUNS_PER_CALL]
+                for bucket in range(BUCKETS)
+            ]
+            if not self.cluster:
+                yield Call("delete_runs", keys, [])
+                continue
+            exists = yield Pipe([("EXISTS", key) for key in keys])
+            by_bucket: dict[str, list[str]] = {}
+            for key, found in zip(keys, exists, strict=True):
+                if found:
+                    by_bucket.setdefault(key[: key.index("}") + 1], []).append(key)
+            if by_bucket:
+                yield Calls([Call("delete_runs", group, []) for group in by_bucket.values()])
+        return None
+
+    def _op_copy_thread(self, source_thread_id: str, target_thread_id: str) -> Op[None]:
+        source = self.keys.thread(str(source_thread_id))
+        target = self.keys.thread(str(target_thread_id))
+        if source == target:
+            return None
+        if not self.cluster or source.bucket == target.bucket:
+            yield Call("copy", source.keys + target.keys, [self._ttl_arg, target.escaped])
+            return None
+        data = yield Call("export", source.keys, [])
+        if not data[0]:
+            return None
+        yield Call(
+            "import",
+            target.keys,
+            [self._ttl_arg, target.escaped, *(len(part) for part in data)]
+            + [item for part in data for item in part],
+        )
+        return None

@@ -1,0 +1,459 @@
+"""The asyncio saver: :class:`AsyncRedisStateSaver`, for ``graph.ainvoke`` / ``graph.astream``."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import hashlib
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from redis.asyncio import Redis, RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
+
+from . import scripts
+from ._core import Call, Calls, Op, Pipe, RedisSaverCore, Request
+
+T = TypeVar("T")
+
+_BATCH = 16
+"""At most this many calls leave in one write: a batch goes out as soon as it is full, so the
+server works on one batch while the client prepares the next."""
+
+_CONCURRENT_CALLS = 16
+"""At most this many script calls in flight for one multi-slot operation on a cluster."""
+
+
+class AsyncRedisStateSaver(RedisSaverCore):
+    """A LangGraph checkpoint saver on Redis or Redis Cluster, for asyncio.
+
+    ``client`` is a ``redis.asyncio.Redis``, a ``redis.asyncio.RedisCluster`` or a
+    ``fakeredis.FakeAsyncRedis`` created with ``decode_responses=False`` (the default). It is
+    used, not owned: close it yourself (or use :meth:`from_url`, whose client this closes).
+
+    ``ttl`` (seconds or a timedelta) makes threads ephemeral: all keys of a thread expire
+    together, no earlier than ``ttl`` and no later than ``2 * ttl`` after its last write.
+    ``serde`` is any LangGraph serializer (``JsonPlusSerializer`` by default; an
+    ``EncryptedSerializer`` encrypts every stored value). ``prefix`` separates tenants.
+
+    Every saver call on a thread is one atomic Lua script, one round trip.
+    """
+
+    def __init__(
+        self,
+        client: Redis | RedisCluster | Any,
+        *,
+        prefix: str = "atomr",
+        ttl: float | timedelta | None = None,
+        serde: SerializerProtocol | None = None,
+    ) -> None:
+        _check_client(client, asynchronous=True)
+        super().__init__(
+            prefix=prefix, ttl=ttl, serde=serde, cluster=isinstance(client, RedisCluster)
+        )
+        self.client = client
+        self._scripts: dict[str, AsyncScript] = {
+            name: client.register_script(scripts.source(name)) for name in scripts.NAMES
+        }
+        # EVALSHA <sha> 2, the head of every packed call (every script declares two keys, but
+        # lg_delete_runs, which goes through redis-py).
+        self._heads = {
+            name: b"$7\r\nEVALSHA\r\n$40\r\n%b\r\n$1\r\n2\r\n"
+            % hashlib.sha1(scripts.source(name).encode()).hexdigest().encode()
+            for name in scripts.NAMES
+        }
+        # A plain redis.asyncio.Redis with a connection pool gets script calls packed here and
+        # sent on a pooled connection: the same EVALSHA on the wire, at about two thirds of the
+        # client CPU of redis-py's generic command path. Anything else goes through redis-py.
+        self._direct = type(client) is Redis and getattr(client, "connection", None) is None
+        # Shared with the copies LangGraph makes (``with_allowlist`` is a shallow copy).
+        self._batcher = _Batcher(client)
+        self._owns_client = False
+        # redis-py's RedisCluster discovers the cluster on first use, and concurrent first
+        # commands race in that discovery; so a cluster client is initialised once, up front.
+        self._cluster = _ClusterStart(self.cluster)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        cluster: bool = False,
+        prefix: str = "atomr",
+        ttl: float | timedelta | None = None,
+        serde: SerializerProtocol | None = None,
+        **client_options: Any,
+    ) -> AsyncRedisStateSaver:
+        """Connect to ``url`` (``cluster=True`` for Redis Cluster); :meth:`aclose` closes it."""
+        client_options["decode_responses"] = False
+        client: Redis | RedisCluster
+        if cluster:
+            client = RedisCluster.from_url(url, **client_options)
+        else:
+            client = Redis.from_url(url, **client_options)
+        saver = cls(client, prefix=prefix, ttl=ttl, serde=serde)
+        saver._owns_client = True
+        return saver
+
+    async def aclose(self) -> None:
+        """Close the client if this saver created it (see :meth:`from_url`)."""
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def __aenter__(self) -> AsyncRedisStateSaver:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # The async API
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self._run(self._op_get_tuple(config))
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        found = await self._run(self._op_list(config, filter=filter, before=before, limit=limit))
+        for item in found:
+            yield item
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await self._run(self._op_put(config, checkpoint, metadata, new_versions))
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await self._run(self._op_put_writes(config, writes, task_id, task_path))
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self._run(self._op_prune([thread_id], "delete"))
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await self._run(self._op_delete_for_runs(run_ids))
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await self._run(self._op_copy_thread(source_thread_id, target_thread_id))
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await self._run(self._op_prune(thread_ids, strategy))
+
+    # The sync API, for a caller on another thread than the event loop the saver runs on
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self._blocking(self.aget_tuple(config))
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        found = self._blocking(
+            self._run(self._op_list(config, filter=filter, before=before, limit=limit))
+        )
+        yield from found
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return self._blocking(self.aput(config, checkpoint, metadata, new_versions))
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        self._blocking(self.aput_writes(config, writes, task_id, task_path))
+
+    def delete_thread(self, thread_id: str) -> None:
+        self._blocking(self.adelete_thread(thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        self._blocking(self.adelete_for_runs(run_ids))
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self._blocking(self.acopy_thread(source_thread_id, target_thread_id))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        self._blocking(self.aprune(thread_ids, strategy=strategy))
+
+    def _blocking(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the saver's event loop from another thread (as LangGraph does for
+        sync nodes); from the loop's own thread, or before any async use, that would
+        deadlock, so it is refused."""
+        loop = self._loop
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop or loop.is_closed():
+            coro.close()
+            raise RuntimeError(
+                "AsyncRedisStateSaver's sync methods only work from another thread than its "
+                "event loop: use graph.ainvoke/astream, or RedisStateSaver for graph.invoke/stream"
+            )
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    # Running the operations
+
+    async def _run(self, op: Op[T]) -> T:
+        self._loop = asyncio.get_running_loop()
+        try:
+            request = next(op)
+            while True:
+                if self._direct and type(request) is Call and len(request.keys) == 2:
+                    reply = await self._direct_call(request)
+                else:
+                    reply = await self._execute(request)
+                request = op.send(reply)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    async def _execute(self, request: Request) -> Any:
+        await self._cluster_ready()
+        if isinstance(request, Call):
+            return await self._call(request)
+        if isinstance(request, Calls):
+            limit = asyncio.Semaphore(_CONCURRENT_CALLS)
+
+            async def one(call: Call) -> Any:
+                async with limit:
+                    return await self._call(call)
+
+            return await asyncio.gather(*(one(call) for call in request.calls))
+        pipe: Pipe = request
+        async with self.client.pipeline(transaction=False) as pipeline:
+            for command in pipe.commands:
+                pipeline.execute_command(*command)
+            return await pipeline.execute()
+
+    async def _call(self, call: Call) -> Any:
+        """Call a script, retrying once on NOSCRIPT.
+
+        redis-py already reloads a script on NOSCRIPT; on ``RedisCluster`` the retried EVALSHA
+        has been seen to fail again while the load reaches every primary (redis-py issue 3935).
+        """
+        if self._direct and len(call.keys) == 2:
+            return await self._direct_call(call)
+        script = self._scripts[call.script]
+        try:
+            return await script(keys=call.keys, args=call.args)
+        except NoScriptError:
+            return await script(keys=call.keys, args=call.args)
+
+    async def _direct_call(self, call: Call) -> Any:
+        try:
+            return await self._send(call)
+        except NoScriptError:
+            await self.client.script_load(scripts.source(call.script))
+            return await self._send(call)
+
+    async def _send(self, call: Call) -> Any:
+        """EVALSHA ``call`` on a pooled connection.
+
+        Calls made in the same event-loop iteration (LangGraph saves a checkpoint and the writes
+        of parallel tasks concurrently) leave in one write on one connection and their replies
+        are read in order: each call is still one EVALSHA with one reply, in one round trip.
+        """
+        out = [b"*%d\r\n" % (len(call.keys) + len(call.args) + 3), self._heads[call.script]]
+        if call.wire:
+            out.append(call.wire)
+            args: Sequence[Any] = call.args
+        else:
+            args = (*call.keys, *call.args)
+        for arg in args:
+            part = arg if type(arg) is bytes else arg.encode()
+            out += (b"$%d\r\n" % len(part), part, b"\r\n")
+        packed = b"".join(out)
+        return await self._batcher.send(packed)
+
+    async def _cluster_ready(self) -> None:
+        """Initialise a RedisCluster client once, before its first command (a no-op otherwise)."""
+        if self._cluster.pending:
+            await self._cluster.start(self.client)
+
+
+class _ClusterStart:
+    def __init__(self, pending: bool) -> None:
+        self.pending = pending
+        self.lock = asyncio.Lock()
+
+    async def start(self, client: Any) -> None:
+        async with self.lock:
+            if self.pending:
+                await client.initialize()
+                self.pending = False
+
+
+class _Batcher:
+    """Sends the packed commands made in the same event-loop iteration (up to ``_BATCH`` at a
+    time) in one write on one pooled connection, and reads their replies in order. A batch whose
+    connection fails is sent once more, on a fresh connection, for its unanswered calls."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.pending: builtins.list[tuple[bytes, asyncio.Future[Any]]] = []
+        self.flushing: set[asyncio.Task[None]] = set()
+
+    async def send(self, packed: bytes) -> Any:
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        self.pending.append((packed, reply))
+        if len(self.pending) == 1:
+            loop.call_soon(self._flush_pending)
+        elif len(self.pending) >= _BATCH:
+            self._flush_pending()
+        return await reply
+
+    def _flush_pending(self) -> None:
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        task = asyncio.get_running_loop().create_task(self._flush(batch))
+        self.flushing.add(task)
+        task.add_done_callback(self.flushing.discard)
+
+    async def _flush(self, batch: builtins.list[tuple[bytes, asyncio.Future[Any]]]) -> None:
+        try:
+            await self._exchange(batch)
+        except (ConnectionError, TimeoutError):
+            # Once more on a fresh connection, for the calls still unanswered: every script
+            # gives the same result when it runs twice (a reply may have been lost after it ran).
+            left = [item for item in batch if not item[1].done()]
+            try:
+                await self._exchange(left)
+            except BaseException as exc:
+                _fail(left, exc)
+        except BaseException as exc:
+            _fail(batch, exc)
+
+    async def _exchange(self, batch: builtins.list[tuple[bytes, asyncio.Future[Any]]]) -> None:
+        pool = self.client.connection_pool
+        connection = await pool.get_connection()
+        try:
+            await connection.send_packed_command([packed for packed, _ in batch])
+            parser = getattr(connection, "_parser", None)
+            if (
+                _HIREDIS_PARSER is not None
+                and type(parser) is _HIREDIS_PARSER
+                and (connection.socket_timeout is None and connection.protocol in (None, 2, "2"))
+            ):
+                await _read_replies(parser, batch)
+            else:
+                for _, reply in batch:
+                    try:
+                        value = await connection.read_response()
+                    except ResponseError as exc:
+                        _settle(reply, exc)
+                    else:
+                        _settle(reply, value)
+        except BaseException:
+            # Replies may still be on their way: never reuse the connection.
+            await connection.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(connection)
+
+
+try:  # redis-py's hiredis reply parser, read directly when it is in use (see _read_replies)
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+    from redis._parsers.hiredis import _AsyncHiredisParser as _HIREDIS_PARSER
+except ImportError:  # pragma: no cover - another redis-py layout
+    _HIREDIS_PARSER = None  # type: ignore[assignment,misc]
+    _NOT_ENOUGH_DATA = None
+
+
+async def _read_replies(
+    parser: Any, batch: builtins.list[tuple[bytes, asyncio.Future[Any]]]
+) -> None:
+    """Take the batch's replies from redis-py's hiredis parser as they arrive: the same parser
+    and error mapping as ``Connection.read_response``, without its per-reply coroutine. Only
+    used with RESP2 and no socket timeout (no push messages, no read deadline to keep)."""
+    reader = parser._reader
+    for _, reply in batch:
+        value = reader.gets()
+        while value is _NOT_ENOUGH_DATA:
+            await parser.read_from_socket()
+            value = reader.gets()
+        if isinstance(value, ConnectionError):
+            raise value
+        _settle(reply, value)
+
+
+def _settle(reply: asyncio.Future[Any], value: Any) -> None:
+    if reply.done():
+        return
+    if isinstance(value, BaseException):
+        reply.set_exception(value)
+    else:
+        reply.set_result(value)
+
+
+def _fail(batch: builtins.list[tuple[bytes, asyncio.Future[Any]]], exc: BaseException) -> None:
+    for _, reply in batch:
+        if not reply.done():
+            if isinstance(exc, asyncio.CancelledError):
+                reply.cancel()
+            else:
+                reply.set_exception(exc)
+
+
+def _check_client(client: Any, *, asynchronous: bool) -> None:
+    """Refuse what is no Redis client, a client of the wrong kind, or one that decodes."""
+    import redis
+
+    encoder = getattr(client, "get_encoder", None)
+    if encoder is None or not hasattr(client, "register_script"):
+        raise TypeError(
+            "client must be a redis-py client (redis.asyncio.Redis/RedisCluster for "
+            f"AsyncRedisStateSaver, redis.Redis/RedisCluster for RedisStateSaver), "
+            f"not {type(client).__name__}"
+        )
+    is_sync = isinstance(client, redis.Redis | redis.RedisCluster)
+    if asynchronous and is_sync:
+        raise TypeError(
+            "AsyncRedisStateSaver needs a redis.asyncio client; use RedisStateSaver with "
+            f"a {type(client).__name__}"
+        )
+    if not asynchronous and not is_sync:
+        raise TypeError(
+            "RedisStateSaver needs a blocking redis.Redis or redis.RedisCluster client; use "
+            f"AsyncRedisStateSaver with a {type(client).__name__}"
+        )
+    if encoder().decode_responses:
+        raise ValueError("create the Redis client with decode_responses=False")
