@@ -21,6 +21,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
 
+from ..store.redis.connect import client_from_url
 from . import scripts
 from ._core import Call, Calls, Op, Pipe, RedisSaverCore, Request
 
@@ -95,13 +96,10 @@ class AsyncRedisStateSaver(RedisSaverCore):
         serde: SerializerProtocol | None = None,
         **client_options: Any,
     ) -> AsyncRedisStateSaver:
-        """Connect to ``url`` (``cluster=True`` for Redis Cluster); :meth:`aclose` closes it."""
-        client_options["decode_responses"] = False
-        client: Redis | RedisCluster
-        if cluster:
-            client = RedisCluster.from_url(url, **client_options)
-        else:
-            client = Redis.from_url(url, **client_options)
+        """Connect to ``url`` (``cluster=True`` for Redis Cluster), with the store's default retry
+        policy (see :func:`~atomr_redis_state.store.redis.connect.default_retry`); :meth:`aclose`
+        closes it."""
+        client = client_from_url(url, cluster=cluster, retry=None, options=client_options)
         saver = cls(client, prefix=prefix, ttl=ttl, serde=serde)
         saver._owns_client = True
         return saver

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import unquote
 
+from ..store.validation import check_prefix
+
 BUCKETS = 256
 """How many slot tags threads are spread over. Changing it moves every thread's keys."""
 
@@ -87,16 +89,7 @@ class LangGraphKeys:
     """Builds the keys of one tenant (``prefix``)."""
 
     def __init__(self, prefix: str) -> None:
-        if not isinstance(prefix, str):
-            raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
-        if not prefix:
-            raise ValueError("prefix must not be empty")
-        if "{" in prefix or "}" in prefix:
-            raise ValueError(
-                f"prefix must not contain '{{' or '}}' (it would become the cluster hash tag): "
-                f"{prefix!r}"
-            )
-        self.prefix = prefix
+        self.prefix = check_prefix(prefix)
         self.thread = lru_cache(maxsize=8192)(self._thread)
 
     def bucket_prefix(self, bucket: int) -> str:

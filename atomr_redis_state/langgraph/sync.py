@@ -19,6 +19,7 @@ from redis import Redis, RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
+from ..store.redis.connect import sync_client_from_url
 from . import scripts
 from ._core import Call, Calls, Op, Pipe, RedisSaverCore, Request
 from .aio import _check_client
@@ -64,13 +65,10 @@ class RedisStateSaver(RedisSaverCore):
         serde: SerializerProtocol | None = None,
         **client_options: Any,
     ) -> RedisStateSaver:
-        """Connect to ``url`` (``cluster=True`` for Redis Cluster); :meth:`close` closes it."""
-        client_options["decode_responses"] = False
-        client: Redis | RedisCluster
-        if cluster:
-            client = RedisCluster.from_url(url, **client_options)
-        else:
-            client = Redis.from_url(url, **client_options)
+        """Connect to ``url`` (``cluster=True`` for Redis Cluster), with the store's default retry
+        policy (see :func:`~atomr_redis_state.store.redis.connect.default_retry`); :meth:`close`
+        closes it."""
+        client = sync_client_from_url(url, cluster=cluster, retry=None, options=client_options)
         saver = cls(client, prefix=prefix, ttl=ttl, serde=serde)
         saver._owns_client = True
         return saver

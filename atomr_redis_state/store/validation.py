@@ -84,3 +84,17 @@ def check_positive_int(value: object, what: str) -> int:
 def check_owner(value: object) -> str:
     """Validate a lease owner: a non-empty string that encodes as UTF-8."""
     return check_id(value, "owner")
+
+
+def check_prefix(prefix: object) -> str:
+    """Validate a key prefix: a non-empty string without braces (they would become the hash tag)."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
+    if not prefix:
+        raise ValueError("prefix must not be empty")
+    if "{" in prefix or "}" in prefix:
+        raise ValueError(
+            f"prefix must not contain '{{' or '}}' (it would become the cluster hash tag): "
+            f"{prefix!r}"
+        )
+    return prefix
