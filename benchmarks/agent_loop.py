@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import multiprocessing
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -15,10 +16,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import orjson
-from redis.asyncio import Redis
+import redis
+from redis.asyncio import Redis, RedisCluster
 
 from atomr_redis_state import JSON, InMemoryCheckpointer, RedisCheckpointer, new_run_id
-from atomr_redis_state.testing import running_server
+from atomr_redis_state.testing import running_cluster, running_server
 
 from . import workload
 from .workload import WORKFLOW, Contender, Lane, StoreContender, median
@@ -151,13 +153,137 @@ async def benchmark(args: argparse.Namespace, url: str) -> dict[str, Any]:
             await client.aclose()
 
 
+# Scaling: the same workload from 1, 2, 4... client processes against one server (or cluster).
+
+
+def _process(
+    url: str,
+    cluster: bool,
+    name: str,
+    prefix: str,
+    args: argparse.Namespace,
+    start: Any,
+    results: Any,
+) -> None:
+    """One client process: warm up, wait for the others, drive ``--runs`` runs, report."""
+
+    async def go() -> None:
+        client: Any
+        if cluster:
+            client = RedisCluster.from_url(url, max_connections=args.concurrency + 16)
+        else:
+            client = Redis.from_url(url, max_connections=args.concurrency + 16)
+        contender: Contender
+        if name == STORE:
+            contender = StoreContender(RedisCheckpointer(client, prefix=prefix))
+        else:
+            contender = FloorContender(client, prefix)
+        lane = Lane(name, lambda: contender, prefix)
+        await workload.drive(lane, args.warmup, args.concurrency)
+        start.wait()
+        seconds, cpu = await workload.drive(lane, args.runs, args.concurrency)
+        results.put((seconds, cpu))
+        await client.aclose()
+
+    asyncio.run(go())
+
+
+def _server_cpu(ports: Sequence[int]) -> float:
+    """The main-thread CPU microseconds of every server (every cluster node) so far."""
+    used = 0.0
+    for port in ports:
+        with redis.Redis(host="127.0.0.1", port=port) as admin:
+            cpu = cast(dict[str, Any], admin.info("cpu"))
+        used += float(cpu["used_cpu_sys_main_thread"]) + float(cpu["used_cpu_user_main_thread"])
+    return used * 1e6
+
+
+def scaling(args: argparse.Namespace, url: str, ports: Sequence[int], cluster: bool) -> list[Any]:
+    """Per contender and number of processes: aggregate ops/s, and its ratio to one process."""
+    target = "3-master cluster" if cluster else "one server"
+    contenders = [STORE] if cluster else [STORE, FLOOR]  # the floor's keys span slots
+    context = multiprocessing.get_context("spawn")
+    rows: list[dict[str, Any]] = []
+    for n in args.scaling:
+        for name in contenders:
+            measured = []
+            for _ in range(args.rounds):
+                prefix = f"scaling-{uuid.uuid4().hex[:12]}"
+                start, results = context.Barrier(n), context.Queue()
+                procs = [
+                    context.Process(
+                        target=_process,
+                        args=(url, cluster, name, f"{prefix}-{i}", args, start, results),
+                    )
+                    for i in range(n)
+                ]
+                cpu0 = _server_cpu(ports)
+                for proc in procs:
+                    proc.start()
+                got = [results.get(timeout=600) for _ in procs]
+                for proc in procs:
+                    proc.join()
+                server_us = _server_cpu(ports) - cpu0
+                _cleanup(ports, prefix)
+                ops = n * args.runs * workload.OPS_PER_RUN
+                wall = max(seconds for seconds, _ in got)
+                measured.append(
+                    {
+                        "ops/s": ops / wall,
+                        "cli µs/op": sum(cpu for _, cpu in got) / ops * 1e6,
+                        "srv µs/op": server_us / ops,
+                    }
+                )
+                workload.log(f"{target}: {name} x{n}: {ops / wall:,.0f} ops/s")
+            row = {"target": target, "contender": name, "processes": n}
+            rows.append(row | {k: median(m[k] for m in measured) for k in measured[0]})
+    for row in rows:
+        one = next(
+            r["ops/s"]
+            for r in rows
+            if r["processes"] == args.scaling[0] and r["contender"] == row["contender"]
+        )
+        row[f"x {args.scaling[0]} process"] = row["ops/s"] / one
+    return rows
+
+
+def _cleanup(ports: Sequence[int], prefix: str) -> None:
+    """Delete the keys of one scaling round on every server (SCAN MATCH + UNLINK, no FLUSH)."""
+    for port in ports:
+        with redis.Redis(host="127.0.0.1", port=port) as admin:
+            while keys := list(admin.scan_iter(match=f"{prefix}*", count=1000)):
+                with admin.pipeline(transaction=False) as pipe:
+                    for key in keys:  # one key a command: a cluster node's keys span slots
+                        pipe.unlink(key)
+                    pipe.execute()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = workload.options(__doc__, "runs per contender per round (200)")
     profile = "then profile RedisCheckpointer alone into PROFILE (agent_loop.prof)"
     parser.add_argument("--profile", nargs="?", const="agent_loop.prof", help=profile)
+    processes = "then drive the workload from 1, 2, 4... processes at once (e.g. 1,2,4)"
+    parser.add_argument("--scaling", type=_counts, default=[], help=processes)
+    cluster = "with --scaling: also against a 3-master Redis Cluster"
+    parser.add_argument("--cluster", action="store_true", help=cluster)
+    only = "with --scaling: skip the side-by-side rounds"
+    parser.add_argument("--scaling-only", action="store_true", help=only)
     args = parser.parse_args(argv)
     with running_server() as server:
-        workload.report(asyncio.run(benchmark(args, server.url)), args.json)
+        result: dict[str, Any] = {}
+        if not args.scaling_only:
+            result = asyncio.run(benchmark(args, server.url))
+        if args.scaling:
+            result["scaling, one server"] = scaling(args, server.url, [server.port], False)
+    if args.scaling and args.cluster:
+        with running_cluster() as servers:
+            ports = [node.port for node in servers.nodes]
+            result["scaling, cluster"] = scaling(args, servers.url, ports, True)
+    workload.report(result, args.json)
+
+
+def _counts(text: str) -> list[int]:
+    return [int(part) for part in text.split(",")]
 
 
 if __name__ == "__main__":

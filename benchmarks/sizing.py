@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from atomr_redis_state import RedisCheckpointer, new_run_id
+from atomr_redis_state import CheckpointKey, RedisCheckpointer, Snapshot, new_run_id
 from atomr_redis_state.testing import running_server
 
 from . import workload
@@ -82,6 +82,12 @@ async def many_runs(
         for key in keys:
             pipe.memory_usage(key, samples=0)
         sizes = dict(zip(keys, await pipe.execute(), strict=True))
+    snapshots = [key for key in keys if b":snap:" in key]
+    async with admin.pipeline(transaction=False) as pipe:
+        for key in snapshots:
+            pipe.hgetall(key)
+        hashes = cast(list[dict[bytes, bytes]], await pipe.execute())
+    payload = sum(len(k) + len(v) for fields in hashes for k, v in fields.items())
     await workload.delete_prefix(admin, lane.prefix)
     key_sum = sum(sizes.values())
     return {
@@ -92,7 +98,32 @@ async def many_runs(
         "KiB per snapshot kept": delta / runs / (lane.keep_last or STEPS) / KIB,
         "key sum KiB per run": key_sum / runs / KIB,
         "Δ / key sum": delta / key_sum,
+        "payload KiB per run": payload / runs / KIB,
+        "Δ / payload": delta / payload,
         "bucket bytes per run": sum(v for k, v in sizes.items() if k.endswith(b":runs")) / runs,
+    }
+
+
+async def long_run_list(admin: Redis, store: RedisCheckpointer, steps: int) -> dict[str, Any]:
+    """Server time of ``list`` on one run of ``steps`` snapshots (small ones: the time is in
+    reading the timestamps and labels), from ``INFO commandstats`` around 20 lists."""
+    run_id = new_run_id()
+    for step in range(steps):
+        await store.save(Snapshot(CheckpointKey(WORKFLOW, run_id, step), {"k": step}, "label"))
+    await store.list(WORKFLOW, run_id)  # loads whatever it needs
+    lists = 20
+    before = await workload.server_sample(admin)
+    for _ in range(lists):
+        assert len(await store.list(WORKFLOW, run_id)) == steps
+    ran = await workload.server_sample(admin) - before
+    await store.delete_run(WORKFLOW, run_id)
+    usec = {k[5:]: v / lists for k, v in ran.items() if k.startswith("usec ") and v}
+    return {
+        "snapshots": steps,
+        # the commands a list sends (a script's time includes the commands it calls)
+        "server µs per list": sum(usec.get(c, 0) for c in ("evalsha", "hgetall", "zcard")),
+        "server CPU µs per list": ran["main_cpu_us"] / lists,
+        "commands (µs each per list)": ", ".join(f"{k} {v:.1f}" for k, v in sorted(usec.items())),
     }
 
 
@@ -137,6 +168,8 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
         single = await one_run(admin, stores[0])
         await workload.delete_prefix(admin, lanes[0].prefix)
         memory = [await many_runs(admin, lane, clients, args) for lane in lanes]
+        listing = [await long_run_list(admin, stores[0], n) for n in (40, 1000)]
+        await workload.delete_prefix(admin, lanes[0].prefix)
         per_step = f"{args.target_runs:,} runs, each a step every {args.step_interval:g} s"
         return {
             "environment": env,
@@ -145,6 +178,7 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
             "server CPU per operation, median over rounds": cpu,
             "memory of one run and its fork (MEMORY USAGE)": single,
             "memory of complete runs (used_memory)": memory,
+            "list of one long run (server time)": listing,
             f"sizing for {per_step}": [
                 sizing(m, c, args) for m, c in zip(memory, cpu, strict=True)
             ],

@@ -168,20 +168,25 @@ class StoreContender:
 
 
 class CountingConnection(Connection):
-    """Counts into ``wire`` the ``round_trips`` (redis-py writes a command, or a whole pipeline,
-    with one ``send_packed_command``) and the ``commands`` packed (one call per command)."""
+    """Counts into ``wire`` the ``round_trips`` (writes: redis-py writes a command, or a whole
+    pipeline, and the store's automatic pipelining a whole batch, with one
+    ``send_packed_command``) and the ``commands`` they carry (RESP arrays)."""
 
     def __init__(self, *, wire: Counter[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.wire = wire
 
-    async def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
+    async def send_packed_command(self, command: Any, *args: Any, **kwargs: Any) -> None:
         self.wire["round_trips"] += 1
-        await super().send_packed_command(*args, **kwargs)
+        self.wire["commands"] += count_commands(command)
+        await super().send_packed_command(command, *args, **kwargs)
 
-    def pack_command(self, *args: Any) -> list[bytes]:
-        self.wire["commands"] += 1
-        return super().pack_command(*args)
+
+def count_commands(packed: bytes | list[bytes]) -> int:
+    """The RESP arrays (commands) in a write: each starts with ``*`` after a CRLF, or at the
+    start of a chunk (the benchmark's values are JSON, which holds no raw CRLF)."""
+    chunks = [packed] if isinstance(packed, bytes) else packed
+    return sum(chunk.count(b"\r\n*") + chunk.startswith(b"*") for chunk in chunks)
 
 
 def make_client(url: str, max_connections: int) -> tuple[Redis, Counter[str]]:

@@ -1,6 +1,7 @@
 -- release_lease: give a run up, leaving a note for whoever looks next.
 -- KEYS[1] the run's record hash   KEYS[2] the run's steps sorted set (same slot: same run)
--- ARGV[1] the lease's fencing token   ARGV[2] '1' to store a note, '0' to clear it
+-- ARGV[1] the lease's fencing token
+-- ARGV[2] '1' to store a note, '0' to clear it, 'keep' to leave the note there is
 -- ARGV[3] the note (JSON), when ARGV[2] is '1'
 -- Returns 1 when released (or released before by this very lease: a retry gets the same
 -- answer), 0 when the run's lease is no longer this one (taken over, or the run deleted): then
@@ -16,7 +17,7 @@ end
 redis.call('HDEL', record, 'owner', 'until')
 if ARGV[2] == '1' then
   redis.call('HSET', record, 'note', ARGV[3])
-else
+elseif ARGV[2] == '0' then
   redis.call('HDEL', record, 'note')
 end
 return 1

@@ -22,6 +22,7 @@ from atomr_redis_state import (
     LeaseLostError,
     RetryPolicy,
     RunNotFoundError,
+    RunNotPausedError,
     Snapshot,
     StatefulRunner,
     StateSchema,
@@ -145,7 +146,7 @@ class Crashed:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
-    async def release_lease(self, lease: Lease, *, note: object = None) -> bool:
+    async def release_lease(self, lease: Lease, **options: object) -> bool:
         return False
 
 
@@ -480,6 +481,22 @@ async def test_a_failed_layer_keeps_its_finished_steps(checkpointer: Checkpointe
     outcome = await runner(checkpointer, tools.chain(), owner="other").run()
     assert tools.calls == {"a": 1, "b": 1, "c": 2, "e": 1, "d": 1}
     assert outcome.state["log"] == ["a", "b", "c", "e", "d"]
+
+
+async def test_a_refused_call_keeps_the_finished_work_of_a_failed_layer(
+    checkpointer: Checkpointer,
+) -> None:
+    tools = Tools()
+    tools.failures["c"] = 1
+    with pytest.raises(ToolFailed):
+        await runner(checkpointer, tools.chain()).start()
+    with pytest.raises(RunNotPausedError):
+        await runner(checkpointer, tools.chain()).resume("not paused")
+    with pytest.raises(CheckpointConflictError):
+        await runner(checkpointer, tools.chain()).start()
+    assert (await runner(checkpointer, tools.chain()).status()).state == "failed"
+    await runner(checkpointer, tools.chain()).run()
+    assert tools.calls == {"a": 1, "b": 1, "c": 2, "e": 1, "d": 1}
 
 
 async def test_a_step_is_retried_by_its_policy(checkpointer: Checkpointer) -> None:

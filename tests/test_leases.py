@@ -195,6 +195,16 @@ async def test_a_release_leaves_a_note(checkpointer: Checkpointer) -> None:
     assert await checkpointer.run_record(WF, "r") == RunRecord(None, None)
 
 
+async def test_a_release_can_keep_the_note_there_is(checkpointer: Checkpointer) -> None:
+    lease = await started(checkpointer, "r")
+    await checkpointer.release_lease(lease, note={"failed": "tool"})
+    again = await checkpointer.acquire_lease(WF, "r", "w2", 30)
+    assert await checkpointer.release_lease(again, keep_note=True)
+    assert await checkpointer.run_record(WF, "r") == RunRecord(None, {"failed": "tool"})
+    with pytest.raises(ValueError, match="not both"):
+        await checkpointer.release_lease(again, note="x", keep_note=True)
+
+
 async def test_a_lost_lease_cannot_leave_a_note(checkpointer: Checkpointer) -> None:
     stale = await started(checkpointer, "r", ttl=SHORT)
     await asyncio.sleep(SHORT + 0.1)

@@ -169,7 +169,8 @@ class StatefulRunner:
         self.telemetry = telemetry
         """Hooks around each layer and step attempt (see ``observability.instrument_runner``)."""
         self._lease: Lease | None = None
-        self._note: JSON = None
+        self._failure: JSON = None
+        """The note a failed layer leaves with the lease (see :meth:`_fail`)."""
 
     @property
     def layers(self) -> tuple[tuple[str, ...], ...]:
@@ -330,18 +331,21 @@ class StatefulRunner:
             self.lease_ttl_ms / 1000,
             must_exist=must_exist,
         )
-        self._note = None
+        self._failure = None
         log.debug("run %s: lease %d taken by %s", self.run_id, self._lease.token, self.owner)
         work = asyncio.ensure_future(body())
         keeper = asyncio.ensure_future(self._keep_lease())
         lost = False
+        finished = False
         try:
             await asyncio.wait({work, keeper}, return_when=asyncio.FIRST_COMPLETED)
             if not work.done():
                 work.cancel()
                 await asyncio.gather(work, return_exceptions=True)
                 keeper.result()
-            return work.result()
+            result = work.result()
+            finished = True
+            return result
         except LeaseLostError:
             lost = True
             log.warning(
@@ -354,7 +358,7 @@ class StatefulRunner:
             await asyncio.gather(keeper, work, return_exceptions=True)
             lease, self._lease = self._lease, None
             if not lost and lease is not None:
-                await self._release(lease)
+                await self._release(lease, finished)
 
     async def _keep_lease(self) -> None:
         """Renew the lease every third of its ttl; end (raising) only when it is lost."""
@@ -370,10 +374,14 @@ class StatefulRunner:
             except Exception as exc:  # a transient store error: the next renewal may succeed
                 log.warning("run %s: lease renewal failed (%s); retrying", self.run_id, exc)
 
-    async def _release(self, lease: Lease) -> None:
-        """Release the lease, leaving the failure note if the work failed."""
+    async def _release(self, lease: Lease, finished: bool) -> None:
+        """Release the lease: a layer that failed leaves its note, finished work clears it,
+        and anything else (a refused call, a cancellation) leaves the note as it was."""
         try:
-            await self.checkpointer.release_lease(lease, note=self._note)
+            if self._failure is not None:
+                await self.checkpointer.release_lease(lease, note=self._failure)
+            else:
+                await self.checkpointer.release_lease(lease, keep_note=not finished)
             log.debug("run %s: lease %d released by %s", self.run_id, lease.token, self.owner)
         except LeaseLostError:
             log.warning("run %s: lease lost before its release; no note kept", self.run_id)
@@ -468,7 +476,7 @@ class StatefulRunner:
             first.attempts,
             now_ms(),
         )
-        self._note = FailureNote(failure, writes, attempts).encode()
+        self._failure = FailureNote(failure, writes, attempts).encode()
         log.warning(
             "run %s: step %r failed after %d attempt(s): %s: %s; kept %d finished step(s)",
             self.run_id,

@@ -142,8 +142,11 @@ class Checkpointer(Protocol):
         """Extend a live lease by its ttl from now; :class:`~..errors.LeaseLostError` if lost."""
         ...
 
-    async def release_lease(self, lease: Lease, *, note: JSON = None) -> bool:
-        """Give the run up, storing ``note`` (None clears it) for :meth:`run_record`.
+    async def release_lease(
+        self, lease: Lease, *, note: JSON = None, keep_note: bool = False
+    ) -> bool:
+        """Give the run up, storing ``note`` (None clears it; ``keep_note`` leaves the note
+        there is) for :meth:`run_record`.
 
         False when the lease was no longer this one (taken over, or the run deleted); with a
         ``note`` that is a :class:`~..errors.LeaseLostError` instead, and the note is not stored.
@@ -216,7 +219,8 @@ class BaseCheckpointer(ABC):
         if found is None:
             return None
         step, fields = found
-        return _snapshot(CheckpointKey(workflow_id, run_id, step), fields)
+        # The ids were checked above and the step is the store's own: no need to check again.
+        return _snapshot(_read_key(workflow_id, run_id, step), fields)
 
     async def list(
         self,
@@ -299,10 +303,14 @@ class BaseCheckpointer(ABC):
         _check_lease(lease)
         return await self._renew_lease(lease)
 
-    async def release_lease(self, lease: Lease, *, note: JSON = None) -> bool:
+    async def release_lease(
+        self, lease: Lease, *, note: JSON = None, keep_note: bool = False
+    ) -> bool:
         _check_lease(lease)
+        if keep_note and note is not None:
+            raise ValueError("give a note, or keep_note=True, not both")
         encoded = None if note is None else encode_value("note", note)
-        return await self._release_lease(lease, encoded)
+        return await self._release_lease(lease, encoded, keep_note=bool(keep_note))
 
     async def run_record(self, workflow_id: str, run_id: str) -> RunRecord:
         check_id(workflow_id, "workflow_id")
@@ -365,8 +373,8 @@ class BaseCheckpointer(ABC):
         """Extend a live lease, or raise LeaseLostError."""
 
     @abstractmethod
-    async def _release_lease(self, lease: Lease, note: bytes | None) -> bool:
-        """Clear the lease and set the note, if the lease is still this one."""
+    async def _release_lease(self, lease: Lease, note: bytes | None, *, keep_note: bool) -> bool:
+        """Clear the lease and set (or keep) the note, if the lease is still this one."""
 
     @abstractmethod
     async def _run_record(self, workflow_id: str, run_id: str) -> RunRecord:
@@ -436,6 +444,27 @@ def _check_key(key: object) -> None:
         raise TypeError(f"expected a CheckpointKey, not {type(key).__name__}")
 
 
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _read_key(workflow_id: str, run_id: str, super_step: int) -> CheckpointKey:
+    """A key of checked ids and a step the store read back: built without checking again."""
+    key: CheckpointKey = _new(CheckpointKey)
+    _set(key, "workflow_id", workflow_id)
+    _set(key, "run_id", run_id)
+    _set(key, "super_step", super_step)
+    return key
+
+
 def _snapshot(key: CheckpointKey, fields: Stored) -> Snapshot:
+    """The snapshot the store read back: built without the checks of ``Snapshot()`` (a save
+    checked it, and decoding gives exactly the types those checks require)."""
     values, label, timestamp_ms, metadata = decode_fields(fields.items())
-    return Snapshot(key, values, label, timestamp_ms, metadata)
+    snapshot: Snapshot = _new(Snapshot)
+    _set(snapshot, "key", key)
+    _set(snapshot, "values", values)
+    _set(snapshot, "label", label)
+    _set(snapshot, "timestamp_ms", timestamp_ms)
+    _set(snapshot, "metadata", metadata)
+    return snapshot

@@ -63,7 +63,8 @@ def _is_strict(value: object) -> bool:
     """True when ``value`` holds nothing but JSON types and finite floats.
 
     Runs after orjson accepted the value, so nesting is bounded and integers are in range.
-    Leaves are checked inline: this walk is on the hot path of every save.
+    Leaves, and the values of objects inside lists (a list of messages), are checked inline:
+    this walk is on the hot path of every save.
     """
     kind = type(value)
     if kind in _LEAF_TYPES:
@@ -76,21 +77,40 @@ def _is_strict(value: object) -> bool:
         items = value.values()  # type: ignore[attr-defined]
     else:
         return False
-    for item in items:  # noqa: SIM110 (a plain loop is faster than all() here)
-        if type(item) not in _LEAF_TYPES and not _is_strict(item):
+    for item in items:
+        kind = type(item)
+        if kind in _LEAF_TYPES:
+            continue
+        if kind is dict:
+            for inner in item.values():  # type: ignore[attr-defined]
+                if type(inner) not in _LEAF_TYPES and not _is_strict(inner):
+                    return False
+        elif not _is_strict(item):
             return False
     return True
 
 
+_FIELDS: dict[str, bytes] = {}
+"""Hash fields of the channel names seen so far (most snapshots reuse a few names)."""
+_FIELDS_MAX = 4096
+
+
 def channel_field(channel: object) -> bytes:
     """The hash field that stores ``channel``."""
+    if type(channel) is str:
+        field = _FIELDS.get(channel)
+        if field is not None:
+            return field
     if not isinstance(channel, str):
         raise ValueEncodingError(f"channel names must be str, not {type(channel).__name__}")
     try:
         name = channel.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueEncodingError(f"channel name is not valid unicode: {channel!r}") from None
-    return b":" + name if name.startswith(b":") else name
+    field = b":" + name if name.startswith(b":") else name
+    if type(channel) is str and len(_FIELDS) < _FIELDS_MAX:
+        _FIELDS[channel] = field
+    return field
 
 
 def channel_name(field: bytes) -> str | None:
@@ -142,21 +162,32 @@ def normalise_edits(
 def decode_fields(
     pairs: Iterable[tuple[bytes, bytes]],
 ) -> tuple[dict[str, JSON], str, int, dict[str, JSON]]:
-    """Decode stored fields into ``(values, label, timestamp_ms, metadata)``."""
-    values: dict[str, JSON] = {}
+    """Decode stored fields into ``(values, label, timestamp_ms, metadata)``.
+
+    One pass over the fields, and one ``orjson.loads`` for every channel value at once (each
+    value is a JSON document the store wrote: joined by commas in brackets, they are one).
+    """
+    names: list[str] = []
+    data: list[bytes] = []
     label = ""
     timestamp_ms = 0
     metadata: dict[str, JSON] = {}
-    for field, data in pairs:
-        name = channel_name(field)
-        if name is not None:
-            values[name] = orjson.loads(data)
-        elif field == LABEL_FIELD:
-            label = data.decode("utf-8")
+    for field, value in pairs:
+        if field[:1] != b":":
+            names.append(field.decode("utf-8"))
+            data.append(value)
         elif field == TIMESTAMP_FIELD:
-            timestamp_ms = int(data)
+            timestamp_ms = int(value)
+        elif field == LABEL_FIELD:
+            label = value.decode("utf-8")
         elif field == METADATA_FIELD:
-            metadata = orjson.loads(data)
+            metadata = orjson.loads(value)
+        elif field[:2] == b"::":
+            names.append(field[1:].decode("utf-8"))
+            data.append(value)
+    if len(data) == 1:
+        return {names[0]: orjson.loads(data[0])}, label, timestamp_ms, metadata
+    values = dict(zip(names, orjson.loads(b"[" + b",".join(data) + b"]"), strict=True))
     return values, label, timestamp_ms, metadata
 
 

@@ -241,7 +241,7 @@ class InMemoryCheckpointer(BaseCheckpointer):
             run.deadline_ms = max(run.deadline_ms, run.lease_until_ms)
         return replace(lease, expires_at_ms=run.lease_until_ms)
 
-    async def _release_lease(self, lease: Lease, note: bytes | None) -> bool:
+    async def _release_lease(self, lease: Lease, note: bytes | None, *, keep_note: bool) -> bool:
         run = self._record(lease.workflow_id, lease.run_id)
         # Still this lease's token: held, expired but not taken over, or released by this very
         # call before (a retry), which releases again and returns the same answer.
@@ -249,7 +249,9 @@ class InMemoryCheckpointer(BaseCheckpointer):
             if note is not None:
                 raise LeaseLostError(lease.workflow_id, lease.run_id, lease.token)
             return False
-        run.owner, run.lease_until_ms, run.note = None, 0, note
+        run.owner, run.lease_until_ms = None, 0
+        if not keep_note:
+            run.note = note
         return True
 
     async def _run_record(self, workflow_id: str, run_id: str) -> RunRecord:

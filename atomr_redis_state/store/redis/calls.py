@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from redis.asyncio import RedisCluster
+from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
     AuthenticationError,
@@ -36,6 +36,7 @@ from ...errors import (
     StorePermissionError,
     StoreUnavailableError,
 )
+from .pipeline import AutoPipeline, ClusterAutoPipeline
 
 T = TypeVar("T")
 
@@ -53,6 +54,14 @@ PERMISSION_HINT = (
 )
 
 
+def can_pipeline(client: Any) -> bool:
+    """True for a redis-py asyncio ``Redis`` or ``RedisCluster`` client (not fakeredis, not a
+    wrapper): the clients whose connections :mod:`.pipeline` batches calls on."""
+    if isinstance(client, RedisCluster):
+        return True
+    return isinstance(client, Redis) and not type(client).__module__.startswith("fakeredis")
+
+
 class Calls:
     """Sends the store's scripts and commands to one client."""
 
@@ -63,9 +72,13 @@ class Calls:
         replicas: int = 0,
         replica_timeout_ms: int = 1000,
         retry_for: float = CLUSTER_RETRY_BUDGET,
+        pipelining: bool = True,
     ) -> None:
         self.client = client
         self.cluster = isinstance(client, RedisCluster)
+        self.pipeline: AutoPipeline | None = None
+        if pipelining and can_pipeline(client):
+            self.pipeline = (ClusterAutoPipeline if self.cluster else AutoPipeline)(client)
         self.replicas = replicas
         self.replica_timeout_ms = replica_timeout_ms
         self.retry_for = retry_for
@@ -85,7 +98,17 @@ class Calls:
         """Call ``script``; with ``durable``, also wait for the replicas, in one round trip."""
         if durable and self.replicas:
             return await self.run(lambda: self._script_and_wait(script, keys, args))
+        pipeline = self.pipeline
+        if pipeline is not None:
+            return await self.run(lambda: pipeline.script(script, keys, args))
         return await self.run(lambda: self._script(script, keys, args))
+
+    async def command(self, *args: Any) -> Any:
+        """Send one command; its raw reply when pipelined, else redis-py's parsed reply."""
+        pipeline = self.pipeline
+        if pipeline is not None:
+            return await self.run(lambda: pipeline.command(*args))
+        return await self.run(lambda: self.client.execute_command(*args))
 
     async def run(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run ``operation`` (one or more commands), with typed errors and cluster retries."""

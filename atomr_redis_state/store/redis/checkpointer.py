@@ -60,6 +60,12 @@ class RedisCheckpointer(BaseCheckpointer):
     ``replica_timeout``; not on Redis Cluster. On Redis Cluster a call keeps retrying through
     slot migrations, failovers and redirects for up to ``retry_for`` (default 10 s) before it
     raises :class:`~...errors.StoreUnavailableError`.
+
+    ``pipelining`` (on by default) sends the calls that concurrent coroutines make in one
+    event-loop iteration together, in one write on one connection, each caller still getting
+    its own reply or error (see :mod:`.pipeline`); ``pipelining=False`` sends each call on its
+    own, through redis-py. It applies to ``redis.asyncio.Redis`` clients; fakeredis and
+    ``replicas`` (WAIT) calls always go through redis-py.
     """
 
     def __init__(
@@ -72,6 +78,7 @@ class RedisCheckpointer(BaseCheckpointer):
         replicas: int = 0,
         replica_timeout: float | timedelta = 1.0,
         retry_for: float | timedelta = CLUSTER_RETRY_BUDGET,
+        pipelining: bool = True,
     ) -> None:
         encoder = getattr(client, "get_encoder", None)
         if encoder is None or not hasattr(client, "register_script"):
@@ -93,7 +100,11 @@ class RedisCheckpointer(BaseCheckpointer):
         wait_ms = cast(int, duration_to_ms(replica_timeout, "replica_timeout"))
         budget_ms = cast(int, duration_to_ms(retry_for, "retry_for"))
         self._calls = Calls(
-            client, replicas=replicas, replica_timeout_ms=wait_ms, retry_for=budget_ms / 1000
+            client,
+            replicas=replicas,
+            replica_timeout_ms=wait_ms,
+            retry_for=budget_ms / 1000,
+            pipelining=bool(pipelining),
         )
         self._scripts = Scripts.register(client)
         self._owned: list[Any] = []
@@ -112,6 +123,7 @@ class RedisCheckpointer(BaseCheckpointer):
         replicas: int = 0,
         replica_timeout: float | timedelta = 1.0,
         retry: Retry | None = None,
+        pipelining: bool = True,
         **client_options: Any,
     ) -> RedisCheckpointer:
         """Connect to ``url`` (``redis://``, ``rediss://`` for TLS; ``cluster=True`` for Redis
@@ -130,6 +142,7 @@ class RedisCheckpointer(BaseCheckpointer):
             keep_last=keep_last,
             replicas=replicas,
             replica_timeout=replica_timeout,
+            pipelining=pipelining,
         )
         store._owned.append(client)
         return store
@@ -147,6 +160,7 @@ class RedisCheckpointer(BaseCheckpointer):
         replica_timeout: float | timedelta = 1.0,
         retry: Retry | None = None,
         sentinel_options: dict[str, Any] | None = None,
+        pipelining: bool = True,
         **client_options: Any,
     ) -> RedisCheckpointer:
         """Use the primary that Redis Sentinel names ``service_name``, found again after a
@@ -171,6 +185,7 @@ class RedisCheckpointer(BaseCheckpointer):
             keep_last=keep_last,
             replicas=replicas,
             replica_timeout=replica_timeout,
+            pipelining=pipelining,
         )
         store._owned += [client, *_sentinel_clients(sentinel)]
         return store
@@ -248,7 +263,8 @@ class RedisCheckpointer(BaseCheckpointer):
 
     async def _load(self, key: CheckpointKey) -> Stored | None:
         snapshot = self.keys.run(key.workflow_id, key.run_id).snapshot(key.super_step)
-        return cast(Stored, await self._calls.run(lambda: self.client.hgetall(snapshot)))
+        reply = await self._calls.command("HGETALL", snapshot)
+        return reply if type(reply) is dict else dict(pairs_of(reply))
 
     async def _latest(self, workflow_id: str, run_id: str) -> tuple[int, Stored] | None:
         run = self.keys.run(workflow_id, run_id)
@@ -403,12 +419,13 @@ class RedisCheckpointer(BaseCheckpointer):
             raise
         return replace(lease, expires_at_ms=int(until))
 
-    async def _release_lease(self, lease: Lease, note: bytes | None) -> bool:
+    async def _release_lease(self, lease: Lease, note: bytes | None, *, keep_note: bool) -> bool:
         run = self.keys.run(lease.workflow_id, lease.run_id)
+        action = "keep" if keep_note else "0" if note is None else "1"
         released = await self._calls.script(
             self._scripts.release_lease,
             [run.record, run.steps],
-            [str(lease.token), "0" if note is None else "1", note or b""],
+            [str(lease.token), action, note or b""],
             durable=True,
         )
         if not released and note is not None:
