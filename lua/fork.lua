@@ -1,9 +1,11 @@
 -- fork: copy one snapshot into a new run of the same workflow and apply edits.
 -- KEYS[1] the source snapshot hash   KEYS[2] the fork's snapshot hash
 -- KEYS[3] the fork's steps sorted set   KEYS[4] the run-index bucket of the fork
+-- KEYS[5] the fork's meta hash (super-step -> "<timestamp> <label>")
 -- ARGV[1] super-step   ARGV[2] ttl in ms ('0' = none)   ARGV[3] the fork's run id
 -- ARGV[4] the workflow's event channel   ARGV[5] the event to publish (JSON; '' = none)
--- ARGV[6..] field, value, ... (the edits, then the fork's label, timestamp and ':w' = its run id)
+-- ARGV[6] the fork snapshot's "<timestamp> <label>" (its field in the meta hash)
+-- ARGV[7..] field, value, ... (the edits, then the fork's label, timestamp and ':w' = its run id)
 -- The fork shares its source's slot (same lineage tag), so every key is in one slot.
 -- Checks first, and no write happens before every check that can fail has passed: a missing
 -- source fails with NOTFOUND; a fork target that exists fails with CONFLICT, unless it is this
@@ -11,7 +13,7 @@
 -- nothing; a user without +time fails with NOPERM; over maxmemory (noeviction), OOM.
 -- Then, atomically: the source is never changed; the fork's keys expire together at
 -- now + 2*ttl or never (COPY would otherwise carry over the source's TTL).
-local source, target, steps, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local source, target, steps, index, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local step = ARGV[1]
 local ttl = tonumber(ARGV[2])
 
@@ -35,10 +37,12 @@ end
 
 refuse_if_out_of_memory(steps)
 redis.call('COPY', source, target)
-hset_pairs(target, 6)
+hset_pairs(target, 7)
 redis.call('ZADD', steps, step, step)
+redis.call('HSET', meta, step, ARGV[6])
 expire_at(target, deadline)
 expire_at(steps, deadline)
+expire_at(meta, deadline)
 index_run(index, ARGV[3], deadline)
 publish(ARGV[4], ARGV[5])
 return 1

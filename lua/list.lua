@@ -1,4 +1,6 @@
--- list: the metadata of a run's snapshots, ascending by super-step.
+-- list: the metadata of a run's snapshots, ascending by super-step, read from each snapshot hash.
+-- The store lists a run with one HGETALL of its meta hash (see save.lua); this script is its
+-- fallback for a run without one (saved by a version before the meta hash, or no run at all).
 -- KEYS[1] the run's steps sorted set   KEYS[2] the run's snapshot-key prefix
 -- ARGV[1] upper score bound ('+inf', or '(N' for steps below N)   ARGV[2] limit ('0' = all)
 -- Returns {step, timestamp, label, step, timestamp, label, ...}: with a limit, the highest

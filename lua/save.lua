@@ -2,13 +2,15 @@
 -- KEYS[1] the run's steps sorted set   KEYS[2] the snapshot hash
 -- KEYS[3] the run-index bucket         KEYS[4] the run's snapshot-key prefix
 -- KEYS[5] the run's record hash (lease, fencing counter)
+-- KEYS[6] the run's meta hash (super-step -> "<timestamp> <label>", what list reads)
 -- ARGV[1] super-step   ARGV[2] exclusive-save token ('' = not exclusive)
 -- ARGV[3] ttl in ms ('0' = none)   ARGV[4] keep_last ('0' = keep all)   ARGV[5] run id
 -- ARGV[6] lease fencing token ('' = no lease)
 -- ARGV[7] hold ('' = follow the ttl, '-1' = keep the run forever, N = keep it N ms from now)
 -- ARGV[8] the workflow's event channel (a shard channel with the same hash tag)
 -- ARGV[9] the event to publish there (JSON; '' = none)
--- ARGV[10..] field, value, ... (with ':w' = the exclusive-save token, if any)
+-- ARGV[10] this snapshot's "<timestamp> <label>" (its field in the meta hash)
+-- ARGV[11..] field, value, ... (with ':w' = the exclusive-save token, if any)
 -- Every key is declared or derived from KEYS[4] and the run's own sorted set: one slot.
 -- Checks first, and no write happens before every check that can fail has passed:
 --   an exclusive save of an existing step fails with CONFLICT, unless that step holds this very
@@ -18,7 +20,8 @@
 --   a save without a lease fails with LEASEHELD <until> <owner> while someone holds a live lease;
 --   a user without +time fails with NOPERM; over maxmemory (noeviction) it fails with OOM.
 -- The checks hold: nothing is written before every one of them has passed.
--- Then, atomically: the hash is replaced whole and the step listed once. With keep_last, only the
+-- Then, atomically: the hash is replaced whole, the step listed once, and its timestamp and label
+-- kept in the meta hash (a run that is new starts a new meta hash). With keep_last, only the
 -- highest keep_last steps remain. With a ttl, every key of the run shares one deadline between
 -- ttl and 2*ttl from now: when less than ttl is left, all keys move to now + 2*ttl together
 -- (O(steps), at most once per ttl; otherwise O(1)). Without a ttl, a run that already expires
@@ -27,6 +30,7 @@
 -- and the bucket's deadline follows the run's whenever that moves; when a hold with no expiry
 -- ends, the bucket gets back the latest deadline of its runs (see restore_index_deadline).
 local steps, snapshot, index, snapshot_prefix, record = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local meta = KEYS[6]
 local step, token = ARGV[1], ARGV[2]
 local ttl, keep_last = tonumber(ARGV[3]), tonumber(ARGV[4])
 local lease, hold = ARGV[6], ARGV[7]
@@ -66,14 +70,19 @@ refuse_if_out_of_memory(steps)
 if token == '' then
   redis.call('DEL', snapshot)
 end
-hset_pairs(snapshot, 10)
+if run_expires == -2 then
+  redis.call('DEL', meta)
+end
+hset_pairs(snapshot, 11)
 redis.call('ZADD', steps, step, step)
+redis.call('HSET', meta, step, ARGV[10])
 
 if keep_last > 0 then
   local excess = redis.call('ZCARD', steps) - keep_last
   if excess > 0 then
     for _, old in ipairs(redis.call('ZRANGE', steps, 0, excess - 1)) do
       redis.call('DEL', snapshot_prefix .. old)
+      redis.call('HDEL', meta, old)
     end
     redis.call('ZREMRANGEBYRANK', steps, 0, excess - 1)
   end
@@ -90,6 +99,7 @@ if hold ~= '' or refresh then
     expire_at(snapshot_prefix .. s, deadline)
   end
   expire_at(steps, deadline)
+  expire_at(meta, deadline)
   if redis.call('EXISTS', record) == 1 then
     expire_at(record, deadline)
   end
@@ -100,6 +110,7 @@ if hold ~= '' or refresh then
 else
   if run_expires >= 0 then
     redis.call('PEXPIREAT', snapshot, int(run_expires))
+    redis.call('PEXPIREAT', meta, int(run_expires))
   end
   if run_expires == -2 then
     redis.call('PERSIST', record)

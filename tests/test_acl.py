@@ -153,6 +153,11 @@ async def workload(user: User, admin: Redis, prefix: str) -> list[BaseException]
         await attempt(plain.latest(WF, "a"))
         await attempt(plain.list(WF, "a", limit=1))
         await attempt(plain.list(WF, "a"))
+        # A run saved before the meta hash existed is listed by the script (ZREVRANGEBYSCORE).
+        legacy = user.store(prefix)
+        await attempt(legacy.save(snap("legacy", 0)))
+        await admin.delete(legacy.keys.run(WF, "legacy").meta)
+        await attempt(legacy.list(WF, "legacy"))
         for step in range(4):
             await attempt(trimmed.save(snap("trim", step)))  # keep_last: ZCARD, ZRANGE, ...
         for step in range(2):

@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
@@ -102,6 +102,22 @@ class Calls:
         if pipeline is not None:
             return await self.run(lambda: pipeline.script(script, keys, args))
         return await self.run(lambda: self._script(script, keys, args))
+
+    async def commands(self, *commands: tuple[Any, ...]) -> builtins.list[Any]:
+        """Send several commands in one round trip; their raw replies (pipelined), else
+        redis-py's parsed replies."""
+        pipeline = self.pipeline
+        if pipeline is not None:
+            return await self.run(
+                lambda: asyncio.gather(*(pipeline.command(*command) for command in commands))
+            )
+        return await self.run(lambda: self._pipelined(commands))
+
+    async def _pipelined(self, commands: tuple[tuple[Any, ...], ...]) -> builtins.list[Any]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            return cast(builtins.list[Any], await pipe.execute())
 
     async def command(self, *args: Any) -> Any:
         """Send one command; its raw reply when pipelined, else redis-py's parsed reply."""

@@ -37,7 +37,7 @@ from ..types import CheckpointEvent, CheckpointKey, Lease, RunRecord
 from ..validation import check_positive_int, duration_to_ms, ttl_to_ms
 from .calls import CLUSTER_RETRY_BUDGET, Calls
 from .connect import client_from_sentinel, client_from_url
-from .keys import KeyLayout
+from .keys import KeyLayout, RunKeys
 from .scripts import Scripts
 from .watch import Subscription
 
@@ -235,6 +235,7 @@ class RedisCheckpointer(BaseCheckpointer):
                     run.run_index,
                     run.snapshot_prefix,
                     run.record,
+                    run.meta,
                 ],
                 [
                     step,
@@ -246,6 +247,7 @@ class RedisCheckpointer(BaseCheckpointer):
                     "" if hold_ms is None else str(hold_ms),
                     run.events,
                     encode_event(event),
+                    f"{event.timestamp_ms} {event.label}",
                     *fields,
                 ],
                 durable=True,
@@ -278,6 +280,26 @@ class RedisCheckpointer(BaseCheckpointer):
         self, workflow_id: str, run_id: str, *, limit: int | None, before: int | None
     ) -> builtins.list[tuple[int, int, str]]:
         run = self.keys.run(workflow_id, run_id)
+        meta, count = await self._calls.commands(("HGETALL", run.meta), ("ZCARD", run.steps))
+        pairs = list(meta.items()) if type(meta) is dict else list(pairs_of(meta))
+        if not pairs and not count:
+            return []  # no run
+        if len(pairs) != count:
+            # No meta hash (a run saved before it existed, or no run), or one that a concurrent
+            # save or delete changed between the two reads: the script reads it atomically.
+            return await self._list_from_snapshots(run, limit=limit, before=before)
+        rows = []
+        for step, value in pairs:
+            ts, _, label = value.partition(b" ")
+            rows.append((int(step), int(ts), label.decode("utf-8")))
+        rows.sort()
+        if before is not None:
+            rows = [row for row in rows if row[0] < before]
+        return rows[-limit:] if limit else rows
+
+    async def _list_from_snapshots(
+        self, run: RunKeys, *, limit: int | None, before: int | None
+    ) -> builtins.list[tuple[int, int, str]]:
         upper = "+inf" if before is None else f"({before}"
         flat = await self._calls.script(
             self._scripts.list,
@@ -299,13 +321,20 @@ class RedisCheckpointer(BaseCheckpointer):
         try:
             await self._calls.script(
                 self._scripts.fork,
-                [source.snapshot(step), target.snapshot(step), target.steps, target.run_index],
+                [
+                    source.snapshot(step),
+                    target.snapshot(step),
+                    target.steps,
+                    target.run_index,
+                    target.meta,
+                ],
                 [
                     str(step),
                     self._ttl_arg,
                     new_run_id,
                     target.events,
                     encode_event(event),
+                    f"{event.timestamp_ms} {event.label}",
                     *fields,
                     WRITE_TOKEN_FIELD,
                     new_run_id.encode(),
@@ -381,7 +410,7 @@ class RedisCheckpointer(BaseCheckpointer):
         run = self.keys.run(workflow_id, run_id)
         removed = await self._calls.script(
             self._scripts.delete_run,
-            [run.steps, run.snapshot_prefix, run.run_index, run.record, run.deleted],
+            [run.steps, run.snapshot_prefix, run.run_index, run.record, run.deleted, run.meta],
             [run_id, secrets.token_hex(8), run.events, encode_event(event)],
             durable=True,
         )

@@ -4,6 +4,7 @@ Layout (``P`` = prefix, ``T`` = slot tag, ``W``/``R`` = escaped workflow/run id)
 
     P:{T}:W:R:steps      sorted set: member and score = super-step, one per snapshot of the run
     P:{T}:W:R:snap:<n>   hash: the snapshot at super-step n (one field per channel, :label, :ts)
+    P:{T}:W:R:meta       hash: super-step n -> "<ts> <label>" of each snapshot (what list reads)
     P:{T}:W:R:run        hash: the run's lease (owner, token, until, ttl), fencing counter, note
     P:{T}:W:R:deleted    string, for a minute after delete_run: its token and answer
     P:{T}:W:runs         sorted set (all scores 0): run ids of workflow W whose tag is T
@@ -50,6 +51,9 @@ class RunKeys:
     """The run's sorted set of super-steps."""
     snapshot_prefix: str
     """Snapshot hash keys are this prefix followed by the super-step."""
+    meta: str
+    """The run's hash of super-step -> ``"<timestamp_ms> <label>"``, one field per snapshot:
+    ``list`` reads it with one command."""
     run_index: str
     """The run-index bucket that lists this run."""
     record: str
@@ -88,6 +92,7 @@ class KeyLayout:
         return RunKeys(
             steps=f"{run_part}:steps",
             snapshot_prefix=f"{run_part}:snap:",
+            meta=f"{run_part}:meta",
             run_index=f"{workflow_part}:runs",
             record=f"{run_part}:run",
             deleted=f"{run_part}:deleted",
