@@ -13,6 +13,7 @@ Without redis-server on PATH the real-Redis tests skip, unless ATOMR_REQUIRE_RED
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ from atomr_redis_state.testing import (
     start_server,
     store_acl,
 )
+
+PIPELINING = os.environ.get("ATOMR_TEST_PIPELINING", "1") != "0"
+"""Whether the Redis stores under test pipeline automatically (CI runs the suite both ways)."""
 
 BACKENDS = ["memory", "fakeredis", "redis", "redis-acl", "cluster"]
 REDIS_BACKENDS = ["fakeredis", "redis", "redis-acl", "cluster"]
@@ -68,7 +72,9 @@ class Backend:
         if self.grant is not None:
             self.grant(prefix)
         client = self.client if self.store_client is None else self.store_client
-        return RedisCheckpointer(client, prefix=prefix, ttl=ttl, keep_last=keep_last)
+        return RedisCheckpointer(
+            client, prefix=prefix, ttl=ttl, keep_last=keep_last, pipelining=PIPELINING
+        )
 
     async def raw_keys(self, prefix: str | None = None) -> list[bytes]:
         """Every key under a prefix (SCAN: fine in a test, never in the library)."""

@@ -238,3 +238,26 @@ async def test_a_retried_exclusive_save_does_not_conflict_with_itself(backend: B
     someone_else = Snapshot(CheckpointKey(WF, "r", 1), {"by": "someone else"})
     with pytest.raises(CheckpointConflictError):
         await backend.make().save(someone_else, exclusive=True)
+
+
+@on_redis
+async def test_a_run_without_a_meta_hash_is_still_listed(backend: Backend) -> None:
+    cp = backend.make()
+    for step in range(3):
+        await cp.save(snap("old", step))
+    assert isinstance(cp, RedisCheckpointer)
+    await backend.client.delete(cp.keys.run(WF, "old").meta)  # as saved by an earlier version
+    assert [m.super_step for m in await cp.list(WF, "old")] == [0, 1, 2]
+    assert [m.super_step for m in await cp.list(WF, "old", limit=1)] == [2]
+
+
+@on_redis
+async def test_the_meta_hash_follows_trimming_and_deletion(backend: Backend) -> None:
+    cp = backend.make(keep_last=2)
+    for step in range(4):
+        await cp.save(snap("r", step))
+    assert isinstance(cp, RedisCheckpointer)
+    meta = cp.keys.run(WF, "r").meta
+    assert sorted(await backend.client.hkeys(meta)) == [b"2", b"3"]
+    await cp.delete_run(WF, "r")
+    assert not await backend.client.exists(meta)
