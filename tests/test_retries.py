@@ -256,3 +256,13 @@ async def test_replicas_are_refused_on_a_cluster(redis_cluster: RedisClusterServ
     with pytest.raises(ValueError, match="Cluster"):
         RedisCheckpointer(client, replicas=1)
     await client.aclose()
+
+
+async def test_from_url_takes_every_store_option(redis_cluster: RedisClusterServers) -> None:
+    store = RedisCheckpointer.from_url(
+        redis_cluster.url, cluster=True, prefix="opts", ttl=60, keep_last=3, retry_for=2.5
+    )
+    assert (store.ttl_ms, store.keep_last) == (60_000, 3)
+    await store.save(snap("r", 0))
+    assert await store.delete_run(WF, "r")
+    await store.aclose()

@@ -122,6 +122,7 @@ class RedisCheckpointer(BaseCheckpointer):
         keep_last: int | None = None,
         replicas: int = 0,
         replica_timeout: float | timedelta = 1.0,
+        retry_for: float | timedelta = CLUSTER_RETRY_BUDGET,
         retry: Retry | None = None,
         pipelining: bool = True,
         **client_options: Any,
@@ -142,6 +143,7 @@ class RedisCheckpointer(BaseCheckpointer):
             keep_last=keep_last,
             replicas=replicas,
             replica_timeout=replica_timeout,
+            retry_for=retry_for,
             pipelining=pipelining,
         )
         store._owned.append(client)
@@ -158,6 +160,7 @@ class RedisCheckpointer(BaseCheckpointer):
         keep_last: int | None = None,
         replicas: int = 0,
         replica_timeout: float | timedelta = 1.0,
+        retry_for: float | timedelta = CLUSTER_RETRY_BUDGET,
         retry: Retry | None = None,
         sentinel_options: dict[str, Any] | None = None,
         pipelining: bool = True,
@@ -185,6 +188,7 @@ class RedisCheckpointer(BaseCheckpointer):
             keep_last=keep_last,
             replicas=replicas,
             replica_timeout=replica_timeout,
+            retry_for=retry_for,
             pipelining=pipelining,
         )
         store._owned += [client, *_sentinel_clients(sentinel)]

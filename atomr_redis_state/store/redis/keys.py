@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ..ids import lineage_root
+from ..validation import check_prefix
 
 SLOT_BUCKETS = 256
 """How many slot tags runs are spread over. Changing it moves every run's keys."""
@@ -72,16 +73,7 @@ class KeyLayout:
     """Builds the keys of one tenant (``prefix``)."""
 
     def __init__(self, prefix: str) -> None:
-        if not isinstance(prefix, str):
-            raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
-        if not prefix:
-            raise ValueError("prefix must not be empty")
-        if "{" in prefix or "}" in prefix:
-            raise ValueError(
-                f"prefix must not contain '{{' or '}}' (it would become the cluster hash tag): "
-                f"{prefix!r}"
-            )
-        self.prefix = prefix
+        self.prefix = check_prefix(prefix)
         self.run = lru_cache(maxsize=8192)(self._run_keys)
 
     def _run_keys(self, workflow_id: str, run_id: str) -> RunKeys:
