@@ -380,7 +380,6 @@ STORE_COMMANDS: tuple[str, ...] = (
     "hgetall",
     "hset",
     "hdel",
-    "hincrby",
     "zadd",
     "zrem",
     "zcard",

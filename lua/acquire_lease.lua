@@ -6,7 +6,8 @@
 -- Checks first, no write before them: a run that must exist and has no steps set fails with
 -- RUNNOTFOUND. Then, atomically: the same owner holding a live lease extends it and keeps its
 -- token (so a retried call gets the same lease); otherwise the token is the record's fencing
--- counter plus one (it only grows while the run exists). A record made for a run that does not
+-- counter plus one, or the server's clock in microseconds if that is larger, so it keeps growing
+-- even across a run deleted (or expired) and started again. A record made for a run that does not
 -- exist yet (a start) expires with the lease, until the run's first save gives it the run's
 -- deadline; an existing run's record already shares the run's deadline. A user without +time
 -- fails with NOPERM, and over maxmemory (noeviction) it fails with OOM, before any write.
@@ -31,7 +32,12 @@ local record_expires = redis.call('PEXPIRETIME', record)
 refuse_if_out_of_memory(steps)
 local token = held[2]
 if not live then
-  token = tostring(redis.call('HINCRBY', record, 'fence', 1))
+  -- At least the server's clock in microseconds: a run deleted (or expired) and started again
+  -- loses its counter, and its new tokens must still be larger than any an old worker may hold.
+  local fence = tonumber(redis.call('HGET', record, 'fence') or '0')
+  local clock = redis.call('TIME')
+  token = int(math.max(fence + 1, tonumber(clock[1]) * 1000000 + tonumber(clock[2])))
+  redis.call('HSET', record, 'fence', token)
 end
 local expires = now + ttl
 redis.call('HSET', record, 'owner', owner, 'token', token, 'until', int(expires), 'ttl', int(ttl))

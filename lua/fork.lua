@@ -8,8 +8,8 @@
 -- ARGV[7..] field, value, ... (the edits, then the fork's label, timestamp and ':w' = its run id)
 -- The fork shares its source's slot (same lineage tag), so every key is in one slot.
 -- Checks first, and no write happens before every check that can fail has passed: a missing
--- source fails with NOTFOUND; a fork target that exists fails with CONFLICT, unless it is this
--- very fork (its ':w' is this run id: a retry after a lost reply), which returns 0 and writes
+-- source fails with NOTFOUND; a fork target run that exists fails with CONFLICT, unless it is
+-- this very fork (its snapshot's ':w' is this run id: a retry), which returns 0 and writes
 -- nothing; a user without +time fails with NOPERM; over maxmemory (noeviction), OOM.
 -- Then, atomically: the source is never changed; the fork's keys expire together at
 -- now + 2*ttl or never (COPY would otherwise carry over the source's TTL).
@@ -17,7 +17,7 @@ local source, target, steps, index, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], K
 local step = ARGV[1]
 local ttl = tonumber(ARGV[2])
 
-if redis.call('EXISTS', target) == 1 then
+if redis.call('EXISTS', steps) == 1 then
   if redis.call('HGET', target, ':w') == ARGV[3] then
     return 0
   end

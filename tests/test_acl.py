@@ -339,7 +339,7 @@ def test_the_acl_line_for_the_readme() -> None:
     assert store_acl_line("atomr", "secret", "myapp") == (
         "ACL SETUSER atomr reset on >secret ~myapp:* &myapp:* +evalsha +script|load +time "
         "+exists +get +set +del +copy +pexpireat +pexpiretime +persist +hget +hmget +hgetall "
-        "+hset +hdel +hincrby +zadd +zrem +zcard +zscore +zrange +zrevrange +zrevrangebyscore "
+        "+hset +hdel +zadd +zrem +zcard +zscore +zrange +zrevrange +zrevrangebyscore "
         "+zremrangebyrank +spublish +zrangebylex +ssubscribe"
     )
     assert store_acl_line("atomr", "secret", "myapp", replicas=True).endswith(" +wait")

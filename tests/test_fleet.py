@@ -624,3 +624,28 @@ async def test_a_stale_worker_wins_nothing_on_a_trimmed_run(backend: Backend) ->
 def test_the_new_errors_are_library_errors() -> None:
     for error in (LeaseHeldError, LeaseLostError, RunNotFoundError, WorkflowChangedError):
         assert issubclass(error, AtomrStateError)
+
+
+async def test_two_concurrent_calls_on_one_runner_run_the_layer_once(
+    checkpointer: Checkpointer,
+) -> None:
+    tools = Tools()
+    await runner(checkpointer, tools.chain(), interrupt_before={"b"}).start()
+    one = runner(checkpointer, tools.chain())
+    outcomes = await asyncio.gather(one.resume(), one.resume(), return_exceptions=True)
+    assert sorted(type(o).__name__ for o in outcomes) == ["LeaseHeldError", "RunOutcome"]
+    assert tools.calls == dict.fromkeys("abced", 1)
+
+
+async def test_attempts_add_up_over_retries_of_a_failing_layer(checkpointer: Checkpointer) -> None:
+    tools = Tools()
+    tools.failures["a"] = 3
+    with pytest.raises(ToolFailed):
+        await runner(checkpointer, [tools.step("a")]).start()
+    for _ in range(2):
+        with pytest.raises(ToolFailed):
+            await runner(checkpointer, [tools.step("a")]).run()
+    status = await runner(checkpointer, [tools.step("a")]).status()
+    assert status.last_error is not None
+    assert status.last_error.attempts == 3
+    assert [c.attempt for c in tools.contexts] == [1, 2, 3]

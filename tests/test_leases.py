@@ -339,3 +339,27 @@ async def test_every_key_expires_again_once_a_hold_ends(backend: Backend) -> Non
     await cp.save(snap("held", 1))
     ttls = {key: await backend.client.pttl(key) for key in await backend.raw_keys()}
     assert all(ttl > 0 for ttl in ttls.values()), ttls
+
+
+async def test_a_lease_from_before_a_run_was_deleted_and_started_again_is_lost(
+    checkpointer: Checkpointer,
+) -> None:
+    old = await started(checkpointer, "r", owner="w1")
+    assert await checkpointer.delete_run(WF, "r")
+    new = await started(checkpointer, "r", owner="w2")
+    assert new.token > old.token
+    with pytest.raises(LeaseLostError):
+        await checkpointer.save(snap("r", 1, by="stale"), exclusive=True, lease=old)
+    with pytest.raises(LeaseLostError):
+        await checkpointer.renew_lease(old)
+    assert not await checkpointer.release_lease(old)
+    assert (await checkpointer.run_record(WF, "r")).lease == new
+
+
+async def test_forking_into_an_existing_run_is_refused(checkpointer: Checkpointer) -> None:
+    await checkpointer.save(snap("r", 0))
+    await checkpointer.save(snap("r", 1))
+    fork_id = await checkpointer.fork(CheckpointKey(WF, "r", 0))
+    with pytest.raises(CheckpointConflictError):
+        await checkpointer.fork(CheckpointKey(WF, "r", 1), run_id=fork_id)
+    assert [m.super_step for m in await checkpointer.list(WF, fork_id)] == [0]

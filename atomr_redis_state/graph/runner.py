@@ -169,6 +169,7 @@ class StatefulRunner:
         self.telemetry = telemetry
         """Hooks around each layer and step attempt (see ``observability.instrument_runner``)."""
         self._lease: Lease | None = None
+        self._busy = False
         self._failure: JSON = None
         """The note a failed layer leaves with the lease (see :meth:`_fail`)."""
 
@@ -318,12 +319,20 @@ class StatefulRunner:
     async def _with_lease(self, body: Callable[[], Awaitable[T]], *, must_exist: bool = True) -> T:
         """Run ``body`` holding the run's lease, renewed in the background, released after.
 
-        If a renewal finds the lease lost, ``body`` is cancelled and LeaseLostError raised.
+        If a renewal finds the lease lost, ``body`` is cancelled and LeaseLostError raised. One
+        runner drives one call at a time: a second, concurrent call gets LeaseHeldError (the
+        store would hand this same owner the same lease).
         """
-        if self._lease is not None:
-            raise LeaseHeldError(
-                self.workflow_id, self.run_id, self.owner, self._lease.expires_at_ms
-            )
+        if self._busy:
+            expires = 0 if self._lease is None else self._lease.expires_at_ms
+            raise LeaseHeldError(self.workflow_id, self.run_id, self.owner, expires)
+        self._busy = True
+        try:
+            return await self._leased(body, must_exist)
+        finally:
+            self._busy = False
+
+    async def _leased(self, body: Callable[[], Awaitable[T]], must_exist: bool) -> T:
         self._lease = await self.checkpointer.acquire_lease(
             self.workflow_id,
             self.run_id,
@@ -467,13 +476,17 @@ class StatefulRunner:
         """Leave the failure and the finished writes in the note, and raise the step's error."""
         error = cast(Exception, first.error)
         attempts = dict(earlier)
-        attempts.update((r.step.name, r.attempts) for r in results if r.writes is None)
+        attempts.update(
+            (r.step.name, earlier.get(r.step.name, 0) + r.attempts)
+            for r in results
+            if r.writes is None
+        )
         failure = StepFailure(
             first.step.name,
             type(error).__name__,
             str(error),
             super_step,
-            first.attempts,
+            attempts[first.step.name],
             now_ms(),
         )
         self._failure = FailureNote(failure, writes, attempts).encode()

@@ -64,6 +64,7 @@ class InMemoryCheckpointer(BaseCheckpointer):
         self.keep_last = None if keep_last is None else check_positive_int(keep_last, "keep_last")
         self._clock = clock
         self._workflows: dict[str, dict[str, _Run]] = {}
+        self._last_token = 0
         self._watchers: list[tuple[str, str | None, asyncio.Queue[CheckpointEvent]]] = []
 
     def __repr__(self) -> str:
@@ -177,8 +178,11 @@ class InMemoryCheckpointer(BaseCheckpointer):
     async def _fork(
         self, from_key: CheckpointKey, new_run_id: str, fields: Fields, event: CheckpointEvent
     ) -> None:
-        if self._live_run(from_key.workflow_id, new_run_id) is not None:
-            return  # this very fork, asked for again with the same run id
+        target = self._live_run(from_key.workflow_id, new_run_id)
+        if target is not None:
+            if from_key.super_step in target.steps:
+                return  # this very fork, asked for again with the same run id
+            raise CheckpointConflictError(from_key.workflow_id, new_run_id, from_key.super_step)
         source = await self._load(from_key)
         if source is None:
             raise CheckpointNotFoundError(
@@ -188,6 +192,7 @@ class InMemoryCheckpointer(BaseCheckpointer):
         copy.update(pairs_of(list(fields)))
         run = self._new_run(from_key.workflow_id, new_run_id, self._fresh_deadline())
         run.steps[from_key.super_step] = copy
+        run.writers[from_key.super_step] = None
         self._publish(event)
 
     async def _list_runs(
@@ -225,7 +230,10 @@ class InMemoryCheckpointer(BaseCheckpointer):
                 # Guards a run being started: it lives as long as the lease, until the run's
                 # first save gives it the run's own deadline.
                 run = self._new_run(workflow_id, run_id, now + ttl_ms)
-            run.fence += 1
+            # Tokens keep growing across a run deleted (or expired) and started again: the
+            # Redis store uses its clock in microseconds, this store the last token it issued.
+            run.fence = max(run.fence + 1, now * 1000, self._last_token + 1)
+            self._last_token = run.fence
             run.owner, run.token = owner, run.fence
         run.lease_until_ms, run.lease_ttl_ms = now + ttl_ms, ttl_ms
         if not run.steps and run.deadline_ms is not None:
