@@ -10,6 +10,7 @@ are left in the run's note (:meth:`Checkpointer.release_lease`), so a retry runs
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,8 +19,9 @@ from typing import Literal, cast
 import orjson
 
 from ..errors import AtomrStateError
+from ..store.checkpointer import Checkpointer
 from ..store.types import JSON
-from .outcomes import KINDS, Pause, PauseKind, StepFailure
+from .outcomes import KINDS, Pause, PauseKind, RunStatus, RunStatusState, StepFailure
 from .steps import Step
 
 RECORD_KEY = "runner"
@@ -165,6 +167,53 @@ class FailureNote:
             )
         except (KeyError, TypeError, ValueError):
             return None
+
+
+async def run_status(
+    store: Checkpointer, workflow_id: str, run_id: str, *, lenient: bool = False
+) -> RunStatus:
+    """Where a run stands, from the store alone: the runner's record in its latest checkpoint,
+    the failure note and the lease in the run's record (no workflow definition needed).
+
+    A run whose latest checkpoint has no runner record is ``running`` unless a failure stopped
+    it. A malformed record raises :class:`AtomrStateError`, or with ``lenient`` (operator tools
+    that look at any run) counts as no record.
+    """
+    snapshot, record = await asyncio.gather(
+        store.latest(workflow_id, run_id), store.run_record(workflow_id, run_id)
+    )
+    if snapshot is None:
+        return RunStatus(workflow_id, run_id, "not_found", lease=record.lease)
+    step = snapshot.key.super_step
+    try:
+        progress = Progress.decode(snapshot.metadata, step)
+    except AtomrStateError:
+        if not lenient:
+            raise
+        progress = None
+    note = FailureNote.decode(record.note)
+    error = note.failure if note is not None and note.failure.super_step == step else None
+    pause = None if progress is None else progress.pause
+    state: RunStatusState
+    if pause is not None:
+        state = "paused"
+    elif error is not None and record.lease is None:
+        state = "failed"
+    elif progress is not None and progress.status == "completed":
+        state = "completed"
+    else:
+        state = "running"
+    return RunStatus(
+        workflow_id,
+        run_id,
+        state,
+        step,
+        snapshot.label,
+        snapshot.timestamp_ms,
+        pause,
+        record.lease,
+        error,
+    )
 
 
 def encode_pending(pending: Pending) -> JSON:

@@ -45,8 +45,16 @@ from ..store.checkpointer import Checkpointer, Edits, Hold
 from ..store.codec import normalise_edits
 from ..store.types import JSON, CheckpointKey, Lease, Snapshot, now_ms
 from ..store.validation import check_id, check_owner, duration_to_ms
-from .outcomes import Pause, RunOutcome, RunStatus, RunStatusState, StepFailure
-from .progress import RECORD_KEY, FailureNote, Pending, Progress, Status, fingerprint
+from .outcomes import Pause, RunOutcome, RunStatus, StepFailure
+from .progress import (
+    RECORD_KEY,
+    FailureNote,
+    Pending,
+    Progress,
+    Status,
+    fingerprint,
+    run_status,
+)
 from .schema import RunState, StateSchema
 from .steps import NO_RETRY, RetryPolicy, Step, StepContext, Writes, normalise_writes, plan_layers
 
@@ -285,36 +293,7 @@ class StatefulRunner:
         ``running`` is also a run whose worker stopped mid-way (no lease: take it over with
         :meth:`run`); ``failed`` is a run whose last layer failed and that nobody is retrying.
         """
-        snapshot, record = await asyncio.gather(
-            self.checkpointer.latest(self.workflow_id, self.run_id),
-            self.checkpointer.run_record(self.workflow_id, self.run_id),
-        )
-        if snapshot is None:
-            return RunStatus(self.workflow_id, self.run_id, "not_found", lease=record.lease)
-        step = snapshot.key.super_step
-        progress = Progress.decode(snapshot.metadata, step) or Progress(self._fingerprint)
-        note = FailureNote.decode(record.note)
-        error = note.failure if note is not None and note.failure.super_step == step else None
-        state: RunStatusState
-        if progress.pause is not None:
-            state = "paused"
-        elif error is not None and record.lease is None:
-            state = "failed"
-        elif progress.status == "completed":
-            state = "completed"
-        else:
-            state = "running"
-        return RunStatus(
-            self.workflow_id,
-            self.run_id,
-            state,
-            step,
-            snapshot.label,
-            snapshot.timestamp_ms,
-            progress.pause,
-            record.lease,
-            error,
-        )
+        return await run_status(self.checkpointer, self.workflow_id, self.run_id)
 
     async def _with_lease(self, body: Callable[[], Awaitable[T]], *, must_exist: bool = True) -> T:
         """Run ``body`` holding the run's lease, renewed in the background, released after.

@@ -1,18 +1,12 @@
-"""Where stored runs stand, read from the store alone (no workflow definition needed).
-
-The same rules as :meth:`StatefulRunner.status`, from the runner's record in each checkpoint's
-metadata and the failure note in the run's record; used by the command line and by the
-run-status metrics.
-"""
+"""Where stored runs stand, read from the store alone (no workflow definition needed), for the
+command line and the run-status metrics; the rules are :func:`..graph.progress.run_status`."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
-from ..errors import AtomrStateError
 from ..graph.outcomes import RunStatus, RunStatusState
-from ..graph.progress import FailureNote, Progress
+from ..graph.progress import run_status
 from ..store.checkpointer import Checkpointer
 from ..store.ids import FORK_MARKER, lineage_root
 
@@ -26,44 +20,9 @@ def is_fork(run_id: str) -> bool:
 
 
 async def summarise_run(store: Checkpointer, workflow_id: str, run_id: str) -> RunStatus:
-    """The run's :class:`RunStatus`: latest checkpoint, pause, lease and last failure.
-
-    A run whose checkpoints were not saved by the runner (no record in their metadata) is
-    ``running`` unless it has a failure note, as the runner itself would report it.
-    """
-    snapshot, record = await asyncio.gather(
-        store.latest(workflow_id, run_id), store.run_record(workflow_id, run_id)
-    )
-    if snapshot is None:
-        return RunStatus(workflow_id, run_id, "not_found", lease=record.lease)
-    step = snapshot.key.super_step
-    try:
-        progress = Progress.decode(snapshot.metadata, step)
-    except AtomrStateError:
-        progress = None
-    note = FailureNote.decode(record.note)
-    error = note.failure if note is not None and note.failure.super_step == step else None
-    pause = None if progress is None else progress.pause
-    state: RunStatusState
-    if pause is not None:
-        state = "paused"
-    elif error is not None and record.lease is None:
-        state = "failed"
-    elif progress is not None and progress.status == "completed":
-        state = "completed"
-    else:
-        state = "running"
-    return RunStatus(
-        workflow_id,
-        run_id,
-        state,
-        step,
-        snapshot.label,
-        snapshot.timestamp_ms,
-        pause,
-        record.lease,
-        error,
-    )
+    """The run's :class:`RunStatus`, as :meth:`StatefulRunner.status` reports it; a malformed
+    runner record counts as none, so one odd run never stops a listing."""
+    return await run_status(store, workflow_id, run_id, lenient=True)
 
 
 async def all_runs(
