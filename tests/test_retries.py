@@ -144,6 +144,29 @@ async def test_a_caller_retrying_a_fork_with_its_run_id_gets_the_same_fork(
     assert await store.list_runs(WF) == sorted(["r", fork_id])
 
 
+async def test_a_fork_id_whose_run_already_holds_that_step_by_a_save_is_a_conflict(
+    backend: Backend,
+) -> None:
+    store = backend.make()
+    await store.save(snap("r", 0, x=0))
+    fork_id = fork_run_id("r")
+    await store.save(snap(fork_id, 0, x="saved, not forked"))
+    with pytest.raises(CheckpointConflictError):
+        await store.fork(CheckpointKey(WF, "r", 0), {"x": 1}, run_id=fork_id)
+    copy = await store.load(CheckpointKey(WF, fork_id, 0))
+    assert copy is not None
+    assert copy.values["x"] == "saved, not forked"
+
+
+async def test_a_fork_overwritten_by_a_save_is_no_longer_that_fork(backend: Backend) -> None:
+    store = backend.make()
+    await store.save(snap("r", 0))
+    fork_id = await store.fork(CheckpointKey(WF, "r", 0), {"x": 1})
+    await store.save(snap(fork_id, 0, x=2))
+    with pytest.raises(CheckpointConflictError):
+        await store.fork(CheckpointKey(WF, "r", 0), {"x": 1}, run_id=fork_id)
+
+
 async def test_a_fork_id_of_another_lineage_is_refused(backend: Backend) -> None:
     store = backend.make()
     await store.save(snap("r", 0))
