@@ -11,8 +11,6 @@ from typing import Any, cast
 import pytest
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import Connection
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError
 
 from atomr_redis_state import (
@@ -22,7 +20,6 @@ from atomr_redis_state import (
     RedisCheckpointer,
     Snapshot,
     StoreOutOfMemoryError,
-    StoreUnavailableError,
 )
 from atomr_redis_state.store.ids import fork_run_id
 from atomr_redis_state.testing import RedisClusterServers, RedisServer, running_server
@@ -206,19 +203,6 @@ async def test_from_url_clients_retry_by_default(redis_server: RedisServer) -> N
         await store.save(snap("r", 1), exclusive=True)  # reconnects and retries, no error
         assert [m.super_step for m in await store.list(WF, "r")] == [0, 1]
         await store.delete_run(WF, "r")
-
-
-async def test_without_retries_a_dropped_connection_is_a_typed_error(
-    redis_server: RedisServer,
-) -> None:
-    no_retry = Retry(NoBackoff(), 0)
-    async with RedisCheckpointer.from_url(redis_server.url, prefix="x", retry=no_retry) as store:
-        await store.latest(WF, "r")
-        admin = Redis.from_url(redis_server.url)
-        await admin.client_kill_filter(_type="normal", skipme=True)
-        await admin.aclose()
-        with pytest.raises(StoreUnavailableError, match="call again"):
-            await store.latest(WF, "r")
 
 
 async def test_over_maxmemory_every_write_is_refused_whole() -> None:
