@@ -131,3 +131,19 @@ async def test_with_retries_every_caller_gets_the_answer_of_its_first_attempt(
     assert forked is not None
     assert forked.values == {"step": 0, "edited": True}
     await store.aclose()
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
+@pytest.mark.parametrize("retries", [0, 2])
+async def test_the_error_counts_every_attempt_the_client_made(
+    proxy: CuttingProxy, pipelining: bool, retries: int
+) -> None:
+    """A server that drops every connection: the error says how often the call was tried, the
+    client's own retries included, and it was tried exactly that often."""
+    store = store_behind(proxy, pipelining=pipelining, retries=retries, prefix="counted")
+    proxy.refuse = True
+    with pytest.raises(StoreUnavailableError) as refused:
+        await store.latest(WF, "r")
+    assert f"after {retries + 1} attempt(s)" in str(refused.value)
+    assert proxy.connections == retries + 1
+    await store.aclose()

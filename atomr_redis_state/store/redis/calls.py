@@ -39,7 +39,7 @@ from ...errors import (
     StorePermissionError,
     StoreUnavailableError,
 )
-from .pipeline import AutoPipeline, ClusterAutoPipeline
+from .pipeline import ATTEMPTS, AutoPipeline, ClusterAutoPipeline, client_attempts
 
 T = TypeVar("T")
 
@@ -165,6 +165,7 @@ class Calls:
         """Run ``operation`` (one or more commands), with typed errors and cluster retries."""
         started = time.monotonic()
         attempt = 0
+        tried = 0  # with the client's own retries
         while True:
             attempt += 1
             try:
@@ -189,9 +190,10 @@ class Calls:
                 if isinstance(exc, AttributeError) and not self.cluster:
                     raise
                 elapsed = time.monotonic() - started
+                tried += getattr(exc, ATTEMPTS, None) or client_attempts(self.client, exc)
                 if not self.cluster or elapsed >= self.retry_for:
                     raise StoreUnavailableError(
-                        f"Redis unavailable after {attempt} attempt(s) in {elapsed:.1f} s "
+                        f"Redis unavailable after {tried} attempt(s) in {elapsed:.1f} s "
                         f"({type(exc).__name__}: {exc}); the outcome is unknown: call again "
                         "with the same arguments"
                     ) from exc
