@@ -128,11 +128,13 @@ class InMemoryCheckpointer(BaseCheckpointer):
         stored = dict(pairs_of(list(fields)))
         # As the Redis store's token: an exclusive save names its write by content and lease.
         writer = (0 if lease is None else lease.token) if exclusive else None
-        if exclusive and run is not None and key.super_step in run.steps:
-            if run.steps[key.super_step] == stored and run.writers.get(key.super_step) == writer:
-                return  # this very save, sent again: as the Redis store, not a conflict
-            raise CheckpointConflictError(key.workflow_id, key.run_id, key.super_step)
+        existing = run.steps.get(key.super_step) if exclusive and run is not None else None
+        if run is not None and existing == stored and run.writers.get(key.super_step) == writer:
+            return  # this very save, sent again: as the Redis store, not a conflict
+        # The lease before the conflict: a stale worker always learns that its lease is lost.
         self._check_lease(run, key, lease)
+        if existing is not None:
+            raise CheckpointConflictError(key.workflow_id, key.run_id, key.super_step)
         now = self._clock()
         if run is None:
             run = self._new_run(key.workflow_id, key.run_id, self._fresh_deadline())
