@@ -379,6 +379,7 @@ STORE_COMMANDS: tuple[str, ...] = (
     "hmget",
     "hgetall",
     "hset",
+    "hsetnx",
     "hdel",
     "zadd",
     "zrem",
