@@ -15,6 +15,7 @@ Every public name is importable from here.
 import logging
 
 from .errors import (
+    AnswerRefusedError,
     AtomrStateError,
     CheckpointConflictError,
     CheckpointNotFoundError,
@@ -22,6 +23,7 @@ from .errors import (
     Interrupt,
     LeaseHeldError,
     LeaseLostError,
+    RunCancelledError,
     RunNotFoundError,
     RunNotPausedError,
     StepTimeoutError,
@@ -60,6 +62,7 @@ from .graph import (
 )
 from .store import (
     JSON,
+    Answer,
     Checkpointer,
     CheckpointEvent,
     CheckpointKey,
@@ -82,6 +85,8 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "JSON",
+    "Answer",
+    "AnswerRefusedError",
     "AppendList",
     "AppendMessages",
     "AtomrStateError",
@@ -110,6 +115,7 @@ __all__ = [
     "RedisCheckpointer",
     "Reducer",
     "RetryPolicy",
+    "RunCancelledError",
     "RunNotFoundError",
     "RunNotPausedError",
     "RunOutcome",

@@ -109,6 +109,31 @@ class LeaseLostError(AtomrStateError):
         )
 
 
+class RunCancelledError(AtomrStateError):
+    """Someone asked the store to cancel the run (``request_cancel``): a save carrying a lease,
+    or an answer, is refused and nothing is written; the run ends in state ``cancelled``."""
+
+    def __init__(self, workflow_id: str, run_id: str) -> None:
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        super().__init__(f"run {run_id!r} of workflow {workflow_id!r} was cancelled")
+
+
+class AnswerRefusedError(AtomrStateError):
+    """``record_answer`` refused the answer and stored nothing: the run is no longer at that
+    super-step (``latest`` says where it is), or that pause already has a different answer."""
+
+    def __init__(self, workflow_id: str, run_id: str, super_step: int, reason: str) -> None:
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.super_step = super_step
+        self.reason = reason
+        super().__init__(
+            f"no answer recorded for run {run_id!r} of workflow {workflow_id!r} at super-step "
+            f"{super_step}: {reason}"
+        )
+
+
 class WorkflowChangedError(AtomrStateError):
     """The workflow's steps changed in a way the run's progress cannot carry over; nothing ran."""
 

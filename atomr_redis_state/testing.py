@@ -381,6 +381,7 @@ STORE_COMMANDS: tuple[str, ...] = (
     "hmget",
     "hgetall",
     "hset",
+    "hsetnx",
     "hdel",
     "zadd",
     "zrem",

@@ -1,7 +1,8 @@
 -- acquire_lease: claim a run for one owner, for a while, with a fencing token.
 -- KEYS[1] the run's record hash   KEYS[2] the run's steps sorted set (same slot: same run)
 -- ARGV[1] owner   ARGV[2] lease ttl in ms   ARGV[3] '1' if the run must already exist
--- Returns {token, until}: the fencing token and the lease's deadline (ms, server clock); or
+-- Returns {token, until, cancel}: the fencing token, the lease's deadline (ms, server clock) and
+-- whether someone asked to cancel the run (1 or 0); or
 -- {'held', owner, until} while another owner holds a live lease (nothing written).
 -- Checks first, no write before them: a run that must exist and has no steps set fails with
 -- RUNNOTFOUND. Then, atomically: the same owner holding a live lease extends it and keeps its
@@ -22,7 +23,7 @@ local now, err = server_time()
 if err then
   return err
 end
-local held = redis.call('HMGET', record, 'owner', 'token', 'until')
+local held = redis.call('HMGET', record, 'owner', 'token', 'until', 'cancel')
 local live = held[1] and tonumber(held[3]) > now
 if live and held[1] ~= owner then
   return {'held', held[1], held[3]}
@@ -49,4 +50,4 @@ if run_exists then
 elseif record_expires == -2 or (record_expires >= 0 and record_expires < expires) then
   redis.call('PEXPIREAT', record, int(expires))
 end
-return {token, int(expires)}
+return {token, int(expires), held[4] and 1 or 0}

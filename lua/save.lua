@@ -12,12 +12,15 @@
 -- ARGV[10] this snapshot's "<timestamp> <label>" (its field in the meta hash)
 -- ARGV[11..] field, value, ... (with ':w' = the exclusive-save token, if any)
 -- Every key is declared or derived from KEYS[4] and the run's own sorted set: one slot.
--- Checks first, and no write happens before every check that can fail has passed:
---   an exclusive save of an existing step fails with CONFLICT, unless that step holds this very
---   save's token (a retry after a lost reply: returns 0 and writes nothing);
+-- Checks first, in this order, and no write happens before every check that can fail has passed:
+--   an exclusive save whose step already holds this very save's token is a retry after a lost
+--   reply: it returns 0 and writes nothing (the token names the snapshot and the lease);
 --   a save carrying a lease fails with LEASELOST unless that lease is the run's live lease, and
 --   with RUNNOTFOUND when the run has no snapshot (except at super-step 0, which creates it);
 --   a save without a lease fails with LEASEHELD <until> <owner> while someone holds a live lease;
+--   a save carrying a lease on a run someone asked to cancel (request_cancel) fails with CANCELLED;
+--   then an exclusive save of an existing step fails with CONFLICT (so a stale worker whose
+--   step was saved by the new owner always learns that its lease is lost);
 --   a user without +time fails with NOPERM; over maxmemory (noeviction) it fails with OOM.
 -- The checks hold: nothing is written before every one of them has passed.
 -- Then, atomically: the hash is replaced whole, the step listed once, and its timestamp and label
@@ -35,14 +38,12 @@ local step, token = ARGV[1], ARGV[2]
 local ttl, keep_last = tonumber(ARGV[3]), tonumber(ARGV[4])
 local lease, hold = ARGV[6], ARGV[7]
 
-if token ~= '' and redis.call('ZSCORE', steps, step) then
-  if redis.call('HGET', snapshot, ':w') == token then
-    return 0
-  end
-  return redis.error_reply('CONFLICT super-step ' .. step .. ' is already checkpointed')
+local taken = token ~= '' and redis.call('ZSCORE', steps, step)
+if taken and redis.call('HGET', snapshot, ':w') == token then
+  return 0
 end
 
-local held = redis.call('HMGET', record, 'owner', 'token', 'until')
+local held = redis.call('HMGET', record, 'owner', 'token', 'until', 'cancel')
 local now = 0
 if ttl > 0 or hold ~= '' or held[3] then
   local err
@@ -59,8 +60,14 @@ if lease ~= '' then
   if step ~= '0' and redis.call('EXISTS', steps) == 0 then
     return redis.error_reply('RUNNOTFOUND the run has no checkpoint')
   end
+  if held[4] then
+    return redis.error_reply('CANCELLED the run was cancelled')
+  end
 elseif leased then
   return redis.error_reply('LEASEHELD ' .. held[3] .. ' ' .. held[1])
+end
+if taken then
+  return redis.error_reply('CONFLICT super-step ' .. step .. ' is already checkpointed')
 end
 
 local run_expires = redis.call('PEXPIRETIME', steps)

@@ -13,8 +13,9 @@ itself paused (``ctx.interrupt()`` or :class:`~atomr_redis_state.errors.Interrup
 
 KINDS: tuple[PauseKind, ...] = ("before", "inside", "after")
 
-RunStatusState = Literal["not_found", "running", "paused", "completed", "failed"]
-"""``running`` covers a run being worked on and one whose worker stopped mid-way (see the lease)."""
+RunStatusState = Literal["not_found", "running", "paused", "completed", "failed", "cancelled"]
+"""``running`` covers a run being worked on and one whose worker stopped mid-way (see the lease);
+``cancelled`` a run someone asked to cancel (``request_cancel``) that nobody holds any more."""
 
 
 @dataclass(frozen=True, slots=True)

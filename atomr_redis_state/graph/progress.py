@@ -20,7 +20,7 @@ import orjson
 
 from ..errors import AtomrStateError
 from ..store.checkpointer import Checkpointer
-from ..store.types import JSON
+from ..store.types import JSON, Answer
 from .outcomes import KINDS, Pause, PauseKind, RunStatus, RunStatusState, StepFailure
 from .steps import Step
 
@@ -194,13 +194,17 @@ async def run_status(
     note = FailureNote.decode(record.note)
     error = note.failure if note is not None and note.failure.super_step == step else None
     pause = None if progress is None else progress.pause
+    # A pause with an answer recorded for it waits for a worker, not for a human.
+    answered = pause is not None and answer_for(record.answer, step, pause) is not None
     state: RunStatusState
-    if pause is not None:
+    if progress is not None and progress.status == "completed":
+        state = "completed"
+    elif record.cancel_requested_at_ms is not None and record.lease is None:
+        state = "cancelled"
+    elif pause is not None and not answered:
         state = "paused"
     elif error is not None and record.lease is None:
         state = "failed"
-    elif progress is not None and progress.status == "completed":
-        state = "completed"
     else:
         state = "running"
     return RunStatus(
@@ -214,6 +218,14 @@ async def run_status(
         record.lease,
         error,
     )
+
+
+def answer_for(answer: Answer | None, super_step: int, pause: Pause) -> Answer | None:
+    """The recorded ``answer`` if it answers ``pause``, checkpointed at ``super_step``: a pause
+    before or inside a step (an ``interrupt_after`` pause takes no answer)."""
+    if answer is None or answer.super_step != super_step or pause.kind == "after":
+        return None
+    return answer
 
 
 def encode_pending(pending: Pending) -> JSON:

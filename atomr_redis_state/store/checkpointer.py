@@ -70,9 +70,12 @@ class Checkpointer(Protocol):
         With ``lease``, the save is refused with :class:`~..errors.LeaseLostError` unless that
         lease is still the run's live lease, and with :class:`~..errors.RunNotFoundError` when
         the run no longer exists (except at super-step 0, the save that creates a run). Without
-        one, a run leased by a worker refuses it with :class:`~..errors.LeaseHeldError`.
-        ``hold`` keeps every key of the run for that long from now (or forever), overriding
-        ``ttl`` until the next save without ``hold``: for runs waiting on a human.
+        one, a run leased by a worker refuses it with :class:`~..errors.LeaseHeldError`. A save
+        carrying a lease on a run someone asked to cancel (:meth:`request_cancel`) is refused
+        with :class:`~..errors.RunCancelledError`. The lease is checked before an ``exclusive``
+        save's conflict, so a stale worker always gets ``LeaseLostError``. ``hold`` keeps every
+        key of the run for that long from now (or forever), overriding ``ttl`` until the next
+        save without ``hold``: for runs waiting on a human.
         """
         ...
 
@@ -139,7 +142,13 @@ class Checkpointer(Protocol):
         ...
 
     async def renew_lease(self, lease: Lease) -> Lease:
-        """Extend a live lease by its ttl from now; :class:`~..errors.LeaseLostError` if lost."""
+        """Extend a live lease by its ttl from now; :class:`~..errors.LeaseLostError` if lost.
+
+        The run's keys never expire while its lease is live: when the run's shared deadline
+        would come before the lease's (or, with a ``ttl``, less than ``ttl`` from now), every
+        key of the run moves to one later deadline together. The renewed lease's
+        ``cancel_requested`` says whether someone asked to cancel the run: its holder stops.
+        """
         ...
 
     async def release_lease(
@@ -154,7 +163,44 @@ class Checkpointer(Protocol):
         ...
 
     async def run_record(self, workflow_id: str, run_id: str) -> RunRecord:
-        """The run's live lease (or None) and the note its last lease holder left."""
+        """The run's live lease (or None), the note its last lease holder left, the answer
+        recorded for it (if any) and when someone asked to cancel it (if anyone did)."""
+        ...
+
+    async def record_answer(
+        self,
+        workflow_id: str,
+        run_id: str,
+        value: object,
+        *,
+        super_step: int,
+        lease: Lease | None = None,
+    ) -> None:
+        """Keep a human's answer to the run paused at ``super_step``, durably, without running it.
+
+        Atomic, one round trip, safe to send again: stored in the run's record (see
+        :attr:`RunRecord.answer`) only if the run's latest super-step is still ``super_step``;
+        the next ``StatefulRunner.run()`` (on any worker) resumes the paused step with it, and
+        it survives that attempt failing. Refused, with nothing written, by
+        :class:`~..errors.RunNotFoundError` (no run), :class:`~..errors.AnswerRefusedError` (the
+        run moved past ``super_step``, or, without a lease, that pause already has a different
+        answer: the first answer wins), :class:`~..errors.RunCancelledError`, and as ``save``
+        is: :class:`~..errors.LeaseHeldError` while someone else holds the run, and
+        :class:`~..errors.LeaseLostError` when ``lease`` is not the live lease. With its lease,
+        a runner that resumes the run replaces the answer with its own.
+        """
+        ...
+
+    async def request_cancel(self, workflow_id: str, run_id: str) -> bool:
+        """Ask that the run stop: True when the run exists (and is now flagged), else False.
+
+        One round trip, safe to send again (the first request's time is kept). The flag lives
+        in the run's record (:attr:`RunRecord.cancel_requested_at_ms`) until the run is deleted
+        or expires: every later save carrying a lease is refused with
+        :class:`~..errors.RunCancelledError`, every lease renewed reports it
+        (:attr:`Lease.cancel_requested`), so a runner stops at its next renewal or checkpoint,
+        and the run's status is ``cancelled`` once nobody holds it (unless it had completed).
+        """
         ...
 
     def watch(
@@ -317,6 +363,28 @@ class BaseCheckpointer(ABC):
         check_id(run_id, "run_id")
         return await self._run_record(workflow_id, run_id)
 
+    async def record_answer(
+        self,
+        workflow_id: str,
+        run_id: str,
+        value: object,
+        *,
+        super_step: int,
+        lease: Lease | None = None,
+    ) -> None:
+        check_id(workflow_id, "workflow_id")
+        check_id(run_id, "run_id")
+        check_super_step(super_step)
+        if lease is not None:
+            _check_lease_of(lease, workflow_id, run_id)
+        encoded = encode_value("answer", value)
+        await self._record_answer(workflow_id, run_id, super_step, encoded, lease)
+
+    async def request_cancel(self, workflow_id: str, run_id: str) -> bool:
+        check_id(workflow_id, "workflow_id")
+        check_id(run_id, "run_id")
+        return await self._request_cancel(workflow_id, run_id)
+
     @abstractmethod
     async def _save(
         self,
@@ -378,7 +446,17 @@ class BaseCheckpointer(ABC):
 
     @abstractmethod
     async def _run_record(self, workflow_id: str, run_id: str) -> RunRecord:
-        """The live lease and the note."""
+        """The live lease, the note, the answer and the cancel request."""
+
+    @abstractmethod
+    async def _record_answer(
+        self, workflow_id: str, run_id: str, super_step: int, value: bytes, lease: Lease | None
+    ) -> None:
+        """Store the encoded answer for ``super_step`` if the run is still there, atomically."""
+
+    @abstractmethod
+    async def _request_cancel(self, workflow_id: str, run_id: str) -> bool:
+        """Flag the run as cancelled (keeping the first request's time); False: no run."""
 
     def watch(
         self, workflow_id: str, run_id: str | None = None
@@ -408,6 +486,8 @@ for _method in (
     "renew_lease",
     "release_lease",
     "run_record",
+    "record_answer",
+    "request_cancel",
     "watch",
 ):
     getattr(BaseCheckpointer, _method).__doc__ = getattr(Checkpointer, _method).__doc__

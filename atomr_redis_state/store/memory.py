@@ -17,15 +17,17 @@ from datetime import timedelta
 import orjson
 
 from ..errors import (
+    AnswerRefusedError,
     CheckpointConflictError,
     CheckpointNotFoundError,
     LeaseHeldError,
     LeaseLostError,
+    RunCancelledError,
     RunNotFoundError,
 )
 from .checkpointer import HOLD_FOREVER, BaseCheckpointer, Fields, Stored
 from .codec import LABEL_FIELD, TIMESTAMP_FIELD, pairs_of
-from .types import CheckpointEvent, CheckpointKey, Lease, RunRecord, now_ms
+from .types import Answer, CheckpointEvent, CheckpointKey, Lease, RunRecord, now_ms
 from .validation import check_positive_int, ttl_to_ms
 
 
@@ -44,6 +46,10 @@ class _Run:
     lease_until_ms: int = 0
     lease_ttl_ms: int = 0
     note: bytes | None = None
+    answer: tuple[int, bytes] | None = None
+    """The recorded answer: the super-step it answers and its encoded value."""
+    cancel_ms: int | None = None
+    """When a cancel was first requested."""
 
 
 class InMemoryCheckpointer(BaseCheckpointer):
@@ -128,11 +134,15 @@ class InMemoryCheckpointer(BaseCheckpointer):
         stored = dict(pairs_of(list(fields)))
         # As the Redis store's token: an exclusive save names its write by content and lease.
         writer = (0 if lease is None else lease.token) if exclusive else None
-        if exclusive and run is not None and key.super_step in run.steps:
-            if run.steps[key.super_step] == stored and run.writers.get(key.super_step) == writer:
-                return  # this very save, sent again: as the Redis store, not a conflict
-            raise CheckpointConflictError(key.workflow_id, key.run_id, key.super_step)
+        existing = run.steps.get(key.super_step) if exclusive and run is not None else None
+        if run is not None and existing == stored and run.writers.get(key.super_step) == writer:
+            return  # this very save, sent again: as the Redis store, not a conflict
+        # The lease before the conflict: a stale worker always learns that its lease is lost.
         self._check_lease(run, key, lease)
+        if lease is not None and run is not None and run.cancel_ms is not None:
+            raise RunCancelledError(key.workflow_id, key.run_id)
+        if existing is not None:
+            raise CheckpointConflictError(key.workflow_id, key.run_id, key.super_step)
         now = self._clock()
         if run is None:
             run = self._new_run(key.workflow_id, key.run_id, self._fresh_deadline())
@@ -238,7 +248,15 @@ class InMemoryCheckpointer(BaseCheckpointer):
         run.lease_until_ms, run.lease_ttl_ms = now + ttl_ms, ttl_ms
         if not run.steps and run.deadline_ms is not None:
             run.deadline_ms = max(run.deadline_ms, run.lease_until_ms)
-        return Lease(workflow_id, run_id, owner, run.token, run.lease_until_ms, ttl_ms)
+        return Lease(
+            workflow_id,
+            run_id,
+            owner,
+            run.token,
+            run.lease_until_ms,
+            ttl_ms,
+            run.cancel_ms is not None,
+        )
 
     async def _renew_lease(self, lease: Lease) -> Lease:
         run = self._record(lease.workflow_id, lease.run_id)
@@ -247,7 +265,9 @@ class InMemoryCheckpointer(BaseCheckpointer):
         run.lease_until_ms = self._clock() + lease.ttl_ms
         if not run.steps and run.deadline_ms is not None:
             run.deadline_ms = max(run.deadline_ms, run.lease_until_ms)
-        return replace(lease, expires_at_ms=run.lease_until_ms)
+        return replace(
+            lease, expires_at_ms=run.lease_until_ms, cancel_requested=run.cancel_ms is not None
+        )
 
     async def _release_lease(self, lease: Lease, note: bytes | None, *, keep_note: bool) -> bool:
         run = self._record(lease.workflow_id, lease.run_id)
@@ -270,9 +290,47 @@ class InMemoryCheckpointer(BaseCheckpointer):
         lease = None
         if holder is not None:
             lease = Lease(
-                workflow_id, run_id, holder, run.token, run.lease_until_ms, run.lease_ttl_ms
+                workflow_id,
+                run_id,
+                holder,
+                run.token,
+                run.lease_until_ms,
+                run.lease_ttl_ms,
+                run.cancel_ms is not None,
             )
-        return RunRecord(lease, None if run.note is None else orjson.loads(run.note))
+        answer = None
+        if run.answer is not None:
+            answer = Answer(run.answer[0], orjson.loads(run.answer[1]))
+        note = None if run.note is None else orjson.loads(run.note)
+        return RunRecord(lease, note, answer, run.cancel_ms)
+
+    async def _record_answer(
+        self, workflow_id: str, run_id: str, super_step: int, value: bytes, lease: Lease | None
+    ) -> None:
+        run = self._live_run(workflow_id, run_id)
+        if run is None:
+            raise RunNotFoundError(workflow_id, run_id)
+        self._check_lease(run, CheckpointKey(workflow_id, run_id, super_step), lease)
+        if run.cancel_ms is not None:
+            raise RunCancelledError(workflow_id, run_id)
+        latest = max(run.steps)
+        if latest != super_step:
+            reason = f"the run is at super-step {latest}"
+            raise AnswerRefusedError(workflow_id, run_id, super_step, reason)
+        # Without a lease, the first answer to a pause wins (a retry sends the same one).
+        answered = run.answer is not None and run.answer[0] == super_step
+        if lease is None and answered and run.answer != (super_step, value):
+            reason = "that pause already has a different answer"
+            raise AnswerRefusedError(workflow_id, run_id, super_step, reason)
+        run.answer = (super_step, value)
+
+    async def _request_cancel(self, workflow_id: str, run_id: str) -> bool:
+        run = self._live_run(workflow_id, run_id)
+        if run is None:
+            return False
+        if run.cancel_ms is None:
+            run.cancel_ms = self._clock()
+        return True
 
     def _publish(self, event: CheckpointEvent) -> None:
         for workflow_id, run_id, queue in self._watchers:

@@ -89,16 +89,35 @@ class Lease:
     token: int
     expires_at_ms: int
     ttl_ms: int
+    cancel_requested: bool = False
+    """Someone asked to cancel the run (:meth:`Checkpointer.request_cancel`), as the store knew
+    when it granted or renewed this lease: the holder should stop, since its next save carrying
+    the lease will be refused with :class:`~..errors.RunCancelledError`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A human's answer to a paused run, kept in the run's record (see
+    :meth:`Checkpointer.record_answer`): for the pause checkpointed at ``super_step``."""
+
+    super_step: int
+    value: JSON
 
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:
-    """What the store keeps about a run besides its snapshots: its live lease and a note."""
+    """What the store keeps about a run besides its snapshots: its live lease, a note, an answer
+    waiting to be used and whether someone asked to cancel the run."""
 
     lease: Lease | None
     """The lease held on the run right now, or None (never held, released or expired)."""
     note: JSON
     """The note stored by the last :meth:`Checkpointer.release_lease` (None if none)."""
+    answer: Answer | None = None
+    """The last answer recorded by :meth:`Checkpointer.record_answer` (it applies only while the
+    run's latest super-step is ``answer.super_step``)."""
+    cancel_requested_at_ms: int | None = None
+    """When :meth:`Checkpointer.request_cancel` was first called (store clock), or None."""
 
 
 EventKind = Literal["saved", "paused", "forked", "deleted"]

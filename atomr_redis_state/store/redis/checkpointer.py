@@ -25,15 +25,17 @@ from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import ResponseError
 
 from ...errors import (
+    AnswerRefusedError,
     CheckpointConflictError,
     CheckpointNotFoundError,
     LeaseHeldError,
     LeaseLostError,
+    RunCancelledError,
     RunNotFoundError,
 )
 from ..checkpointer import BaseCheckpointer, Fields, Stored
 from ..codec import WRITE_TOKEN_FIELD, encode_event, pairs_of
-from ..types import CheckpointEvent, CheckpointKey, Lease, RunRecord
+from ..types import Answer, CheckpointEvent, CheckpointKey, Lease, RunRecord
 from ..validation import check_positive_int, duration_to_ms, ttl_to_ms
 from .calls import CLUSTER_RETRY_BUDGET, Calls
 from .connect import client_from_sentinel, client_from_url
@@ -257,13 +259,10 @@ class RedisCheckpointer(BaseCheckpointer):
                 durable=True,
             )
         except ResponseError as exc:
-            code, _, detail = str(exc).partition(" ")
+            code = str(exc).partition(" ")[0]
             if code == "CONFLICT":
                 log.info("run %s: super-step %s already checkpointed", key.run_id, step)
                 raise CheckpointConflictError(key.workflow_id, key.run_id, key.super_step) from None
-            if code == "LEASEHELD":
-                until, _, owner = detail.partition(" ")
-                raise LeaseHeldError(key.workflow_id, key.run_id, owner, int(until)) from None
             _raise_run_error(exc, key.workflow_id, key.run_id, lease)
             raise
 
@@ -437,12 +436,13 @@ class RedisCheckpointer(BaseCheckpointer):
         if reply[0] == b"held":
             raise LeaseHeldError(workflow_id, run_id, reply[1].decode(), int(reply[2]))
         log.info("run %s: lease %s taken by %s", run_id, reply[0].decode(), owner)
-        return Lease(workflow_id, run_id, owner, int(reply[0]), int(reply[1]), ttl_ms)
+        token, until, cancel = reply
+        return Lease(workflow_id, run_id, owner, int(token), int(until), ttl_ms, cancel == 1)
 
     async def _renew_lease(self, lease: Lease) -> Lease:
         run = self.keys.run(lease.workflow_id, lease.run_id)
         try:
-            until = await self._calls.script(
+            until, cancel = await self._calls.script(
                 self._scripts.renew_lease,
                 [run.record, run.steps],
                 [str(lease.token), str(lease.ttl_ms)],
@@ -450,7 +450,7 @@ class RedisCheckpointer(BaseCheckpointer):
         except ResponseError as exc:
             _raise_run_error(exc, lease.workflow_id, lease.run_id, lease)
             raise
-        return replace(lease, expires_at_ms=int(until))
+        return replace(lease, expires_at_ms=int(until), cancel_requested=cancel == 1)
 
     async def _release_lease(self, lease: Lease, note: bytes | None, *, keep_note: bool) -> bool:
         run = self.keys.run(lease.workflow_id, lease.run_id)
@@ -468,13 +468,54 @@ class RedisCheckpointer(BaseCheckpointer):
 
     async def _run_record(self, workflow_id: str, run_id: str) -> RunRecord:
         run = self.keys.run(workflow_id, run_id)
-        now, owner, token, until, ttl, note = await self._calls.script(
-            self._scripts.run_record, [run.record], []
-        )
+        reply = await self._calls.script(self._scripts.run_record, [run.record], [])
+        now, owner, token, until, ttl, note, answer_step, answer, cancel = reply
+        cancel_ms = None if cancel is None else int(cancel)
         lease = None
         if owner is not None and int(until) > int(now):
-            lease = Lease(workflow_id, run_id, owner.decode(), int(token), int(until), int(ttl))
-        return RunRecord(lease, None if note is None else orjson.loads(note))
+            lease = Lease(
+                workflow_id,
+                run_id,
+                owner.decode(),
+                int(token),
+                int(until),
+                int(ttl),
+                cancel_ms is not None,
+            )
+        recorded = None
+        if answer_step is not None:
+            recorded = Answer(int(answer_step), orjson.loads(answer))
+        return RunRecord(lease, None if note is None else orjson.loads(note), recorded, cancel_ms)
+
+    async def _record_answer(
+        self, workflow_id: str, run_id: str, super_step: int, value: bytes, lease: Lease | None
+    ) -> None:
+        run = self.keys.run(workflow_id, run_id)
+        try:
+            await self._calls.script(
+                self._scripts.record_answer,
+                [run.record, run.steps],
+                [str(super_step), value, "" if lease is None else str(lease.token)],
+                durable=True,
+            )
+        except ResponseError as exc:
+            code, _, detail = str(exc).partition(" ")
+            if code == "NOTAT":
+                reason = f"the run is at super-step {int(detail)}"
+                raise AnswerRefusedError(workflow_id, run_id, super_step, reason) from None
+            if code == "ANSWERED":
+                raise AnswerRefusedError(workflow_id, run_id, super_step, detail) from None
+            _raise_run_error(exc, workflow_id, run_id, lease)
+            raise
+
+    async def _request_cancel(self, workflow_id: str, run_id: str) -> bool:
+        run = self.keys.run(workflow_id, run_id)
+        flagged = await self._calls.script(
+            self._scripts.request_cancel, [run.record, run.steps], [], durable=True
+        )
+        if flagged:
+            log.info("run %s: cancel requested", run_id)
+        return bool(flagged)
 
     @asynccontextmanager
     async def _watch(
@@ -505,10 +546,16 @@ def _digest(fields: Fields, lease: Lease | None) -> str:
 def _raise_run_error(
     exc: ResponseError, workflow_id: str, run_id: str, lease: Lease | None
 ) -> None:
-    """Turn a script's LEASELOST or RUNNOTFOUND refusal into its typed error."""
-    code = str(exc).partition(" ")[0]
+    """Turn a script's LEASELOST, LEASEHELD, CANCELLED or RUNNOTFOUND refusal into its typed
+    error."""
+    code, _, detail = str(exc).partition(" ")
     if code == "LEASELOST":
         raise LeaseLostError(workflow_id, run_id, 0 if lease is None else lease.token) from None
+    if code == "LEASEHELD":
+        until, _, owner = detail.partition(" ")
+        raise LeaseHeldError(workflow_id, run_id, owner, int(until)) from None
+    if code == "CANCELLED":
+        raise RunCancelledError(workflow_id, run_id) from None
     if code == "RUNNOTFOUND":
         raise RunNotFoundError(workflow_id, run_id) from None
 

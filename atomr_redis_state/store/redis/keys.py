@@ -5,7 +5,8 @@ Layout (``P`` = prefix, ``T`` = slot tag, ``W``/``R`` = escaped workflow/run id)
     P:{T}:W:R:steps      sorted set: member and score = super-step, one per snapshot of the run
     P:{T}:W:R:snap:<n>   hash: the snapshot at super-step n (one field per channel, :label, :ts)
     P:{T}:W:R:meta       hash: super-step n -> "<ts> <label>" of each snapshot (what list reads)
-    P:{T}:W:R:run        hash: the run's lease (owner, token, until, ttl), fencing counter, note
+    P:{T}:W:R:run        hash: the run's lease (owner, token, until, ttl), fencing counter (fence),
+                         note, answer (answer_step, answer) and cancel request (cancel: ms)
     P:{T}:W:R:deleted    string, for a minute after delete_run: its token and answer
     P:{T}:W:runs         sorted set (all scores 0): run ids of workflow W whose tag is T
     P:{T}:W:events       shard channel (pub/sub, not a key): events of workflow W's runs in T
@@ -26,6 +27,11 @@ from functools import lru_cache
 
 from ..ids import lineage_root
 from ..validation import check_prefix
+
+CANCEL_FIELD = "cancel"
+"""The field of a run's record hash that flags a cancel request (its value: the server's clock
+in ms when first requested). Any script that sets it makes the run cancelled: leased saves are
+refused and lease renewals report it."""
 
 SLOT_BUCKETS = 256
 """How many slot tags runs are spread over. Changing it moves every run's keys."""
@@ -58,7 +64,8 @@ class RunKeys:
     run_index: str
     """The run-index bucket that lists this run."""
     record: str
-    """The run's record hash: its lease, fencing counter and note."""
+    """The run's record hash: its lease, fencing counter and note; ``answer_step`` and
+    ``answer`` (a recorded answer, see ``record_answer``); ``cancel`` (:data:`CANCEL_FIELD`)."""
     deleted: str
     """Set for a minute by ``delete_run``, so a retried delete gets the same answer."""
     events: str

@@ -46,6 +46,8 @@ class Scripts:
     renew_lease: AsyncScript
     release_lease: AsyncScript
     run_record: AsyncScript
+    record_answer: AsyncScript
+    request_cancel: AsyncScript
 
     @classmethod
     def register(cls, client: Any) -> Scripts:

@@ -1,0 +1,251 @@
+"""The fleet's safety rules, on every backend: what a worker learns when its lease is gone, runs
+that outlive their ttl while leased, answers that survive failures, and cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from atomr_redis_state import (
+    Answer,
+    AnswerRefusedError,
+    CheckpointConflictError,
+    Checkpointer,
+    CheckpointKey,
+    Lease,
+    LeaseHeldError,
+    LeaseLostError,
+    RedisCheckpointer,
+    RunCancelledError,
+    RunNotFoundError,
+    Snapshot,
+)
+from tests.conftest import REDIS_BACKENDS, Backend
+from tests.test_redis_store import DeliveredTwice
+
+WF = "wf-fleet"
+SHORT = 0.3
+"""A lease ttl short enough to wait out in a test."""
+
+
+def snap(run: str, step: int, **values: Any) -> Snapshot:
+    return Snapshot(CheckpointKey(WF, run, step), {"step": step, **values})
+
+
+async def started(cp: Checkpointer, run: str, owner: str = "w1", ttl: float = 30) -> Lease:
+    """A run with super-step 0 saved under ``owner``'s lease, as a runner starts one."""
+    lease = await cp.acquire_lease(WF, run, owner, ttl, must_exist=False)
+    await cp.save(snap(run, 0), exclusive=True, lease=lease)
+    return lease
+
+
+async def taken_over(cp: Checkpointer, run: str) -> tuple[Lease, Lease]:
+    """A run whose first worker's lease expired and was taken by a second: (stale, fresh)."""
+    stale = await started(cp, run, ttl=SHORT)
+    await asyncio.sleep(SHORT + 0.1)
+    fresh = await cp.acquire_lease(WF, run, "w2", 30)
+    return stale, fresh
+
+
+# 1. A stale worker always gets LeaseLostError.
+
+
+async def test_a_stale_worker_whose_step_the_new_owner_saved_gets_lease_lost(
+    checkpointer: Checkpointer,
+) -> None:
+    stale, fresh = await taken_over(checkpointer, "r")
+    await checkpointer.save(snap("r", 1, by="fresh"), exclusive=True, lease=fresh)
+    with pytest.raises(LeaseLostError) as raised:
+        await checkpointer.save(snap("r", 1, by="stale"), exclusive=True, lease=stale)
+    assert raised.value.token == stale.token
+    latest = await checkpointer.latest(WF, "r")
+    assert latest is not None
+    assert latest.values["by"] == "fresh"
+
+
+async def test_the_live_owner_saving_a_step_twice_still_conflicts(
+    checkpointer: Checkpointer,
+) -> None:
+    lease = await started(checkpointer, "r")
+    await checkpointer.save(snap("r", 1, by="first"), exclusive=True, lease=lease)
+    with pytest.raises(CheckpointConflictError):
+        await checkpointer.save(snap("r", 1, by="second"), exclusive=True, lease=lease)
+
+
+async def test_a_leased_save_sent_again_succeeds_as_the_first_did(
+    checkpointer: Checkpointer,
+) -> None:
+    lease = await started(checkpointer, "r", ttl=SHORT)
+    saved = snap("r", 1, by="w1")
+    await checkpointer.save(saved, exclusive=True, lease=lease)
+    await checkpointer.save(saved, exclusive=True, lease=lease)
+    await asyncio.sleep(SHORT + 0.1)
+    await checkpointer.acquire_lease(WF, "r", "w2", 30)
+    # Sent again after the lease moved on: the write is there, so the answer is the same.
+    await checkpointer.save(saved, exclusive=True, lease=lease)
+    assert [m.super_step for m in await checkpointer.list(WF, "r")] == [0, 1]
+
+
+# The store's answers: recorded by any process for a paused run, used by the next attempt.
+
+
+async def paused_at_one(cp: Checkpointer, run: str) -> None:
+    """A run whose latest checkpoint (super-step 1) waits for an answer, with nobody on it."""
+    lease = await started(cp, run)
+    await cp.save(snap(run, 1), exclusive=True, lease=lease, hold="forever")
+    await cp.release_lease(lease)
+
+
+async def test_an_answer_is_kept_in_the_run_record(checkpointer: Checkpointer) -> None:
+    await paused_at_one(checkpointer, "r")
+    await checkpointer.record_answer(WF, "r", {"approve": True}, super_step=1)
+    record = await checkpointer.run_record(WF, "r")
+    assert record.answer == Answer(1, {"approve": True})
+    assert record.lease is None
+
+
+async def test_an_answer_sent_again_is_the_same_answer(checkpointer: Checkpointer) -> None:
+    await paused_at_one(checkpointer, "r")
+    await checkpointer.record_answer(WF, "r", None, super_step=1)
+    await checkpointer.record_answer(WF, "r", None, super_step=1)
+    assert (await checkpointer.run_record(WF, "r")).answer == Answer(1, None)
+
+
+async def test_the_first_answer_to_a_pause_wins(checkpointer: Checkpointer) -> None:
+    await paused_at_one(checkpointer, "r")
+    await checkpointer.record_answer(WF, "r", "yes", super_step=1)
+    with pytest.raises(AnswerRefusedError, match="different answer"):
+        await checkpointer.record_answer(WF, "r", "no", super_step=1)
+    assert (await checkpointer.run_record(WF, "r")).answer == Answer(1, "yes")
+
+
+async def test_an_answer_to_a_pause_the_run_has_left_is_refused(
+    checkpointer: Checkpointer,
+) -> None:
+    await paused_at_one(checkpointer, "r")
+    await checkpointer.save(snap("r", 2))
+    with pytest.raises(AnswerRefusedError, match="at super-step 2") as raised:
+        await checkpointer.record_answer(WF, "r", "late", super_step=1)
+    assert raised.value.super_step == 1
+    assert (await checkpointer.run_record(WF, "r")).answer is None
+
+
+async def test_an_answer_to_a_missing_run_is_refused(checkpointer: Checkpointer) -> None:
+    with pytest.raises(RunNotFoundError):
+        await checkpointer.record_answer(WF, "missing", "yes", super_step=0)
+    assert await checkpointer.run_record(WF, "missing") == (await checkpointer.run_record(WF, "x"))
+
+
+async def test_an_answer_waits_while_another_worker_holds_the_run(
+    checkpointer: Checkpointer,
+) -> None:
+    await paused_at_one(checkpointer, "r")
+    await checkpointer.acquire_lease(WF, "r", "w2", 30)
+    with pytest.raises(LeaseHeldError):
+        await checkpointer.record_answer(WF, "r", "yes", super_step=1)
+    assert (await checkpointer.run_record(WF, "r")).answer is None
+
+
+async def test_the_lease_holder_replaces_the_answer_and_a_stale_one_cannot(
+    checkpointer: Checkpointer,
+) -> None:
+    await paused_at_one(checkpointer, "r")
+    await checkpointer.record_answer(WF, "r", "first", super_step=1)
+    stale = await checkpointer.acquire_lease(WF, "r", "w1", SHORT)
+    await asyncio.sleep(SHORT + 0.1)
+    fresh = await checkpointer.acquire_lease(WF, "r", "w2", 30)
+    with pytest.raises(LeaseLostError):
+        await checkpointer.record_answer(WF, "r", "stale", super_step=1, lease=stale)
+    await checkpointer.record_answer(WF, "r", "resumed", super_step=1, lease=fresh)
+    assert (await checkpointer.run_record(WF, "r")).answer == Answer(1, "resumed")
+
+
+async def test_an_answer_must_be_json(checkpointer: Checkpointer) -> None:
+    await paused_at_one(checkpointer, "r")
+    with pytest.raises(ValueError, match="answer"):
+        await checkpointer.record_answer(WF, "r", {1, 2}, super_step=1)
+    assert (await checkpointer.run_record(WF, "r")).answer is None
+
+
+# Cancellation: a flag in the run's record, honoured by leased saves and reported by leases.
+
+
+async def test_cancelling_a_missing_run_writes_nothing(backend: Backend) -> None:
+    cp = backend.make()
+    assert not await cp.request_cancel(WF, "missing")
+    if backend.is_redis:
+        assert await backend.raw_keys() == []
+
+
+async def test_a_cancel_request_is_kept_with_its_first_time(checkpointer: Checkpointer) -> None:
+    await started(checkpointer, "r")
+    assert await checkpointer.request_cancel(WF, "r")
+    first = (await checkpointer.run_record(WF, "r")).cancel_requested_at_ms
+    assert first is not None
+    await asyncio.sleep(0.01)
+    assert await checkpointer.request_cancel(WF, "r")
+    assert (await checkpointer.run_record(WF, "r")).cancel_requested_at_ms == first
+
+
+async def test_a_cancelled_run_refuses_its_lease_holders_saves(
+    checkpointer: Checkpointer,
+) -> None:
+    lease = await started(checkpointer, "r")
+    await checkpointer.request_cancel(WF, "r")
+    with pytest.raises(RunCancelledError):
+        await checkpointer.save(snap("r", 1), exclusive=True, lease=lease)
+    assert [m.super_step for m in await checkpointer.list(WF, "r")] == [0]
+
+
+async def test_leases_report_a_cancel_request(checkpointer: Checkpointer) -> None:
+    lease = await started(checkpointer, "r")
+    assert not lease.cancel_requested
+    await checkpointer.request_cancel(WF, "r")
+    renewed = await checkpointer.renew_lease(lease)
+    assert renewed.cancel_requested
+    assert (await checkpointer.run_record(WF, "r")).lease == renewed
+    await checkpointer.release_lease(renewed)
+    assert (await checkpointer.acquire_lease(WF, "r", "w2", 30)).cancel_requested
+
+
+async def test_a_cancelled_run_takes_no_answer(checkpointer: Checkpointer) -> None:
+    await paused_at_one(checkpointer, "r")
+    await checkpointer.request_cancel(WF, "r")
+    with pytest.raises(RunCancelledError):
+        await checkpointer.record_answer(WF, "r", "yes", super_step=1)
+
+
+async def test_deleting_a_run_forgets_its_cancel_request_and_answer(
+    checkpointer: Checkpointer,
+) -> None:
+    await paused_at_one(checkpointer, "r")
+    await checkpointer.record_answer(WF, "r", "yes", super_step=1)
+    await checkpointer.request_cancel(WF, "r")
+    await checkpointer.delete_run(WF, "r")
+    record = await checkpointer.run_record(WF, "r")
+    assert (record.answer, record.cancel_requested_at_ms) == (None, None)
+
+
+@pytest.mark.parametrize("backend", REDIS_BACKENDS, indirect=True)
+async def test_answers_and_cancels_sent_twice_give_the_same_answer(backend: Backend) -> None:
+    retrying = RedisCheckpointer(DeliveredTwice(backend.client), prefix=backend.prefix)
+    await paused_at_one(retrying, "r")
+    await retrying.record_answer(WF, "r", ["ok"], super_step=1)
+    assert await retrying.request_cancel(WF, "r")
+    record = await retrying.run_record(WF, "r")
+    assert record.answer == Answer(1, ["ok"])
+    assert record.cancel_requested_at_ms is not None
+
+
+@pytest.mark.parametrize("backend", ["redis", "cluster"], indirect=True)
+async def test_a_cancel_request_expires_with_its_run(backend: Backend) -> None:
+    cp = backend.make(ttl=60)
+    await cp.save(snap("r", 0))
+    await cp.record_answer(WF, "r", "yes", super_step=0)
+    await cp.request_cancel(WF, "r")
+    ttls = {key: await backend.client.pttl(key) for key in await backend.raw_keys()}
+    assert any(key.endswith(b":run") for key in ttls)
+    assert all(ttl > 0 for ttl in ttls.values()), ttls
