@@ -27,6 +27,11 @@ More setups, for operations testing:
   and three Sentinels (``.sentinel_addresses`` and ``.service_name`` for ``from_sentinel``).
 - Resharding: :func:`reshard` moves slots between live cluster nodes with
   ``redis-cli --cluster reshard`` (node ids from :func:`cluster_node_ids`).
+- Postgres, for the SQL store: :func:`start_postgres` / :func:`running_postgres` (or the
+  ``postgres_server`` fixture) start a throwaway Postgres with Debian's ``initdb`` and
+  ``postgres`` (``/usr/lib/postgresql/<major>/bin``), as the ``postgres`` user when run as root,
+  on a free loopback port, ``fsync=off``; :func:`postgres_pool` opens a pool on it. Without the
+  binaries the fixture skips, or fails under ``ATOMR_REQUIRE_POSTGRES=1``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ a locked database, a full disk and a lost connection."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -314,3 +316,23 @@ async def test_postgres_refuses_nul_in_ids_before_writing(backend: Backend) -> N
     with pytest.raises(ValueError, match="U\\+0000"):
         await store.save(snap("r", 0, "lab\x00el"))
     assert await store.list_runs(WF) == []
+
+
+def test_the_readme_sqlite_example_runs_as_written(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## SQLite and Postgres stores") :]
+    found = re.search(r"```python\n(.*?)```", section, re.S)
+    assert found is not None
+    script = tmp_path / "example.py"
+    script.write_text(found.group(1))
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "{'step': 0}\n"
+    assert (tmp_path / "runs.db").exists()
