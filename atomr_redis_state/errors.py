@@ -199,3 +199,32 @@ class DurabilityError(AtomrStateError):
         super().__init__(
             f"only {confirmed} of {required} replicas confirmed the write within {timeout_ms} ms"
         )
+
+
+class StoreLockedError(AtomrStateError):
+    """The database stayed locked by other writers past the store's wait (SQLite's
+    ``busy_timeout``, Postgres's ``lock_timeout``): nothing was written; try again."""
+
+
+class StoreDiskFullError(AtomrStateError, OSError):
+    """The database's disk (or quota) is full: nothing was written.
+
+    Free space (delete or expire runs, set a ``ttl`` or ``keep_last``) or give the database more.
+    """
+
+
+class SchemaVersionError(AtomrStateError):
+    """The database's schema is missing (run ``setup()``) or newer than this version of the
+    library knows: the store refuses to run against it rather than corrupt it."""
+
+    def __init__(self, found: int | None, known: int) -> None:
+        self.found = found
+        self.known = known
+        if found is None:
+            message = "the store's tables are missing: call setup() once to create them"
+        else:
+            message = (
+                f"the database has schema version {found}, newer than version {known} that "
+                "this atomr-redis-state knows: upgrade the library"
+            )
+        super().__init__(message)

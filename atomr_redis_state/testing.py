@@ -27,6 +27,11 @@ More setups, for operations testing:
   and three Sentinels (``.sentinel_addresses`` and ``.service_name`` for ``from_sentinel``).
 - Resharding: :func:`reshard` moves slots between live cluster nodes with
   ``redis-cli --cluster reshard`` (node ids from :func:`cluster_node_ids`).
+- Postgres, for the SQL store: :func:`start_postgres` / :func:`running_postgres` (or the
+  ``postgres_server`` fixture) start a throwaway Postgres with Debian's ``initdb`` and
+  ``postgres`` (``/usr/lib/postgresql/<major>/bin``), as the ``postgres`` user when run as root,
+  on a free loopback port, ``fsync=off``; :func:`postgres_pool` opens a pool on it. Without the
+  binaries the fixture skips, or fails under ``ATOMR_REQUIRE_POSTGRES=1``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import contextlib
 import importlib.util
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -798,6 +804,157 @@ class CuttingProxy:
             pass
         finally:
             sink.close()
+REQUIRE_POSTGRES_ENV = "ATOMR_REQUIRE_POSTGRES"
+POSTGRES_BINARIES = ("initdb", "postgres", "pg_isready")
+
+
+def postgres_required() -> bool:
+    """True in CI: missing Postgres binaries must fail the tests, not skip them."""
+    return os.environ.get(REQUIRE_POSTGRES_ENV, "") not in ("", "0")
+
+
+def postgres_bindir() -> Path | None:
+    """Where ``initdb`` and ``postgres`` are: Debian's ``/usr/lib/postgresql/<major>/bin``
+    (the newest major; not on ``PATH``), else ``PATH``; None when they are missing."""
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    on_path = shutil.which("initdb")
+    if on_path is not None:
+        candidates.append(Path(on_path).parent)
+    for bindir in candidates:
+        if all((bindir / name).is_file() for name in POSTGRES_BINARIES):
+            return bindir
+    return None
+
+
+@dataclass
+class PostgresServer:
+    """A throwaway Postgres (``initdb`` + ``postgres``) on 127.0.0.1:port, in a temporary
+    directory, with ``fsync=off``, trust authentication for user ``postgres`` on loopback and no
+    Unix socket. Run as the ``postgres`` user when started as root (``initdb`` refuses root);
+    stopped by pid."""
+
+    port: int
+    directory: Path
+    bindir: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_server_user(self) -> dict[str, Any]:
+        """Popen options that run a command as ``postgres`` when this process is root."""
+        if os.geteuid() != 0:
+            return {}
+        return {"user": "postgres", "group": "postgres", "extra_groups": []}
+
+    def start(self) -> PostgresServer:
+        data = self.directory / "data"
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "postgres", "postgres")
+        initdb = subprocess.run(
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            capture_output=True,
+            timeout=120,
+            **self._as_server_user(),
+        )
+        if initdb.returncode != 0:
+            output = (initdb.stdout + initdb.stderr).decode(errors="replace")
+            raise RuntimeError(f"initdb failed:\n{output[-4000:]}")
+        log_path = self.directory / "postgres.log"
+        log = open(log_path, "wb")  # noqa: SIM115
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(self.port),
+            "unix_socket_directories": "",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "max_connections": "200",
+        }
+        options = [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
+        self.process = subprocess.Popen(
+            [str(self.bindir / "postgres"), "-D", str(data), *options],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            **self._as_server_user(),
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while not self._ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                log_text = log_path.read_text(errors="replace")
+                raise RuntimeError(f"postgres on port {self.port} did not start:\n{log_text}")
+            time.sleep(0.05)
+        return self
+
+    def _ready(self) -> bool:
+        check = subprocess.run(
+            [str(self.bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+            capture_output=True,
+        )
+        return check.returncode == 0
+
+    def stop(self) -> None:
+        """Stop the server by its pid (a fast shutdown), and remove its directory."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_postgres(bindir: Path | None = None) -> PostgresServer:
+    """Start a throwaway Postgres on a free loopback port (see :class:`PostgresServer`)."""
+    bindir = bindir or postgres_bindir()
+    if bindir is None:
+        raise RuntimeError(
+            "Postgres binaries (initdb, postgres) not found: apt-get install postgresql"
+        )
+    directory = Path(tempfile.mkdtemp(prefix="atomr-pg-"))
+    return PostgresServer(free_port(), directory, bindir).start()
+
+
+@contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """A throwaway Postgres for the ``with`` block (``.url`` to connect)."""
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def postgres_pool(url: str, *, max_size: int = 10) -> Any:
+    """An open ``psycopg_pool.AsyncConnectionPool`` on ``url``, as the Postgres store wants it
+    (autocommit connections); close it with ``await pool.close()``."""
+    from psycopg_pool import AsyncConnectionPool
+
+    pool = AsyncConnectionPool(
+        url, min_size=1, max_size=max_size, kwargs={"autocommit": True}, open=False
+    )
+    await pool.open(wait=True)
+    return pool
 
 
 if importlib.util.find_spec("pytest") is not None:
@@ -811,6 +968,19 @@ if importlib.util.find_spec("pytest") is not None:
             if redis_required():
                 pytest.fail(f"{reason} ({REQUIRE_REDIS_ENV} is set, so this is a failure)")
             pytest.skip(reason)
+
+    @pytest.fixture(scope="session")
+    def postgres_server() -> Iterator[PostgresServer]:
+        """A throwaway Postgres of the test session's own (``.url`` to connect). Skips the test
+        without Debian's postgresql binaries, or fails it under ATOMR_REQUIRE_POSTGRES=1."""
+        if postgres_bindir() is None:
+            reason = "Postgres binaries (initdb, postgres) missing: apt-get install postgresql"
+            if postgres_required():
+                pytest.fail(f"{reason} ({REQUIRE_POSTGRES_ENV} is set, so this is a failure)")
+            pytest.skip(reason)
+        server = start_postgres()
+        yield server
+        server.stop()
 
     @pytest.fixture(scope="session")
     def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:

@@ -8,7 +8,6 @@ safe to send again after a lost reply: it answers as the first would have.
 from __future__ import annotations
 
 import builtins
-import hashlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -34,7 +33,7 @@ from ...errors import (
     RunNotFoundError,
 )
 from ..checkpointer import BaseCheckpointer, Fields, Stored
-from ..codec import WRITE_TOKEN_FIELD, encode_event, pairs_of
+from ..codec import WRITE_TOKEN_FIELD, encode_event, pairs_of, write_token
 from ..types import Answer, CheckpointEvent, CheckpointKey, Lease, RunRecord
 from ..validation import check_positive_int, duration_to_ms, ttl_to_ms
 from .calls import CLUSTER_RETRY_BUDGET, Calls
@@ -230,7 +229,7 @@ class RedisCheckpointer(BaseCheckpointer):
         if exclusive:
             # The snapshot's own digest: a save sent again (by redis-py after a lost reply, or
             # by its caller after an error) finds its own write instead of a conflict.
-            token = _digest(fields, lease)
+            token = write_token(fields, lease)
             fields = [*fields, WRITE_TOKEN_FIELD, token.encode()]
         try:
             await self._calls.script(
@@ -531,16 +530,6 @@ class RedisCheckpointer(BaseCheckpointer):
             yield subscription.events()
         finally:
             await subscription.aclose()
-
-
-def _digest(fields: Fields, lease: Lease | None) -> str:
-    """A token that names this exact write: the same snapshot (and lease) gives the same one."""
-    hasher = hashlib.blake2b(digest_size=8)
-    for field in fields:
-        hasher.update(len(field).to_bytes(4, "big"))
-        hasher.update(field)
-    hasher.update(b"" if lease is None else str(lease.token).encode())
-    return hasher.hexdigest()
 
 
 def _raise_run_error(
