@@ -16,9 +16,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 
 from ..store.redis.checkpointer import RedisCheckpointer
+from .archive import archive
 from .connection import one_line as _one_line
 from .connection import safe_url as _safe_url
-from .archive import archive
 from .demo import Connect, run_demo
 from .inspect import delete, diff, fork, history, runs, show
 from .transfer import export, import_
