@@ -228,3 +228,18 @@ class SchemaVersionError(AtomrStateError):
                 "this atomr-redis-state knows: upgrade the library"
             )
         super().__init__(message)
+class ArchiveError(AtomrStateError):
+    """A run could not be archived; the source was left as it was (nothing deleted).
+
+    Raised when the target already holds different checkpoints for the run, when the copy read
+    back from the target differs from the source, or when the run changed during the copy.
+    """
+
+    def __init__(self, workflow_id: str, run_id: str, reason: str) -> None:
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.reason = reason
+        super().__init__(
+            f"run {run_id!r} of workflow {workflow_id!r} was not archived: {reason}; "
+            "the source is unchanged"
+        )

@@ -16,6 +16,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 
 from ..store.redis.checkpointer import RedisCheckpointer
+from .archive import archive
 from .connection import one_line as _one_line
 from .connection import safe_url as _safe_url
 from .demo import Connect, run_demo
@@ -120,5 +121,5 @@ async def _workers(redis_url: str | None, prefix: str, ttl: float) -> AsyncItera
             await close()
 
 
-for _command in (runs, history, show, diff, fork, delete, export, import_, watch):
+for _command in (runs, history, show, diff, fork, delete, export, import_, watch, archive):
     cli.add_command(_command)
