@@ -116,6 +116,12 @@ class Checkpointer(Protocol):
         """Run ids of the workflow that have a snapshot, ascending; ``after`` pages on."""
         ...
 
+    async def list_workflows(
+        self, *, limit: int = 100, after: str | None = None
+    ) -> builtins.list[str]:
+        """Workflow ids with at least one live run in this store, ascending; ``after`` pages on."""
+        ...
+
     async def delete_run(self, workflow_id: str, run_id: str) -> bool:
         """Remove every snapshot of the run, and its lease; True when there was a snapshot."""
         ...
@@ -274,6 +280,14 @@ class BaseCheckpointer(ABC):
             raise TypeError(f"after must be a run id (str), not {type(after).__name__}")
         return await self._list_runs(workflow_id, limit=limit, after=after)
 
+    async def list_workflows(
+        self, *, limit: int = 100, after: str | None = None
+    ) -> builtins.list[str]:
+        check_positive_int(limit, "limit")
+        if after is not None and not isinstance(after, str):
+            raise TypeError(f"after must be a workflow id (str), not {type(after).__name__}")
+        return await self._list_workflows(limit=limit, after=after)
+
     async def delete_run(self, workflow_id: str, run_id: str) -> bool:
         check_id(workflow_id, "workflow_id")
         check_id(run_id, "run_id")
@@ -359,6 +373,10 @@ class BaseCheckpointer(ABC):
         """Up to ``limit`` live run ids above ``after``, ascending."""
 
     @abstractmethod
+    async def _list_workflows(self, *, limit: int, after: str | None) -> builtins.list[str]:
+        """Up to ``limit`` ids of workflows with a live run, above ``after``, ascending."""
+
+    @abstractmethod
     async def _delete_run(self, workflow_id: str, run_id: str, event: CheckpointEvent) -> bool:
         """Remove every key of the run atomically; True when it had a snapshot."""
 
@@ -403,6 +421,7 @@ for _method in (
     "list",
     "fork",
     "list_runs",
+    "list_workflows",
     "delete_run",
     "acquire_lease",
     "renew_lease",

@@ -28,6 +28,7 @@ from .documents import (
     snapshot_json,
     snapshot_view,
     status_detail,
+    workflows_view,
 )
 from .text import escape_json, escape_text
 
@@ -58,4 +59,5 @@ __all__ = [
     "snapshot_view",
     "status_detail",
     "string_diff",
+    "workflows_view",
 ]

@@ -159,6 +159,22 @@ async def gather_limited(
     return list(await asyncio.gather(*(one(item) for item in items)))
 
 
+async def workflows_view(
+    store: Checkpointer, *, limit: int = 100, after: str | None = None
+) -> Document:
+    """A page of the workflows with live runs under the store's prefix (``kind: workflows``),
+    in id order; ``next_after`` is the ``after`` of the next page (None on the last)."""
+    page = await store.list_workflows(limit=limit + 1, after=after)
+    more = len(page) > limit
+    page = page[:limit]
+    return {
+        "format_version": FORMAT_VERSION,
+        "kind": "workflows",
+        "workflows": [{"workflow_id": workflow_id} for workflow_id in page],
+        "next_after": page[-1] if more else None,
+    }
+
+
 async def run_view(store: Checkpointer, workflow_id: str, run_id: str) -> Document:
     """One run's status (``kind: run``): state, badge, pause payload, lease holder, last error."""
     status = await summarise_run(store, workflow_id, run_id)
