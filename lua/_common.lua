@@ -92,6 +92,17 @@ local function index_run(index, run_id, deadline)
   add_kept_alive(tagged .. 'workflows', unescape_id(workflow), deadline)
 end
 
+-- Remove run_id from its run-index bucket; when that empties the bucket (Redis deletes it),
+-- remove the workflow from the registry bucket of the same tag (derived as in index_run).
+local function unindex_run(index, run_id)
+  local removed = redis.call('ZREM', index, run_id)
+  if removed == 1 and redis.call('EXISTS', index) == 0 then
+    local tagged, workflow = string.match(index, '^(.-}:)(.*):runs$')
+    redis.call('ZREM', tagged .. 'workflows', unescape_id(workflow))
+  end
+  return removed
+end
+
 -- When a run held with no expiry goes back on a ttl, its run-index bucket (kept without expiry
 -- while any run in it was held) takes the latest deadline of its runs again, or stays without one
 -- while any of them has none; and so does the workflow registry bucket of the same tag, from its

@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Literal, Protocol, runtime_checkable
 
 from .codec import decode_fields, encode_channels, encode_meta, encode_value, normalise_edits
-from .ids import fork_run_id, lineage_root
+from .ids import FORK_LABEL, fork_run_id, lineage_root
 from .types import (
     JSON,
     CheckpointEvent,
@@ -256,7 +256,7 @@ class BaseCheckpointer(ABC):
                 f"run_id {run_id!r} is not a fork id of run {from_key.run_id!r}: "
                 "make it with fork_run_id(source_run_id)"
             )
-        label, timestamp_ms = f"fork-of:{from_key.run_id}", now_ms()
+        label, timestamp_ms = f"{FORK_LABEL}{from_key.run_id}", now_ms()
         fields = encode_channels(normalise_edits(edits))
         fields += encode_meta(label, timestamp_ms)
         event = CheckpointEvent(

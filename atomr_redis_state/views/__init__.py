@@ -7,10 +7,10 @@ imports no click, rich or web framework, so any front end can reuse it.
 
 from __future__ import annotations
 
+from ..store.ids import FORK_LABEL
 from .diff import Change, diff_channels, diff_values, format_path, string_diff
 from .documents import (
     BADGE_TONES,
-    FORK_LABEL,
     FORMAT_VERSION,
     Document,
     badge,

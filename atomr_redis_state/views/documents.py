@@ -16,15 +16,12 @@ from ..graph.outcomes import RunStatus
 from ..graph.progress import Progress
 from ..observability.runs import is_fork, lineage_forks, summarise_run
 from ..store.checkpointer import Checkpointer
-from ..store.ids import lineage_root
+from ..store.ids import FORK_LABEL, lineage_root
 from ..store.types import JSON, CheckpointEvent, CheckpointKey, CheckpointMeta, Snapshot
 from .diff import diff_channels
 
 FORMAT_VERSION = 1
 """The version of every document's shape (``format_version``)."""
-
-FORK_LABEL = "fork-of:"
-"""The label ``fork`` gives a fork's first checkpoint, followed by the source run id."""
 
 READ_CONCURRENCY = 16
 """Store reads a document makes at once (statuses of a page of runs, snapshots of a page)."""
