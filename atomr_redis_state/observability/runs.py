@@ -10,7 +10,16 @@ from ..store.runs import all_runs, is_fork, lineage_forks
 
 __all__ = ["STATES", "all_runs", "is_fork", "lineage_forks", "summarise_run"]
 
-STATES: tuple[RunStatusState, ...] = ("running", "paused", "completed", "failed", "not_found")
+STATES: tuple[RunStatusState, ...] = (
+    "running",
+    "stalled",
+    "forked",
+    "idle",
+    "paused",
+    "completed",
+    "failed",
+    "not_found",
+)
 """Every state a run can be in, as :class:`RunStatus` reports it."""
 
 
