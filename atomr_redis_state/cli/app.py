@@ -21,6 +21,7 @@ from .connection import safe_url as _safe_url
 from .demo import Connect, run_demo
 from .inspect import delete, diff, fork, history, runs, show
 from .transfer import export, import_
+from .ui import ui
 from .watch import watch
 
 DEFAULT_TTL_S = 3600
@@ -120,5 +121,5 @@ async def _workers(redis_url: str | None, prefix: str, ttl: float) -> AsyncItera
             await close()
 
 
-for _command in (runs, history, show, diff, fork, delete, export, import_, watch):
+for _command in (runs, history, show, diff, fork, delete, export, import_, watch, ui):
     cli.add_command(_command)
