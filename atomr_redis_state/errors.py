@@ -12,12 +12,30 @@ class AtomrStateError(Exception):
 class CheckpointNotFoundError(AtomrStateError, LookupError):
     """A checkpoint that an operation needs does not exist (for example the source of a fork)."""
 
-    def __init__(self, workflow_id: str, run_id: str, super_step: int) -> None:
+    def __init__(
+        self,
+        workflow_id: str,
+        run_id: str,
+        super_step: int,
+        *,
+        available: Sequence[int] = (),
+    ) -> None:
         self.workflow_id = workflow_id
         self.run_id = run_id
         self.super_step = super_step
+        self.available = tuple(available)
+        """The super-steps the run has, when the caller looked (empty otherwise)."""
+        if not self.available:
+            super().__init__(
+                f"no checkpoint for workflow {workflow_id!r}, run {run_id!r} "
+                f"at super-step {super_step}"
+            )
+            return
+        shown = ", ".join(str(step) for step in self.available[-20:])
+        more = "..., " if len(self.available) > 20 else ""
         super().__init__(
-            f"no checkpoint for workflow {workflow_id!r}, run {run_id!r} at super-step {super_step}"
+            f"run {run_id!r} of workflow {workflow_id!r} has no super-step {super_step} "
+            f"(it has {more}{shown})"
         )
 
 
