@@ -10,13 +10,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from atomr_redis_state import Checkpointer, CheckpointKey, Snapshot, StatefulRunner
+import fakeredis
+
+from atomr_redis_state import (
+    Checkpointer,
+    CheckpointKey,
+    InMemoryCheckpointer,
+    RedisCheckpointer,
+    Snapshot,
+    StatefulRunner,
+)
 from atomr_redis_state.cli.demo import APPROVAL, CHEAPER_HOTEL, SCHEMA, WORKFLOW_ID, build_steps
 from atomr_redis_state.store.types import JSON
 from atomr_redis_state.ui.serve import Started, serve
@@ -28,6 +38,35 @@ WF = WORKFLOW_ID
 BIG_WF = "wf-big-state"
 BIG_TEXT = "a" * 1_048_575 + "b"
 """A megabyte string: a diff against it with the last character changed shows that character."""
+
+
+STORES = ["memory", "fakeredis", "redis", "cluster"]
+"""The stores the inspector is tested on."""
+
+
+def opener(
+    kind: str, url: str | None = None
+) -> Callable[[], AbstractAsyncContextManager[Checkpointer]]:
+    """Opens a store of ``kind`` (under a fresh prefix), in whatever loop calls it."""
+    prefix = f"tui{uuid.uuid4().hex[:10]}"
+    server = fakeredis.FakeServer(version=(7, 0))
+
+    @contextlib.asynccontextmanager
+    async def open_store() -> AsyncIterator[Checkpointer]:
+        if kind == "memory":
+            yield InMemoryCheckpointer()
+        elif kind == "fakeredis":
+            client = fakeredis.FakeAsyncRedis(server=server)
+            yield RedisCheckpointer(client, prefix=prefix)
+            await client.aclose()
+        else:
+            assert url is not None, f"{kind} needs a URL"
+            async with RedisCheckpointer.from_url(
+                url, prefix=prefix, cluster=kind == "cluster"
+            ) as store:
+                yield store
+
+    return open_store
 
 
 def _quiet(line: str) -> None:
@@ -63,12 +102,12 @@ async def seed(store: Checkpointer) -> Seeded:
     await runner(store, seeded.paused).start({"request": "a weekend in Porto"})
     with contextlib.suppress(ConnectionAbortedError):
         await runner(store, seeded.failed, crash_in="find_hotels").start({"request": "Madeira"})
-    source = CheckpointKey(WF, seeded.completed, 1)
+    source = CheckpointKey(WF, seeded.completed, 2)  # layer:1, after the tool calls
     results = (await store.load(source)).values["tool_results"]  # type: ignore[union-attr]
     assert isinstance(results, dict)
     fork = await store.fork(source, {"tool_results": {**results, "find_hotels": CHEAPER_HOTEL}})
     await runner(store, fork).run()
-    fork_of_fork = await store.fork(CheckpointKey(WF, fork, 1), {"plan": ["search_flights"]})
+    fork_of_fork = await store.fork(CheckpointKey(WF, fork, 2), {"plan": ["search_flights"]})
     seeded.forks = [fork, fork_of_fork]
     await store.save(Snapshot(CheckpointKey(WF, seeded.midway, 0), {"request": "Faro"}, "init"))
     for step, tail in enumerate(("a", "b")):
@@ -132,12 +171,10 @@ def served(
                     store_label="test store",
                     workflows=[WF, BIG_WF],
                     on_started=started,
+                    stop=stopping,
                 )
             )
-            await stopping.wait()
-            serving.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await serving
+            await serving
 
     def thread_main() -> None:
         try:

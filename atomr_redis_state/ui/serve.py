@@ -44,8 +44,10 @@ async def serve(
     store_label: str = "",
     workflows: Sequence[str] = (),
     on_started: Callable[[Started], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Serve the inspector on ``store`` at ``host:port`` (0: any free port) until stopped."""
+    """Serve the inspector on ``store`` at ``host:port`` (0: any free port) until Ctrl-C, or
+    until ``stop`` is set."""
     await store.list_runs(PROBE_WORKFLOW, limit=1)
     if allow_writes and token is None:
         token = new_token()
@@ -76,6 +78,11 @@ async def serve(
         bound = server.servers[0].sockets[0].getsockname()
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         on_started(Started(f"http://{shown}:{bound[1]}/", token if allow_writes else None))
+    if stop is not None:
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        server.should_exit = True
     await task
     if not server.started:
         raise OSError(f"the inspector could not listen on {host}:{port} (see the log above)")

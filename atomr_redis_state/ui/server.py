@@ -33,6 +33,7 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from .. import views
 from ..errors import (
     AtomrStateError,
     CheckpointConflictError,
@@ -40,6 +41,7 @@ from ..errors import (
     RunNotFoundError,
     RunNotPausedError,
     StoreUnavailableError,
+    UnknownChannelError,
 )
 from ..store.checkpointer import Checkpointer
 from ..store.types import JSON
@@ -179,6 +181,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 _STATUS_OF: tuple[tuple[type[BaseException], int], ...] = (
+    (UnknownChannelError, 400),
     (RunNotFoundError, 404),
     (LookupError, 404),
     (RunNotPausedError, 409),
@@ -256,7 +259,8 @@ class _Api:
                 "store": s.store_label,
                 "writes": s.allow_writes,
                 "can_answer": s.allow_writes and s.resume is not None,
-                "format": data.FORMAT_VERSION,
+                "format_version": views.FORMAT_VERSION,
+                "tones": views.BADGE_TONES,
             }
         )
 
@@ -285,9 +289,11 @@ class _Api:
         return JSONResponse(await data.counts(self.store(), _text(request, "workflow")))
 
     async def run(self, request: Request) -> Response:
-        return JSONResponse(
-            await data.run(self.store(), _text(request, "workflow"), _text(request, "run"))
-        )
+        workflow, run = _text(request, "workflow"), _text(request, "run")
+        document = await views.run_view(self.store(), workflow, run)
+        if document["state"] == "not_found":
+            raise RunNotFoundError(workflow, run)
+        return JSONResponse(document)
 
     async def history(self, request: Request) -> Response:
         return JSONResponse(
@@ -315,13 +321,14 @@ class _Api:
         )
 
     async def diff(self, request: Request) -> Response:
-        workflow = _text(request, "workflow")
         return JSONResponse(
-            await data.diff(
+            await views.diff_view(
                 self.store(),
-                workflow,
-                (_text(request, "a_run"), _int(request, "a_step")),
-                (_text(request, "b_run"), _int(request, "b_step")),
+                _text(request, "workflow"),
+                _text(request, "a_run"),
+                _int(request, "a_step"),
+                _text(request, "b_run"),
+                _int(request, "b_step"),
             )
         )
 
@@ -333,7 +340,7 @@ class _Api:
     async def events(self, request: Request) -> Response:
         workflow = _text(request, "workflow")
         run = _text(request, "run", required=False) or None
-        stream = event_stream(self.store(), workflow, run, data.event_json)
+        stream = event_stream(self.store(), workflow, run, views.event_json)
         return StreamingResponse(
             stream,
             media_type="text/event-stream",

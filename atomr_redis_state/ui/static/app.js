@@ -3,7 +3,7 @@
 // the JSON API and stays live through server-sent events.
 
 import { get, post, token, setToken, takeTokenFromAddress, listen, ApiError } from "./api.js";
-import { h, fill, safe, when, badge, tickTimes, qs, link } from "./dom.js";
+import { h, fill, safe, when, badge, setTones, tickTimes, qs, link } from "./dom.js";
 import { jsonTree } from "./tree.js";
 
 const main = document.getElementById("main");
@@ -68,6 +68,13 @@ function debounce(fn, ms) {
 function shortRun(runId) {
   const at = runId.indexOf("~fork-");
   return at < 0 ? runId : `…${runId.slice(at, at + 14)}`;
+}
+
+function duration(ms) {
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
+  if (ms < 3600000) return `${Math.round(ms / 60000)} min`;
+  return `${(ms / 3600000).toFixed(1)} h`;
 }
 
 function pathText(path) {
@@ -215,7 +222,7 @@ async function runPage() {
   const run = qs("run");
   if (!wf || !run) { location.href = "/"; return; }
   document.title = `${shortRun(run)} · ${wf} · atomr inspector`;
-  const view = { step: qs("step") === null ? null : Number(qs("step")), checkpoints: [], lineage: [], latest: null };
+  const view = { step: qs("step") === null ? null : Number(qs("step")), checkpoints: [], lineage: [], latest: null, origin: null };
   const summary = h("section.card.summary", { "aria-label": "Run summary" });
   const alerts = h("div.alerts");
   const timeline = h("ol.timeline");
@@ -238,9 +245,8 @@ async function runPage() {
   let status = null;
   const loadSummary = async () => {
     try {
-      const found = await get("run", { workflow: wf, run });
-      status = found.status;
-      drawSummary(summary, alerts, wf, run, found, refreshAll);
+      status = await get("run", { workflow: wf, run });
+      drawSummary(summary, alerts, wf, run, status, view, refreshAll);
     } catch (error) {
       status = null;
       fill(summary, errorBox(error));
@@ -253,6 +259,7 @@ async function runPage() {
       const page = await get("history", { workflow: wf, run, limit: 200 });
       view.checkpoints = page.checkpoints;
       view.latest = page.checkpoints.length ? page.checkpoints[page.checkpoints.length - 1].super_step : null;
+      view.count = page.checkpoints.length;
       drawTimeline(page, false);
     } catch (error) {
       fill(timeline, h("li", {}, errorBox(error)));
@@ -262,10 +269,10 @@ async function runPage() {
     if (!append) timeline.replaceChildren();
     const rows = [...page.checkpoints].reverse();
     for (const cp of rows) timeline.append(timelineRow(cp));
-    fill(olderBox, page.before !== null && page.before !== undefined ? h("button", {
+    fill(olderBox, page.next_before !== null && page.next_before !== undefined ? h("button", {
       type: "button",
       onclick: async () => {
-        const older = await get("history", { workflow: wf, run, limit: 200, before: page.before });
+        const older = await get("history", { workflow: wf, run, limit: 200, before: page.next_before });
         view.checkpoints = [...older.checkpoints, ...view.checkpoints];
         drawTimeline(older, true);
       },
@@ -274,14 +281,16 @@ async function runPage() {
   };
   const timelineRow = (cp) => {
     const href = link("/run", { workflow: wf, run, step: cp.super_step });
-    const ran = Array.isArray(cp.ran) && cp.ran.length ? h("span.ran", {}, cp.ran.map((name) => h("span.step-chip", {}, safe(name)))) : null;
+    const ran = Array.isArray(cp.steps) && cp.steps.length ? h("span.ran", {}, cp.steps.map((name) => h("span.step-chip", {}, safe(name)))) : null;
+    const forks = cp.forked_into && cp.forked_into.length ? h("span.small.muted", {}, `forked into ${cp.forked_into.length} run${cp.forked_into.length === 1 ? "" : "s"}`) : null;
+    const took = cp.elapsed_ms !== null && cp.elapsed_ms !== undefined ? ` · +${duration(cp.elapsed_ms)}` : "";
     const a = h("a.cp", {
       href, dataset: { step: cp.super_step },
       onclick: (e) => { if (e.metaKey || e.ctrlKey || e.shiftKey) return; e.preventDefault(); selectStep(cp.super_step); },
     },
       h("span.cp-step", {}, String(cp.super_step)),
-      h("span.cp-main", {}, h("span.cp-label", {}, safe(cp.label || "(no label)")), ran),
-      h("span.cp-time", {}, when(cp.timestamp_ms)));
+      h("span.cp-main", {}, h("span.cp-label", {}, safe(cp.label || "(no label)")), ran, forks),
+      h("span.cp-time", {}, when(cp.timestamp_ms), took));
     const previous = view.checkpoints.filter((c) => c.super_step < cp.super_step).pop();
     const diffButton = previous ? h("button.icon", {
       type: "button", title: `Compare with step ${previous.super_step}`, "aria-label": `Compare step ${cp.super_step} with step ${previous.super_step}`,
@@ -389,11 +398,12 @@ async function runPage() {
   const loadLineage = async () => {
     try {
       const found = await get("lineage", { workflow: wf, run });
-      const members = [];
-      const walk = (node) => { members.push(node.run_id); node.children.forEach(walk); };
-      walk(found.tree);
-      view.lineage = members.filter((m) => m === run || m !== found.tree.run_id || found.tree.state !== "not_found");
-      fill(lineage, found.size > 1 ? null : h("p.muted.small", {}, "No forks: this run is its whole lineage."), h("ul.forktree", {}, forkNode(wf, found.tree)));
+      const byId = new Map(found.nodes.map((node) => [node.run_id, node]));
+      view.lineage = found.nodes.filter((node) => node.exists).map((node) => node.run_id);
+      view.origin = byId.get(run) || null;
+      fill(lineage, found.nodes.length > 1 ? null : h("p.muted.small", {}, "No forks: this run is its whole lineage."),
+        h("ul.forktree", {}, forkNode(wf, found.root, byId, found.states)));
+      if (status) drawSummary(summary, alerts, wf, run, status, view, refreshAll);
     } catch (error) { fill(lineage, errorBox(error)); }
   };
 
@@ -434,19 +444,18 @@ async function runPage() {
   });
 }
 
-function drawSummary(summary, alerts, wf, run, found, refresh) {
-  const s = found.status;
+function drawSummary(summary, alerts, wf, run, s, view, refresh) {
   const facts = [
     ["Step", s.super_step ?? "-"],
     ["Label", h("code", {}, safe(s.label || "-"))],
     ["Updated", when(s.updated_at_ms)],
-    ["Checkpoints", String(found.checkpoints)],
     ["Worker", s.lease ? h("span", {}, h("code", {}, safe(s.lease.owner)), h("span.muted", {}, " · lease ends "), when(s.lease.expires_at_ms), h("span.muted", {}, ` · token ${s.lease.token}`))
       : h("span.muted", {}, s.state === "completed" ? "none (finished)" : "none holds this run")],
   ];
-  if (found.fork_of) {
-    facts.push(["Forked from", h("a", { href: link("/run", { workflow: wf, run: found.fork_of.run_id, step: found.fork_of.super_step }) },
-      safe(shortRun(found.fork_of.run_id)), ` @ step ${found.fork_of.super_step}`)]);
+  const origin = view.origin;
+  if (origin && origin.parent) {
+    facts.push(["Forked from", h("a", { href: link("/run", { workflow: wf, run: origin.parent, step: origin.from_step }) },
+      safe(shortRun(origin.parent)), ` @ step ${origin.from_step}`)]);
   }
   const actions = h("div.actions",
     {},
@@ -464,6 +473,7 @@ function drawSummary(summary, alerts, wf, run, found, refresh) {
     }, "Delete run") : null);
   fill(summary,
     h("div.summary-head", {}, h("h1.mono.run-id", {}, safe(run)), badge(s.state), s.fork ? h("span.tag", {}, "fork") : null),
+    s.detail ? h("p.detail-line", {}, safe(s.detail)) : null,
     h("dl.facts", {}, facts.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v)))),
     actions);
   fill(alerts, s.pause ? pauseCard(wf, run, s.pause, refresh) : null, s.last_error ? errorCard(s.last_error) : null);
@@ -489,7 +499,7 @@ function pauseCard(wf, run, pause, refresh) {
         fill(result, h("p.muted", {}, "Resuming…"));
         try {
           const done = await post("answer", { workflow: wf, run, value });
-          fill(result, h("p.ok-text", {}, `Answered: the run is now ${done.status.state}.`));
+          fill(result, h("p.ok-text", {}, `Answered: the run is now ${done.state}.`));
           refresh();
         } catch (error) {
           fill(result, h("p.error-text", {}, `Refused: ${safe(error.message)}`));
@@ -503,7 +513,7 @@ function pauseCard(wf, run, pause, refresh) {
     h("h2", { id: "pause-h" }, "Waiting for an answer"),
     h("p", {}, "Paused ", { before: "before", inside: "inside", after: "after" }[pause.kind] || pause.kind, " step ",
       h("code", {}, safe(pause.step)), ` (layer ${pause.layer}).`),
-    h("div.small.muted", {}, "Payload"), payload, form);
+    h("div.pause-body", {}, h("div", {}, h("div.small.muted", {}, "Payload"), payload), h("div", {}, form)));
 }
 
 function errorCard(error) {
@@ -514,15 +524,17 @@ function errorCard(error) {
     h("pre.payload", {}, safe(error.message, { keepNewlines: true })));
 }
 
-function forkNode(wf, node) {
-  const label = node.fork_of ? shortRun(node.run_id) : node.run_id;
-  const content = node.state === "not_found" ?
-    h("span.muted", { title: node.run_id }, safe(label), " (deleted)") :
-    h("a", { href: link("/run", { workflow: wf, run: node.run_id }), title: safe(node.run_id), "aria-current": node.current ? "page" : null }, safe(label));
+function forkNode(wf, id, byId, states) {
+  const node = byId.get(id);
+  const label = node.parent || node.from_step !== null ? shortRun(id) : id;
+  const content = node.exists ?
+    h("a", { href: link("/run", { workflow: wf, run: id }), title: safe(id), "aria-current": node.current ? "page" : null }, safe(label)) :
+    h("span.muted", { title: safe(id) }, safe(label), " (deleted)");
+  const state = states[id];
   return h(`li${node.current ? ".current" : ""}`, {},
-    h("div.fork-node", {}, content, node.state !== "not_found" ? badge(node.state) : null,
-      node.fork_of ? h("span.muted.small", {}, `from step ${node.fork_of.super_step}`) : null),
-    node.children.length ? h("ul", {}, node.children.map((c) => forkNode(wf, c))) : null);
+    h("div.fork-node", {}, content, state ? badge(state.state) : null,
+      node.from_step !== null ? h("span.muted.small", {}, `from step ${node.from_step}`) : null),
+    node.children.length ? h("ul", {}, node.children.map((child) => forkNode(wf, child, byId, states))) : null);
 }
 
 function diffView(d) {
@@ -561,6 +573,7 @@ async function boot() {
     fill(main, errorBox(error));
     return;
   }
+  setTones(info.tones);
   document.getElementById("store").textContent = info.store ? safe(info.store) : "";
   writesControl();
   tickTimes();

@@ -71,9 +71,15 @@ export function bytes(n) {
   return `${(n / 1024 / 1024).toFixed(1)} MB`;
 }
 
-/** A state badge: running, stalled, paused, failed, completed, ... */
+let tones = {};
+
+/** The tone of each run state (from the server's views), for badges. */
+export function setTones(map) { tones = map || {}; }
+
+/** A state badge: its colour follows the state's tone (active, attention, danger, ...). */
 export function badge(state) {
-  return h(`span.badge.state-${String(state).replace(/[^a-z_]/g, "")}`, {}, String(state).replace("_", " "));
+  const tone = String(tones[state] || "neutral").replace(/[^a-z_]/g, "");
+  return h(`span.badge.tone-${tone}`, { dataset: { state } }, String(state).replace("_", " "));
 }
 
 /** Keep every <time data-ms> on the page saying how long ago. */

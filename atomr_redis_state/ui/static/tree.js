@@ -9,8 +9,13 @@ import { h, safe, bytes } from "./dom.js";
  * Returns the tree's root element.
  */
 export function jsonTree(node, fetchNode, { path = [], depth = 0, label = null } = {}) {
-  const root = h("div.tree", { role: "group" });
-  root.append(renderNode(node, fetchNode, path, depth, label));
+  const root = h("div.tree");
+  if (depth === 0 && label === null && node.t === "object" && node.items !== null) {
+    // The top object (a snapshot's channels) is the tree itself: its keys are the first level.
+    addItems(root, node, fetchNode, path, depth);
+  } else {
+    root.append(renderNode(node, fetchNode, path, depth, label));
+  }
   return root;
 }
 
@@ -85,7 +90,7 @@ function container(node, fetchNode, path, depth, key) {
   };
   details.addEventListener("toggle", () => { if (details.open) build(); });
   const small = node.items !== null && node.n <= 12;
-  if (depth === 0 || (depth === 1 && small)) {
+  if (depth === 0 || (depth <= 2 && small)) {
     details.open = true;
     build();
   }
