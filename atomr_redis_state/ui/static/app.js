@@ -500,6 +500,7 @@ function pauseCard(wf, run, pause, refresh) {
         try {
           const done = await post("answer", { workflow: wf, run, value });
           fill(result, h("p.ok-text", {}, `Answered: the run is now ${done.state}.`));
+          notify(`Answered the pause of ${run}: the run is now ${done.state}.`, "info", { sticky: true });
           refresh();
         } catch (error) {
           fill(result, h("p.error-text", {}, `Refused: ${safe(error.message)}`));

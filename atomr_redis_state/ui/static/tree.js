@@ -55,7 +55,8 @@ function scalar(node, fetchNode, path) {
 function summaryText(node) {
   const open = node.t === "object" ? "{" : "[";
   const close = node.t === "object" ? "}" : "]";
-  const count = node.t === "object" ? `${node.n} key${node.n === 1 ? "" : "s"}` : `${node.n} item${node.n === 1 ? "" : "s"}`;
+  const n = node.n.toLocaleString();
+  const count = node.t === "object" ? `${n} key${node.n === 1 ? "" : "s"}` : `${n} item${node.n === 1 ? "" : "s"}`;
   const size = node.bytes ? ` · ${bytes(node.bytes)}` : "";
   return [`${open}${node.n ? "…" : ""}${close}`, h("span.muted", {}, ` ${count}${size}`)];
 }
@@ -116,7 +117,7 @@ function addItems(body, node, fetchNode, path, depth) {
           more.textContent = `failed: ${error.message} (retry)`;
         }
       },
-    }, `show ${Math.min(200, node.n - node.next)} more of ${node.n - node.next} left`);
+    }, `show ${Math.min(200, node.n - node.next)} more of ${(node.n - node.next).toLocaleString()} left`);
     body.append(more);
   }
 }
