@@ -201,7 +201,8 @@ def test_with_writes_off_nothing_can_be_answered(browser: Any, inspector: Inspec
         )
         assert refused.status == 403
     record = inspector.call(lambda store: store.latest(WF, run))
-    assert record is not None and record.label == "interrupt:approve"
+    assert record is not None
+    assert record.label == "interrupt:approve"
 
 
 def test_phone_width_has_no_sideways_scrolling(browser: Any, inspector: Inspector) -> None:
