@@ -170,11 +170,12 @@ async function workflowPage() {
     if (!page.runs.length) {
       table.append(h("p.empty", {}, selected.size || query ? "No runs match these filters." : "No runs in this workflow."));
     }
-    fill(pager,
+    const paging = cursors.length > 1 || page.next_after;
+    fill(pager, !paging ? null : [
       cursors.length > 1 ? h("button", { type: "button", onclick: () => { cursors.pop(); syncAddress(); loadPage(); } }, "← Previous") : null,
       cursors.length > 1 ? h("button", { type: "button", onclick: () => { cursors.splice(1); syncAddress(); loadPage(); } }, "First page") : null,
       h("span.spacer"),
-      page.next_after ? h("button", { type: "button", onclick: () => { cursors.push(page.next_after); syncAddress(); loadPage(); } }, "Next →") : null);
+      page.next_after ? h("button", { type: "button", onclick: () => { cursors.push(page.next_after); syncAddress(); loadPage(); } }, "Next page →") : null]);
     drawChips();
   };
   const reload = () => { cursors.splice(1); syncAddress(); loadPage(); };
@@ -473,7 +474,7 @@ function drawSummary(summary, alerts, wf, run, s, view, refresh) {
     }, "Delete run") : null);
   fill(summary,
     h("div.summary-head", {}, h("h1.mono.run-id", {}, safe(run)), badge(s.state), s.fork ? h("span.tag", {}, "fork") : null),
-    s.detail ? h("p.detail-line", {}, safe(s.detail)) : null,
+    s.detail && !s.pause && !s.last_error ? h("p.detail-line", {}, safe(s.detail)) : null,
     h("dl.facts", {}, facts.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v)))),
     actions);
   fill(alerts, s.pause ? pauseCard(wf, run, s.pause, refresh) : null, s.last_error ? errorCard(s.last_error) : null);
