@@ -22,6 +22,7 @@ from .connection import safe_url as _safe_url
 from .demo import Connect, run_demo
 from .inspect import delete, diff, fork, history, runs, show, workflows
 from .transfer import export, import_
+from .ui import ui
 from .watch import watch
 
 DEFAULT_TTL_S = 3600
@@ -133,5 +134,6 @@ for _command in (
     import_,
     watch,
     archive,
+    ui,
 ):
     cli.add_command(_command)
