@@ -22,13 +22,24 @@ from atomr_redis_state import (
     RunCancelledError,
     RunNotFoundError,
     Snapshot,
+    StatefulRunner,
+    Step,
+    StepContext,
+    Writes,
 )
 from tests.conftest import REDIS_BACKENDS, Backend
 from tests.test_redis_store import DeliveredTwice
+from tests.test_runner import SCHEMA, Workflow
 
 WF = "wf-fleet"
 SHORT = 0.3
 """A lease ttl short enough to wait out in a test."""
+
+
+def runner(
+    store: Checkpointer, steps: list[Step], run: str = "r", **options: Any
+) -> StatefulRunner:
+    return StatefulRunner(WF, run, steps, SCHEMA, store, **options)
 
 
 def snap(run: str, step: int, **values: Any) -> Snapshot:
@@ -249,3 +260,63 @@ async def test_a_cancel_request_expires_with_its_run(backend: Backend) -> None:
     ttls = {key: await backend.client.pttl(key) for key in await backend.raw_keys()}
     assert any(key.endswith(b":run") for key in ttls)
     assert all(ttl > 0 for ttl in ttls.values()), ttls
+
+
+# 3. While a lease is live and renewed, the run's keys do not expire.
+
+TTL = 0.3
+"""A store ttl the tests outlast several times over."""
+
+
+async def test_renewing_a_lease_keeps_its_run_past_the_ttl(backend: Backend) -> None:
+    cp = backend.make(ttl=TTL)
+    lease = await started(cp, "r", ttl=TTL)
+    for _ in range(8):  # 1.2 s: four ttls, two past the latest a save alone keeps a run
+        await asyncio.sleep(TTL / 2)
+        lease = await cp.renew_lease(lease)
+    await cp.save(snap("r", 1), exclusive=True, lease=lease)
+    assert [m.super_step for m in await cp.list(WF, "r")] == [0, 1]
+    assert await cp.list_runs(WF) == ["r"]
+
+
+async def test_a_lease_taken_on_a_run_about_to_expire_keeps_it(backend: Backend) -> None:
+    cp = backend.make(ttl=TTL)
+    await cp.save(snap("r", 0))
+    lease = await cp.acquire_lease(WF, "r", "w1", 3 * TTL)
+    await asyncio.sleep(2 * TTL + 0.2)  # past the run's own deadline, within the lease
+    await cp.save(snap("r", 1), exclusive=True, lease=lease)
+    assert [m.super_step for m in await cp.list(WF, "r")] == [0, 1]
+
+
+async def test_a_released_run_expires_again(backend: Backend) -> None:
+    cp = backend.make(ttl=TTL)
+    lease = await started(cp, "r", ttl=TTL)
+    await cp.release_lease(await cp.renew_lease(lease))
+    await asyncio.sleep(2 * TTL + 2 * TTL + 0.2)  # its deadline: at most the lease's, plus a ttl
+    assert await cp.latest(WF, "r") is None
+
+
+@pytest.mark.parametrize("backend", ["redis", "redis-acl", "cluster"], indirect=True)
+async def test_a_renewal_moves_every_key_of_the_run_to_one_deadline(backend: Backend) -> None:
+    cp = backend.make(ttl=60)
+    lease = await started(cp, "r", ttl=30)
+    await cp.save(snap("r", 1), exclusive=True, lease=lease)
+    await cp.acquire_lease(WF, "r", "w1", 600)  # a lease longer than the run's deadline
+    deadlines = {key: await backend.client.pexpiretime(key) for key in await backend.raw_keys()}
+    assert len(deadlines) == 6, deadlines  # steps, meta, record, index, two snapshots
+    assert len(set(deadlines.values())) == 1, deadlines
+    assert min(deadlines.values()) > lease.expires_at_ms + 500_000
+
+
+async def test_a_layer_longer_than_the_ttl_completes(backend: Backend) -> None:
+    cp = backend.make(ttl=TTL)
+    w = Workflow()
+
+    async def slow(ctx: StepContext) -> Writes:
+        await asyncio.sleep(5 * TTL)
+        return {"log": "slow"}
+
+    steps = [w.step("a"), Step("slow", slow, ["a"]), w.step("b", "slow")]
+    outcome = await runner(cp, steps, lease_ttl=TTL).start()
+    assert outcome.completed
+    assert outcome.state["log"] == ["a", "slow", "b"]
