@@ -29,7 +29,7 @@ from atomr_redis_state import (
 )
 from tests.conftest import REDIS_BACKENDS, Backend
 from tests.test_redis_store import DeliveredTwice
-from tests.test_runner import SCHEMA, Workflow
+from tests.test_runner import SCHEMA, ToolFailed, Workflow
 
 WF = "wf-fleet"
 SHORT = 0.3
@@ -320,3 +320,81 @@ async def test_a_layer_longer_than_the_ttl_completes(backend: Backend) -> None:
     outcome = await runner(cp, steps, lease_ttl=TTL).start()
     assert outcome.completed
     assert outcome.state["log"] == ["a", "slow", "b"]
+
+
+# 4. A human's answer survives a failed resume and is used by the next attempt.
+
+
+class Approval:
+    """a -> (approve, b) -> d: ``approve`` asks a human, and can be made to fail once answered."""
+
+    def __init__(self) -> None:
+        self.w = Workflow()
+        self.fail_after_answer = 0
+        self.answers: list[object] = []
+
+    def steps(self) -> list[Step]:
+        async def approve(ctx: StepContext) -> Writes:
+            answer = ctx.interrupt({"question": "approve?"})
+            self.answers.append(answer)
+            if self.fail_after_answer:
+                self.fail_after_answer -= 1
+                raise ToolFailed("the tool failed after the answer")
+            return [("log", "approve"), ("answer", answer)]
+
+        w = self.w
+        return [
+            w.step("a"),
+            Step("approve", approve, ["a"]),
+            w.step("b", "a"),
+            w.step("d", "approve"),
+        ]
+
+
+async def test_an_answer_survives_a_failed_resume_and_the_next_attempt_uses_it(
+    checkpointer: Checkpointer,
+) -> None:
+    flow = Approval()
+    assert (await runner(checkpointer, flow.steps()).start()).paused
+    flow.fail_after_answer = 1
+    with pytest.raises(ToolFailed):
+        await runner(checkpointer, flow.steps()).resume({"ok": True})
+    status = await runner(checkpointer, flow.steps()).status()
+    assert status.state == "failed"  # waiting for a retry, not for a human
+    outcome = await runner(checkpointer, flow.steps()).run()
+    assert outcome.completed
+    assert outcome.state["answer"] == {"ok": True}
+    assert flow.answers == [{"ok": True}, {"ok": True}]
+    assert flow.w.calls["b"] == 1
+
+
+async def test_an_answer_recorded_by_another_process_is_used_by_the_next_run(
+    checkpointer: Checkpointer,
+) -> None:
+    flow = Approval()
+    paused = await runner(checkpointer, flow.steps()).start()
+    await checkpointer.record_answer(WF, "r", "yes", super_step=paused.super_step)
+    status = await runner(checkpointer, flow.steps()).status()
+    assert status.state == "running"  # runnable by any worker
+    outcome = await runner(checkpointer, flow.steps()).run()
+    assert outcome.completed
+    assert outcome.state["answer"] == "yes"
+    assert flow.answers == ["yes"]
+
+
+async def test_a_paused_run_without_an_answer_still_waits(checkpointer: Checkpointer) -> None:
+    flow = Approval()
+    await runner(checkpointer, flow.steps()).start()
+    outcome = await runner(checkpointer, flow.steps()).run()
+    assert outcome.paused
+    assert flow.answers == []
+    assert (await runner(checkpointer, flow.steps()).status()).state == "paused"
+
+
+async def test_a_resume_answer_must_be_json(checkpointer: Checkpointer) -> None:
+    flow = Approval()
+    await runner(checkpointer, flow.steps()).start()
+    with pytest.raises(ValueError, match="answer"):
+        await runner(checkpointer, flow.steps()).resume(object())
+    assert flow.answers == []
+    assert (await runner(checkpointer, flow.steps()).status()).state == "paused"
