@@ -398,3 +398,68 @@ async def test_a_resume_answer_must_be_json(checkpointer: Checkpointer) -> None:
         await runner(checkpointer, flow.steps()).resume(object())
     assert flow.answers == []
     assert (await runner(checkpointer, flow.steps()).status()).state == "paused"
+
+
+# 5. Cancellation: a running runner stops at its next renewal or checkpoint.
+
+
+async def test_a_cancel_stops_a_running_step_at_the_next_renewal(
+    checkpointer: Checkpointer,
+) -> None:
+    w = Workflow()
+    entered, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def long(ctx: StepContext) -> Writes:
+        entered.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return {"log": "long"}
+
+    steps = [w.step("a"), Step("long", long, ["a"]), w.step("b", "long")]
+    task = asyncio.create_task(runner(checkpointer, steps, lease_ttl=SHORT).start())
+    await entered.wait()
+    assert await checkpointer.request_cancel(WF, "r")
+    with pytest.raises(RunCancelledError):
+        await asyncio.wait_for(task, timeout=10)
+    assert cancelled.is_set()
+    assert [m.label for m in await checkpointer.list(WF, "r")] == ["init", "layer:0"]
+    status = await runner(checkpointer, steps).status()
+    assert (status.state, status.lease) == ("cancelled", None)
+
+
+async def test_a_cancel_stops_the_run_at_its_next_checkpoint(checkpointer: Checkpointer) -> None:
+    w = Workflow()
+
+    async def cancelling(ctx: StepContext) -> Writes:
+        await checkpointer.request_cancel(WF, "r")  # as if from another process, mid-layer
+        return {"log": "cancelling"}
+
+    steps = [w.step("a"), Step("cancelling", cancelling, ["a"]), w.step("b", "cancelling")]
+    with pytest.raises(RunCancelledError):
+        await runner(checkpointer, steps).start()  # a 30 s lease: no renewal in between
+    assert [m.label for m in await checkpointer.list(WF, "r")] == ["init", "layer:0"]
+    assert w.calls["b"] == 0
+    assert (await runner(checkpointer, steps).status()).state == "cancelled"
+
+
+async def test_a_cancelled_run_runs_nothing_again(checkpointer: Checkpointer) -> None:
+    flow = Approval()
+    await runner(checkpointer, flow.steps()).start()
+    await checkpointer.request_cancel(WF, "r")
+    with pytest.raises(RunCancelledError):
+        await runner(checkpointer, flow.steps()).resume("yes")
+    with pytest.raises(RunCancelledError):
+        await runner(checkpointer, flow.steps()).run()
+    assert flow.answers == []
+    assert (await checkpointer.run_record(WF, "r")).lease is None
+
+
+async def test_a_completed_run_stays_completed_when_cancelled(checkpointer: Checkpointer) -> None:
+    w = Workflow()
+    await runner(checkpointer, [w.step("a")]).start()
+    assert await checkpointer.request_cancel(WF, "r")
+    assert (await runner(checkpointer, [w.step("a")]).run()).completed
+    assert (await runner(checkpointer, [w.step("a")]).status()).state == "completed"

@@ -313,10 +313,12 @@ async def test_the_run_status_gauge_counts_runs_by_state(
         ("wf-a", "paused"): 1,
         ("wf-a", "completed"): 1,
         ("wf-a", "failed"): 1,
+        ("wf-a", "cancelled"): 0,
         ("wf-empty", "running"): 0,
         ("wf-empty", "paused"): 0,
         ("wf-empty", "completed"): 0,
         ("wf-empty", "failed"): 0,
+        ("wf-empty", "cancelled"): 0,
     }
 
 

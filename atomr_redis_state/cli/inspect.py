@@ -116,6 +116,7 @@ _STATE_STYLES = {
     "paused": "yellow",
     "completed": "green",
     "failed": "red",
+    "cancelled": "magenta",
     "not_found": "dim",
 }
 

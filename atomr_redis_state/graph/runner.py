@@ -12,7 +12,9 @@ over, and a fork of a checkpoint carries it too.
 Fleet safety: every call that executes steps first takes the run's lease in the store (one
 worker per run at a time), renews it in the background while steps run, carries it on every
 save (so a worker that lost it writes nothing) and releases it when the run pauses, completes or
-fails. A crashed worker's run can be taken over once its lease expires.
+fails. A crashed worker's run can be taken over once its lease expires. A run someone asked to
+cancel (``request_cancel``) stops at the next renewal (its steps are cancelled) or checkpoint,
+whichever comes first, with :class:`~..errors.RunCancelledError`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ..errors import (
     Interrupt,
     LeaseHeldError,
     LeaseLostError,
+    RunCancelledError,
     RunNotFoundError,
     RunNotPausedError,
     StepTimeoutError,
@@ -223,8 +226,10 @@ class StatefulRunner:
         process) by an attempt that did not finish: then the paused step runs with it. Raises
         :class:`~..errors.RunNotFoundError` when the run has no checkpoint (it is never started
         anew: see :meth:`start`), :class:`~..errors.LeaseHeldError` while another worker holds
-        it, and :class:`~..errors.WorkflowChangedError`, before anything runs, when the steps
-        changed in a way its progress cannot carry over.
+        it, :class:`~..errors.WorkflowChangedError`, before anything runs, when the steps
+        changed in a way its progress cannot carry over, and
+        :class:`~..errors.RunCancelledError` for a run someone asked to cancel (before anything
+        runs, or once its steps are cancelled; a completed run stays completed).
         """
 
         async def body() -> RunOutcome:
@@ -264,7 +269,8 @@ class StatefulRunner:
         Raises :class:`~..errors.RunNotPausedError` if the run is not paused,
         :class:`~..errors.RunNotFoundError` if it has no checkpoint, and
         :class:`~..errors.WorkflowChangedError` if the paused step (or one it depends on)
-        changed, so an answer is never silently dropped.
+        changed, so an answer is never silently dropped, and
+        :class:`~..errors.RunCancelledError` if someone asked to cancel the run.
         """
         changes = self._checked_edits(edits)
         if from_step is not None and from_step not in self._steps:
@@ -365,7 +371,8 @@ class StatefulRunner:
                 await self._release(lease, finished)
 
     async def _keep_lease(self) -> None:
-        """Renew the lease every third of its ttl; end (raising) only when it is lost."""
+        """Renew the lease every third of its ttl; end (raising) only when it is lost, or when
+        the renewal reports that someone asked to cancel the run."""
         while True:
             await asyncio.sleep(self.lease_ttl_ms / 3000)
             lease = self._lease
@@ -377,6 +384,10 @@ class StatefulRunner:
                 raise
             except Exception as exc:  # a transient store error: the next renewal may succeed
                 log.warning("run %s: lease renewal failed (%s); retrying", self.run_id, exc)
+                continue
+            if self._lease.cancel_requested:
+                log.info("run %s: cancel requested; cancelling its steps", self.run_id)
+                raise RunCancelledError(self.workflow_id, self.run_id)
 
     async def _release(self, lease: Lease, finished: bool) -> None:
         """Release the lease: a layer that failed leaves its note, finished work clears it,
@@ -609,6 +620,8 @@ class StatefulRunner:
         if snapshot is None:
             raise RunNotFoundError(self.workflow_id, self.run_id)
         position = self._position(snapshot)
+        if record.cancel_requested_at_ms is not None and position.progress.status != "completed":
+            raise RunCancelledError(self.workflow_id, self.run_id)
         step = snapshot.key.super_step
         pause = position.progress.pause
         answer = None if pause is None else answer_for(record.answer, step, pause)
