@@ -69,6 +69,35 @@ local function add_kept_alive(key, member, deadline)
   end
 end
 
+-- Move every key of a run (its snapshots, steps set, meta hash and record) to one deadline (ms;
+-- nil: no expiry), and keep its run-index bucket alive at least as long. O(steps).
+local function expire_run(steps, snapshot_prefix, meta, record, index, run_id, deadline)
+  for _, s in ipairs(redis.call('ZRANGE', steps, 0, -1)) do
+    expire_at(snapshot_prefix .. s, deadline)
+  end
+  expire_at(steps, deadline)
+  expire_at(meta, deadline)
+  if redis.call('EXISTS', record) == 1 then
+    expire_at(record, deadline)
+  end
+  index_run(index, run_id, deadline)
+end
+
+-- A live lease (deadline lease_until, ttl lease_ttl, ms) keeps its run: when the run's shared
+-- deadline comes before the lease's, or (with a store ttl, 0 = none) less than ttl from now,
+-- every key of the run moves to the later of now + 2 * ttl and lease_until + lease_ttl, so
+-- renewals every third of the lease move it at most once per lease_ttl. O(1) unless it moves; a
+-- run with no expiry (or no keys) is left alone.
+local function keep_for_lease(steps, snapshot_prefix, meta, record, index, run_id, now, ttl,
+                              lease_until, lease_ttl)
+  local expires = redis.call('PEXPIRETIME', steps)
+  if expires < 0 or expires >= math.max(now + ttl, lease_until) then
+    return
+  end
+  local deadline = math.max(now + 2 * ttl, lease_until + lease_ttl)
+  expire_run(steps, snapshot_prefix, meta, record, index, run_id, deadline)
+end
+
 -- An id as keys.py escapes it for one ':'-separated key segment.
 local function escape_id(id)
   return (string.gsub(id, '[%%:{}]', function(c)

@@ -28,7 +28,8 @@
 -- kept in the meta hash (a run that is new starts a new meta hash). With keep_last, only the
 -- highest keep_last steps remain. With a ttl, every key of the run shares one deadline between
 -- ttl and 2*ttl from now: when less than ttl is left, all keys move to now + 2*ttl together
--- (O(steps), at most once per ttl; otherwise O(1)). Without a ttl, a run that already expires
+-- (O(steps), at most once per ttl; otherwise O(1)); a save carrying a lease moves them no earlier
+-- than the lease's deadline (see keep_for_lease in _common.lua). Without a ttl, a run that already expires
 -- keeps its deadline, so its keys still expire together. A hold moves every key of the run to
 -- now + hold (or removes their expiry). The run is added to its run-index bucket when it is new,
 -- and the bucket's deadline follows the run's whenever that moves; when a hold with no expiry
@@ -100,18 +101,13 @@ if hold ~= '' or refresh then
   local deadline = nil
   if hold == '' then
     deadline = now + 2 * ttl
+    if lease ~= '' then
+      deadline = math.max(deadline, tonumber(held[3]))
+    end
   elseif hold ~= '-1' then
     deadline = now + tonumber(hold)
   end
-  for _, s in ipairs(redis.call('ZRANGE', steps, 0, -1)) do
-    expire_at(snapshot_prefix .. s, deadline)
-  end
-  expire_at(steps, deadline)
-  expire_at(meta, deadline)
-  if redis.call('EXISTS', record) == 1 then
-    expire_at(record, deadline)
-  end
-  index_run(index, ARGV[5], deadline)
+  expire_run(steps, snapshot_prefix, meta, record, index, ARGV[5], deadline)
   if hold == '' and run_expires == -1 then
     restore_index_deadline(index)
   end

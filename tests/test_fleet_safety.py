@@ -22,13 +22,24 @@ from atomr_redis_state import (
     RunCancelledError,
     RunNotFoundError,
     Snapshot,
+    StatefulRunner,
+    Step,
+    StepContext,
+    Writes,
 )
 from tests.conftest import REDIS_BACKENDS, Backend
 from tests.test_redis_store import DeliveredTwice
+from tests.test_runner import SCHEMA, ToolFailed, Workflow
 
 WF = "wf-fleet"
 SHORT = 0.3
 """A lease ttl short enough to wait out in a test."""
+
+
+def runner(
+    store: Checkpointer, steps: list[Step], run: str = "r", **options: Any
+) -> StatefulRunner:
+    return StatefulRunner(WF, run, steps, SCHEMA, store, **options)
 
 
 def snap(run: str, step: int, **values: Any) -> Snapshot:
@@ -249,3 +260,206 @@ async def test_a_cancel_request_expires_with_its_run(backend: Backend) -> None:
     ttls = {key: await backend.client.pttl(key) for key in await backend.raw_keys()}
     assert any(key.endswith(b":run") for key in ttls)
     assert all(ttl > 0 for ttl in ttls.values()), ttls
+
+
+# 3. While a lease is live and renewed, the run's keys do not expire.
+
+TTL = 0.3
+"""A store ttl the tests outlast several times over."""
+
+
+async def test_renewing_a_lease_keeps_its_run_past_the_ttl(backend: Backend) -> None:
+    cp = backend.make(ttl=TTL)
+    lease = await started(cp, "r", ttl=TTL)
+    for _ in range(8):  # 1.2 s: four ttls, two past the latest a save alone keeps a run
+        await asyncio.sleep(TTL / 2)
+        lease = await cp.renew_lease(lease)
+    await cp.save(snap("r", 1), exclusive=True, lease=lease)
+    assert [m.super_step for m in await cp.list(WF, "r")] == [0, 1]
+    assert await cp.list_runs(WF) == ["r"]
+
+
+async def test_a_lease_taken_on_a_run_about_to_expire_keeps_it(backend: Backend) -> None:
+    cp = backend.make(ttl=TTL)
+    await cp.save(snap("r", 0))
+    lease = await cp.acquire_lease(WF, "r", "w1", 3 * TTL)
+    await asyncio.sleep(2 * TTL + 0.2)  # past the run's own deadline, within the lease
+    await cp.save(snap("r", 1), exclusive=True, lease=lease)
+    assert [m.super_step for m in await cp.list(WF, "r")] == [0, 1]
+
+
+async def test_a_released_run_expires_again(backend: Backend) -> None:
+    cp = backend.make(ttl=TTL)
+    lease = await started(cp, "r", ttl=TTL)
+    await cp.release_lease(await cp.renew_lease(lease))
+    await asyncio.sleep(2 * TTL + 2 * TTL + 0.2)  # its deadline: at most the lease's, plus a ttl
+    assert await cp.latest(WF, "r") is None
+
+
+@pytest.mark.parametrize("backend", ["redis", "redis-acl", "cluster"], indirect=True)
+async def test_a_renewal_moves_every_key_of_the_run_to_one_deadline(backend: Backend) -> None:
+    cp = backend.make(ttl=60)
+    lease = await started(cp, "r", ttl=30)
+    await cp.save(snap("r", 1), exclusive=True, lease=lease)
+    await cp.acquire_lease(WF, "r", "w1", 600)  # a lease longer than the run's deadline
+    deadlines = {key: await backend.client.pexpiretime(key) for key in await backend.raw_keys()}
+    assert len(deadlines) == 6, deadlines  # steps, meta, record, index, two snapshots
+    assert len(set(deadlines.values())) == 1, deadlines
+    assert min(deadlines.values()) > lease.expires_at_ms + 500_000
+
+
+async def test_a_layer_longer_than_the_ttl_completes(backend: Backend) -> None:
+    cp = backend.make(ttl=TTL)
+    w = Workflow()
+
+    async def slow(ctx: StepContext) -> Writes:
+        await asyncio.sleep(5 * TTL)
+        return {"log": "slow"}
+
+    steps = [w.step("a"), Step("slow", slow, ["a"]), w.step("b", "slow")]
+    outcome = await runner(cp, steps, lease_ttl=TTL).start()
+    assert outcome.completed
+    assert outcome.state["log"] == ["a", "slow", "b"]
+
+
+# 4. A human's answer survives a failed resume and is used by the next attempt.
+
+
+class Approval:
+    """a -> (approve, b) -> d: ``approve`` asks a human, and can be made to fail once answered."""
+
+    def __init__(self) -> None:
+        self.w = Workflow()
+        self.fail_after_answer = 0
+        self.answers: list[object] = []
+
+    def steps(self) -> list[Step]:
+        async def approve(ctx: StepContext) -> Writes:
+            answer = ctx.interrupt({"question": "approve?"})
+            self.answers.append(answer)
+            if self.fail_after_answer:
+                self.fail_after_answer -= 1
+                raise ToolFailed("the tool failed after the answer")
+            return [("log", "approve"), ("answer", answer)]
+
+        w = self.w
+        return [
+            w.step("a"),
+            Step("approve", approve, ["a"]),
+            w.step("b", "a"),
+            w.step("d", "approve"),
+        ]
+
+
+async def test_an_answer_survives_a_failed_resume_and_the_next_attempt_uses_it(
+    checkpointer: Checkpointer,
+) -> None:
+    flow = Approval()
+    assert (await runner(checkpointer, flow.steps()).start()).paused
+    flow.fail_after_answer = 1
+    with pytest.raises(ToolFailed):
+        await runner(checkpointer, flow.steps()).resume({"ok": True})
+    status = await runner(checkpointer, flow.steps()).status()
+    assert status.state == "failed"  # waiting for a retry, not for a human
+    outcome = await runner(checkpointer, flow.steps()).run()
+    assert outcome.completed
+    assert outcome.state["answer"] == {"ok": True}
+    assert flow.answers == [{"ok": True}, {"ok": True}]
+    assert flow.w.calls["b"] == 1
+
+
+async def test_an_answer_recorded_by_another_process_is_used_by_the_next_run(
+    checkpointer: Checkpointer,
+) -> None:
+    flow = Approval()
+    paused = await runner(checkpointer, flow.steps()).start()
+    await checkpointer.record_answer(WF, "r", "yes", super_step=paused.super_step)
+    status = await runner(checkpointer, flow.steps()).status()
+    assert status.state == "running"  # runnable by any worker
+    outcome = await runner(checkpointer, flow.steps()).run()
+    assert outcome.completed
+    assert outcome.state["answer"] == "yes"
+    assert flow.answers == ["yes"]
+
+
+async def test_a_paused_run_without_an_answer_still_waits(checkpointer: Checkpointer) -> None:
+    flow = Approval()
+    await runner(checkpointer, flow.steps()).start()
+    outcome = await runner(checkpointer, flow.steps()).run()
+    assert outcome.paused
+    assert flow.answers == []
+    assert (await runner(checkpointer, flow.steps()).status()).state == "paused"
+
+
+async def test_a_resume_answer_must_be_json(checkpointer: Checkpointer) -> None:
+    flow = Approval()
+    await runner(checkpointer, flow.steps()).start()
+    with pytest.raises(ValueError, match="answer"):
+        await runner(checkpointer, flow.steps()).resume(object())
+    assert flow.answers == []
+    assert (await runner(checkpointer, flow.steps()).status()).state == "paused"
+
+
+# 5. Cancellation: a running runner stops at its next renewal or checkpoint.
+
+
+async def test_a_cancel_stops_a_running_step_at_the_next_renewal(
+    checkpointer: Checkpointer,
+) -> None:
+    w = Workflow()
+    entered, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def long(ctx: StepContext) -> Writes:
+        entered.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return {"log": "long"}
+
+    steps = [w.step("a"), Step("long", long, ["a"]), w.step("b", "long")]
+    task = asyncio.create_task(runner(checkpointer, steps, lease_ttl=SHORT).start())
+    await entered.wait()
+    assert await checkpointer.request_cancel(WF, "r")
+    with pytest.raises(RunCancelledError):
+        await asyncio.wait_for(task, timeout=10)
+    assert cancelled.is_set()
+    assert [m.label for m in await checkpointer.list(WF, "r")] == ["init", "layer:0"]
+    status = await runner(checkpointer, steps).status()
+    assert (status.state, status.lease) == ("cancelled", None)
+
+
+async def test_a_cancel_stops_the_run_at_its_next_checkpoint(checkpointer: Checkpointer) -> None:
+    w = Workflow()
+
+    async def cancelling(ctx: StepContext) -> Writes:
+        await checkpointer.request_cancel(WF, "r")  # as if from another process, mid-layer
+        return {"log": "cancelling"}
+
+    steps = [w.step("a"), Step("cancelling", cancelling, ["a"]), w.step("b", "cancelling")]
+    with pytest.raises(RunCancelledError):
+        await runner(checkpointer, steps).start()  # a 30 s lease: no renewal in between
+    assert [m.label for m in await checkpointer.list(WF, "r")] == ["init", "layer:0"]
+    assert w.calls["b"] == 0
+    assert (await runner(checkpointer, steps).status()).state == "cancelled"
+
+
+async def test_a_cancelled_run_runs_nothing_again(checkpointer: Checkpointer) -> None:
+    flow = Approval()
+    await runner(checkpointer, flow.steps()).start()
+    await checkpointer.request_cancel(WF, "r")
+    with pytest.raises(RunCancelledError):
+        await runner(checkpointer, flow.steps()).resume("yes")
+    with pytest.raises(RunCancelledError):
+        await runner(checkpointer, flow.steps()).run()
+    assert flow.answers == []
+    assert (await checkpointer.run_record(WF, "r")).lease is None
+
+
+async def test_a_completed_run_stays_completed_when_cancelled(checkpointer: Checkpointer) -> None:
+    w = Workflow()
+    await runner(checkpointer, [w.step("a")]).start()
+    assert await checkpointer.request_cancel(WF, "r")
+    assert (await runner(checkpointer, [w.step("a")]).run()).completed
+    assert (await runner(checkpointer, [w.step("a")]).status()).state == "completed"

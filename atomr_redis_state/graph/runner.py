@@ -12,7 +12,9 @@ over, and a fork of a checkpoint carries it too.
 Fleet safety: every call that executes steps first takes the run's lease in the store (one
 worker per run at a time), renews it in the background while steps run, carries it on every
 save (so a worker that lost it writes nothing) and releases it when the run pauses, completes or
-fails. A crashed worker's run can be taken over once its lease expires.
+fails. A crashed worker's run can be taken over once its lease expires. A run someone asked to
+cancel (``request_cancel``) stops at the next renewal (its steps are cancelled) or checkpoint,
+whichever comes first, with :class:`~..errors.RunCancelledError`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ..errors import (
     Interrupt,
     LeaseHeldError,
     LeaseLostError,
+    RunCancelledError,
     RunNotFoundError,
     RunNotPausedError,
     StepTimeoutError,
@@ -43,7 +46,7 @@ from ..errors import (
 )
 from ..store.checkpointer import Checkpointer, Edits, Hold
 from ..store.codec import normalise_edits
-from ..store.types import JSON, CheckpointKey, Lease, Snapshot, now_ms
+from ..store.types import JSON, Answer, CheckpointKey, Lease, Snapshot, now_ms
 from ..store.validation import check_id, check_owner, duration_to_ms
 from .outcomes import Pause, RunOutcome, RunStatus, StepFailure
 from .progress import (
@@ -52,6 +55,7 @@ from .progress import (
     Pending,
     Progress,
     Status,
+    answer_for,
     fingerprint,
     run_status,
 )
@@ -82,6 +86,9 @@ class _Position:
     progress: Progress
     attempts: dict[str, int] = field(default_factory=dict)
     """Attempts already made by steps of the next layer (after a failure)."""
+    answer: Answer | None = None
+    """An answer recorded in the store for the pause at this checkpoint (see
+    :meth:`Checkpointer.record_answer`): the next attempt resumes the paused step with it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,17 +221,25 @@ class StatefulRunner:
         """Continue the run from its latest checkpoint, on any worker, until it completes or
         pauses; retry a failed layer (only its steps that did not finish).
 
-        A completed or paused run executes nothing and reports where it stands. Raises
+        A completed or paused run executes nothing and reports where it stands, unless an
+        answer was recorded for its pause (:meth:`resume`, or ``record_answer`` from any
+        process) by an attempt that did not finish: then the paused step runs with it. Raises
         :class:`~..errors.RunNotFoundError` when the run has no checkpoint (it is never started
         anew: see :meth:`start`), :class:`~..errors.LeaseHeldError` while another worker holds
-        it, and :class:`~..errors.WorkflowChangedError`, before anything runs, when the steps
-        changed in a way its progress cannot carry over.
+        it, :class:`~..errors.WorkflowChangedError`, before anything runs, when the steps
+        changed in a way its progress cannot carry over, and
+        :class:`~..errors.RunCancelledError` for a run someone asked to cancel (before anything
+        runs, or once its steps are cancelled; a completed run stays completed).
         """
 
         async def body() -> RunOutcome:
             position = await self._current()
             self._check_compatible(position.progress)
-            return await self._drive(position, None)
+            pause, answer = position.progress.pause, position.answer
+            if pause is None or answer is None:
+                return await self._drive(position, None)
+            log.info("run %s: resuming %r with the answer recorded for it", self.run_id, pause.step)
+            return await self._drive(*self._answered(position, pause.step, answer.value))
 
         return await self._with_lease(body)
 
@@ -242,7 +257,10 @@ class StatefulRunner:
         paused step runs with ``value`` as its :attr:`~.steps.StepContext.resume_value` (and
         the return value of ``ctx.interrupt()``), and the steps of its layer that had finished
         keep their writes; after an ``interrupt_after`` pause the next layer runs (its own
-        ``interrupt_before`` gates still apply) and ``value`` is unused.
+        ``interrupt_before`` gates still apply) and ``value`` is unused. The answer is stored
+        with the run (``record_answer``, under the lease) before the step runs, so if the step
+        fails (or the worker dies) the next :meth:`run` on any worker resumes with it; it must
+        be strict JSON.
 
         With ``from_step`` the whole layer of that step runs next, with ``value`` for that
         step: a later step skips the layers in between; an earlier one first rolls the state
@@ -251,7 +269,8 @@ class StatefulRunner:
         Raises :class:`~..errors.RunNotPausedError` if the run is not paused,
         :class:`~..errors.RunNotFoundError` if it has no checkpoint, and
         :class:`~..errors.WorkflowChangedError` if the paused step (or one it depends on)
-        changed, so an answer is never silently dropped.
+        changed, so an answer is never silently dropped, and
+        :class:`~..errors.RunCancelledError` if someone asked to cancel the run.
         """
         changes = self._checked_edits(edits)
         if from_step is not None and from_step not in self._steps:
@@ -271,11 +290,14 @@ class StatefulRunner:
                 done = position.progress.done
                 position, target = replace(position, progress=self._running(done)), None
             else:
-                progress = replace(
-                    self._running(position.progress.done), pending=position.progress.pending
+                await self.checkpointer.record_answer(
+                    self.workflow_id,
+                    self.run_id,
+                    value,
+                    super_step=position.state.super_step,
+                    lease=self._lease,
                 )
-                position = replace(position, progress=progress)
-                target = _Resume(self._layer_of[pause.step], pause.step, value)
+                position, target = self._answered(position, pause.step, value)
             state = self._edited(position.state, changes)
             position = replace(position, state=state)
             if self._next_layer(position.progress.done) is None:
@@ -352,7 +374,8 @@ class StatefulRunner:
                 await self._release(lease, finished)
 
     async def _keep_lease(self) -> None:
-        """Renew the lease every third of its ttl; end (raising) only when it is lost."""
+        """Renew the lease every third of its ttl; end (raising) only when it is lost, or when
+        the renewal reports that someone asked to cancel the run."""
         while True:
             await asyncio.sleep(self.lease_ttl_ms / 3000)
             lease = self._lease
@@ -364,6 +387,10 @@ class StatefulRunner:
                 raise
             except Exception as exc:  # a transient store error: the next renewal may succeed
                 log.warning("run %s: lease renewal failed (%s); retrying", self.run_id, exc)
+                continue
+            if self._lease.cancel_requested:
+                log.info("run %s: cancel requested; cancelling its steps", self.run_id)
+                raise RunCancelledError(self.workflow_id, self.run_id)
 
     async def _release(self, lease: Lease, finished: bool) -> None:
         """Release the lease: a layer that failed leaves its note, finished work clears it,
@@ -587,7 +614,8 @@ class StatefulRunner:
         return _Position(state, progress)
 
     async def _current(self) -> _Position:
-        """The run's latest checkpoint, with the retry state a failed layer left."""
+        """The run's latest checkpoint, with the retry state a failed layer left and the
+        answer recorded for its pause."""
         snapshot, record = await asyncio.gather(
             self.checkpointer.latest(self.workflow_id, self.run_id),
             self.checkpointer.run_record(self.workflow_id, self.run_id),
@@ -595,15 +623,23 @@ class StatefulRunner:
         if snapshot is None:
             raise RunNotFoundError(self.workflow_id, self.run_id)
         position = self._position(snapshot)
+        if record.cancel_requested_at_ms is not None and position.progress.status != "completed":
+            raise RunCancelledError(self.workflow_id, self.run_id)
+        step = snapshot.key.super_step
+        pause = position.progress.pause
+        answer = None if pause is None else answer_for(record.answer, step, pause)
         note = FailureNote.decode(record.note)
-        if (
-            note is not None
-            and note.failure.super_step == snapshot.key.super_step
-            and position.progress.pause is None
-        ):
+        # A failed layer's note counts unless the run paused since (an answered pause failed).
+        retrying = pause is None or answer is not None
+        if note is not None and note.failure.super_step == step and retrying:
             progress = replace(position.progress, pending=note.pending)
-            return _Position(position.state, progress, note.attempts)
-        return position
+            return _Position(position.state, progress, note.attempts, answer)
+        return replace(position, answer=answer)
+
+    def _answered(self, position: _Position, step: str, value: object) -> tuple[_Position, _Resume]:
+        """The paused run, running again, and the paused ``step`` to resume with ``value``."""
+        progress = replace(self._running(position.progress.done), pending=position.progress.pending)
+        return replace(position, progress=progress), _Resume(self._layer_of[step], step, value)
 
     def _position(self, snapshot: Snapshot, super_step: int | None = None) -> _Position:
         step = snapshot.key.super_step

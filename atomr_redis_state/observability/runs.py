@@ -18,6 +18,7 @@ STATES: tuple[RunStatusState, ...] = (
     "paused",
     "completed",
     "failed",
+    "cancelled",
     "not_found",
 )
 """Every state a run can be in, as :class:`RunStatus` reports it."""

@@ -154,6 +154,8 @@ class InMemoryCheckpointer(BaseCheckpointer):
             and not _expires_after(run, now + self.ttl_ms)
         ):
             run.deadline_ms = now + 2 * self.ttl_ms
+            if lease is not None:  # never before the lease's deadline, as on Redis
+                run.deadline_ms = max(run.deadline_ms, run.lease_until_ms)
         if hold_ms is not None:
             run.deadline_ms = None if hold_ms == HOLD_FOREVER else now + hold_ms
         run.steps[key.super_step] = stored
@@ -255,8 +257,7 @@ class InMemoryCheckpointer(BaseCheckpointer):
             self._last_token = run.fence
             run.owner, run.token = owner, run.fence
         run.lease_until_ms, run.lease_ttl_ms = now + ttl_ms, ttl_ms
-        if not run.steps and run.deadline_ms is not None:
-            run.deadline_ms = max(run.deadline_ms, run.lease_until_ms)
+        self._keep_for_lease(run, now)
         return Lease(
             workflow_id,
             run_id,
@@ -271,12 +272,25 @@ class InMemoryCheckpointer(BaseCheckpointer):
         run = self._record(lease.workflow_id, lease.run_id)
         if run is None or self._holder(run) is None or run.token != lease.token:
             raise LeaseLostError(lease.workflow_id, lease.run_id, lease.token)
-        run.lease_until_ms = self._clock() + lease.ttl_ms
-        if not run.steps and run.deadline_ms is not None:
-            run.deadline_ms = max(run.deadline_ms, run.lease_until_ms)
+        now = self._clock()
+        run.lease_until_ms = now + lease.ttl_ms
+        self._keep_for_lease(run, now)
         return replace(
             lease, expires_at_ms=run.lease_until_ms, cancel_requested=run.cancel_ms is not None
         )
+
+    def _keep_for_lease(self, run: _Run, now: int) -> None:
+        """A live lease keeps its run, by the Redis store's rule: when the run's deadline comes
+        before the lease's, or less than ``ttl`` from now, it moves to the later of
+        ``now + 2 * ttl`` and the lease's deadline plus its ttl. A run not saved yet lives as
+        long as its lease."""
+        if run.deadline_ms is None:
+            return
+        until, ttl = run.lease_until_ms, self.ttl_ms or 0
+        if not run.steps:
+            run.deadline_ms = max(run.deadline_ms, until)
+        elif run.deadline_ms < max(now + ttl, until):
+            run.deadline_ms = max(now + 2 * ttl, until + run.lease_ttl_ms)
 
     async def _release_lease(self, lease: Lease, note: bytes | None, *, keep_note: bool) -> bool:
         run = self._record(lease.workflow_id, lease.run_id)

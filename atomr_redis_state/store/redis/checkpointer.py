@@ -54,7 +54,8 @@ class RedisCheckpointer(BaseCheckpointer):
     client this closes).
 
     ``ttl`` (seconds or a timedelta) makes runs ephemeral: a run's keys expire together, no
-    earlier than ``ttl`` and no later than ``2 * ttl`` after its last save. ``keep_last`` keeps
+    earlier than ``ttl`` and no later than ``2 * ttl`` after its last save, and never while a
+    lease on it is live (see :meth:`renew_lease`). ``keep_last`` keeps
     only the highest ``keep_last`` super-steps of each run, trimmed atomically on save.
     ``replicas=N`` makes every write return only once N replicas have it (``WAIT``, sent in the
     same round trip), raising :class:`~...errors.DurabilityError` when fewer confirm within
@@ -451,8 +452,8 @@ class RedisCheckpointer(BaseCheckpointer):
         try:
             reply = await self._calls.script(
                 self._scripts.acquire_lease,
-                [run.record, run.steps],
-                [owner, str(ttl_ms), "1" if must_exist else "0"],
+                [run.record, run.steps, run.snapshot_prefix, run.meta, run.run_index],
+                [owner, str(ttl_ms), "1" if must_exist else "0", self._ttl_arg, run_id],
                 durable=True,
             )
         except ResponseError as exc:
@@ -469,8 +470,8 @@ class RedisCheckpointer(BaseCheckpointer):
         try:
             until, cancel = await self._calls.script(
                 self._scripts.renew_lease,
-                [run.record, run.steps],
-                [str(lease.token), str(lease.ttl_ms)],
+                [run.record, run.steps, run.snapshot_prefix, run.meta, run.run_index],
+                [str(lease.token), str(lease.ttl_ms), self._ttl_arg, lease.run_id],
             )
         except ResponseError as exc:
             _raise_run_error(exc, lease.workflow_id, lease.run_id, lease)
