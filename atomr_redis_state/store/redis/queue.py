@@ -288,6 +288,8 @@ class RedisQueue:
         waker = _RedisWakeUps(self, workflow_ids)
         await subscription.open()
         listener = asyncio.ensure_future(self._listen(subscription, channels, waker))
+        for workflow_id in workflow_ids:  # wake-ups were missed while nobody listened
+            self._due.setdefault(workflow_id, _Due()).refresh_at = 0.0
         self._woken.update(workflow_ids)
         try:
             yield waker
