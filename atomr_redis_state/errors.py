@@ -76,6 +76,17 @@ class RunNotPausedError(AtomrStateError):
     """``resume()`` found the run not paused (finished, or mid-way)."""
 
 
+class QueueStateError(AtomrStateError):
+    """The run's queue state refuses the call (requeueing a completed or cancelled run, or
+    answering a run that is not waiting for a human); nothing was written."""
+
+    def __init__(self, workflow_id: str, run_id: str, state: str, action: str) -> None:
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.state = state
+        super().__init__(f"run {run_id!r} of workflow {workflow_id!r} is {state}: cannot {action}")
+
+
 class Interrupt(Exception):
     """Raised by a step to pause the run for a human; ``payload`` says what it needs.
 
@@ -128,7 +139,7 @@ class LeaseLostError(AtomrStateError):
 
 
 class RunCancelledError(AtomrStateError):
-    """Someone asked the store to cancel the run (``request_cancel``): a save carrying a lease,
+    """Someone asked the store to cancel the run (``cancel``): a save carrying a lease,
     or an answer, is refused and nothing is written; the run ends in state ``cancelled``."""
 
     def __init__(self, workflow_id: str, run_id: str) -> None:
@@ -246,6 +257,8 @@ class SchemaVersionError(AtomrStateError):
                 "this atomr-redis-state knows: upgrade the library"
             )
         super().__init__(message)
+
+
 class ArchiveError(AtomrStateError):
     """A run could not be archived; the source was left as it was (nothing deleted).
 

@@ -398,7 +398,12 @@ STORE_COMMANDS: tuple[str, ...] = (
     "zrevrangebyscore",
     "zremrangebyrank",
     "spublish",
-    # outside the scripts: load (HGETALL), list_runs (ZRANGEBYLEX, EXISTS), watch
+    # the ready queue's scripts (submit, claim, finish, hints, heartbeats)
+    "hincrby",
+    "zcount",
+    "zremrangebyscore",
+    # outside the scripts: load (HGETALL), list_runs (ZRANGEBYLEX, EXISTS), watch; the queue's
+    # ordered calls (a pipeline), its hint repair (SET NX PX) and forget_worker (DEL, ZREM)
     "zrangebylex",
     "ssubscribe",
 )
@@ -804,6 +809,8 @@ class CuttingProxy:
             pass
         finally:
             sink.close()
+
+
 REQUIRE_POSTGRES_ENV = "ATOMR_REQUIRE_POSTGRES"
 POSTGRES_BINARIES = ("initdb", "postgres", "pg_isready")
 

@@ -186,18 +186,19 @@ async def test_an_answer_must_be_json(checkpointer: Checkpointer) -> None:
 
 async def test_cancelling_a_missing_run_writes_nothing(backend: Backend) -> None:
     cp = backend.make()
-    assert not await cp.request_cancel(WF, "missing")
+    with pytest.raises(RunNotFoundError):
+        await cp.cancel(WF, "missing")
     if backend.is_redis:
         assert await backend.raw_keys() == []
 
 
 async def test_a_cancel_request_is_kept_with_its_first_time(checkpointer: Checkpointer) -> None:
     await started(checkpointer, "r")
-    assert await checkpointer.request_cancel(WF, "r")
+    assert await checkpointer.cancel(WF, "r")
     first = (await checkpointer.run_record(WF, "r")).cancel_requested_at_ms
     assert first is not None
     await asyncio.sleep(0.01)
-    assert await checkpointer.request_cancel(WF, "r")
+    assert await checkpointer.cancel(WF, "r")
     assert (await checkpointer.run_record(WF, "r")).cancel_requested_at_ms == first
 
 
@@ -205,7 +206,7 @@ async def test_a_cancelled_run_refuses_its_lease_holders_saves(
     checkpointer: Checkpointer,
 ) -> None:
     lease = await started(checkpointer, "r")
-    await checkpointer.request_cancel(WF, "r")
+    await checkpointer.cancel(WF, "r")
     with pytest.raises(RunCancelledError):
         await checkpointer.save(snap("r", 1), exclusive=True, lease=lease)
     assert [m.super_step for m in await checkpointer.list(WF, "r")] == [0]
@@ -214,7 +215,7 @@ async def test_a_cancelled_run_refuses_its_lease_holders_saves(
 async def test_leases_report_a_cancel_request(checkpointer: Checkpointer) -> None:
     lease = await started(checkpointer, "r")
     assert not lease.cancel_requested
-    await checkpointer.request_cancel(WF, "r")
+    await checkpointer.cancel(WF, "r")
     renewed = await checkpointer.renew_lease(lease)
     assert renewed.cancel_requested
     assert (await checkpointer.run_record(WF, "r")).lease == renewed
@@ -224,7 +225,7 @@ async def test_leases_report_a_cancel_request(checkpointer: Checkpointer) -> Non
 
 async def test_a_cancelled_run_takes_no_answer(checkpointer: Checkpointer) -> None:
     await paused_at_one(checkpointer, "r")
-    await checkpointer.request_cancel(WF, "r")
+    await checkpointer.cancel(WF, "r")
     with pytest.raises(RunCancelledError):
         await checkpointer.record_answer(WF, "r", "yes", super_step=1)
 
@@ -234,7 +235,7 @@ async def test_deleting_a_run_forgets_its_cancel_request_and_answer(
 ) -> None:
     await paused_at_one(checkpointer, "r")
     await checkpointer.record_answer(WF, "r", "yes", super_step=1)
-    await checkpointer.request_cancel(WF, "r")
+    await checkpointer.cancel(WF, "r")
     await checkpointer.delete_run(WF, "r")
     record = await checkpointer.run_record(WF, "r")
     assert (record.answer, record.cancel_requested_at_ms) == (None, None)
@@ -245,7 +246,7 @@ async def test_answers_and_cancels_sent_twice_give_the_same_answer(backend: Back
     retrying = RedisCheckpointer(DeliveredTwice(backend.client), prefix=backend.prefix)
     await paused_at_one(retrying, "r")
     await retrying.record_answer(WF, "r", ["ok"], super_step=1)
-    assert await retrying.request_cancel(WF, "r")
+    assert await retrying.cancel(WF, "r")
     record = await retrying.run_record(WF, "r")
     assert record.answer == Answer(1, ["ok"])
     assert record.cancel_requested_at_ms is not None
@@ -256,7 +257,7 @@ async def test_a_cancel_request_expires_with_its_run(backend: Backend) -> None:
     cp = backend.make(ttl=60)
     await cp.save(snap("r", 0))
     await cp.record_answer(WF, "r", "yes", super_step=0)
-    await cp.request_cancel(WF, "r")
+    await cp.cancel(WF, "r")
     ttls = {key: await backend.client.pttl(key) for key in await backend.raw_keys()}
     assert any(key.endswith(b":run") for key in ttls)
     assert all(ttl > 0 for ttl in ttls.values()), ttls
@@ -421,7 +422,7 @@ async def test_a_cancel_stops_a_running_step_at_the_next_renewal(
     steps = [w.step("a"), Step("long", long, ["a"]), w.step("b", "long")]
     task = asyncio.create_task(runner(checkpointer, steps, lease_ttl=SHORT).start())
     await entered.wait()
-    assert await checkpointer.request_cancel(WF, "r")
+    assert await checkpointer.cancel(WF, "r")
     with pytest.raises(RunCancelledError):
         await asyncio.wait_for(task, timeout=10)
     assert cancelled.is_set()
@@ -434,7 +435,7 @@ async def test_a_cancel_stops_the_run_at_its_next_checkpoint(checkpointer: Check
     w = Workflow()
 
     async def cancelling(ctx: StepContext) -> Writes:
-        await checkpointer.request_cancel(WF, "r")  # as if from another process, mid-layer
+        await checkpointer.cancel(WF, "r")  # as if from another process, mid-layer
         return {"log": "cancelling"}
 
     steps = [w.step("a"), Step("cancelling", cancelling, ["a"]), w.step("b", "cancelling")]
@@ -448,7 +449,7 @@ async def test_a_cancel_stops_the_run_at_its_next_checkpoint(checkpointer: Check
 async def test_a_cancelled_run_runs_nothing_again(checkpointer: Checkpointer) -> None:
     flow = Approval()
     await runner(checkpointer, flow.steps()).start()
-    await checkpointer.request_cancel(WF, "r")
+    await checkpointer.cancel(WF, "r")
     with pytest.raises(RunCancelledError):
         await runner(checkpointer, flow.steps()).resume("yes")
     with pytest.raises(RunCancelledError):
@@ -460,6 +461,6 @@ async def test_a_cancelled_run_runs_nothing_again(checkpointer: Checkpointer) ->
 async def test_a_completed_run_stays_completed_when_cancelled(checkpointer: Checkpointer) -> None:
     w = Workflow()
     await runner(checkpointer, [w.step("a")]).start()
-    assert await checkpointer.request_cancel(WF, "r")
+    assert await checkpointer.cancel(WF, "r")
     assert (await runner(checkpointer, [w.step("a")]).run()).completed
     assert (await runner(checkpointer, [w.step("a")]).status()).state == "completed"

@@ -148,7 +148,7 @@ def runs(
 
 _TONE_STYLES = {
     "active": "blue",
-    "waiting": "blue",
+    "waiting": "cyan",
     "attention": "yellow",
     "warning": "magenta",
     "danger": "red",

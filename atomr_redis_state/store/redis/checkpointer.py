@@ -11,7 +11,7 @@ import builtins
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
 from functools import partial
@@ -32,13 +32,25 @@ from ...errors import (
     RunCancelledError,
     RunNotFoundError,
 )
-from ..checkpointer import BaseCheckpointer, Fields, Stored
+from ..checkpointer import BaseCheckpointer, Fields, Stored, WakeUps
 from ..codec import WRITE_TOKEN_FIELD, encode_event, pairs_of, write_token
-from ..types import Answer, CheckpointEvent, CheckpointKey, Lease, RunRecord
+from ..types import (
+    Answer,
+    CheckpointEvent,
+    CheckpointKey,
+    Claim,
+    Lease,
+    Outcome,
+    QueueDepth,
+    QueueState,
+    RunRecord,
+    WorkerInfo,
+)
 from ..validation import check_positive_int, duration_to_ms, ttl_to_ms
 from .calls import CLUSTER_RETRY_BUDGET, Calls
 from .connect import client_from_sentinel, client_from_url
 from .keys import KeyLayout, RunKeys
+from .queue import RedisQueue, queue_record
 from .scripts import Scripts
 from .watch import Subscription
 
@@ -112,6 +124,7 @@ class RedisCheckpointer(BaseCheckpointer):
         self._owned: list[Any] = []
         self._ttl_arg = str(self.ttl_ms or 0)
         self._keep_last_arg = str(self.keep_last or 0)
+        self._queue = RedisQueue(client, self._calls, self._scripts, self.keys, self._ttl_arg)
 
     @classmethod
     def from_url(
@@ -495,7 +508,7 @@ class RedisCheckpointer(BaseCheckpointer):
     async def _run_record(self, workflow_id: str, run_id: str) -> RunRecord:
         run = self.keys.run(workflow_id, run_id)
         reply = await self._calls.script(self._scripts.run_record, [run.record], [])
-        now, owner, token, until, ttl, note, answer_step, answer, cancel = reply
+        now, owner, token, until, ttl, note, answer_step, answer, cancel, *queued = reply
         cancel_ms = None if cancel is None else int(cancel)
         lease = None
         if owner is not None and int(until) > int(now):
@@ -511,7 +524,8 @@ class RedisCheckpointer(BaseCheckpointer):
         recorded = None
         if answer_step is not None:
             recorded = Answer(int(answer_step), orjson.loads(answer))
-        return RunRecord(lease, None if note is None else orjson.loads(note), recorded, cancel_ms)
+        note = None if note is None else orjson.loads(note)
+        return RunRecord(lease, note, recorded, cancel_ms, queue_record(queued))
 
     async def _record_answer(
         self, workflow_id: str, run_id: str, super_step: int, value: bytes, lease: Lease | None
@@ -534,14 +548,48 @@ class RedisCheckpointer(BaseCheckpointer):
             _raise_run_error(exc, workflow_id, run_id, lease)
             raise
 
-    async def _request_cancel(self, workflow_id: str, run_id: str) -> bool:
-        run = self.keys.run(workflow_id, run_id)
-        flagged = await self._calls.script(
-            self._scripts.request_cancel, [run.record, run.steps], [], durable=True
-        )
-        if flagged:
-            log.info("run %s: cancel requested", run_id)
-        return bool(flagged)
+    # The ready queue: see .queue for how it is laid out and how workers find work.
+
+    async def _submit(
+        self, key: CheckpointKey, fields: Fields, delay_ms: int, event: CheckpointEvent
+    ) -> bool:
+        return await self._queue.submit(key, fields, delay_ms, event)
+
+    async def _claim(self, workflow_id: str, owner: str, ttl_ms: int) -> Claim | None:
+        return await self._queue.claim(workflow_id, owner, ttl_ms)
+
+    async def _finish(
+        self,
+        lease: Lease,
+        outcome: Outcome,
+        reason: bytes | None,
+        retry_ms: int,
+        max_attempts: int,
+    ) -> QueueState:
+        return await self._queue.finish(lease, outcome, reason, retry_ms, max_attempts)
+
+    async def _requeue(
+        self, workflow_id: str, run_id: str, answer: bytes | None, delay_ms: int
+    ) -> QueueState:
+        return await self._queue.requeue(workflow_id, run_id, answer, delay_ms)
+
+    async def _cancel(self, workflow_id: str, run_id: str) -> QueueState:
+        return await self._queue.cancel(workflow_id, run_id)
+
+    async def _queue_depth(self, workflow_id: str) -> QueueDepth:
+        return await self._queue.depth(workflow_id)
+
+    def _wake_ups(self, workflow_ids: builtins.list[str]) -> AbstractAsyncContextManager[WakeUps]:
+        return self._queue.wake_ups(workflow_ids)
+
+    async def _heartbeat(self, worker_id: str, info: bytes, ttl_ms: int) -> None:
+        await self._queue.heartbeat(worker_id, info, ttl_ms)
+
+    async def _workers(self) -> builtins.list[WorkerInfo]:
+        return await self._queue.workers()
+
+    async def _forget_worker(self, worker_id: str) -> None:
+        await self._queue.forget_worker(worker_id)
 
     @asynccontextmanager
     async def _watch(
