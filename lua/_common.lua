@@ -69,35 +69,6 @@ local function add_kept_alive(key, member, deadline)
   end
 end
 
--- Move every key of a run (its snapshots, steps set, meta hash and record) to one deadline (ms;
--- nil: no expiry), and keep its run-index bucket alive at least as long. O(steps).
-local function expire_run(steps, snapshot_prefix, meta, record, index, run_id, deadline)
-  for _, s in ipairs(redis.call('ZRANGE', steps, 0, -1)) do
-    expire_at(snapshot_prefix .. s, deadline)
-  end
-  expire_at(steps, deadline)
-  expire_at(meta, deadline)
-  if redis.call('EXISTS', record) == 1 then
-    expire_at(record, deadline)
-  end
-  index_run(index, run_id, deadline)
-end
-
--- A live lease (deadline lease_until, ttl lease_ttl, ms) keeps its run: when the run's shared
--- deadline comes before the lease's, or (with a store ttl, 0 = none) less than ttl from now,
--- every key of the run moves to the later of now + 2 * ttl and lease_until + lease_ttl, so
--- renewals every third of the lease move it at most once per lease_ttl. O(1) unless it moves; a
--- run with no expiry (or no keys) is left alone.
-local function keep_for_lease(steps, snapshot_prefix, meta, record, index, run_id, now, ttl,
-                              lease_until, lease_ttl)
-  local expires = redis.call('PEXPIRETIME', steps)
-  if expires < 0 or expires >= math.max(now + ttl, lease_until) then
-    return
-  end
-  local deadline = math.max(now + 2 * ttl, lease_until + lease_ttl)
-  expire_run(steps, snapshot_prefix, meta, record, index, run_id, deadline)
-end
-
 -- An id as keys.py escapes it for one ':'-separated key segment.
 local function escape_id(id)
   return (string.gsub(id, '[%%:{}]', function(c)
@@ -132,6 +103,35 @@ local function unindex_run(index, run_id)
   return removed
 end
 
+-- Move every key of a run (its snapshots, steps set, meta hash and record) to one deadline (ms;
+-- nil: no expiry), and keep its run-index bucket alive at least as long. O(steps).
+local function expire_run(steps, snapshot_prefix, meta, record, index, run_id, deadline)
+  for _, s in ipairs(redis.call('ZRANGE', steps, 0, -1)) do
+    expire_at(snapshot_prefix .. s, deadline)
+  end
+  expire_at(steps, deadline)
+  expire_at(meta, deadline)
+  if redis.call('EXISTS', record) == 1 then
+    expire_at(record, deadline)
+  end
+  index_run(index, run_id, deadline)
+end
+
+-- A live lease (deadline lease_until, ttl lease_ttl, ms) keeps its run: when the run's shared
+-- deadline comes before the lease's, or (with a store ttl, 0 = none) less than ttl from now,
+-- every key of the run moves to the later of now + 2 * ttl and lease_until + lease_ttl, so
+-- renewals every third of the lease move it at most once per lease_ttl. O(1) unless it moves; a
+-- run with no expiry (or no keys) is left alone.
+local function keep_for_lease(steps, snapshot_prefix, meta, record, index, run_id, now, ttl,
+                              lease_until, lease_ttl)
+  local expires = redis.call('PEXPIRETIME', steps)
+  if expires < 0 or expires >= math.max(now + ttl, lease_until) then
+    return
+  end
+  local deadline = math.max(now + 2 * ttl, lease_until + lease_ttl)
+  expire_run(steps, snapshot_prefix, meta, record, index, run_id, deadline)
+end
+
 -- When a run held with no expiry goes back on a ttl, its run-index bucket (kept without expiry
 -- while any run in it was held) takes the latest deadline of its runs again, or stays without one
 -- while any of them has none; and so does the workflow registry bucket of the same tag, from its
@@ -161,6 +161,8 @@ local function restore_index_deadline(index)
   restore_latest_deadline(index, string.sub(index, 1, -5), ':steps')
   local tagged = string.match(index, '^(.-}:)')
   restore_latest_deadline(tagged .. 'workflows', tagged, ':runs')
+end
+
 -- Give owner the run's lease at server time now, for ttl ms: extended with its token when the
 -- owner already holds it live (held = HMGET record owner token until), otherwise with a new
 -- fencing token, the record's counter plus one or the server's clock in microseconds if that is

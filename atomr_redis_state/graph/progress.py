@@ -215,7 +215,12 @@ async def run_status(
         state = unleased_state(snapshot.label, progress)
     queue = record.queue
     waiting = ("queued", "failed", "blocked", "cancelled")
-    if queue is not None and queue.state in waiting and record.lease is None:
+    if (
+        queue is not None
+        and queue.state in waiting
+        and record.lease is None
+        and state != "completed"
+    ):
         state = queue.state  # the fleet's word on a run no worker holds
     return RunStatus(
         workflow_id,
