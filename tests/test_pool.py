@@ -21,7 +21,13 @@ from atomr_redis_state import (
     Snapshot,
     StoreUnavailableError,
 )
-from atomr_redis_state.testing import CuttingProxy, RedisServer, require_binaries, running_sentinels
+from atomr_redis_state.testing import (
+    CuttingProxy,
+    RedisClusterServers,
+    RedisServer,
+    require_binaries,
+    running_sentinels,
+)
 
 WF = "wf-pool"
 KEY = CheckpointKey(WF, "r", 0)
@@ -100,3 +106,14 @@ async def test_a_sentinel_client_waits_for_a_free_connection_too() -> None:
             await store.save(SAVED)
             got = await asyncio.gather(*(store.load(KEY) for _ in range(60)))
             assert got == [SAVED] * 60
+
+
+async def test_on_a_cluster_calls_past_a_nodes_connections_are_retried(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    async with RedisCheckpointer.from_url(
+        redis_cluster.url, cluster=True, prefix="pool-cluster", pipelining=False, max_connections=3
+    ) as store:
+        await store.save(SAVED)
+        got = await asyncio.gather(*(store.load(KEY) for _ in range(60)))
+        assert got == [SAVED] * 60
