@@ -45,6 +45,7 @@ from redis.crc import key_slot
 from redis.exceptions import (
     AskError,
     ClusterDownError,
+    MaxConnectionsError,
     NoScriptError,
     ResponseError,
     TryAgainError,
@@ -401,10 +402,15 @@ def client_attempts(client: Any, error: BaseException) -> int:
     error or a timeout until the policy gives up)."""
     getter = getattr(client, "get_retry", None)
     policy = getter() if getter is not None else getattr(client, "retry", None)
-    if policy is None or not isinstance(error, _RETRIED):
+    if policy is None or not isinstance(error, _RETRIED) or _pool_exhausted(error):
         return 1
     retries = int(policy.get_retries())
     return 1 + max(retries, 0)
 
 
 _RETRIED = (RedisConnectionError, RedisTimeoutError)
+
+
+def _pool_exhausted(error: BaseException) -> bool:
+    """The pool had no connection to give (nothing was sent, nothing retried)."""
+    return isinstance(error, MaxConnectionsError) or str(error) == "No connection available."
