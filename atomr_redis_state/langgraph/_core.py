@@ -9,7 +9,7 @@ the logic is written once.
 from __future__ import annotations
 
 import random
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar, cast
@@ -84,6 +84,39 @@ Request = Call | Calls | Pipe
 Op = Generator[Request, Any, T]
 
 
+Ttl = float | timedelta | Mapping[str, Any] | None
+"""A saver's ``ttl=``: seconds, a timedelta, or langgraph-checkpoint-redis's dict form
+``{"default_ttl": minutes}`` (see :func:`ttl_seconds`)."""
+
+_TTL_KEYS = ("default_ttl", "refresh_on_read")
+
+
+def ttl_seconds(ttl: Ttl) -> float | timedelta | None:
+    """``ttl`` in seconds (or as a timedelta), from any :data:`Ttl` form.
+
+    The dict form is langgraph-checkpoint-redis's: ``default_ttl`` in **minutes** (None or
+    absent: no ttl). Its ``refresh_on_read=True`` is refused: here reads never move a thread's
+    deadline, every write does."""
+    if not isinstance(ttl, Mapping):
+        return ttl
+    unknown = sorted(str(key) for key in ttl if key not in _TTL_KEYS)
+    if unknown:
+        raise ValueError(f"unknown ttl setting(s) {unknown}: this saver takes {list(_TTL_KEYS)}")
+    if ttl.get("refresh_on_read"):
+        raise ValueError(
+            "ttl refresh_on_read=True is not supported: reads never move a thread's deadline "
+            "here, every write does (see the README's ttl notes)"
+        )
+    minutes = ttl.get("default_ttl")
+    if minutes is None:
+        return None
+    if isinstance(minutes, bool) or not isinstance(minutes, int | float):
+        raise TypeError(
+            f"ttl default_ttl must be a number of minutes, not {type(minutes).__name__}"
+        )
+    return minutes * 60.0
+
+
 class RedisSaverCore(BaseCheckpointSaver[str]):
     """The shared part of :class:`.AsyncRedisStateSaver` and :class:`.RedisStateSaver`."""
 
@@ -91,13 +124,13 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
         self,
         *,
         prefix: str = "atomr",
-        ttl: float | timedelta | None = None,
+        ttl: Ttl = None,
         serde: SerializerProtocol | None = None,
         cluster: bool = False,
     ) -> None:
         super().__init__(serde=serde)
         self.keys = LangGraphKeys(prefix)
-        self.ttl_ms = ttl_to_ms(ttl)
+        self.ttl_ms = ttl_to_ms(ttl_seconds(ttl))
         self.cluster = cluster
         self._ttl_arg = str(self.ttl_ms or 0)
 
