@@ -9,6 +9,7 @@ the logic is written once.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -45,6 +46,18 @@ STRATEGIES = ("keep_latest", "delete")
 
 
 _REFS: dict[tuple[str, Any], str] = {}
+
+
+def _newest_first(item: CheckpointTuple) -> tuple[str, str, str]:
+    """Sort key of a listed checkpoint: its id, then namespace and thread (sort reversed)."""
+    conf = item.config["configurable"]
+    return (conf["checkpoint_id"], conf["checkpoint_ns"], str(conf["thread_id"]))
+
+
+def _id_and_ns(member: Any) -> tuple[bytes, bytes]:
+    """The escaped checkpoint id and namespace of a cps member (``ns \\0 checkpoint_id``)."""
+    ns, _, checkpoint_id = bytes(member).partition(b"\x00")
+    return checkpoint_id, ns
 
 
 def _ref(channel: str, version: Any) -> str:
@@ -260,12 +273,10 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
         pages = yield Pipe([("ZRANGE", index, 0, -1) for index in self.keys.thread_indexes()])
         threads = sorted({unescape(bytes(t).decode()) for page in pages for t in page})
         found: list[CheckpointTuple] = []
-        for thread_id in threads:
-            left = None if limit is None else limit - len(found)
-            if left is not None and left <= 0:
-                break
-            found += yield from self._op_list_thread(thread_id, None, None, before_id, filter, left)
-        return found
+        for thread in threads:
+            found += yield from self._op_list_thread(thread, None, None, before_id, filter, limit)
+        found.sort(key=_newest_first, reverse=True)
+        return found if limit is None else found[:limit]
 
     def _op_list_thread(
         self,
@@ -276,23 +287,35 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
         filter: dict[str, Any] | None,
         limit: int | None,
     ) -> Op[list[CheckpointTuple]]:
+        """A thread's checkpoints in namespace ``ns`` (every namespace when None), newest
+        (highest checkpoint id) first.
+
+        The script returns each namespace's newest ``page`` checkpoints below a bound. Without a
+        ``filter`` one page of ``limit`` per namespace holds the newest ``limit`` overall. With
+        one, pages of at least :data:`_PAGE` follow each other: what a page shows above the
+        lowest checkpoint id that a full namespace page reached is complete, and the next page
+        starts at that id."""
         thread = self.keys.thread(str(thread_id))
-        before_arg = ""
-        if ns is None:
-            upper: str | bytes = "+"
-            lower = "-"
-            before_arg = escape(before_id) if before_id else ""
-        else:
-            ns_e = escape(ns)
-            lower = f"[{ns_e}\x00"
-            upper = f"({ns_e}\x00{escape(before_id)}" if before_id else f"({ns_e}\x01"
+        head = ["", "1"] if ns is None else [escape(ns), "0"]
         only = escape(checkpoint_id) if checkpoint_id else ""
+        bound = f"({escape(before_id)}" if before_id else ""
         found: list[CheckpointTuple] = []
         while True:
-            wanted = 0 if limit is None else limit - len(found)
-            page = wanted if not filter or wanted == 0 else max(wanted, _PAGE)
-            reply = yield Call("list", thread.keys, [upper, lower, str(page), before_arg, only])
-            for entry in reply:
+            wanted = None if limit is None else limit - len(found)
+            page = (wanted or 0) if not filter or wanted is None else max(wanted, _PAGE)
+            reply = yield Call("list", thread.keys, [*head, bound, str(page), only])
+            entries = [(*_id_and_ns(entry[0]), entry) for entry in reply]
+            reached = None
+            if filter and page:
+                counts = Counter(ns_e for _, ns_e, _ in entries)
+                # Per namespace the reply is newest first: the last entry is its lowest id.
+                lowest = {ns_e: id_e for id_e, ns_e, _ in entries}
+                full = [lowest[ns_e] for ns_e, count in counts.items() if count >= page]
+                reached = max(full, default=None)
+            entries.sort(key=lambda item: item[:2], reverse=True)
+            for id_e, _, entry in entries:
+                if reached is not None and id_e <= reached:
+                    break
                 item = self._tuple(thread_id, entry)
                 if filter and not all(
                     item.metadata.get(key) == value for key, value in filter.items()
@@ -301,9 +324,9 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
                 found.append(item)
                 if limit is not None and len(found) >= limit:
                     return found
-            if page == 0 or len(reply) < page:
+            if reached is None:
                 return found
-            upper = b"(" + bytes(reply[-1][0])
+            bound = "[" + reached.decode()
 
     def _op_put(
         self,
