@@ -60,14 +60,25 @@ def _id_and_ns(member: Any) -> tuple[bytes, bytes]:
     return checkpoint_id, ns
 
 
-def _ref(channel: str, version: Any) -> str:
-    """``channel \\0 version``, escaped (memoised: a version stays in many checkpoints)."""
-    ref = _REFS.get((channel, version))
-    if ref is None:
-        if len(_REFS) >= 65_536:
-            _REFS.clear()
-        ref = _REFS[channel, version] = f"{escape(channel)}\x00{escape(str(version))}"
+def _ref(item: tuple[str, Any]) -> str:
+    """``channel \\0 version`` of a ``(channel, version)`` item, escaped; memoised in
+    :data:`_REFS` (a version stays in many checkpoints), which callers read first."""
+    if len(_REFS) >= 65_536:
+        _REFS.clear()
+    channel, version = item
+    ref = _REFS[item] = f"{escape(channel)}\x00{escape(str(version))}"
     return ref
+
+
+_KINDS: dict[str, bytes] = {}
+
+
+def _kind(kind: str) -> bytes:
+    """``kind \\0``, the head of a stored value (memoised: serializers have few kinds)."""
+    head = _KINDS.get(kind)
+    if head is None:
+        head = _KINDS[kind] = kind.encode() + b"\x00"
+    return head
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,10 +176,6 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
         return f"{number + 1:016}.{random.getrandbits(64):016x}"
 
     # Values
-
-    def _dump(self, value: Any) -> bytes:
-        kind, data = self.serde.dumps_typed(value)
-        return kind.encode() + b"\x00" + data
 
     def _load(self, raw: bytes) -> Any:
         kind, _, data = raw.partition(b"\x00")
@@ -352,26 +359,31 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
         thread = self.keys.thread(str(thread_id))
         ns = conf.get("checkpoint_ns", "")
         ns_e = escape(ns)
-        skeleton = {k: v for k, v in checkpoint.items() if k != "channel_values"}
-        values = checkpoint["channel_values"]
+        skeleton: dict[str, Any] = dict(checkpoint)
+        values = skeleton.pop("channel_values")
         meta = get_serializable_checkpoint_metadata(config, metadata)
         run = meta.get("run_id")
         run_e = "" if run is None else escape(str(run))
+        known = _REFS
         refs = "\x01".join(
-            [_ref(channel, version) for channel, version in checkpoint["channel_versions"].items()]
+            [known.get(item) or _ref(item) for item in checkpoint["channel_versions"].items()]
         )
-        record = f"{run_e}\x02{refs}\x02".encode() + self._dump(
-            [skeleton, meta, conf.get("checkpoint_id")]
-        )
+        dumps = self.serde.dumps_typed
+        kind, data = dumps([skeleton, meta, conf.get("checkpoint_id")])
+        record = b"".join((f"{run_e}\x02{refs}\x02".encode(), _kind(kind), data))
         lengths: list[int] = []
         pieces: list[bytes] = []
         head = ns_e + "\x00"
-        dump = self._dump
-        for channel, version in new_versions.items():
-            field = (head + _ref(channel, version)).encode()
-            value = dump(values[channel]) if channel in values else _EMPTY
-            lengths += (len(field), len(value))
-            pieces += (field, value)
+        for item in new_versions.items():
+            field = (head + (known.get(item) or _ref(item))).encode()
+            if item[0] in values:
+                kind, data = dumps(values[item[0]])
+                prefix = _kind(kind)
+                lengths += (len(field), len(prefix) + len(data))
+                pieces += (field, prefix, data)
+            else:
+                lengths += (len(field), len(_EMPTY))
+                pieces += (field, _EMPTY)
         args: list[Any] = [
             self._ttl_arg,
             thread.escaped,
@@ -415,16 +427,18 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
         conf = config["configurable"]
         thread = self.keys.thread(str(conf["thread_id"]))
         ns_e = escape(conf.get("checkpoint_ns", ""))
-        task_e = escape(task_id)
+        task_head = escape(task_id) + "\x00"
         tail = f"\x00{escape(task_path)}\x00"
+        dumps = self.serde.dumps_typed
         lengths: list[int] = []
         pieces: list[bytes] = []
         for idx, (channel, value) in enumerate(writes):
             index = WRITES_IDX_MAP.get(channel, idx)
-            key = f"{task_e}\x00{index}\x00".encode()
-            payload = f"{escape(channel)}{tail}".encode() + self._dump(value)
-            lengths += (len(key), len(payload), 1)
-            pieces += (key, payload, b"1" if index < 0 else b"0")
+            key = f"{task_head}{index}\x00".encode()
+            kind, data = dumps(value)
+            head = (escape(channel) + tail).encode() + _kind(kind)
+            lengths += (len(key), len(head) + len(data), 1)
+            pieces += (key, head, data, b"1" if index < 0 else b"0")
         args: list[Any] = [
             self._ttl_arg,
             thread.escaped,
