@@ -371,28 +371,21 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
         dumps = self.serde.dumps_typed
         kind, data = dumps([skeleton, meta, conf.get("checkpoint_id")])
         record = b"".join((f"{run_e}\x02{refs}\x02".encode(), _kind(kind), data))
-        lengths: list[int] = []
-        pieces: list[bytes] = []
-        head = ns_e + "\x00"
-        for item in new_versions.items():
-            field = (head + (known.get(item) or _ref(item))).encode()
-            if item[0] in values:
-                kind, data = dumps(values[item[0]])
-                prefix = _kind(kind)
-                lengths += (len(field), len(prefix) + len(data))
-                pieces += (field, prefix, data)
-            else:
-                lengths += (len(field), len(_EMPTY))
-                pieces += (field, _EMPTY)
         args: list[Any] = [
             self._ttl_arg,
             thread.escaped,
             f"{ns_e}\x00{escape(checkpoint['id'])}",
             run_e,
             record,
-            ",".join(map(str, lengths)),
-            b"".join(pieces),
         ]
+        head = ns_e + "\x00"
+        for item in new_versions.items():
+            args.append((head + (known.get(item) or _ref(item))).encode())
+            if item[0] in values:
+                kind, data = dumps(values[item[0]])
+                args.append(_kind(kind) + data)
+            else:
+                args.append(_EMPTY)
         stored: RunnableConfig = {
             "configurable": {
                 "thread_id": thread_id,
@@ -430,22 +423,19 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
         task_head = escape(task_id) + "\x00"
         tail = f"\x00{escape(task_path)}\x00"
         dumps = self.serde.dumps_typed
-        lengths: list[int] = []
-        pieces: list[bytes] = []
-        for idx, (channel, value) in enumerate(writes):
-            index = WRITES_IDX_MAP.get(channel, idx)
-            key = f"{task_head}{index}\x00".encode()
-            kind, data = dumps(value)
-            head = (escape(channel) + tail).encode() + _kind(kind)
-            lengths += (len(key), len(head) + len(data), 1)
-            pieces += (key, head, data, b"1" if index < 0 else b"0")
         args: list[Any] = [
             self._ttl_arg,
             thread.escaped,
             f"{ns_e}\x00{escape(conf['checkpoint_id'])}\x00",
-            ",".join(map(str, lengths)),
-            b"".join(pieces),
         ]
+        for idx, (channel, value) in enumerate(writes):
+            index = WRITES_IDX_MAP.get(channel, idx)
+            kind, data = dumps(value)
+            args += (
+                f"{task_head}{index}\x00",
+                (escape(channel) + tail).encode() + _kind(kind) + data,
+                "1" if index < 0 else "0",
+            )
         return Call("put_writes", thread.keys, args)
 
     def _op_prune(self, thread_ids: Sequence[str], strategy: str) -> Op[None]:
