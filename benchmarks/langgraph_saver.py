@@ -249,7 +249,7 @@ async def has_stack_modules(admin: Redis) -> bool:
 def clients(url: str) -> tuple[Redis, redis.Redis]:
     return (
         Redis.from_url(url, connection_class=CountingConnection, max_connections=1024),
-        redis.Redis.from_url(url, connection_class=CountingSyncConnection),
+        redis.Redis.from_url(url, connection_class=CountingSyncConnection, max_connections=1024),
     )
 
 
