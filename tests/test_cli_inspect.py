@@ -199,7 +199,14 @@ def test_diff_across_a_run_and_its_fork_as_json(fake: FakeStores, seeded: Seeded
     done = fake.invoke("diff", WF, seeded.done, "1", seeded.fork, "1", "--json")
     assert done.exit_code == 0, done.output
     document = json.loads(done.stdout)
-    assert document["from"] == {"run_id": seeded.done, "super_step": 1, "label": "layer:0"}
+    assert document["format_version"] == 1
+    assert document["kind"] == "diff"
+    assert {k: document["from"][k] for k in ("run_id", "super_step", "label")} == {
+        "run_id": seeded.done,
+        "super_step": 1,
+        "label": "layer:0",
+    }
+    assert isinstance(document["from"]["timestamp_ms"], int)
     assert document["to"]["run_id"] == seeded.fork
     assert document["changes"] == [
         {"kind": "changed", "path": ["plan", "days"], "old": 3, "new": 5},
@@ -251,6 +258,8 @@ def test_delete_with_yes_does_not_ask_and_keeps_forks(fake: FakeStores, seeded: 
     done = fake.invoke("delete", WF, seeded.done, "--yes", "--json")
     assert done.exit_code == 0, done.output
     assert json.loads(done.stdout) == {
+        "format_version": 1,
+        "kind": "delete",
         "workflow_id": WF,
         "run_id": seeded.done,
         "deleted": True,
@@ -284,3 +293,16 @@ def test_every_command_has_help(fake: FakeStores) -> None:
         assert "--redis-url URL" in sub.stdout
         assert "ATOMR_REDIS_URL" in sub.stdout
     assert "STEP_A [RUN_B] STEP_B" in fake.invoke("diff", "--help").stdout
+
+
+def test_workflows_lists_the_workflows_under_the_prefix(fake: FakeStores, seeded: Seeded) -> None:
+    fake.run(lambda store: seed(store, "wf-other"))
+    done = fake.invoke("workflows")
+    assert done.exit_code == 0, done.output
+    assert done.stdout.split() == ["wf-cli", "wf-other"]
+    page = json.loads(fake.invoke("workflows", "--json", "--limit", "1").stdout)
+    assert page["workflows"] == [{"workflow_id": "wf-cli"}]
+    assert page["next_after"] == "wf-cli"
+    assert "more workflows: --after wf-cli" in fake.invoke("workflows", "--limit", "1").stdout
+    empty = fake.invoke("workflows", "--prefix", "elsewhere")
+    assert "no workflows under prefix 'elsewhere'" in empty.stdout

@@ -17,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import AtomrStateError, StoreUnavailableError
 from ..store.checkpointer import Checkpointer
-from ..store.redis.checkpointer import RedisCheckpointer
+from ..store.url import open_store
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +42,17 @@ Opener = Callable[[StoreOptions], AbstractAsyncContextManager[Checkpointer]]
 """Opens the store for one command and closes it after."""
 
 
-def open_redis(options: StoreOptions) -> AbstractAsyncContextManager[Checkpointer]:
-    """The default :data:`Opener`: a :class:`RedisCheckpointer` with a client of its own."""
-    return RedisCheckpointer.from_url(
-        options.url, cluster=options.cluster, prefix=options.prefix, ttl=options.ttl
-    )
+def open_url(options: StoreOptions) -> AbstractAsyncContextManager[Checkpointer]:
+    """The default :data:`Opener`: the store the URL names (Redis, Postgres, SQLite; see
+    :func:`~..store.url.store_from_url`), with connections of its own."""
+    return open_store(options.url, cluster=options.cluster, prefix=options.prefix, ttl=options.ttl)
 
 
 @dataclass(slots=True)
 class CliEnv:
     """What the command line runs against; tests pass their own as ``obj`` (fakeredis)."""
 
-    opener: Opener = open_redis
+    opener: Opener = open_url
 
 
 def store_options(command: Callable[P, T]) -> Callable[P, T]:
@@ -67,7 +66,10 @@ def store_options(command: Callable[P, T]) -> Callable[P, T]:
             default=DEFAULT_URL,
             show_default=True,
             show_envvar=True,
-            help="The Redis server (any node of a cluster with --cluster).",
+            help=(
+                "The store: a Redis URL (any node of a cluster with --cluster), "
+                "postgresql://... or sqlite:///path.db."
+            ),
         ),
         click.option(
             "--prefix",

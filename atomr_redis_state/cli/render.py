@@ -9,8 +9,8 @@ import click
 import orjson
 from rich.console import Console
 
-from ..graph.outcomes import RunStatus
-from ..store.types import JSON, Snapshot
+from ..store.types import JSON
+from ..views import escape_json, escape_text
 
 FOLD_AT = 400
 """Characters of a value shown before it is folded (``--full`` shows everything)."""
@@ -61,67 +61,12 @@ def fold(text: str, *, full: bool, limit: int = FOLD_AT, lines: int = FOLD_LINES
 
 
 def echo_json(document: Any) -> None:
-    """Print ``document`` as one JSON document, for scripts."""
-    click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+    """Print ``document`` as one JSON document, for scripts (bidi and format characters
+    escaped: the same JSON, safe on a terminal)."""
+    click.echo(escape_json(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()))
 
 
-def snapshot_json(snapshot: Snapshot) -> dict[str, JSON]:
-    """A snapshot as a JSON object (channels in name order)."""
-    key = snapshot.key
-    return {
-        "workflow_id": key.workflow_id,
-        "run_id": key.run_id,
-        "super_step": key.super_step,
-        "label": snapshot.label,
-        "timestamp_ms": snapshot.timestamp_ms,
-        "values": dict(sorted(snapshot.values.items())),
-        "metadata": snapshot.metadata,
-    }
-
-
-def status_json(status: RunStatus) -> dict[str, JSON]:
-    """A :class:`RunStatus` as a JSON object."""
-    pause = status.pause
-    lease = status.lease
-    error = status.last_error
-    return {
-        "run_id": status.run_id,
-        "state": status.state,
-        "super_step": status.super_step,
-        "label": status.label,
-        "updated_at_ms": status.updated_at_ms,
-        "pause": None
-        if pause is None
-        else {
-            "step": pause.step,
-            "kind": pause.kind,
-            "payload": pause.payload,
-            "layer": pause.layer,
-        },
-        "lease": None
-        if lease is None
-        else {"owner": lease.owner, "expires_at_ms": lease.expires_at_ms, "token": lease.token},
-        "last_error": None
-        if error is None
-        else {
-            "step": error.step,
-            "error_type": error.error_type,
-            "message": error.message,
-            "attempts": error.attempts,
-            "super_step": error.super_step,
-            "at_ms": error.at_ms,
-        },
-    }
-
-
-def status_detail(status: RunStatus) -> str:
-    """What a human wants to know beside the state: the pause, the failure, the lease."""
-    parts = []
-    if status.pause is not None:
-        parts.append(f"paused at {status.pause.step} ({status.pause.kind})")
-    if status.last_error is not None:
-        e = status.last_error
-        parts.append(f"{e.step} failed: {e.error_type} after {e.attempts} attempt(s)")
-    if status.lease is not None:
-        parts.append(f"leased by {status.lease.owner}")
-    return "; ".join(parts)
+def safe(text: str, *, lines: bool = False) -> str:
+    """``text`` from the store, with control, bidi and format characters escaped so it cannot
+    restyle or reorder the terminal; ``lines`` keeps line breaks (multi-line values)."""
+    return escape_text(text, keep_newlines=lines)

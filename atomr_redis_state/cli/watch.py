@@ -9,9 +9,10 @@ import click
 import orjson
 
 from ..store.checkpointer import Checkpointer
-from ..store.types import JSON, CheckpointEvent
+from ..store.types import CheckpointEvent
+from ..views import escape_json, event_json
 from .connection import options_of, run_with_store, store_options
-from .render import when
+from .render import safe, when
 
 _STYLES = {"saved": "blue", "paused": "yellow", "forked": "cyan", "deleted": "red"}
 
@@ -52,7 +53,7 @@ def watch(
 
     async def work(store: Checkpointer) -> None:
         async with store.watch(workflow, run) as events:
-            click.echo(f"watching {scope} (Ctrl-C to stop)", err=True)
+            click.echo(safe(f"watching {scope} (Ctrl-C to stop)"), err=True)
             seen = 0
             async for event in events:
                 click.echo(_json(event) if as_json else _line(event))
@@ -72,24 +73,15 @@ def watch(
 
 def _line(event: CheckpointEvent) -> str:
     kind = click.style(f"{event.kind:<7}", fg=_STYLES.get(event.kind))
-    parts = [when(event.timestamp_ms), kind, event.run_id]
+    parts = [when(event.timestamp_ms), kind, safe(event.run_id)]
     if event.super_step is not None:
         parts.append(f"step {event.super_step}")
     if event.label:
-        parts.append(event.label)
+        parts.append(safe(event.label))
     if event.source_run_id is not None:
-        parts.append(f"(from {event.source_run_id})")
+        parts.append(f"(from {safe(event.source_run_id)})")
     return "  ".join(parts)
 
 
 def _json(event: CheckpointEvent) -> str:
-    document: dict[str, JSON] = {
-        "kind": event.kind,
-        "workflow_id": event.workflow_id,
-        "run_id": event.run_id,
-        "super_step": event.super_step,
-        "label": event.label,
-        "timestamp_ms": event.timestamp_ms,
-        "source_run_id": event.source_run_id,
-    }
-    return orjson.dumps(document).decode()
+    return escape_json(orjson.dumps(event_json(event)).decode())

@@ -64,8 +64,6 @@ class Call:
     script: str
     keys: list[str]
     args: list[Any]
-    wire: bytes = b""
-    """``keys`` already packed (RESP bulk strings), when the caller has them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,17 +182,24 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
 
     # Operations
 
-    def _op_get_tuple(self, config: RunnableConfig) -> Op[CheckpointTuple | None]:
+    def _get_call(self, config: RunnableConfig) -> Call:
+        """The script call that reads the checkpoint ``config`` names (its newest without an id)."""
         conf = config["configurable"]
-        thread_id = conf["thread_id"]
-        thread = self.keys.thread(str(thread_id))
+        thread = self.keys.thread(str(conf["thread_id"]))
         ns = escape(conf.get("checkpoint_ns", ""))
         checkpoint_id = get_checkpoint_id(config)
         member = f"{ns}\x00{escape(checkpoint_id)}" if checkpoint_id else ""
-        reply = yield Call("get", thread.keys, [ns, member], thread.wire)
+        return Call("get", thread.keys, [ns, member])
+
+    def _got(self, config: RunnableConfig, reply: Any) -> CheckpointTuple | None:
+        """The checkpoint tuple of a ``get`` call's reply."""
         if not reply:
             return None
-        return self._tuple(thread_id, reply)
+        return self._tuple(config["configurable"]["thread_id"], reply)
+
+    def _op_get_tuple(self, config: RunnableConfig) -> Op[CheckpointTuple | None]:
+        reply = yield self._get_call(config)
+        return self._got(config, reply)
 
     def _op_list(
         self,
@@ -253,9 +258,7 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
         while True:
             wanted = 0 if limit is None else limit - len(found)
             page = wanted if not filter or wanted == 0 else max(wanted, _PAGE)
-            reply = yield Call(
-                "list", thread.keys, [upper, lower, str(page), before_arg, only], thread.wire
-            )
+            reply = yield Call("list", thread.keys, [upper, lower, str(page), before_arg, only])
             for entry in reply:
                 item = self._tuple(thread_id, entry)
                 if filter and not all(
@@ -276,6 +279,18 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> Op[RunnableConfig]:
+        call, stored = self._put_call(config, checkpoint, metadata, new_versions)
+        yield call
+        return stored
+
+    def _put_call(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> tuple[Call, RunnableConfig]:
+        """The script call that stores a checkpoint, and the config naming it."""
         conf = config["configurable"]
         thread_id = conf["thread_id"]
         thread = self.keys.thread(str(thread_id))
@@ -310,14 +325,14 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
             ",".join(map(str, lengths)),
             b"".join(pieces),
         ]
-        yield Call("put", thread.keys, args, thread.wire)
-        return {
+        stored: RunnableConfig = {
             "configurable": {
                 "thread_id": thread_id,
                 "checkpoint_ns": ns,
                 "checkpoint_id": checkpoint["id"],
             }
         }
+        return Call("put", thread.keys, args), stored
 
     def _op_put_writes(
         self,
@@ -326,6 +341,19 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str,
     ) -> Op[None]:
+        call = self._put_writes_call(config, writes, task_id, task_path)
+        if call is not None:
+            yield call
+        return None
+
+    def _put_writes_call(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str,
+    ) -> Call | None:
+        """The script call that stores a task's writes (None when there are none)."""
         if not writes:
             return None
         conf = config["configurable"]
@@ -348,8 +376,7 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
             ",".join(map(str, lengths)),
             b"".join(pieces),
         ]
-        yield Call("put_writes", thread.keys, args, thread.wire)
-        return None
+        return Call("put_writes", thread.keys, args)
 
     def _op_prune(self, thread_ids: Sequence[str], strategy: str) -> Op[None]:
         if strategy not in STRATEGIES:

@@ -8,7 +8,6 @@ safe to send again after a lost reply: it answers as the first would have.
 from __future__ import annotations
 
 import builtins
-import hashlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -34,7 +33,7 @@ from ...errors import (
     RunNotFoundError,
 )
 from ..checkpointer import BaseCheckpointer, Fields, Stored
-from ..codec import WRITE_TOKEN_FIELD, encode_event, pairs_of
+from ..codec import WRITE_TOKEN_FIELD, encode_event, pairs_of, write_token
 from ..types import Answer, CheckpointEvent, CheckpointKey, Lease, RunRecord
 from ..validation import check_positive_int, duration_to_ms, ttl_to_ms
 from .calls import CLUSTER_RETRY_BUDGET, Calls
@@ -231,7 +230,7 @@ class RedisCheckpointer(BaseCheckpointer):
         if exclusive:
             # The snapshot's own digest: a save sent again (by redis-py after a lost reply, or
             # by its caller after an error) finds its own write instead of a conflict.
-            token = _digest(fields, lease)
+            token = write_token(fields, lease)
             fields = [*fields, WRITE_TOKEN_FIELD, token.encode()]
         try:
             await self._calls.script(
@@ -410,6 +409,32 @@ class RedisCheckpointer(BaseCheckpointer):
                 pipe.exists(key)
             return cast(builtins.list[int], await pipe.execute())
 
+    async def _list_workflows(self, *, limit: int, after: str | None) -> builtins.list[str]:
+        registry = self.keys.workflow_registry_buckets()
+        live: builtins.list[str] = []
+        cursor = after
+        while len(live) < limit:
+            wanted = limit - len(live)
+            low = b"-" if cursor is None else b"(" + cursor.encode("utf-8")
+            pages = await self._calls.run(partial(self._index_pages, registry, low, wanted))
+            buckets: dict[str, builtins.list[int]] = {}
+            for bucket, page in enumerate(pages):
+                for member in page:
+                    buckets.setdefault(member.decode("utf-8"), []).append(bucket)
+            candidates = sorted(buckets)[:wanted]
+            if not candidates:
+                break
+            # A registry entry outlives the workflow's runs in that bucket (expired, deleted):
+            # the workflow counts while any of its run-index buckets exists.
+            pairs = [(w, self.keys.run_index_bucket(w, b)) for w in candidates for b in buckets[w]]
+            exists = await self._calls.run(partial(self._exists_each, [k for _, k in pairs]))
+            found = {w for (w, _), present in zip(pairs, exists, strict=True) if present}
+            live += [w for w in candidates if w in found]
+            if len(candidates) < wanted:
+                break
+            cursor = candidates[-1]
+        return live
+
     async def _delete_run(self, workflow_id: str, run_id: str, event: CheckpointEvent) -> bool:
         run = self.keys.run(workflow_id, run_id)
         removed = await self._calls.script(
@@ -532,16 +557,6 @@ class RedisCheckpointer(BaseCheckpointer):
             yield subscription.events()
         finally:
             await subscription.aclose()
-
-
-def _digest(fields: Fields, lease: Lease | None) -> str:
-    """A token that names this exact write: the same snapshot (and lease) gives the same one."""
-    hasher = hashlib.blake2b(digest_size=8)
-    for field in fields:
-        hasher.update(len(field).to_bytes(4, "big"))
-        hasher.update(field)
-    hasher.update(b"" if lease is None else str(lease.token).encode())
-    return hasher.hexdigest()
 
 
 def _raise_run_error(

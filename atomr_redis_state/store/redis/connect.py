@@ -68,7 +68,7 @@ def client_from_sentinel(
 ) -> tuple[Redis, Sentinel]:
     """A client of the primary that the Sentinels name ``service_name``, found again after a
     failover; and the Sentinel object (whose connections the caller closes)."""
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
         list(sentinels), sentinel_kwargs=sentinel_options, **options
     )
     client = sentinel.master_for(

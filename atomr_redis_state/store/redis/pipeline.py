@@ -49,6 +49,7 @@ from redis.exceptions import (
     ResponseError,
     TryAgainError,
 )
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 MAX_BATCH = 128
@@ -163,15 +164,26 @@ class AutoPipeline:
 
     async def _send(self, batch: Batch, route: Any) -> None:
         retry = self.client.get_retry()
+        failed = 0
+
+        async def count(error: Exception) -> None:
+            nonlocal failed
+            failed += 1
+
         try:
             if retry is None:
                 await self._exchange(batch)
             else:
                 await retry.call_with_retry(
-                    lambda: self._exchange([c for c in batch if not c.future.done()]),
-                    _ignore,
+                    lambda: self._exchange([c for c in batch if not c.future.done()]), count
                 )
+        except _NotConnected as exc:  # connecting used the client's retry policy already
+            error = exc.error
+            setattr(error, ATTEMPTS, failed + client_attempts(self.client, error))
+            _fail(batch, error)
         except BaseException as exc:  # every unanswered caller gets the batch's failure
+            if isinstance(exc, Exception):
+                setattr(exc, ATTEMPTS, max(failed, 1))
             _fail(batch, exc)
 
     async def _exchange(self, batch: Batch) -> None:
@@ -180,7 +192,10 @@ class AutoPipeline:
         if not batch:
             return
         pool = self.client.connection_pool
-        connection = await pool.get_connection()
+        try:
+            connection = await pool.get_connection()
+        except Exception as exc:  # not sent: the pool's connect retried by the client's policy
+            raise _NotConnected(exc) from exc
         try:
             await _exchange_on(connection, batch, ())
         finally:
@@ -364,5 +379,29 @@ def _fail(batch: Batch, exc: BaseException) -> None:
                 call.future.set_exception(exc)
 
 
-async def _ignore(error: Exception) -> None:
-    """The retry policy's failure hook: the failed connection was dropped already."""
+ATTEMPTS = "atomr_attempts"
+"""The attribute on a batch's failure that says how often its calls were tried."""
+
+
+class _NotConnected(Exception):
+    """A batch's connection could not be made: not retried again around the pool's connect,
+    which already retries by the client's policy."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def client_attempts(client: Any, error: BaseException) -> int:
+    """How many times ``client`` tried a call that failed with ``error``: once, plus the
+    retries of its policy when that policy retries such errors (redis-py retries a connection
+    error or a timeout until the policy gives up)."""
+    getter = getattr(client, "get_retry", None)
+    policy = getter() if getter is not None else getattr(client, "retry", None)
+    if policy is None or not isinstance(error, _RETRIED):
+        return 1
+    retries = int(policy.get_retries())
+    return 1 + max(retries, 0)
+
+
+_RETRIED = (RedisConnectionError, RedisTimeoutError)
