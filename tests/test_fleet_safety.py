@@ -5,7 +5,7 @@ that outlive their ttl while leased, answers that survive failures, and cancella
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -466,3 +466,98 @@ async def test_a_completed_run_stays_completed_when_cancelled(checkpointer: Chec
     assert await checkpointer.cancel(WF, "r")
     assert (await runner(checkpointer, [w.step("a")]).run()).completed
     assert (await runner(checkpointer, [w.step("a")]).status()).state == "completed"
+
+
+# 2. A compatible change never re-runs a finished step, and the idempotency key holds.
+
+
+class Recorded:
+    """Steps that record every execution's idempotency key, (run_id, super_step, step)."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[str, int, str]] = []
+        self.fail: dict[str, int] = {}
+
+    def step(self, name: str, *deps: str, asks: bool = False) -> Step:
+        async def fn(ctx: StepContext) -> Writes:
+            self.keys.append((ctx.run_id, ctx.super_step, name))
+            answer = ctx.interrupt({"question": f"{name}?"}) if asks else None
+            if self.fail.get(name):
+                self.fail[name] -= 1
+                raise ToolFailed(f"{name} failed")
+            return [("log", name), ("answer", answer)] if asks else {"log": name}
+
+        return Step(name, fn, deps)
+
+    def runs_of(self, name: str) -> list[tuple[str, int, str]]:
+        return [key for key in self.keys if key[2] == name]
+
+
+def deployed(r: Recorded, *, added: bool, asks: bool) -> list[Step]:
+    """a -> (ask or c, b) -> d; the deploy adds ``x``, independent, to the first layer."""
+    middle = r.step("ask", "a", asks=True) if asks else r.step("c", "a")
+    steps = [r.step("a"), middle, r.step("b", "a"), r.step("d", middle.name, "b")]
+    return [*steps, r.step("x")] if added else steps
+
+
+async def test_a_step_added_to_an_earlier_layer_does_not_rerun_a_paused_runs_finished_sibling(
+    checkpointer: Checkpointer,
+) -> None:
+    r = Recorded()
+    assert (await runner(checkpointer, deployed(r, added=False, asks=True)).start()).paused
+    outcome = await runner(checkpointer, deployed(r, added=True, asks=True)).resume("yes")
+    assert outcome.completed
+    assert outcome.state["answer"] == "yes"
+    assert sorted(cast(list[str], outcome.state["log"])) == ["a", "ask", "b", "d", "x"]
+    assert len(r.runs_of("b")) == 1
+    assert len(r.runs_of("x")) == 1
+    asked = r.runs_of("ask")
+    assert len(asked) == 2  # it paused, then was resumed: one idempotency key
+    assert len(set(asked)) == 1
+
+
+async def test_a_step_added_to_an_earlier_layer_does_not_rerun_a_failed_layers_finished_step(
+    checkpointer: Checkpointer,
+) -> None:
+    r = Recorded()
+    r.fail["c"] = 1
+    with pytest.raises(ToolFailed):
+        await runner(checkpointer, deployed(r, added=False, asks=False)).start()
+    outcome = await runner(checkpointer, deployed(r, added=True, asks=False)).run()
+    assert outcome.completed
+    assert sorted(cast(list[str], outcome.state["log"])) == ["a", "b", "c", "d", "x"]
+    assert len(r.runs_of("b")) == 1
+    retried = r.runs_of("c")
+    assert len(retried) == 2
+    assert len(set(retried)) == 1
+
+
+async def test_an_added_step_failing_keeps_the_finished_writes(checkpointer: Checkpointer) -> None:
+    r = Recorded()
+    assert (await runner(checkpointer, deployed(r, added=False, asks=True)).start()).paused
+    r.fail["x"] = 1
+    with pytest.raises(ToolFailed):
+        await runner(checkpointer, deployed(r, added=True, asks=True)).resume("yes")
+    outcome = await runner(checkpointer, deployed(r, added=True, asks=True)).run()
+    assert outcome.completed
+    assert outcome.state["answer"] == "yes"
+    assert len(r.runs_of("b")) == 1
+    assert len(set(r.runs_of("ask"))) == 1
+
+
+async def test_an_answer_owed_past_an_added_layer_survives_a_failure(
+    checkpointer: Checkpointer,
+) -> None:
+    r = Recorded()
+    assert (await runner(checkpointer, deployed(r, added=False, asks=True)).start()).paused
+    r.fail["ask"] = 1
+    with pytest.raises(ToolFailed):
+        await runner(checkpointer, deployed(r, added=True, asks=True)).resume("yes")
+    # The added step's layer was checkpointed first: the answer is kept in that checkpoint.
+    labels = [m.label for m in await checkpointer.list(WF, "r")]
+    assert labels[-2:] == ["interrupt:ask", "layer:0"]
+    outcome = await runner(checkpointer, deployed(r, added=True, asks=True)).run()
+    assert outcome.completed
+    assert outcome.state["answer"] == "yes"
+    assert [len(r.runs_of(name)) for name in ("b", "x", "ask")] == [1, 1, 3]
+    assert len(set(r.runs_of("ask"))) == 1

@@ -53,6 +53,13 @@ class Progress:
     pending: Pending = field(default_factory=dict)
     pause_after: str | None = None
     """This layer checkpoint is owed an ``interrupt_after`` pause at the next super-step."""
+    origins: dict[str, int] = field(default_factory=dict)
+    """For each step of an interrupted layer that has not finished (it failed or paused), the
+    super-step its layer first ran from: it runs again with that ``super_step`` in its context,
+    so ``(run_id, super_step, step)`` names it however many checkpoints come in between."""
+    resumes: dict[str, JSON] = field(default_factory=dict)
+    """Steps still owed a resume value (an answer), and the value: kept in the checkpoints of
+    layers that run first (steps added to an earlier layer by a deploy)."""
 
     def encode(self) -> dict[str, JSON]:
         record: dict[str, JSON] = {
@@ -72,6 +79,10 @@ class Progress:
             record["pending"] = encode_pending(self.pending)
         if self.pause_after is not None:
             record["pause_after"] = self.pause_after
+        if self.origins:
+            record["origins"] = cast(JSON, self.origins)
+        if self.resumes:
+            record["resumes"] = self.resumes
         return record
 
     @classmethod
@@ -109,6 +120,9 @@ class Progress:
         if not isinstance(done, list):
             raise TypeError(f"bad done steps {done!r}")
         after = record.get("pause_after")
+        resumes = record.get("resumes") or {}
+        if not isinstance(resumes, dict):
+            raise TypeError(f"bad resumes {resumes!r}")
         return cls(
             _text(record["workflow"]),
             tuple(_text(name) for name in done),
@@ -116,6 +130,8 @@ class Progress:
             pause,
             decode_pending(record.get("pending")),
             None if after is None else _text(after),
+            decode_origins(record.get("origins")),
+            resumes,
         )
 
 
@@ -127,6 +143,8 @@ class FailureNote:
     pending: Pending
     attempts: dict[str, int]
     """Attempts made so far per step of the layer that did not finish."""
+    origins: dict[str, int] = field(default_factory=dict)
+    """The super-step each unfinished step first ran from (see :attr:`Progress.origins`)."""
 
     def encode(self) -> dict[str, JSON]:
         f = self.failure
@@ -141,6 +159,7 @@ class FailureNote:
             },
             "pending": encode_pending(self.pending),
             "attempts": cast(JSON, self.attempts),
+            "origins": cast(JSON, self.origins),
         }
 
     @classmethod
@@ -165,6 +184,7 @@ class FailureNote:
                 failure,
                 decode_pending(note.get("pending")),
                 {_text(k): _count(v) for k, v in attempts.items()},
+                decode_origins(note.get("origins")),
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -265,6 +285,14 @@ def encode_pending(pending: Pending) -> JSON:
         step: [[channel, cast(JSON, value)] for channel, value in writes]
         for step, writes in pending.items()
     }
+
+
+def decode_origins(raw: JSON) -> dict[str, int]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise TypeError(f"bad origins {raw!r}")
+    return {step: _count(super_step) for step, super_step in raw.items()}
 
 
 def decode_pending(raw: JSON) -> Pending:

@@ -91,15 +91,6 @@ class _Position:
     :meth:`Checkpointer.record_answer`): the next attempt resumes the paused step with it."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Resume:
-    """The layer a ``resume()`` continues at, and the step that gets the resume value."""
-
-    layer: int
-    step: str
-    value: object
-
-
 @dataclass(slots=True)
 class _StepResult:
     """How one step of a layer ended: writes, a pause, or a failure, after ``attempts``."""
@@ -212,7 +203,7 @@ class StatefulRunner:
 
         async def body() -> RunOutcome:
             position = await self._save(initial, "init", progress)
-            return await self._drive(position, None)
+            return await self._drive(position)
 
         return await self._with_lease(body, must_exist=False)
 
@@ -264,10 +255,10 @@ class StatefulRunner:
             position = await self._current()
             self._check_compatible(position.progress)
             pause, answer = position.progress.pause, position.answer
-            if pause is None or answer is None:
-                return await self._drive(position, None)
-            log.info("run %s: resuming %r with the answer recorded for it", self.run_id, pause.step)
-            return await self._drive(*self._answered(position, pause.step, answer.value))
+            if pause is not None and answer is not None:
+                log.info("run %s: resuming %r with its recorded answer", self.run_id, pause.step)
+                position = self._answered(position, pause.step, answer.value)
+            return await self._drive(position)
 
         return await self._with_lease(body)
 
@@ -313,10 +304,9 @@ class StatefulRunner:
                 )
             self._check_compatible(position.progress)
             if from_step is not None:
-                position, target = await self._moved_to(position, from_step, value)
+                position = await self._moved_to(position, from_step, value)
             elif pause.kind == "after":
-                done = position.progress.done
-                position, target = replace(position, progress=self._running(done)), None
+                position = replace(position, progress=self._continued(position.progress))
             else:
                 await self.checkpointer.record_answer(
                     self.workflow_id,
@@ -325,14 +315,14 @@ class StatefulRunner:
                     super_step=position.state.super_step,
                     lease=self._lease,
                 )
-                position, target = self._answered(position, pause.step, value)
+                position = self._answered(position, pause.step, value)
             state = self._edited(position.state, changes)
             position = replace(position, state=state)
             if self._next_layer(position.progress.done) is None:
                 finished = self._advanced(state)
                 progress = Progress(self._fingerprint, position.progress.done, "completed")
                 return self._outcome(await self._save(finished, f"resume:{pause.step}", progress))
-            return await self._drive(position, target)
+            return await self._drive(position)
 
         return await self._with_lease(body)
 
@@ -437,7 +427,7 @@ class StatefulRunner:
         except Exception as exc:  # the lease expires on its own; never hide the work's outcome
             log.warning("run %s: lease release failed (%s)", self.run_id, exc)
 
-    async def _drive(self, position: _Position, resume: _Resume | None) -> RunOutcome:
+    async def _drive(self, position: _Position) -> RunOutcome:
         """Run layers from ``position`` until the run completes or pauses."""
         while True:
             progress = position.progress
@@ -446,64 +436,83 @@ class StatefulRunner:
             if progress.pause_after is not None:
                 step = progress.pause_after
                 pause = Pause(step, "after", None, self._layer_of.get(step, -1))
-                position = await self._pause(position.state, pause, progress.done, {})
+                position = await self._pause(position.state, self._paused(progress, pause))
                 continue
             found = self._next_layer(progress.done)
             if found is None:
                 return self._outcome(position)
             index, todo = found
-            resuming = resume if resume is not None and resume.layer == index else None
             gate = next((s.name for s in todo if s.name in self._before), None)
-            # A layer with finished steps (a retry after a failure) has passed its gate already.
-            if resuming is None and gate is not None and not progress.pending:
+            # A layer that ran before (it failed or paused, or is being resumed) has passed its
+            # gate already.
+            if gate is not None and not any(self._began(s.name, progress) for s in todo):
                 pause = Pause(gate, "before", None, index)
-                position = await self._pause(position.state, pause, progress.done, progress.pending)
+                position = await self._pause(position.state, self._paused(progress, pause))
                 continue
-            position = await self._run_layer(index, todo, position, resuming)
+            position = await self._run_layer(index, todo, position)
 
-    async def _run_layer(
-        self, index: int, todo: list[Step], position: _Position, resume: _Resume | None
-    ) -> _Position:
+    @staticmethod
+    def _began(step: str, progress: Progress) -> bool:
+        """True when ``step`` ran before without finishing its layer, or is owed an answer."""
+        return step in progress.pending or step in progress.origins or step in progress.resumes
+
+    async def _run_layer(self, index: int, todo: list[Step], position: _Position) -> _Position:
         """Run one layer's unfinished steps concurrently; checkpoint the merge, or the pause."""
         if self.telemetry is None:
-            return await self._layer(index, todo, position, resume)
+            return await self._layer(index, todo, position)
         names = [step.name for step in todo]
         start = position.state.super_step
         with self.telemetry.layer(self.workflow_id, self.run_id, index, names, start):
-            return await self._layer(index, todo, position, resume)
+            return await self._layer(index, todo, position)
 
-    async def _layer(
-        self, index: int, todo: list[Step], position: _Position, resume: _Resume | None
-    ) -> _Position:
-        before = position.state
+    async def _layer(self, index: int, todo: list[Step], position: _Position) -> _Position:
+        """Run the layer's steps that have not finished, each with the super-step its layer
+        first ran from; keep the writes of other layers' finished steps (a layer interrupted
+        before steps added to an earlier layer ran) until their own layer merges them."""
+        before, progress = position.state, position.progress
         values = before.snapshot()
-        writes: Pending = dict(position.progress.pending)
+        writes: Pending = dict(progress.pending)
+        origins = {**{step.name: before.super_step for step in todo}, **progress.origins}
         running = [step for step in todo if step.name not in writes]
         results = await asyncio.gather(
             *(
-                self._run_step(step, index, before, values, resume, position.attempts)
+                self._run_step(
+                    step, index, origins[step.name], values, progress.resumes, position.attempts
+                )
                 for step in running
             )
         )
         for result in results:
             if result.writes is not None:
                 writes[result.step.name] = result.writes
+        unfinished = {name: at for name, at in origins.items() if name not in writes}
         failed = [result for result in results if result.error is not None]
         if failed:
-            self._fail(failed[0], before.super_step, writes, results, position.attempts)
+            self._fail(failed[0], before.super_step, writes, results, position.attempts, unfinished)
         paused = next((r for r in results if r.interrupt is not None), None)
         if paused is not None:
             payload = cast(JSON, cast(Interrupt, paused.interrupt).payload)
             pause = Pause(paused.step.name, "inside", payload, index)
-            return await self._pause(before, pause, position.progress.done, writes)
+            interrupted = replace(progress, pending=writes, origins=unfinished)
+            return await self._pause(before, self._paused(interrupted, pause))
+        names = [step.name for step in todo]
         merged = self._advanced(before)
-        merged.merge_writes(pair for step in todo for pair in writes[step.name])
-        done = (*position.progress.done, *(step.name for step in todo))
-        owed = next((s.name for s in todo if s.name in self._after), None)
+        merged.merge_writes(pair for name in names for pair in writes[name])
+        done = (*progress.done, *names)
+        owed = next((name for name in names if name in self._after), None)
         finished = owed is None and self._next_layer(done) is None
         status: Status = "completed" if finished else "running"
-        progress = Progress(self._fingerprint, done, status, pause_after=owed)
-        return await self._save(merged, f"layer:{index}", progress)
+        merged_progress = Progress(
+            self._fingerprint,
+            done,
+            status,
+            pending=_without(writes, names),
+            pause_after=owed,
+            origins=_without(unfinished, names),
+            resumes=_without(progress.resumes, names),
+        )
+        saved = await self._save(merged, f"layer:{index}", merged_progress)
+        return replace(saved, attempts=_without(position.attempts, names))
 
     def _fail(
         self,
@@ -512,8 +521,10 @@ class StatefulRunner:
         writes: Pending,
         results: builtins.list[_StepResult],
         earlier: Mapping[str, int],
+        origins: dict[str, int],
     ) -> None:
-        """Leave the failure and the finished writes in the note, and raise the step's error."""
+        """Leave the failure, the finished writes and where the unfinished steps first ran in
+        the note, and raise the step's error."""
         error = cast(Exception, first.error)
         attempts = dict(earlier)
         attempts.update(
@@ -529,7 +540,7 @@ class StatefulRunner:
             attempts[first.step.name],
             now_ms(),
         )
-        self._failure = FailureNote(failure, writes, attempts).encode()
+        self._failure = FailureNote(failure, writes, attempts, origins).encode()
         log.warning(
             "run %s: step %r failed after %d attempt(s): %s: %s; kept %d finished step(s)",
             self.run_id,
@@ -545,9 +556,9 @@ class StatefulRunner:
         self,
         step: Step,
         index: int,
-        state: RunState,
+        super_step: int,
         values: dict[str, JSON],
-        resume: _Resume | None,
+        resumes: Mapping[str, JSON],
         earlier: Mapping[str, int],
     ) -> _StepResult:
         """Run one step with its retry policy and timeout; never raises but cancellation."""
@@ -559,8 +570,8 @@ class StatefulRunner:
                 step.name,
                 index,
                 values,
-                state.super_step,
-                *((resume.value,) if resume is not None and resume.step == step.name else ()),
+                super_step,
+                *((resumes[step.name],) if step.name in resumes else ()),
                 workflow_id=self.workflow_id,
                 run_id=self.run_id,
                 attempt=earlier.get(step.name, 0) + attempts,
@@ -616,11 +627,14 @@ class StatefulRunner:
                 raise UnknownChannelError(channel, self.schema.keys())
         return pairs
 
-    async def _pause(
-        self, state: RunState, pause: Pause, done: tuple[str, ...], pending: Pending
-    ) -> _Position:
+    def _paused(self, progress: Progress, pause: Pause) -> Progress:
+        """``progress`` paused at ``pause``: a step that paused again has used its answer."""
+        paused = replace(self._continued(progress), status="paused", pause=pause)
+        return replace(paused, resumes=_without(progress.resumes, [pause.step]))
+
+    async def _pause(self, state: RunState, progress: Progress) -> _Position:
         """Checkpoint a pause as a super-step of its own, on top of ``state``; hold the run."""
-        progress = Progress(self._fingerprint, done, "paused", pause, pending)
+        pause = cast(Pause, progress.pause)
         label = {"before": "interrupt-before", "inside": "interrupt", "after": "interrupt-after"}
         position = await self._save(
             self._advanced(state),
@@ -663,14 +677,26 @@ class StatefulRunner:
         # A failed layer's note counts unless the run paused since (an answered pause failed).
         retrying = pause is None or answer is not None
         if note is not None and note.failure.super_step == step and retrying:
-            progress = replace(position.progress, pending=note.pending)
+            progress = replace(position.progress, pending=note.pending, origins=note.origins)
             return _Position(position.state, progress, note.attempts, answer)
         return replace(position, answer=answer)
 
-    def _answered(self, position: _Position, step: str, value: object) -> tuple[_Position, _Resume]:
-        """The paused run, running again, and the paused ``step`` to resume with ``value``."""
-        progress = replace(self._running(position.progress.done), pending=position.progress.pending)
-        return replace(position, progress=progress), _Resume(self._layer_of[step], step, value)
+    def _answered(self, position: _Position, step: str, value: object) -> _Position:
+        """The paused run, running again, its paused ``step`` owed ``value``."""
+        progress = self._continued(position.progress)
+        resumes = {**progress.resumes, step: cast(JSON, value)}
+        return replace(position, progress=replace(progress, resumes=resumes))
+
+    def _continued(self, progress: Progress) -> Progress:
+        """``progress`` running on: the steps done, the writes kept, where unfinished steps
+        first ran and the answers owed carry over."""
+        return Progress(
+            self._fingerprint,
+            progress.done,
+            pending=progress.pending,
+            origins=progress.origins,
+            resumes=progress.resumes,
+        )
 
     def _position(self, snapshot: Snapshot, super_step: int | None = None) -> _Position:
         step = snapshot.key.super_step
@@ -679,14 +705,12 @@ class StatefulRunner:
         state = RunState.from_snapshot(self.schema, snapshot.values, at)
         return _Position(state, progress)
 
-    async def _moved_to(
-        self, position: _Position, step: str, value: object
-    ) -> tuple[_Position, _Resume]:
-        """Where ``resume(from_step=step)`` continues: rolled back to before the step's layer
-        when it already ran, or with the layers before it skipped."""
+    async def _moved_to(self, position: _Position, step: str, value: object) -> _Position:
+        """Where ``resume(from_step=step)`` continues, ``step`` owed ``value``: rolled back to
+        before the step's layer when it already ran, or with the layers before it skipped."""
         layer = self._layer_of[step]
         done = position.progress.done
-        target = _Resume(layer, step, value)
+        resumes = {step: cast(JSON, value)}
         if step not in done:
             skipped = tuple(
                 s.name
@@ -694,7 +718,8 @@ class StatefulRunner:
                 for s in layer_steps
                 if s.name not in done
             )
-            return _Position(position.state, self._running((*done, *skipped))), target
+            progress = replace(self._running((*done, *skipped)), resumes=resumes)
+            return _Position(position.state, progress)
         latest = position.state.super_step
         for meta in reversed(await self.checkpointer.list(self.workflow_id, self.run_id)):
             snapshot = await self.checkpointer.load(meta.key)
@@ -705,7 +730,7 @@ class StatefulRunner:
                 kept = tuple(
                     s for s in earlier.progress.done if self._layer_of.get(s, layer) < layer
                 )
-                return replace(earlier, progress=self._running(kept)), target
+                return replace(earlier, progress=replace(self._running(kept), resumes=resumes))
         raise CheckpointNotFoundError(self.workflow_id, self.run_id, 0)
 
     def _check_compatible(self, progress: Progress) -> None:
@@ -786,3 +811,13 @@ class StatefulRunner:
             f"StatefulRunner(workflow_id={self.workflow_id!r}, run_id={self.run_id!r}, "
             f"owner={self.owner!r})"
         )
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _without(mapping: Mapping[K, V], keys: Iterable[K]) -> dict[K, V]:
+    """A copy of ``mapping`` without ``keys``."""
+    dropped = set(keys)
+    return {key: value for key, value in mapping.items() if key not in dropped}
