@@ -22,6 +22,7 @@ from .demo import Connect, run_demo
 from .inspect import delete, diff, fork, history, runs, show
 from .transfer import export, import_
 from .watch import watch
+from .worker import worker
 
 DEFAULT_TTL_S = 3600
 
@@ -38,8 +39,8 @@ def cli(verbose: int) -> None:
     """Durable, shared, per-super-step checkpoints for AI-agent workflows on Redis.
 
     The inspection commands (runs, history, show, diff, fork, delete, export, import, watch)
-    take --redis-url, --prefix and --cluster, or ATOMR_REDIS_URL, ATOMR_PREFIX and
-    ATOMR_CLUSTER from the environment.
+    and the fleet's worker take --redis-url, --prefix and --cluster, or ATOMR_REDIS_URL,
+    ATOMR_PREFIX and ATOMR_CLUSTER from the environment.
     """
     if verbose:
         handler = logging.StreamHandler(sys.stderr)
@@ -120,5 +121,5 @@ async def _workers(redis_url: str | None, prefix: str, ttl: float) -> AsyncItera
             await close()
 
 
-for _command in (runs, history, show, diff, fork, delete, export, import_, watch):
+for _command in (runs, history, show, diff, fork, delete, export, import_, watch, worker):
     cli.add_command(_command)
