@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..errors import LeaseLostError, WorkflowChangedError
+from ..errors import LeaseLostError, WorkerStopping, WorkflowChangedError
 from ..graph.outcomes import RunOutcome
 from ..graph.progress import Progress
 from ..graph.runner import default_owner
@@ -92,10 +92,6 @@ class WorkerStats:
     released: int = 0
     cancelled: int = 0
     lost: int = 0
-
-
-class _StopAtCheckpoint(Exception):
-    """Raised from a run's checkpoint callback once the worker is stopping."""
 
 
 class Worker:
@@ -285,7 +281,7 @@ class Worker:
         answer = {"answer": claim.answer} if claim.has_answer else {}
         try:
             outcome = await runner.run_claimed(lease, **answer)
-        except _StopAtCheckpoint:
+        except WorkerStopping:
             await self._finish(workflow, claim, "released")
         except asyncio.CancelledError:
             await self._finish(workflow, claim, "released")
@@ -368,7 +364,7 @@ class Worker:
             return
         progress = Progress.decode(snapshot.metadata, snapshot.key.super_step)
         if progress is None or progress.status == "running":
-            raise _StopAtCheckpoint()
+            raise WorkerStopping()
 
     async def _beat(self, stopped: asyncio.Event) -> None:
         """Write this worker's heartbeat now and every ``heartbeat_every`` seconds."""
