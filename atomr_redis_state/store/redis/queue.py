@@ -345,6 +345,15 @@ class RedisQueue:
             ("ZREM", self._keys.workers_index, worker_id),
         )
 
+    async def permit(
+        self, workflow_id: str, mode: str, ttl_ms: int, limit: int, holders: builtins.list[str]
+    ) -> int:
+        permits = self._keys.hint(workflow_id).permits
+        reply = await self._calls.script(
+            self._scripts.permit, [permits], [mode, str(ttl_ms), str(limit), *holders]
+        )
+        return int(reply)
+
     def _touch(
         self, workflow_id: str, bucket: int, delay_ms: int
     ) -> tuple[Any, builtins.list[str], builtins.list[Any]]:
