@@ -420,3 +420,31 @@ async def _until_settled(
         if running is not None:
             pool.stop()
             await running
+
+
+async def test_max_in_flight_caps_the_whole_fleet(checkpointer: Checkpointer) -> None:
+    tools = Tools()
+    tools.gate = asyncio.Event()
+    workflow = tools.workflow(tools.step("a"), max_in_flight=2)
+    fleet = Fleet(checkpointer, workflow)
+    runs = [await fleet.submit(workflow, run_id=f"r{i}") for i in range(6)]
+    pool = [worker(checkpointer, workflow, concurrency=4) for _ in range(2)]
+    running = [asyncio.ensure_future(w.run()) for w in pool]
+    try:
+        for _ in range(200):
+            if tools.running == 2:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # time for a third claim, were the cap not there
+        assert tools.running == 2
+        tools.gate.set()
+        for run_id in runs:
+            await asyncio.wait_for(
+                _until_settled(pool[0], fleet, run_id, {"completed"}, run=False), 30
+            )
+    finally:
+        for w in pool:
+            w.stop()
+        await asyncio.gather(*running)
+    assert tools.most_running == 2
+    assert len(tools.calls) == 6

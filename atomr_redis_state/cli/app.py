@@ -24,6 +24,7 @@ from .inspect import delete, diff, fork, history, runs, show, workflows
 from .transfer import export, import_
 from .ui import ui
 from .watch import watch
+from .worker import worker
 
 DEFAULT_TTL_S = 3600
 
@@ -40,7 +41,8 @@ def cli(verbose: int) -> None:
     """Durable, shared, per-super-step checkpoints for AI-agent workflows on Redis.
 
     The inspection commands (workflows, runs, history, show, diff, fork, delete, export,
-    import, watch) take --redis-url, --prefix and --cluster, or ATOMR_REDIS_URL,
+    import, watch, archive), the inspector (ui) and the fleet's worker take --redis-url, --prefix
+    and --cluster, or ATOMR_REDIS_URL,
     ATOMR_PREFIX and ATOMR_CLUSTER from the environment.
     """
     if verbose:
@@ -135,5 +137,6 @@ for _command in (
     watch,
     archive,
     ui,
+    worker,
 ):
     cli.add_command(_command)

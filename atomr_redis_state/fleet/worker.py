@@ -18,6 +18,12 @@ While idle, a worker waits on the store's wake-ups (a run queued or released any
 otherwise looks at the queue at most once a second (sooner when a delayed run or a lease deadline
 comes due), so a crashed worker's run is taken over within about a second of its lease's end.
 
+A workflow's ``max_in_flight`` caps its runs in flight across the whole fleet: before claiming
+one, a worker takes one of the workflow's permits (``take_permit``), renews it with its heartbeat
+while the run goes on, and drops it at the run's end; a crashed worker's permits expire after
+``max(lease_ttl, 3 * heartbeat_every)``. That costs two more calls per claim of a capped
+workflow.
+
 Health: every ``heartbeat_every`` the worker writes its own heartbeat key (its id, host, pid,
 workflows and the runs it holds), living three beats: ``store.workers()`` lists live workers,
 and one worker's heartbeat never touches another's.
@@ -37,6 +43,7 @@ import os
 import signal
 import socket
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -44,7 +51,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..errors import LeaseLostError, RunCancelledError, WorkflowChangedError
+from ..errors import LeaseLostError, RunCancelledError, WorkerStopping, WorkflowChangedError
 from ..graph.outcomes import RunOutcome
 from ..graph.progress import Progress
 from ..graph.runner import default_owner
@@ -94,10 +101,6 @@ class WorkerStats:
     lost: int = 0
 
 
-class _StopAtCheckpoint(Exception):
-    """Raised from a run's checkpoint callback once the worker is stopping."""
-
-
 class Worker:
     """Claims and runs the runs of ``workflows`` from ``store``'s ready queue.
 
@@ -134,6 +137,8 @@ class Worker:
         self.stats = WorkerStats()
         self.started_at_ms = now_ms()
         self._held: dict[asyncio.Task[None], Claim] = {}
+        self._permits: dict[asyncio.Task[None], tuple[str, str]] = {}
+        self._permit_ttl = max(self.lease_ttl, 3 * self.heartbeat_every)
         self._stopping = asyncio.Event()
         self._running = False
 
@@ -230,16 +235,40 @@ class Worker:
         for _ in range(len(order)):
             workflow = order[0]
             order.rotate(-1)
+            permit = await self._take_permit(workflow)
+            if permit == "":
+                continue  # the workflow's fleet-wide cap is reached
             claim = await self.store.claim(workflow.id, self.worker_id, self.lease_ttl)
-            if claim is not None:
-                task = asyncio.ensure_future(self._execute(workflow, claim))
-                self._held[task] = claim
-                task.add_done_callback(self._forget)
-                return True
+            if claim is None:
+                await self._drop_permit(workflow, permit)
+                continue
+            task = asyncio.ensure_future(self._execute(workflow, claim, permit))
+            self._held[task] = claim
+            if permit is not None:
+                self._permits[task] = (workflow.id, permit)
+            task.add_done_callback(self._forget)
+            return True
         return False
+
+    async def _take_permit(self, workflow: Workflow) -> str | None:
+        """For a capped workflow, a fleet-wide permit's holder name ("" when none is free);
+        None for a workflow without a cap."""
+        if workflow.max_in_flight is None:
+            return None
+        holder = f"{self.worker_id}/{uuid.uuid4().hex[:12]}"
+        taken = await self.store.take_permit(
+            workflow.id, holder, workflow.max_in_flight, self._permit_ttl
+        )
+        return holder if taken else ""
+
+    async def _drop_permit(self, workflow: Workflow, permit: str | None) -> None:
+        if permit:
+            with suppress(Exception):  # it expires on its own
+                await self.store.drop_permit(workflow.id, permit)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._held.pop(task, None)
+        self._permits.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("worker %s: a run's task failed", self.worker_id, exc_info=task.exception())
 
@@ -257,8 +286,14 @@ class Worker:
                 await asyncio.wait(set(self._held), timeout=0.5)
         await asyncio.gather(*self._held, return_exceptions=True)
 
-    async def _execute(self, workflow: Workflow, claim: Claim) -> None:
-        """Run one claimed run and settle its claim by how it ended."""
+    async def _execute(self, workflow: Workflow, claim: Claim, permit: str | None) -> None:
+        """Run one claimed run, settle its claim by how it ended, give its permit back."""
+        try:
+            await self._run_claimed(workflow, claim)
+        finally:
+            await self._drop_permit(workflow, permit)
+
+    async def _run_claimed(self, workflow: Workflow, claim: Claim) -> None:
         lease = claim.lease
         self.stats.claimed += 1
         if claim.taken_over:
@@ -284,7 +319,7 @@ class Worker:
         )
         try:
             outcome = await runner.run_claimed(lease)
-        except (_StopAtCheckpoint, RunCancelledError):
+        except (WorkerStopping, RunCancelledError):
             await self._finish(workflow, claim, "released")
         except asyncio.CancelledError:
             await self._finish(workflow, claim, "released")
@@ -367,7 +402,7 @@ class Worker:
             return
         progress = Progress.decode(snapshot.metadata, snapshot.key.super_step)
         if progress is None or progress.status == "running":
-            raise _StopAtCheckpoint()
+            raise WorkerStopping()
 
     async def _beat(self, stopped: asyncio.Event) -> None:
         """Write this worker's heartbeat now and every ``heartbeat_every`` seconds."""
@@ -376,10 +411,19 @@ class Worker:
                 await self.store.heartbeat(
                     self.worker_id, self._heartbeat(), self.heartbeat_every * 3
                 )
+                await self._renew_permits()
             except Exception as exc:  # the next beat may get through
                 log.warning("worker %s: heartbeat failed: %s", self.worker_id, exc)
             with suppress(TimeoutError):
                 await asyncio.wait_for(stopped.wait(), self.heartbeat_every)
+
+    async def _renew_permits(self) -> None:
+        """Keep the fleet-wide permits of the runs in hand (they outlive three beats)."""
+        by_workflow: dict[str, list[str]] = {}
+        for workflow_id, holder in self._permits.values():
+            by_workflow.setdefault(workflow_id, []).append(holder)
+        for workflow_id, holders in by_workflow.items():
+            await self.store.renew_permits(workflow_id, holders, self._permit_ttl)
 
     def _heartbeat(self) -> JSON:
         return {

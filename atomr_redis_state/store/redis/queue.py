@@ -346,9 +346,23 @@ class RedisQueue:
             ("ZREM", self._keys.workers_index, worker_id),
         )
 
+    async def permit(
+        self, workflow_id: str, mode: str, ttl_ms: int, limit: int, holders: builtins.list[str]
+    ) -> int:
+        permits = self._keys.hint(workflow_id).permits
+        reply = await self._calls.script(
+            self._scripts.permit, [permits], [mode, str(ttl_ms), str(limit), *holders]
+        )
+        return int(reply)
+
     def _touch(
         self, workflow_id: str, bucket: int, delay_ms: int
     ) -> tuple[Any, builtins.list[str], builtins.list[Any]]:
+        """The hint update that follows a script making ``bucket`` need a claim in
+        ``delay_ms``; this process's own view of the hint learns it at once too."""
+        due = self._due.get(workflow_id)
+        if due is not None:
+            due.refresh_at = min(due.refresh_at, time.monotonic() + delay_ms / 1000)
         hint = self._keys.hint(workflow_id)
         return (
             self._scripts.hint_touch,
