@@ -336,3 +336,14 @@ def test_the_readme_sqlite_example_runs_as_written(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == "{'step': 0}\n"
     assert (tmp_path / "runs.db").exists()
+
+
+@both
+async def test_a_closed_store_says_so(backend: Backend) -> None:
+    store = make(backend)
+    await store.save(snap("r", 0))
+    await store.aclose()
+    await store.aclose()  # closing twice is fine
+    if isinstance(store, SqliteCheckpointer):
+        with pytest.raises(StoreUnavailableError, match="closed"):
+            await store.latest(WF, "r")

@@ -146,6 +146,7 @@ class SqliteCheckpointer(BaseCheckpointer):
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="atomr-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._checked = False
+        self._closed = False
         self._last_sweep_ms = 0
 
     @property
@@ -164,9 +165,12 @@ class SqliteCheckpointer(BaseCheckpointer):
 
     async def aclose(self) -> None:
         """Close the connection and stop the worker thread."""
+        if self._closed:
+            return
         if self._conn is not None:
             await self._run(lambda conn: conn.close(), check=False)
             self._conn = None
+        self._closed = True
         self._executor.shutdown(wait=True)
 
     async def __aenter__(self) -> SqliteCheckpointer:
@@ -198,6 +202,8 @@ class SqliteCheckpointer(BaseCheckpointer):
             except sqlite3.Error as exc:
                 raise_typed(exc)
 
+        if self._closed:
+            raise StoreUnavailableError(f"the SQLite store on {self.path!r} is closed")
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     def _write(self, conn: sqlite3.Connection, work: Callable[[int], T]) -> T:
@@ -496,7 +502,7 @@ class SqliteCheckpointer(BaseCheckpointer):
     async def _run_record(self, workflow_id: str, run_id: str) -> RunRecord:
         def record(conn: sqlite3.Connection) -> RunRecord:
             now = now_ms()
-            run = _live_record(conn, workflow_id, run_id, now)
+            run = _live_record(conn, workflow_id, run_id, now, drop=False)
             if run is None:
                 return RunRecord(None, None)
             holder = run.holder(now)
@@ -603,8 +609,11 @@ async def _subscribe(
     return events()
 
 
-def _live_record(conn: sqlite3.Connection, workflow_id: str, run_id: str, now: int) -> _Run | None:
-    """The run's record unless it expired (an expired run's rows are deleted here and now)."""
+def _live_record(
+    conn: sqlite3.Connection, workflow_id: str, run_id: str, now: int, *, drop: bool = True
+) -> _Run | None:
+    """The run's record unless it expired; in a write transaction (``drop``), an expired run's
+    rows are deleted here and now."""
     row = conn.execute(
         f"SELECT {_RUN_COLUMNS} FROM atomr_runs WHERE workflow_id = ? AND run_id = ?",
         (workflow_id, run_id),
@@ -613,7 +622,8 @@ def _live_record(conn: sqlite3.Connection, workflow_id: str, run_id: str, now: i
         return None
     run = _Run(row)
     if run.deadline_ms is not None and run.deadline_ms <= now:
-        _drop(conn, workflow_id, run_id)
+        if drop:
+            _drop(conn, workflow_id, run_id)
         return None
     return run
 
