@@ -458,7 +458,11 @@ class SqliteCheckpointer(BaseCheckpointer):
                     run = _Run()
                     run.deadline_ms = now + ttl_ms
                 # Larger than any token before, even across a run deleted and started again.
-                run.fence = max(run.fence + 1, now * 1000)
+                (last,) = conn.execute(
+                    "UPDATE atomr_fence SET last = max(last + 1, ?, ?) WHERE id = 1 RETURNING last",
+                    (run.fence + 1, now * 1000),
+                ).fetchone()
+                run.fence = last
                 run.owner, run.token = owner, run.fence
             run.lease_until_ms, run.lease_ttl_ms = now + ttl_ms, ttl_ms
             if not run.steps and run.deadline_ms is not None:
