@@ -7,7 +7,7 @@ import json
 import pytest
 
 from atomr_redis_state import Checkpointer, CheckpointKey, Snapshot
-from tests.test_cli_support import WF, FakeStores, Seeded, flat, seed
+from tests.test_cli_support import BOX_DRAWING, WF, FakeStores, Seeded, flat, seed
 
 
 @pytest.fixture
@@ -306,3 +306,16 @@ def test_workflows_lists_the_workflows_under_the_prefix(fake: FakeStores, seeded
     assert "more workflows: --after wf-cli" in fake.invoke("workflows", "--limit", "1").stdout
     empty = fake.invoke("workflows", "--prefix", "elsewhere")
     assert "no workflows under prefix 'elsewhere'" in empty.stdout
+
+
+def test_a_wide_terminal_gets_a_table_and_a_narrow_one_a_line_per_field(
+    fake: FakeStores, seeded: Seeded
+) -> None:
+    wide = fake.invoke("runs", WF, columns=200).stdout
+    assert BOX_DRAWING.search(wide)
+    narrow = fake.invoke("runs", WF, columns=60).stdout
+    assert not BOX_DRAWING.search(narrow)
+    assert seeded.fork in narrow.splitlines()
+    assert "run-done completed 2" in flat(narrow)
+    assert "(fork) forked 1" in flat(narrow)
+    assert "paused at second (inside)" in flat(narrow)

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from atomr_redis_state import Checkpointer
+from atomr_redis_state import Checkpointer, CheckpointKey, Snapshot, new_run_id
 from atomr_redis_state.testing import RedisClusterServers, RedisServer, free_port
 from tests.test_cli_support import (
     CLI,
@@ -52,6 +52,35 @@ def test_runs_history_show_and_diff(redis_server: RedisServer, prefix: str, seed
         command("diff", WF, seeded.done, "1", seeded.fork, "1", "--json", *where).stdout
     )
     assert [c["path"] for c in diff["changes"]] == [["plan", "days"], ["plan", "stops"]]
+
+
+def test_at_80_columns_through_a_pipe_every_uuid_run_id_stays_whole_on_one_line(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    async def uuid_runs(store: Checkpointer) -> list[str]:
+        run = new_run_id()
+        await store.save(Snapshot(CheckpointKey(WF, run, 0), {"plan": None}, label="init"))
+        fork = await store.fork(CheckpointKey(WF, run, 0))
+        return [run, fork, await store.fork(CheckpointKey(WF, fork, 0))]
+
+    run, fork, fork_of_fork = run_on(redis_server.url, prefix, uuid_runs)
+    where = store_args(redis_server.url, prefix)
+    narrow = {"COLUMNS": "80"}
+    runs = command("runs", WF, *where, env=narrow)
+    assert runs.returncode == 0, runs.stderr
+    lines = runs.stdout.decode().splitlines()
+    assert all(len(line.rstrip()) <= 80 for line in lines), lines
+    for run_id in (run, fork, fork_of_fork):
+        assert run_id in lines
+    assert f"{run} idle 0" in flat(runs.stdout)
+    assert f"{fork_of_fork} (fork) forked 0" in flat(runs.stdout)
+    history = command("history", WF, fork_of_fork, *where, env=narrow).stdout.decode()
+    assert f"forked from {fork}" in flat(history)
+    assert fork in history.split()
+    forked_into = command("history", WF, fork, *where, env=narrow).stdout.decode()
+    assert f"forked from {run}" in flat(forked_into)
+    assert f"forked into {fork_of_fork}" in flat(forked_into)
+    assert fork_of_fork in forked_into.split()
 
 
 def test_the_environment_names_the_server_and_prefix(
