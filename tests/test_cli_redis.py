@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
+import pathlib
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import pytest
 
@@ -144,6 +149,9 @@ def test_an_unreachable_server_is_a_one_line_error(name: str) -> None:
     assert err.startswith("Error: cannot reach Redis at redis://user:***@127.0.0.1:")
     assert "s3cret" not in err
     assert "Traceback" not in err
+    assert "call again" not in err  # write-path advice: a read never says it
+    assert "outcome" not in err
+    assert "may or may not" not in err
 
 
 def test_a_malformed_url_is_a_one_line_error() -> None:
@@ -161,7 +169,52 @@ def test_cluster_against_a_standalone_server_is_a_one_line_error(
     assert done.returncode == 1
     err = done.stderr.decode()
     assert err.count("\n") == 1
-    assert err.startswith("Error: RedisClusterException: ")
+    assert err == (
+        f"Error: the server at {redis_server.url} is not a Redis Cluster node: "
+        "leave out --cluster\n"
+    )
+
+
+@pytest.mark.parametrize("name", ["runs", "workflows", "history", "show"])
+def test_a_cluster_node_without_cluster_says_to_pass_it(
+    redis_cluster: RedisClusterServers, name: str
+) -> None:
+    args = {"runs": [WF], "workflows": [], "history": [WF, "r"], "show": [WF, "r"]}
+    done = command(name, *args[name], "--redis-url", redis_cluster.url)
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert "is a Redis Cluster node: pass --cluster" in err, err
+    assert err.count("\n") == 1
+
+
+def test_rediss_against_a_plain_port_fails_within_seconds_and_says_why(
+    redis_server: RedisServer,
+) -> None:
+    url = f"rediss://127.0.0.1:{redis_server.port}/0"
+    started = time.monotonic()
+    done = command("runs", WF, "--redis-url", url)
+    assert time.monotonic() - started < 12  # was about 20 s: four attempts of 5 s
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert err.startswith(f"Error: cannot reach Redis at {url}: ")
+    assert "if the server does not use TLS, use redis://" in err
+
+
+def test_a_port_that_is_not_redis_is_named(tmp_path: pathlib.Path) -> None:
+    port = free_port()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        done = command("runs", WF, "--redis-url", f"redis://127.0.0.1:{port}/0")
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = done.stderr.decode()
+    assert done.returncode == 1
+    assert err.startswith(f"Error: the server at redis://127.0.0.1:{port}/0 does not answer")
+    assert "is that the Redis port?" in err
 
 
 def test_verbose_logs_go_to_standard_error(redis_server: RedisServer) -> None:

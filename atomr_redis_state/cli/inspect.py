@@ -416,7 +416,7 @@ def fork(
     async def work(store: Checkpointer) -> str:
         return await store.fork(CheckpointKey(workflow, run, step), changes)
 
-    new_run = run_with_store(options_of(url, prefix, cluster), work)
+    new_run = run_with_store(options_of(url, prefix, cluster), work, writes=True)
     if as_json:
         echo_json(
             {
@@ -479,7 +479,7 @@ def delete(
     async def work(store: Checkpointer) -> bool:
         return await store.delete_run(workflow, run)
 
-    deleted = run_with_store(options, work)
+    deleted = run_with_store(options, work, writes=True)
     log.info("deleted run %s of workflow %s: %s", run, workflow, deleted)
     if as_json:
         echo_json(
