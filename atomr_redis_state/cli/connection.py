@@ -149,7 +149,10 @@ def run_with_store(
 
     try:
         return asyncio.run(main())
-    except (click.ClickException, click.exceptions.Exit, click.Abort):
+    except click.ClickException as exc:
+        exc.message = escape_text(exc.message)  # it may quote ids from the store
+        raise
+    except (click.exceptions.Exit, click.Abort):
         raise
     except Exception as exc:
         log.debug("command failed", exc_info=True)
