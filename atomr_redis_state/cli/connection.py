@@ -150,7 +150,8 @@ def run_with_store(
     try:
         return asyncio.run(main())
     except click.ClickException as exc:
-        exc.message = escape_text(exc.message)  # it may quote ids from the store
+        if type(exc) is click.ClickException:  # a failure the work described: it may quote ids
+            raise click.ClickException(escape_text(exc.message)) from None
         raise
     except (click.exceptions.Exit, click.Abort):
         raise
