@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-import pathlib
-
 import orjson
 import pytest
 
@@ -26,25 +23,10 @@ from atomr_redis_state.views import (
 )
 from tests.test_cli_support import WF, Seeded, seed
 
-VIEWS = pathlib.Path(__file__).parent.parent / "atomr_redis_state" / "views"
-
 
 @pytest.fixture
 async def seeded(checkpointer: Checkpointer) -> Seeded:
     return await seed(checkpointer)
-
-
-def test_the_views_import_no_click_rich_or_web_framework() -> None:
-    banned = {"click", "rich", "starlette", "fastapi", "aiohttp", "uvicorn", "jinja2"}
-    for path in VIEWS.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            for name in names:
-                assert name.split(".")[0] not in banned, f"{path.name} imports {name}"
 
 
 async def test_every_document_carries_the_format_version_and_its_kind(
