@@ -11,6 +11,7 @@ from atomr_redis_state.views import (
     FORMAT_VERSION,
     check_fork_edits,
     diff_view,
+    documents,
     escape_json,
     escape_text,
     event_json,
@@ -226,3 +227,14 @@ def test_fork_edits_must_name_channels_the_checkpoint_has() -> None:
     with pytest.raises(UnknownChannelError, match=r"'plna'.*checkpoint to fork has: 'messages'"):
         check_fork_edits(source, ["plan", "plna"])
     check_fork_edits(Snapshot(CheckpointKey(WF, "r", 0), {}), ["anything"])
+
+
+async def test_history_reads_the_steps_of_the_newest_checkpoints_only(
+    checkpointer: Checkpointer, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(documents, "STEPS_READ_LIMIT", 1)
+    rows = (await history_view(checkpointer, WF, seeded.done))["checkpoints"]
+    assert [r["steps"] for r in rows] == [None, None, ["second"]]
+    monkeypatch.setattr(documents, "STEPS_READ_LIMIT", 2)
+    rows = (await history_view(checkpointer, WF, seeded.done))["checkpoints"]
+    assert [r["steps"] for r in rows] == [None, ["plan"], ["second"]]
