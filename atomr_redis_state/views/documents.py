@@ -94,7 +94,12 @@ def status_detail(status: RunStatus) -> str:
 
 
 def run_json(status: RunStatus) -> Document:
-    """One run as a JSON object: its state and badge, latest checkpoint, pause, lease, error."""
+    """One run as a JSON object: its state and badge, latest checkpoint, pause, lease, error.
+
+    ``fork`` is True for a run made by ``fork``; ``fork_of`` names its source only while its
+    latest checkpoint is still the copy (``history_view`` and ``fork_tree_view`` have it for
+    any fork); ``lineage_root`` is the run its lineage started from.
+    """
     pause = status.pause
     lease = status.lease
     error = status.last_error
