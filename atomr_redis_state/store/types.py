@@ -217,13 +217,16 @@ EventKind = Literal[
     "blocked",
     "cancelled",
     "completed",
+    "gap",
 ]
 """What happened to a run: a snapshot saved (``paused``: a snapshot that pauses the run for a
 human), a fork made (the event is the new run's), or the run deleted. The queue adds: the run
 ``queued`` (submitted, resumed or requeued), ``claimed`` by a worker (label: the owner),
 ``released`` by it unfinished, its lease expired with it (``lease_expired``: a crashed worker,
 claimable again), a failure that will be retried (``retrying``) or a dead letter (``failed``),
-``blocked``, ``cancelled``, ``completed``."""
+``blocked``, ``cancelled``, ``completed``. ``gap`` is no change: the watch itself says events
+may have been missed just before it (Redis dropped the subscription, for a reader too slow or a
+lost connection, and it was restored): re-read the store."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,8 +236,9 @@ class CheckpointEvent:
     kind: EventKind
     workflow_id: str
     run_id: str
+    """The run that changed (for ``gap``: the run watched, or ``""`` for a whole workflow)."""
     super_step: int | None
-    """The snapshot saved or forked into; None for ``deleted``."""
+    """The snapshot saved or forked into; None for ``deleted`` and ``gap``."""
     label: str
     timestamp_ms: int
     """When it happened (the snapshot's timestamp, or the store's clock for ``deleted``)."""
