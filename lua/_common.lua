@@ -54,17 +54,18 @@ local function expire_at(key, deadline)
   end
 end
 
--- Add run_id to a run-index bucket and keep the bucket alive at least as long as the run
--- (until deadline; forever when deadline is nil). A new bucket takes the run's deadline.
-local function index_run(index, run_id, deadline)
-  local expires = redis.call('PEXPIRETIME', index)
-  redis.call('ZADD', index, 0, run_id)
+-- Add member to a sorted set (scores 0, read by lex range) and keep the set alive at least as
+-- long as the run that needs it (until deadline; forever when deadline is nil). A new set takes
+-- the run's deadline.
+local function add_kept_alive(key, member, deadline)
+  local expires = redis.call('PEXPIRETIME', key)
+  redis.call('ZADD', key, 0, member)
   if deadline == nil then
     if expires >= 0 then
-      redis.call('PERSIST', index)
+      redis.call('PERSIST', key)
     end
   elseif expires == -2 or (expires >= 0 and expires < deadline) then
-    redis.call('PEXPIREAT', index, int(deadline))
+    redis.call('PEXPIREAT', key, int(deadline))
   end
 end
 
@@ -75,19 +76,46 @@ local function escape_id(id)
   end))
 end
 
+-- An escaped key segment back to the id.
+local function unescape_id(segment)
+  return (string.gsub(segment, '%%(%x%x)', function(hex)
+    return string.char(tonumber(hex, 16))
+  end))
+end
+
+-- Add run_id to a run-index bucket (P:{T}:W:runs), and workflow W to the prefix's workflow
+-- registry bucket of the same tag (P:{T}:workflows, derived from the index key: same hash tag,
+-- so the same slot), each kept alive at least as long as the run.
+local function index_run(index, run_id, deadline)
+  add_kept_alive(index, run_id, deadline)
+  local tagged, workflow = string.match(index, '^(.-}:)(.*):runs$')
+  add_kept_alive(tagged .. 'workflows', unescape_id(workflow), deadline)
+end
+
+-- Remove run_id from its run-index bucket; when that empties the bucket (Redis deletes it),
+-- remove the workflow from the registry bucket of the same tag (derived as in index_run).
+local function unindex_run(index, run_id)
+  local removed = redis.call('ZREM', index, run_id)
+  if removed == 1 and redis.call('EXISTS', index) == 0 then
+    local tagged, workflow = string.match(index, '^(.-}:)(.*):runs$')
+    redis.call('ZREM', tagged .. 'workflows', unescape_id(workflow))
+  end
+  return removed
+end
+
 -- When a run held with no expiry goes back on a ttl, its run-index bucket (kept without expiry
 -- while any run in it was held) takes the latest deadline of its runs again, or stays without one
--- while any of them has none. The runs' steps keys are derived from the bucket key (it ends in
--- 'runs' after the workflow's key prefix), so they share its hash tag: one slot. O(runs in the
--- bucket), and only when a hold ends.
-local function restore_index_deadline(index)
-  if redis.call('PEXPIRETIME', index) ~= -1 then
+-- while any of them has none; and so does the workflow registry bucket of the same tag, from its
+-- workflows' run-index buckets. The keys read are derived from the bucket key (the runs' steps
+-- keys, the registry and its workflows' index buckets), so they share its hash tag: one slot.
+-- O(runs in the bucket + workflows in the registry bucket), and only when a hold ends.
+local function restore_latest_deadline(key, members, suffix)
+  if redis.call('PEXPIRETIME', key) ~= -1 then
     return
   end
-  local workflow_prefix = string.sub(index, 1, -5)
   local latest = 0
-  for _, run_id in ipairs(redis.call('ZRANGE', index, 0, -1)) do
-    local expires = redis.call('PEXPIRETIME', workflow_prefix .. escape_id(run_id) .. ':steps')
+  for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    local expires = redis.call('PEXPIRETIME', members .. escape_id(member) .. suffix)
     if expires == -1 then
       return
     end
@@ -96,6 +124,12 @@ local function restore_index_deadline(index)
     end
   end
   if latest > 0 then
-    redis.call('PEXPIREAT', index, int(latest))
+    redis.call('PEXPIREAT', key, int(latest))
   end
+end
+
+local function restore_index_deadline(index)
+  restore_latest_deadline(index, string.sub(index, 1, -5), ':steps')
+  local tagged = string.match(index, '^(.-}:)')
+  restore_latest_deadline(tagged .. 'workflows', tagged, ':runs')
 end

@@ -11,7 +11,8 @@
 -- ARGV[9] the event to publish there (JSON; '' = none)
 -- ARGV[10] this snapshot's "<timestamp> <label>" (its field in the meta hash)
 -- ARGV[11..] field, value, ... (with ':w' = the exclusive-save token, if any)
--- Every key is declared or derived from KEYS[4] and the run's own sorted set: one slot.
+-- Every key is declared or derived from KEYS[4] and the run's own sorted set, or is the
+-- workflow registry bucket derived from KEYS[3] by index_run (same hash tag): one slot.
 -- Checks first, and no write happens before every check that can fail has passed:
 --   an exclusive save of an existing step fails with CONFLICT, unless that step holds this very
 --   save's token (a retry after a lost reply: returns 0 and writes nothing);

@@ -174,6 +174,7 @@ async def workload(user: User, admin: Redis, prefix: str) -> list[BaseException]
         await asyncio.sleep(0.25)
         await attempt(plain.list_runs(WF, limit=2))
         await attempt(plain.list_runs(WF))
+        await attempt(plain.list_workflows())  # the registry buckets, then EXISTS
         # Leases.
         lease = await attempt(plain.acquire_lease(WF, "a", "w1", 30))
         await attempt(plain.acquire_lease(WF, "a", "w1", 30))  # the same owner again

@@ -293,3 +293,16 @@ def test_every_command_has_help(fake: FakeStores) -> None:
         assert "--redis-url URL" in sub.stdout
         assert "ATOMR_REDIS_URL" in sub.stdout
     assert "STEP_A [RUN_B] STEP_B" in fake.invoke("diff", "--help").stdout
+
+
+def test_workflows_lists_the_workflows_under_the_prefix(fake: FakeStores, seeded: Seeded) -> None:
+    fake.run(lambda store: seed(store, "wf-other"))
+    done = fake.invoke("workflows")
+    assert done.exit_code == 0, done.output
+    assert done.stdout.split() == ["wf-cli", "wf-other"]
+    page = json.loads(fake.invoke("workflows", "--json", "--limit", "1").stdout)
+    assert page["workflows"] == [{"workflow_id": "wf-cli"}]
+    assert page["next_after"] == "wf-cli"
+    assert "more workflows: --after wf-cli" in fake.invoke("workflows", "--limit", "1").stdout
+    empty = fake.invoke("workflows", "--prefix", "elsewhere")
+    assert "no workflows under prefix 'elsewhere'" in empty.stdout

@@ -180,7 +180,7 @@ def test_export_from_redis_imports_into_a_cluster_exactly(
         seeded.done: "completed",
         seeded.paused: "paused",
         seeded.failed: "failed",
-        seeded.fork: "running",
+        seeded.fork: "forked",
     }
 
 

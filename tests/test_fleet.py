@@ -439,6 +439,42 @@ async def test_status_of_a_completed_run(checkpointer: Checkpointer) -> None:
     assert (status.state, status.super_step, status.pause) == ("completed", 3, None)
 
 
+async def test_a_run_whose_worker_died_mid_way_is_stalled_once_its_lease_passes(
+    checkpointer: Checkpointer,
+) -> None:
+    tools = Tools()
+    tools.gate = asyncio.Event()
+    crashed: Any = Crashed(checkpointer)
+    doomed = asyncio.create_task(runner(crashed, tools.chain(), lease_ttl=SHORT).start())
+    await tools.entered.wait()
+    doomed.cancel()
+    await asyncio.gather(doomed, return_exceptions=True)
+    assert (await runner(checkpointer, tools.chain()).status()).state == "running"
+    await asyncio.sleep(SHORT + 0.1)
+    status = await runner(checkpointer, tools.chain()).status()
+    assert (status.state, status.lease) == ("stalled", None)
+
+
+async def test_a_fork_nobody_has_run_is_forked_until_a_worker_runs_it(
+    checkpointer: Checkpointer,
+) -> None:
+    tools = Tools()
+    await runner(checkpointer, tools.chain()).start()
+    fork = await checkpointer.fork(CheckpointKey(WF, RUN, 1))
+    assert (await runner(checkpointer, tools.chain(), run_id=fork).status()).state == "forked"
+    await runner(checkpointer, tools.chain(), run_id=fork).run()
+    assert (await runner(checkpointer, tools.chain(), run_id=fork).status()).state == "completed"
+
+
+async def test_a_run_written_with_plain_save_is_idle_unless_leased(
+    checkpointer: Checkpointer,
+) -> None:
+    await checkpointer.save(Snapshot(CheckpointKey(WF, RUN, 0), {"log": []}))
+    assert (await runner(checkpointer, []).status()).state == "idle"
+    await checkpointer.acquire_lease(WF, RUN, "my-own-worker", 30)
+    assert (await runner(checkpointer, []).status()).state == "running"
+
+
 async def test_status_of_a_failed_run_names_the_error(checkpointer: Checkpointer) -> None:
     tools = Tools()
     tools.failures["c"] = 1

@@ -30,7 +30,7 @@ from atomr_redis_state import (
     StepContext,
     Writes,
 )
-from atomr_redis_state.observability import RunnerHooks, otel
+from atomr_redis_state.observability import STATES, RunnerHooks, otel
 from atomr_redis_state.testing import RedisServer
 from tests.test_cli_support import SCHEMA, ToolDown, seed
 
@@ -308,16 +308,19 @@ async def test_the_run_status_gauge_counts_runs_by_state(
         (p.attributes["atomr.workflow_id"], p.attributes["atomr.run.state"]): p.value
         for p in telemetry.points("atomr.runs")
     }
-    assert gauge == {
-        ("wf-a", "running"): 1,  # the fork, not run further
+    expected = {
+        (workflow, state): 0
+        for workflow in ("wf-a", "wf-empty")
+        for state in STATES
+        if state != "not_found"
+    }
+    expected |= {
+        ("wf-a", "forked"): 1,  # the fork, not run further
         ("wf-a", "paused"): 1,
         ("wf-a", "completed"): 1,
         ("wf-a", "failed"): 1,
-        ("wf-empty", "running"): 0,
-        ("wf-empty", "paused"): 0,
-        ("wf-empty", "completed"): 0,
-        ("wf-empty", "failed"): 0,
     }
+    assert gauge == expected
 
 
 def test_without_opentelemetry_nothing_is_imported_and_the_error_says_what_to_install() -> None:

@@ -70,7 +70,7 @@ def inspector(
             seeded.append(await seed(store))
             yield store
 
-    app = create_app(open_seeded, workflows=[WF, BIG_WF], hosts=["testserver"], **options)
+    app = create_app(open_seeded, hosts=["testserver"], **options)
     with TestClient(app) as client:
         yield Api(client, seeded[0])
 
@@ -108,9 +108,18 @@ def test_the_page_is_served_at_every_address(api: Api) -> None:
     assert api.client.get("/static/app.js").headers["content-type"].startswith("text/javascript")
 
 
-def test_workflows_include_the_known_ones(api: Api) -> None:
+def test_workflows_are_those_with_runs(api: Api) -> None:
     names = [w["workflow_id"] for w in api.get("workflows")["workflows"]]
-    assert {WF, BIG_WF} <= set(names)
+    assert names == sorted([WF, BIG_WF])
+
+
+def test_workflows_come_in_pages(api: Api) -> None:
+    first = api.get("workflows", limit=1)
+    second = api.get("workflows", limit=1, after=first["next_after"])
+    assert [first["workflows"], second["workflows"]] == [
+        [{"workflow_id": name}] for name in sorted([WF, BIG_WF])
+    ]
+    assert second["next_after"] is None
 
 
 def test_runs_have_each_run_with_its_state(api: Api) -> None:
@@ -118,10 +127,12 @@ def test_runs_have_each_run_with_its_state(api: Api) -> None:
     assert states(api) == {
         s.completed: "completed",
         s.forks[0]: "paused",
-        s.forks[1]: "running",
+        s.forks[1]: "forked",
         s.paused: "paused",
         s.failed: "failed",
-        s.midway: "running",
+        s.midway: "idle",
+        s.stalled: "stalled",
+        s.running: "running",
     }
 
 
@@ -156,14 +167,27 @@ def test_runs_pages_cover_every_run_once(api: Api) -> None:
 
 def test_counts_count_every_run_by_state(api: Api) -> None:
     counts = api.get("counts", workflow=WF)
-    assert counts["states"] == {"completed": 1, "running": 2, "paused": 2, "failed": 1}
-    assert (counts["total"], counts["forks"], counts["partial"]) == (6, 2, False)
+    assert counts["states"] == {
+        "completed": 1,
+        "paused": 2,
+        "failed": 1,
+        "forked": 1,
+        "idle": 1,
+        "stalled": 1,
+        "running": 1,
+    }
+    assert (counts["total"], counts["forks"], counts["partial"]) == (8, 2, False)
 
 
 def test_a_paused_run_shows_its_payload(api: Api) -> None:
     run = api.get("run", workflow=WF, run=api.seeded.paused)
     assert run["pause"]["step"] == "approve"
     assert run["pause"]["payload"]["question"] == "Book this trip?"
+
+
+def test_a_running_run_shows_the_worker_holding_it(api: Api) -> None:
+    lease = api.get("run", workflow=WF, run=api.seeded.running)["lease"]
+    assert lease["owner"] == "worker-7:4242"
 
 
 def test_a_failed_run_shows_its_error_and_attempts(api: Api) -> None:
@@ -335,7 +359,7 @@ def test_a_fork_editing_an_unknown_channel_is_refused(writable: Api) -> None:
     response = writable.post("fork", body)
     assert response.status_code == 400
     assert "sumary" in response.json()["error"]
-    assert len(states(writable)) == 6
+    assert len(states(writable)) == 8
 
 
 def test_delete_removes_the_run(writable: Api) -> None:

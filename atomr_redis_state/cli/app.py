@@ -19,7 +19,7 @@ from ..store.redis.checkpointer import RedisCheckpointer
 from .connection import one_line as _one_line
 from .connection import safe_url as _safe_url
 from .demo import Connect, run_demo
-from .inspect import delete, diff, fork, history, runs, show
+from .inspect import delete, diff, fork, history, runs, show, workflows
 from .transfer import export, import_
 from .ui import ui
 from .watch import watch
@@ -38,9 +38,9 @@ DEFAULT_TTL_S = 3600
 def cli(verbose: int) -> None:
     """Durable, shared, per-super-step checkpoints for AI-agent workflows on Redis.
 
-    The inspection commands (runs, history, show, diff, fork, delete, export, import, watch)
-    take --redis-url, --prefix and --cluster, or ATOMR_REDIS_URL, ATOMR_PREFIX and
-    ATOMR_CLUSTER from the environment.
+    The inspection commands (workflows, runs, history, show, diff, fork, delete, export,
+    import, watch) take --redis-url, --prefix and --cluster, or ATOMR_REDIS_URL,
+    ATOMR_PREFIX and ATOMR_CLUSTER from the environment.
     """
     if verbose:
         handler = logging.StreamHandler(sys.stderr)
@@ -121,5 +121,5 @@ async def _workers(redis_url: str | None, prefix: str, ttl: float) -> AsyncItera
             await close()
 
 
-for _command in (runs, history, show, diff, fork, delete, export, import_, watch, ui):
+for _command in (workflows, runs, history, show, diff, fork, delete, export, import_, watch, ui):
     cli.add_command(_command)

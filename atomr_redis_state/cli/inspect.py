@@ -19,12 +19,14 @@ from ..store.checkpointer import Checkpointer
 from ..store.types import JSON, CheckpointKey, Snapshot
 from ..views import (
     FORMAT_VERSION,
+    Document,
     diff_json,
     format_path,
     history_view,
     load_snapshot,
     runs_view,
     snapshot_json,
+    workflows_view,
 )
 from .connection import options_of, run_with_store, store_options
 from .render import compact, console, echo_json, fold, pretty, safe, when
@@ -34,6 +36,49 @@ log = logging.getLogger(__name__)
 STEP = click.IntRange(min=0)
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+
+
+@click.command()
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1, max=10_000),
+    default=100,
+    show_default=True,
+    help="Workflows per page.",
+)
+@click.option("--after", metavar="WORKFLOW", help="Start after this workflow id (the next page).")
+@json_option
+@store_options
+def workflows(
+    limit: int,
+    after: str | None,
+    as_json: bool,
+    url: str,
+    prefix: str,
+    cluster: bool,
+) -> None:
+    """List the workflows that have runs under the prefix, in id order.
+
+    The output ends with the --after to pass for the next page; `runs WORKFLOW` lists a
+    workflow's runs.
+    """
+
+    async def work(store: Checkpointer) -> Document:
+        return await workflows_view(store, limit=limit, after=after)
+
+    document = run_with_store(options_of(url, prefix, cluster), work)
+    if as_json:
+        echo_json(document)
+        return
+    out = console()
+    rows = document["workflows"]
+    if not rows:
+        out.print(Text(safe(f"no workflows under prefix {prefix!r}")))
+        return
+    for row in rows:
+        out.print(Text(safe(row["workflow_id"])))
+    if document["next_after"] is not None:
+        out.print(Text(safe(f"more workflows: --after {document['next_after']}")))
 
 
 @click.command()

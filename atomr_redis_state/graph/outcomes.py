@@ -13,8 +13,14 @@ itself paused (``ctx.interrupt()`` or :class:`~atomr_redis_state.errors.Interrup
 
 KINDS: tuple[PauseKind, ...] = ("before", "inside", "after")
 
-RunStatusState = Literal["not_found", "running", "paused", "completed", "failed"]
-"""``running`` covers a run being worked on and one whose worker stopped mid-way (see the lease)."""
+RunStatusState = Literal[
+    "not_found", "running", "stalled", "forked", "idle", "paused", "completed", "failed"
+]
+"""Where a run stands: ``running`` while a worker holds its lease; ``stalled`` when the runner
+was mid-way and nobody holds it (its worker died or stopped: ``run()`` takes it over);
+``forked`` for a fork nobody has run yet; ``idle`` for a run whose latest checkpoint was written
+with plain ``save`` (no runner record) and that nobody holds; ``paused``, ``completed``,
+``failed``; ``not_found`` when it has no checkpoint."""
 
 
 @dataclass(frozen=True, slots=True)

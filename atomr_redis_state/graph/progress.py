@@ -20,6 +20,7 @@ import orjson
 
 from ..errors import AtomrStateError
 from ..store.checkpointer import Checkpointer
+from ..store.ids import FORK_LABEL
 from ..store.types import JSON
 from .outcomes import KINDS, Pause, PauseKind, RunStatus, RunStatusState, StepFailure
 from .steps import Step
@@ -175,9 +176,10 @@ async def run_status(
     """Where a run stands, from the store alone: the runner's record in its latest checkpoint,
     the failure note and the lease in the run's record (no workflow definition needed).
 
-    A run whose latest checkpoint has no runner record is ``running`` unless a failure stopped
-    it. A malformed record raises :class:`AtomrStateError`, or with ``lenient`` (operator tools
-    that look at any run) counts as no record.
+    A run that is not paused, failed or completed is ``running`` while a worker holds its
+    lease, and otherwise (see :func:`unleased_state`) ``stalled``, ``forked`` or ``idle``. A
+    malformed record raises :class:`AtomrStateError`, or with ``lenient`` (operator tools that
+    look at any run) counts as no record.
     """
     snapshot, record = await asyncio.gather(
         store.latest(workflow_id, run_id), store.run_record(workflow_id, run_id)
@@ -201,8 +203,10 @@ async def run_status(
         state = "failed"
     elif progress is not None and progress.status == "completed":
         state = "completed"
-    else:
+    elif record.lease is not None:
         state = "running"
+    else:
+        state = unleased_state(snapshot.label, progress)
     return RunStatus(
         workflow_id,
         run_id,
@@ -214,6 +218,22 @@ async def run_status(
         record.lease,
         error,
     )
+
+
+def unleased_state(label: str, progress: Progress | None) -> RunStatusState:
+    """The state of a run that nobody holds and that is neither paused, failed nor completed:
+
+    - ``forked``: its latest checkpoint is the copy ``fork`` made; no worker has run it yet;
+    - ``idle``: its latest checkpoint has no runner record (written with plain ``save``), so
+      nothing says whether more is to come;
+    - ``stalled``: the runner was mid-way and no worker holds the run (its worker died, lost
+      its lease, or was stopped); ``run()`` on any worker takes it over.
+    """
+    if label.startswith(FORK_LABEL):
+        return "forked"
+    if progress is None:
+        return "idle"
+    return "stalled"
 
 
 def encode_pending(pending: Pending) -> JSON:

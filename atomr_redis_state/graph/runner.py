@@ -287,11 +287,14 @@ class StatefulRunner:
         return await self._with_lease(body)
 
     async def status(self) -> RunStatus:
-        """Where the run stands, from the store: ``not_found``, ``running``, ``paused``,
-        ``completed`` or ``failed``, with its latest super-step, pause, lease and last error.
+        """Where the run stands, from the store: ``not_found``, ``running``, ``stalled``,
+        ``forked``, ``idle``, ``paused``, ``completed`` or ``failed``, with its latest
+        super-step, pause, lease and last error.
 
-        ``running`` is also a run whose worker stopped mid-way (no lease: take it over with
-        :meth:`run`); ``failed`` is a run whose last layer failed and that nobody is retrying.
+        ``running`` means a worker holds the run's lease; ``stalled`` is a run whose worker
+        stopped mid-way (no lease: take it over with :meth:`run`); ``forked`` a fork nobody has
+        run yet; ``failed`` a run whose last layer failed and that nobody is retrying (see
+        :data:`~.outcomes.RunStatusState`).
         """
         return await run_status(self.checkpointer, self.workflow_id, self.run_id)
 

@@ -281,6 +281,9 @@ class InstrumentedCheckpointer:
             workflow_id=workflow_id,
         )
 
+    async def list_workflows(self, **options: Any) -> builtins.list[str]:
+        return await self._traced("list_workflows", lambda: self.inner.list_workflows(**options))
+
     async def delete_run(self, workflow_id: str, run_id: str) -> bool:
         return await self._traced(
             "delete_run",

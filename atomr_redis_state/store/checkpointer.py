@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Literal, Protocol, runtime_checkable
 
 from .codec import decode_fields, encode_channels, encode_meta, encode_value, normalise_edits
-from .ids import fork_run_id, lineage_root
+from .ids import FORK_LABEL, fork_run_id, lineage_root
 from .types import (
     JSON,
     CheckpointEvent,
@@ -114,6 +114,12 @@ class Checkpointer(Protocol):
         self, workflow_id: str, *, limit: int = 100, after: str | None = None
     ) -> builtins.list[str]:
         """Run ids of the workflow that have a snapshot, ascending; ``after`` pages on."""
+        ...
+
+    async def list_workflows(
+        self, *, limit: int = 100, after: str | None = None
+    ) -> builtins.list[str]:
+        """Workflow ids with at least one live run in this store, ascending; ``after`` pages on."""
         ...
 
     async def delete_run(self, workflow_id: str, run_id: str) -> bool:
@@ -250,7 +256,7 @@ class BaseCheckpointer(ABC):
                 f"run_id {run_id!r} is not a fork id of run {from_key.run_id!r}: "
                 "make it with fork_run_id(source_run_id)"
             )
-        label, timestamp_ms = f"fork-of:{from_key.run_id}", now_ms()
+        label, timestamp_ms = f"{FORK_LABEL}{from_key.run_id}", now_ms()
         fields = encode_channels(normalise_edits(edits))
         fields += encode_meta(label, timestamp_ms)
         event = CheckpointEvent(
@@ -273,6 +279,14 @@ class BaseCheckpointer(ABC):
         if after is not None and not isinstance(after, str):
             raise TypeError(f"after must be a run id (str), not {type(after).__name__}")
         return await self._list_runs(workflow_id, limit=limit, after=after)
+
+    async def list_workflows(
+        self, *, limit: int = 100, after: str | None = None
+    ) -> builtins.list[str]:
+        check_positive_int(limit, "limit")
+        if after is not None and not isinstance(after, str):
+            raise TypeError(f"after must be a workflow id (str), not {type(after).__name__}")
+        return await self._list_workflows(limit=limit, after=after)
 
     async def delete_run(self, workflow_id: str, run_id: str) -> bool:
         check_id(workflow_id, "workflow_id")
@@ -359,6 +373,10 @@ class BaseCheckpointer(ABC):
         """Up to ``limit`` live run ids above ``after``, ascending."""
 
     @abstractmethod
+    async def _list_workflows(self, *, limit: int, after: str | None) -> builtins.list[str]:
+        """Up to ``limit`` ids of workflows with a live run, above ``after``, ascending."""
+
+    @abstractmethod
     async def _delete_run(self, workflow_id: str, run_id: str, event: CheckpointEvent) -> bool:
         """Remove every key of the run atomically; True when it had a snapshot."""
 
@@ -403,6 +421,7 @@ for _method in (
     "list",
     "fork",
     "list_runs",
+    "list_workflows",
     "delete_run",
     "acquire_lease",
     "renew_lease",

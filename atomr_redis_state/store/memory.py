@@ -205,6 +205,15 @@ class InMemoryCheckpointer(BaseCheckpointer):
         )
         return run_ids[:limit]
 
+    async def _list_workflows(self, *, limit: int, after: str | None) -> builtins.list[str]:
+        workflow_ids = sorted(
+            workflow_id
+            for workflow_id, runs in builtins.list(self._workflows.items())
+            if (after is None or workflow_id > after)
+            and any(self._live_run(workflow_id, run_id) for run_id in builtins.list(runs))
+        )
+        return workflow_ids[:limit]
+
     async def _delete_run(self, workflow_id: str, run_id: str, event: CheckpointEvent) -> bool:
         run = self._record(workflow_id, run_id)
         if run is None:

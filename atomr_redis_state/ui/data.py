@@ -46,24 +46,6 @@ async def _statuses(
     return found
 
 
-async def workflows(
-    store: Checkpointer, known: Sequence[str], *, after: str | None, limit: int
-) -> JSON:
-    """The workflows under the store's prefix (with ``known`` ones added)."""
-    listed: list[str] = []
-    lister = getattr(store, "list_workflows", None)
-    if lister is not None:
-        listed = await lister(limit=limit, after=after)
-    names = sorted({*listed, *(w for w in known if after is None or w > after)})[:limit]
-    more = len(listed) >= limit
-    return {
-        "format_version": FORMAT_VERSION,
-        "workflows": [{"workflow_id": name} for name in names],
-        "next_after": names[-1] if more and names else None,
-        "listable": lister is not None,
-    }
-
-
 async def runs_page(
     store: Checkpointer,
     workflow_id: str,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import uvicorn
@@ -42,7 +42,6 @@ async def serve(
     token: str | None = None,
     resume: Resume | None = None,
     store_label: str = "",
-    workflows: Sequence[str] = (),
     on_started: Callable[[Started], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
@@ -58,7 +57,6 @@ async def serve(
         token=token,
         resume=resume,
         store_label=store_label,
-        workflows=workflows,
         hosts=hosts,
     )
     config = uvicorn.Config(

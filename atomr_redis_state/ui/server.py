@@ -68,8 +68,6 @@ class Settings:
     resume: Resume | None = None
     store_label: str = ""
     """Where the store is (URL without password, prefix), shown in the page header."""
-    workflows: tuple[str, ...] = ()
-    """Workflows to list even when the store cannot list them (the demo's, say)."""
 
 
 def new_token() -> str:
@@ -84,7 +82,6 @@ def create_app(
     token: str | None = None,
     resume: Resume | None = None,
     store_label: str = "",
-    workflows: Sequence[str] = (),
     hosts: Sequence[str] = ("127.0.0.1", "localhost", "[::1]"),
 ) -> Starlette:
     """The inspector app on ``store`` (a store, or a function opening one for the app's life).
@@ -95,9 +92,7 @@ def create_app(
     """
     if allow_writes and not token:
         raise ValueError("allow_writes needs a token (see new_token())")
-    settings = Settings(
-        bool(allow_writes), token, resume, store_label, tuple(dict.fromkeys(workflows))
-    )
+    settings = Settings(bool(allow_writes), token, resume, store_label)
     opener: StoreOpener = (lambda: nullcontext(store)) if isinstance(store, Checkpointer) else store
     state: dict[str, Checkpointer] = {}
 
@@ -265,9 +260,8 @@ class _Api:
         )
 
     async def workflows(self, request: Request) -> Response:
-        found = await data.workflows(
+        found = await views.workflows_view(
             self.store(),
-            self.settings.workflows,
             after=_text(request, "after", required=False) or None,
             limit=_int(request, "limit", 100, low=1) or 100,
         )

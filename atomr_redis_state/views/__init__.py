@@ -7,10 +7,10 @@ imports no click, rich or web framework, so any front end can reuse it.
 
 from __future__ import annotations
 
+from ..store.ids import FORK_LABEL
 from .diff import Change, diff_channels, diff_values, format_path, string_diff
 from .documents import (
     BADGE_TONES,
-    FORK_LABEL,
     FORMAT_VERSION,
     Document,
     badge,
@@ -28,6 +28,7 @@ from .documents import (
     snapshot_json,
     snapshot_view,
     status_detail,
+    workflows_view,
 )
 from .text import escape_json, escape_text
 
@@ -58,4 +59,5 @@ __all__ = [
     "snapshot_view",
     "status_detail",
     "string_diff",
+    "workflows_view",
 ]

@@ -16,15 +16,12 @@ from ..graph.outcomes import RunStatus
 from ..graph.progress import Progress
 from ..observability.runs import is_fork, lineage_forks, summarise_run
 from ..store.checkpointer import Checkpointer
-from ..store.ids import lineage_root
+from ..store.ids import FORK_LABEL, lineage_root
 from ..store.types import JSON, CheckpointEvent, CheckpointKey, CheckpointMeta, Snapshot
 from .diff import diff_channels
 
 FORMAT_VERSION = 1
 """The version of every document's shape (``format_version``)."""
-
-FORK_LABEL = "fork-of:"
-"""The label ``fork`` gives a fork's first checkpoint, followed by the source run id."""
 
 READ_CONCURRENCY = 16
 """Store reads a document makes at once (statuses of a page of runs, snapshots of a page)."""
@@ -157,6 +154,22 @@ async def gather_limited(
             return await work(item)
 
     return list(await asyncio.gather(*(one(item) for item in items)))
+
+
+async def workflows_view(
+    store: Checkpointer, *, limit: int = 100, after: str | None = None
+) -> Document:
+    """A page of the workflows with live runs under the store's prefix (``kind: workflows``),
+    in id order; ``next_after`` is the ``after`` of the next page (None on the last)."""
+    page = await store.list_workflows(limit=limit + 1, after=after)
+    more = len(page) > limit
+    page = page[:limit]
+    return {
+        "format_version": FORMAT_VERSION,
+        "kind": "workflows",
+        "workflows": [{"workflow_id": workflow_id} for workflow_id in page],
+        "next_after": page[-1] if more else None,
+    }
 
 
 async def run_view(store: Checkpointer, workflow_id: str, run_id: str) -> Document:

@@ -410,6 +410,32 @@ class RedisCheckpointer(BaseCheckpointer):
                 pipe.exists(key)
             return cast(builtins.list[int], await pipe.execute())
 
+    async def _list_workflows(self, *, limit: int, after: str | None) -> builtins.list[str]:
+        registry = self.keys.workflow_registry_buckets()
+        live: builtins.list[str] = []
+        cursor = after
+        while len(live) < limit:
+            wanted = limit - len(live)
+            low = b"-" if cursor is None else b"(" + cursor.encode("utf-8")
+            pages = await self._calls.run(partial(self._index_pages, registry, low, wanted))
+            buckets: dict[str, builtins.list[int]] = {}
+            for bucket, page in enumerate(pages):
+                for member in page:
+                    buckets.setdefault(member.decode("utf-8"), []).append(bucket)
+            candidates = sorted(buckets)[:wanted]
+            if not candidates:
+                break
+            # A registry entry outlives the workflow's runs in that bucket (expired, deleted):
+            # the workflow counts while any of its run-index buckets exists.
+            pairs = [(w, self.keys.run_index_bucket(w, b)) for w in candidates for b in buckets[w]]
+            exists = await self._calls.run(partial(self._exists_each, [k for _, k in pairs]))
+            found = {w for (w, _), present in zip(pairs, exists, strict=True) if present}
+            live += [w for w in candidates if w in found]
+            if len(candidates) < wanted:
+                break
+            cursor = candidates[-1]
+        return live
+
     async def _delete_run(self, workflow_id: str, run_id: str, event: CheckpointEvent) -> bool:
         run = self.keys.run(workflow_id, run_id)
         removed = await self._calls.script(

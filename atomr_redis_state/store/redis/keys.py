@@ -8,6 +8,10 @@ Layout (``P`` = prefix, ``T`` = slot tag, ``W``/``R`` = escaped workflow/run id)
     P:{T}:W:R:run        hash: the run's lease (owner, token, until, ttl), fencing counter, note
     P:{T}:W:R:deleted    string, for a minute after delete_run: its token and answer
     P:{T}:W:runs         sorted set (all scores 0): run ids of workflow W whose tag is T
+    P:{T}:workflows      sorted set (all scores 0): workflow ids with runs whose tag is T (the
+                         registry ``list_workflows`` reads; kept by the scripts that index a
+                         run, and read together with each W's ``runs`` set, which says whether
+                         the workflow still has runs there)
     P:{T}:W:events       shard channel (pub/sub, not a key): events of workflow W's runs in T
 
 The tag is one of :data:`SLOT_BUCKETS` values, chosen by hashing the workflow id with the run's
@@ -98,6 +102,15 @@ class KeyLayout:
     def event_channels(self, workflow_id: str) -> list[str]:
         """Every event channel of a workflow, one per slot tag."""
         return self._per_bucket(workflow_id, "events")
+
+    def run_index_bucket(self, workflow_id: str, bucket: int) -> str:
+        """The run-index bucket of a workflow with slot tag ``bucket``."""
+        return f"{self.prefix}:{{{bucket:02x}}}:{escape(workflow_id)}:runs"
+
+    def workflow_registry_buckets(self) -> list[str]:
+        """Every workflow registry bucket of the prefix, one per slot tag (``index_run`` in
+        ``lua/_common.lua`` derives the same key from a run-index bucket's)."""
+        return [f"{self.prefix}:{{{b:02x}}}:workflows" for b in range(SLOT_BUCKETS)]
 
     def _per_bucket(self, workflow_id: str, name: str) -> list[str]:
         workflow = escape(workflow_id)

@@ -7,7 +7,8 @@ import { h, fill, safe, when, badge, setTones, tickTimes, qs, link } from "./dom
 import { jsonTree } from "./tree.js";
 
 const main = document.getElementById("main");
-const STATES = ["running", "stalled", "paused", "failed", "completed"];
+const STATES = ["failed", "stalled", "paused", "running", "forked", "idle", "completed"];
+// Filter chips in the order an on-call engineer looks: what is broken first.
 let info = { writes: false, can_answer: false, store: "" };
 
 // ---- the frame: header, live indicator, notices -------------------------------------------
@@ -106,8 +107,7 @@ async function workflowsPage() {
         list.append(h("li", {}, h("a.wf", { href: link("/workflow", { workflow: wf.workflow_id }) }, safe(wf.workflow_id))));
       }
       if (!list.children.length) {
-        list.append(h("li.muted", {}, page.listable ? "No workflows under this prefix yet." :
-          "This store cannot list its workflows: open one by id below."));
+        list.append(h("li.muted", {}, "No workflow has a run under this prefix."));
       }
       fill(pager, page.next_after ? h("button", { type: "button", onclick: () => load(page.next_after) }, "More workflows") : null);
     } catch (error) {
@@ -197,7 +197,7 @@ function runDetail(run) {
   if (run.pause) parts.push(h("span", {}, "waiting at ", h("code", {}, safe(run.pause.step)), ` (${run.pause.kind})`));
   if (run.last_error) parts.push(h("span.error-text", {}, h("code", {}, safe(run.last_error.step)), ` failed: ${safe(run.last_error.error_type)} after ${run.last_error.attempts} attempt${run.last_error.attempts === 1 ? "" : "s"}`));
   if (run.lease) parts.push(h("span", {}, "held by ", h("code", {}, safe(run.lease.owner))));
-  else if (run.state === "running" || run.state === "stalled") parts.push(h("span.muted", {}, "no worker holds it"));
+  else if (run.state === "stalled") parts.push(h("span.muted", {}, "no worker holds it: run() takes it over"));
   return parts.flatMap((p, i) => (i ? [" · ", p] : [p]));
 }
 
