@@ -67,6 +67,7 @@ async def serve(
         access_log=False,
         timeout_graceful_shutdown=2,
         lifespan="on",
+        ws="none",  # live updates are server-sent events: no WebSocket library is loaded
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
