@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,7 +22,7 @@ from .connection import safe_url as _safe_url
 from .demo import Connect, run_demo
 from .inspect import delete, diff, fork, history, runs, show, workflows
 from .transfer import export, import_
-from .ui import ui
+from .ui import UI_HOST, UI_PORT, bind, require_ui, serve_demo, ui
 from .watch import watch
 
 DEFAULT_TTL_S = 3600
@@ -68,7 +69,16 @@ def cli(verbose: int) -> None:
     metavar="SECONDS",
     help="Let the demo's runs expire this many seconds after their last checkpoint.",
 )
-def demo(redis_url: str | None, ttl: float) -> None:
+@click.option(
+    "--ui",
+    "open_ui",
+    is_flag=True,
+    help=(
+        f"Then serve the inspector on the demo's runs, on {UI_HOST}:{UI_PORT} "
+        "(needs the ui extra; Ctrl-C stops)."
+    ),
+)
+def demo(redis_url: str | None, ttl: float, open_ui: bool) -> None:
     """Run a small agent workflow end to end, checkpointing every super-step.
 
     A trip-planning agent (plan -> three tool calls in parallel -> human approval ->
@@ -77,8 +87,14 @@ def demo(redis_url: str | None, ttl: float) -> None:
     paused run, a fork of a past step replayed with an edit, and the run history.
     """
     console = Console(highlight=False)
+    listener = None
+    if open_ui:
+        require_ui()
+        listener = bind(UI_HOST, UI_PORT)
     try:
-        asyncio.run(_demo(redis_url, ttl, console))
+        asyncio.run(_demo(redis_url, ttl, console, listener))
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
     except (RedisConnectionError, RedisTimeoutError) as exc:
         raise click.ClickException(
             f"cannot reach Redis at {_safe_url(redis_url or '')}: {_one_line(exc)}"
@@ -87,7 +103,9 @@ def demo(redis_url: str | None, ttl: float) -> None:
         raise click.ClickException(f"{type(exc).__name__}: {_one_line(exc)}") from None
 
 
-async def _demo(redis_url: str | None, ttl: float, console: Console) -> None:
+async def _demo(
+    redis_url: str | None, ttl: float, console: Console, listener: socket.socket | None
+) -> None:
     prefix = f"atomr-demo-{uuid.uuid4().hex[:12]}"
     async with _workers(redis_url, prefix, ttl) as connect:
         if redis_url is None:
@@ -95,6 +113,8 @@ async def _demo(redis_url: str | None, ttl: float, console: Console) -> None:
         else:
             console.print(f"store: {_safe_url(redis_url)}, key prefix {prefix!r}, ttl {ttl:g} s")
         await run_demo(connect, console)
+        if listener is not None:
+            await serve_demo(connect(), prefix, listener)
 
 
 @asynccontextmanager
