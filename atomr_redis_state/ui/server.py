@@ -70,6 +70,20 @@ class Settings:
     """Where the store is (URL without password, prefix), shown in the page header."""
 
 
+def queued_answer(store: Checkpointer) -> Resume | None:
+    """How a store with a work queue answers a pause: ``resume_run`` records the answer durably
+    and queues the run, and a fleet worker (``atomr-redis-state worker``) resumes it with that
+    answer. None for a store without one (the inspector then cannot answer pauses)."""
+    resume_run = getattr(store, "resume_run", None)
+    if resume_run is None:
+        return None
+
+    async def resume(_store: Checkpointer, workflow_id: str, run_id: str, value: JSON) -> None:
+        await resume_run(workflow_id, run_id, value)
+
+    return resume
+
+
 def new_token() -> str:
     """A fresh write token: 32 random bytes, URL-safe."""
     return secrets.token_urlsafe(32)
