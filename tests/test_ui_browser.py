@@ -117,6 +117,8 @@ def test_navigate_from_workflows_to_a_run_its_steps_a_diff_and_a_fork(
     s = inspector.seeded
     with new_page(browser) as page:
         page.goto(inspector.url + "/")
+        page.wait_for_selector(f"a.mini[href*='state=failed'][href*='{WF}']")
+        shot(page, "workflows")
         page.get_by_role("link", name=WF).click()
         page.wait_for_selector(f"tr[data-run='{s.failed}']")
         assert page.locator(".chip-failed .count").inner_text() == "1"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 import orjson
 
@@ -43,7 +43,7 @@ async def event_stream(
     shape: Callable[[CheckpointEvent], JSON],
     *,
     heartbeat_s: float = HEARTBEAT_S,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The events of the workflow (or run) as server-sent events, until the client leaves or
     the subscription fails (then a ``gap`` event, and the browser reconnects)."""
     yield f"retry: {RETRY_MS}\n\n".encode()

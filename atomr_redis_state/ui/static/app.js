@@ -103,9 +103,12 @@ async function workflowsPage() {
     try {
       const page = await get("workflows", { after, limit: 100 });
       if (!after) list.replaceChildren();
-      for (const wf of page.workflows) {
-        list.append(h("li", {}, h("a.wf", { href: link("/workflow", { workflow: wf.workflow_id }) }, safe(wf.workflow_id))));
-      }
+      const rows = page.workflows.map((wf) => {
+        const summary = h("span.wf-counts", { "aria-live": "polite" }, h("span.muted.small", {}, "counting…"));
+        list.append(h("li", {}, h("a.wf", { href: link("/workflow", { workflow: wf.workflow_id }) }, safe(wf.workflow_id)), summary));
+        return [wf.workflow_id, summary];
+      });
+      countEach(rows);
       if (!list.children.length) {
         list.append(h("li.muted", {}, "No workflow has a run under this prefix."));
       }
@@ -115,6 +118,28 @@ async function workflowsPage() {
     }
   };
   await load(null);
+}
+
+const ATTENTION = ["failed", "stalled", "paused"];
+
+/** Fill in each workflow's run counts, a few requests at a time: what needs a look first. */
+async function countEach(rows) {
+  const queue = [...rows];
+  const worker = async () => {
+    while (queue.length) {
+      const [workflow, el] = queue.shift();
+      try {
+        const counts = await get("counts", { workflow });
+        const chips = ATTENTION.filter((state) => counts.states[state]).map((state) =>
+          h("a.mini", { href: link("/workflow", { workflow, state }), title: `${counts.states[state]} ${state} runs` },
+            badge(state), h("span.count", {}, String(counts.states[state]))));
+        fill(el, chips, h("span.muted.small", {}, `${counts.total}${counts.partial ? "+" : ""} run${counts.total === 1 ? "" : "s"}`));
+      } catch (error) {
+        fill(el, h("span.error-text.small", {}, "could not count"));
+      }
+    }
+  };
+  await Promise.all([worker(), worker(), worker(), worker()]);
 }
 
 // ---- a workflow's runs ---------------------------------------------------------------------
