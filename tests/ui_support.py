@@ -192,7 +192,7 @@ def served(
                     allow_writes=allow_writes,
                     token=token,
                     resume=resume,
-                    store_label="test store",
+                    store_label="in-memory store (the tests' seeded runs)",
                     on_started=started,
                     stop=stopping,
                 )

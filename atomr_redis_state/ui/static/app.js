@@ -476,7 +476,7 @@ function drawSummary(summary, alerts, wf, run, s, view, refresh) {
     ["Label", h("code", {}, safe(s.label || "-"))],
     ["Updated", when(s.updated_at_ms)],
     ["Worker", s.lease ? h("span", {}, h("code", {}, safe(s.lease.owner)), h("span.muted", {}, " · lease ends "), when(s.lease.expires_at_ms), h("span.muted", {}, ` · token ${s.lease.token}`))
-      : h("span.muted", {}, s.state === "completed" ? "none (finished)" : "none holds this run")],
+      : h("span.muted", {}, { completed: "none (finished)", paused: "none (waiting for an answer)", failed: "none (the layer failed)" }[s.state] || "none holds this run")],
   ];
   const origin = view.origin;
   if (origin && origin.parent) {
