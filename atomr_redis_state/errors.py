@@ -59,10 +59,12 @@ class ValueEncodingError(AtomrStateError, ValueError):
 class UnknownChannelError(AtomrStateError, KeyError):
     """A write named a channel that the schema does not declare; nothing was written."""
 
-    def __init__(self, key: object, known: Iterable[str]) -> None:
+    def __init__(
+        self, key: object, known: Iterable[str], *, declared_by: str = "the schema declares"
+    ) -> None:
         self.key = key
         names = ", ".join(repr(name) for name in known) or "none"
-        super().__init__(f"unknown channel {key!r} (the schema declares: {names})")
+        super().__init__(f"unknown channel {key!r} ({declared_by}: {names})")
 
     def __str__(self) -> str:
         return str(self.args[0])

@@ -373,3 +373,24 @@ def test_control_and_bidi_characters_from_the_store_are_printed_escaped(
     assert "run-\\u202eevil\\x1b[2J" in outputs[0]
     assert "x\\u200by" in outputs[2]
     assert json.loads(outputs[4])["run_id"] == evil  # the JSON is the same value
+
+
+def test_fork_refuses_a_channel_the_checkpoint_does_not_have(
+    fake: FakeStores, seeded: Seeded
+) -> None:
+    done = fake.invoke("fork", WF, seeded.done, "1", "--set", 'plna="short"')
+    assert done.exit_code == 1
+    assert "unknown channel 'plna' (the checkpoint to fork has: " in done.stderr
+    assert "'approval', 'messages', 'plan'" in done.stderr
+    assert fake.run(lambda store: store.list_runs(WF)) == sorted(
+        [seeded.done, seeded.paused, seeded.failed, seeded.fork]
+    )
+
+
+def test_fork_adds_a_channel_with_new_channel(fake: FakeStores, seeded: Seeded) -> None:
+    done = fake.invoke("fork", WF, seeded.done, "1", "--set", "extra=1", "--new-channel", "--json")
+    assert done.exit_code == 0, done.output
+    new_run = json.loads(done.stdout)["run_id"]
+    snapshot = fake.run(lambda store: store.latest(WF, new_run))
+    assert snapshot is not None
+    assert snapshot.values["extra"] == 1

@@ -9,9 +9,10 @@ import orjson
 import pytest
 
 from atomr_redis_state import Checkpointer, CheckpointKey, RunNotFoundError, Snapshot
-from atomr_redis_state.errors import CheckpointNotFoundError
+from atomr_redis_state.errors import CheckpointNotFoundError, UnknownChannelError
 from atomr_redis_state.views import (
     FORMAT_VERSION,
+    check_fork_edits,
     diff_view,
     escape_json,
     escape_text,
@@ -235,3 +236,11 @@ def test_escaped_json_is_the_same_json() -> None:
     assert "\u202e" not in text
     assert "\U000e0041" not in text
     assert orjson.loads(text) == document
+
+
+def test_fork_edits_must_name_channels_the_checkpoint_has() -> None:
+    source = Snapshot(CheckpointKey(WF, "r", 0), {"plan": None, "messages": []})
+    check_fork_edits(source, ["plan"])
+    with pytest.raises(UnknownChannelError, match=r"'plna'.*checkpoint to fork has: 'messages'"):
+        check_fork_edits(source, ["plan", "plna"])
+    check_fork_edits(Snapshot(CheckpointKey(WF, "r", 0), {}), ["anything"])

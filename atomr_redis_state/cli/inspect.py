@@ -20,6 +20,7 @@ from ..store.types import JSON, CheckpointKey, Snapshot
 from ..views import (
     FORMAT_VERSION,
     Document,
+    check_fork_edits,
     diff_json,
     format_path,
     history_view,
@@ -398,6 +399,11 @@ def _inner(text: str) -> str:
     metavar="CHANNEL=JSON",
     help="Set a channel of the fork to a JSON value (repeatable), e.g. --set 'plan=\"short\"'.",
 )
+@click.option(
+    "--new-channel",
+    is_flag=True,
+    help="Let --set add channels the checkpoint does not have (refused by default: a typo).",
+)
 @json_option
 @store_options
 def fork(
@@ -405,16 +411,25 @@ def fork(
     run: str,
     step: int,
     edits: tuple[str, ...],
+    new_channel: bool,
     as_json: bool,
     url: str,
     prefix: str,
     cluster: bool,
 ) -> None:
-    """Fork super-step STEP of RUN into a new run, with edits; print the new run id."""
+    """Fork super-step STEP of RUN into a new run, with edits; print the new run id.
+
+    --set may only name channels the checkpoint has, unless --new-channel.
+    """
     changes = dict(_edit(text) for text in edits)
 
     async def work(store: Checkpointer) -> str:
-        return await store.fork(CheckpointKey(workflow, run, step), changes)
+        key = CheckpointKey(workflow, run, step)
+        if changes and not new_channel:
+            source = await store.load(key)
+            if source is not None:  # else fork says the checkpoint is missing
+                check_fork_edits(source, changes)
+        return await store.fork(key, changes)
 
     new_run = run_with_store(options_of(url, prefix, cluster), work, writes=True)
     if as_json:

@@ -171,7 +171,9 @@ class Checkpointer(Protocol):
         ``async with store.watch(wf) as events: async for event in events: ...``: the
         subscription is in place when the ``with`` block starts. Events are notifications, not
         a log: one that happens while nobody is subscribed (or while a subscriber is
-        disconnected) is not delivered later; read the store for the state itself.
+        disconnected) is not delivered later; read the store for the state itself. When Redis
+        drops the subscription and it is restored, a ``gap`` event marks where events may
+        have been lost.
         """
         ...
 

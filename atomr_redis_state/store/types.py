@@ -105,9 +105,11 @@ class RunRecord:
     """The note stored by the last :meth:`Checkpointer.release_lease` (None if none)."""
 
 
-EventKind = Literal["saved", "paused", "forked", "deleted"]
+EventKind = Literal["saved", "paused", "forked", "deleted", "gap"]
 """What happened to a run: a snapshot saved (``paused``: a snapshot that pauses the run for a
-human), a fork made (the event is the new run's), or the run deleted."""
+human), a fork made (the event is the new run's), or the run deleted. ``gap`` is no change: the
+watch itself says events may have been missed just before it (Redis dropped the subscription,
+for a reader too slow or a lost connection, and it was restored): re-read the store."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +119,9 @@ class CheckpointEvent:
     kind: EventKind
     workflow_id: str
     run_id: str
+    """The run that changed (for ``gap``: the run watched, or ``""`` for a whole workflow)."""
     super_step: int | None
-    """The snapshot saved or forked into; None for ``deleted``."""
+    """The snapshot saved or forked into; None for ``deleted`` and ``gap``."""
     label: str
     timestamp_ms: int
     """When it happened (the snapshot's timestamp, or the store's clock for ``deleted``)."""

@@ -11,7 +11,12 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from ..errors import AtomrStateError, CheckpointNotFoundError, RunNotFoundError
+from ..errors import (
+    AtomrStateError,
+    CheckpointNotFoundError,
+    RunNotFoundError,
+    UnknownChannelError,
+)
 from ..graph.outcomes import RunStatus
 from ..graph.progress import Progress
 from ..observability.runs import is_fork, lineage_forks, summarise_run
@@ -47,6 +52,19 @@ T = TypeVar("T")
 Document = dict[str, Any]
 """A JSON object (values typed ``Any`` so that front ends can index into it; every value is
 plain JSON: str, int, float, bool, None, list or dict)."""
+
+
+def check_fork_edits(source: Snapshot, channels: Iterable[str]) -> None:
+    """Refuse edits of channels the snapshot to fork does not have (a typo would otherwise
+    make a fork with a stray channel): :class:`UnknownChannelError` names the ones it has.
+    A snapshot with no channels at all says nothing about them, and is not checked."""
+    if not source.values:
+        return
+    for channel in channels:
+        if channel not in source.values:
+            raise UnknownChannelError(
+                channel, sorted(source.values), declared_by="the checkpoint to fork has"
+            )
 
 
 def fork_source(label: str) -> str | None:
