@@ -69,3 +69,24 @@ async def test_a_broken_subscription_is_told_as_a_gap_and_ends_the_stream() -> N
     reason = parse(chunks[-1])[1]
     assert isinstance(reason, dict)
     assert "the subscription was dropped" in reason["reason"]
+
+
+class GappingStore(InMemoryCheckpointer):
+    """A store whose watch reports a gap (Redis dropped the subscriber, redis-py resubscribed)."""
+
+    @asynccontextmanager
+    async def _watch(
+        self, workflow_id: str, run_id: str | None
+    ) -> AsyncIterator[AsyncIterator[CheckpointEvent]]:
+        async def events() -> AsyncIterator[CheckpointEvent]:
+            yield CheckpointEvent("gap", workflow_id, "", None, "", 1)
+            yield CheckpointEvent("saved", workflow_id, "run-1", 1, "layer:0", 2)
+
+        yield events()
+
+
+async def test_a_gap_the_store_reports_is_told_and_the_stream_goes_on() -> None:
+    stream = event_stream(GappingStore(), WF, None, views.event_json)
+    chunks = [chunk async for chunk in stream]
+    names = [parse(chunk)[0] for chunk in chunks[1:]]
+    assert names == ["ready", "gap", "checkpoint", "gap"]  # the last: the subscription ended
