@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 import orjson
 
 from .. import views
-from ..errors import RunNotFoundError, RunNotPausedError, UnknownChannelError
+from ..errors import RunNotFoundError, RunNotPausedError
 from ..graph.outcomes import RunStatus
 from ..observability.runs import all_runs, is_fork, lineage_forks, summarise_run
 from ..store.checkpointer import Checkpointer
@@ -195,8 +195,6 @@ async def fork(
 ) -> JSON:
     """Fork ``step`` of the run with ``edits`` to channels the checkpoint has."""
     source = await views.load_snapshot(store, workflow_id, run_id, step)
-    for channel in edits:
-        if channel not in source.values:
-            raise UnknownChannelError(channel, sorted(source.values))
+    views.check_fork_edits(source, edits)
     new_run = await store.fork(source.key, dict(edits))
     return await views.run_view(store, workflow_id, new_run)
