@@ -110,6 +110,13 @@ def test_the_page_is_served_at_every_address(api: Api) -> None:
     assert api.client.get("/static/app.js").headers["content-type"].startswith("text/javascript")
 
 
+def test_the_page_runs_only_its_own_scripts_and_cannot_be_framed(api: Api) -> None:
+    headers = api.client.get("/").headers
+    assert "default-src 'self'" in headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY"
+
+
 def test_workflows_are_those_with_runs(api: Api) -> None:
     names = [w["workflow_id"] for w in api.get("workflows")["workflows"]]
     assert names == sorted([WF, BIG_WF])
