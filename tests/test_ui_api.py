@@ -215,6 +215,12 @@ def test_the_timeline_names_the_steps_each_layer_ran(api: Api) -> None:
     assert sorted(ran["layer:1"]) == ["check_weather", "find_hotels", "search_flights"]
 
 
+def test_the_timeline_can_leave_out_the_steps_to_read_only_labels(api: Api) -> None:
+    history = api.get("history", workflow=WF, run=api.seeded.completed, steps=0)
+    assert [cp["label"] for cp in history["checkpoints"]][:2] == ["init", "layer:0"]
+    assert {cp["steps"] is None for cp in history["checkpoints"]} == {True}
+
+
 def test_a_state_with_megabyte_values_comes_folded(api: Api) -> None:
     response = api.client.get("/api/state", params={"workflow": BIG_WF, "run": "run-big"})
     assert len(response.content) < 4 * BUDGET

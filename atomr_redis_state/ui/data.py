@@ -120,10 +120,19 @@ async def counts(store: Checkpointer, workflow_id: str) -> JSON:
 
 
 async def history(
-    store: Checkpointer, workflow_id: str, run_id: str, *, before: int | None, limit: int | None
+    store: Checkpointer,
+    workflow_id: str,
+    run_id: str,
+    *,
+    before: int | None,
+    limit: int | None,
+    steps: bool = True,
 ) -> JSON:
-    """The run's timeline: :func:`views.history_view`."""
-    return await views.history_view(store, workflow_id, run_id, limit=limit, before=before)
+    """The run's timeline: :func:`views.history_view` (``steps=False``: without the steps each
+    layer ran, which reads every checkpoint of the page; labels and times are one read)."""
+    return await views.history_view(
+        store, workflow_id, run_id, limit=limit, before=before, steps=steps
+    )
 
 
 async def state(

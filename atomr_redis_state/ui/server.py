@@ -321,6 +321,7 @@ class _Api:
                 _text(request, "run"),
                 before=_int(request, "before"),
                 limit=_int(request, "limit", 200, low=1),
+                steps=request.query_params.get("steps") != "0",
             )
         )
 

@@ -7,6 +7,7 @@ import { h, fill, safe, when, badge, setTones, tickTimes, qs, link } from "./dom
 import { jsonTree } from "./tree.js";
 
 const main = document.getElementById("main");
+const TIMELINE_PAGE = 50;
 const STATES = ["failed", "stalled", "paused", "running", "forked", "idle", "completed"];
 // Filter chips in the order an on-call engineer looks: what is broken first.
 let info = { writes: false, can_answer: false, store: "" };
@@ -280,27 +281,34 @@ async function runPage() {
     }
   };
 
-  const loadTimeline = async () => {
+  // The timeline reads TIMELINE_PAGE checkpoints at first (naming the steps each layer ran
+  // means reading those checkpoints), and after a live event only the newest few.
+  const loadTimeline = async ({ newest = null } = {}) => {
     try {
-      const page = await get("history", { workflow: wf, run, limit: 200 });
-      view.checkpoints = page.checkpoints;
-      view.latest = page.checkpoints.length ? page.checkpoints[page.checkpoints.length - 1].super_step : null;
-      view.count = page.checkpoints.length;
-      drawTimeline(page, false);
+      const page = await get("history", { workflow: wf, run, limit: newest ?? TIMELINE_PAGE });
+      if (newest === null) {
+        view.checkpoints = page.checkpoints;
+        view.olderBefore = page.next_before;
+      } else {
+        const first = page.checkpoints.length ? page.checkpoints[0].super_step : Infinity;
+        view.checkpoints = [...view.checkpoints.filter((cp) => cp.super_step < first), ...page.checkpoints];
+      }
+      view.latest = view.checkpoints.length ? view.checkpoints[view.checkpoints.length - 1].super_step : null;
+      drawTimeline();
     } catch (error) {
       fill(timeline, h("li", {}, errorBox(error)));
     }
   };
-  const drawTimeline = (page, append) => {
-    if (!append) timeline.replaceChildren();
-    const rows = [...page.checkpoints].reverse();
-    for (const cp of rows) timeline.append(timelineRow(cp));
-    fill(olderBox, page.next_before !== null && page.next_before !== undefined ? h("button", {
+  const drawTimeline = () => {
+    fill(timeline, [...view.checkpoints].reverse().map(timelineRow));
+    const before = view.olderBefore;
+    fill(olderBox, before !== null && before !== undefined ? h("button", {
       type: "button",
       onclick: async () => {
-        const older = await get("history", { workflow: wf, run, limit: 200, before: page.next_before });
+        const older = await get("history", { workflow: wf, run, limit: TIMELINE_PAGE, before });
         view.checkpoints = [...older.checkpoints, ...view.checkpoints];
-        drawTimeline(older, true);
+        view.olderBefore = older.next_before;
+        drawTimeline();
       },
     }, "Older checkpoints") : null);
     markSelected();
@@ -386,7 +394,8 @@ async function runPage() {
     await drawCompare(a, b);
     document.getElementById("compare").scrollIntoView({ block: "nearest" });
   };
-  const stepsOf = async (member) => member === run ? view.checkpoints : (await get("history", { workflow: wf, run: member, limit: 200 })).checkpoints;
+  const stepsOf = async (member) => member === run ? view.checkpoints :
+    (await get("history", { workflow: wf, run: member, limit: 500, steps: 0 })).checkpoints;
   const drawCompare = async (a, b) => {
     const members = view.lineage.length ? view.lineage : [run];
     const side = (name, chosen) => {
@@ -450,7 +459,8 @@ async function runPage() {
   const newSteps = new Set();
   const refreshRun = debounce(async () => {
     const stayOnLatest = view.step === null;
-    await Promise.all([loadSummary(), loadTimeline()]);
+    const fresh = Math.min(TIMELINE_PAGE, newSteps.size + 2);
+    await Promise.all([loadSummary(), loadTimeline({ newest: fresh })]);
     for (const step of newSteps) timeline.querySelector(`li[data-step="${step}"]`)?.classList.add("flash");
     newSteps.clear();
     if (stayOnLatest) loadState();
