@@ -391,12 +391,13 @@ async function runPage() {
   };
 
   const compareWith = async (a, b) => {
+    delete compare.dataset.auto;
     await drawCompare(a, b);
     document.getElementById("compare").scrollIntoView({ block: "nearest" });
   };
   const stepsOf = async (member) => member === run ? view.checkpoints :
     (await get("history", { workflow: wf, run: member, limit: 500, steps: 0 })).checkpoints;
-  const drawCompare = async (a, b) => {
+  const drawCompare = async (a, b, { compareNow = true } = {}) => {
     const members = view.lineage.length ? view.lineage : [run];
     const side = (name, chosen) => {
       const runSelect = h("select", { id: `${name}-run`, "aria-label": `Run ${name.toUpperCase()}` },
@@ -420,7 +421,11 @@ async function runPage() {
       },
     }, left.el, h("span.arrow", { "aria-hidden": "true" }, "→"), right.el, h("button.primary", { type: "submit" }, "Compare"));
     fill(compare, form, out);
-    if (a.step !== null && b.step !== null) await runDiff(out, a, b);
+    if (!compareNow) {
+      fill(out, h("p.muted.small", {}, "Pick two checkpoints, of this run or of its forks, and compare them."));
+    } else if (a.step !== null && b.step !== null) {
+      await runDiff(out, a, b);
+    }
   };
   const runDiff = async (out, a, b) => {
     fill(out, h("p.muted", {}, "Comparing…"));
@@ -449,8 +454,7 @@ async function runPage() {
       const latest = view.checkpoints.length ? view.checkpoints[view.checkpoints.length - 1] : null;
       const previous = view.checkpoints.length > 1 ? view.checkpoints[view.checkpoints.length - 2] : latest;
       compare.dataset.auto = "1";
-      await drawCompare({ run, step: previous ? previous.super_step : null }, { run, step: latest ? latest.super_step : null });
-      compare.querySelector(".diff-out").replaceChildren(h("p.muted.small", {}, "Pick two checkpoints, of this run or of its forks, and compare them."));
+      await drawCompare({ run, step: previous ? previous.super_step : null }, { run, step: latest ? latest.super_step : null }, { compareNow: false });
     }
   }
   compare.addEventListener("submit", () => { delete compare.dataset.auto; });
