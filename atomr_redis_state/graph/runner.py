@@ -323,7 +323,6 @@ class StatefulRunner:
             must_exist=must_exist,
         )
         self._failure = None
-        log.debug("run %s: lease %d taken by %s", self.run_id, self._lease.token, self.owner)
         work = asyncio.ensure_future(body())
         keeper = asyncio.ensure_future(self._keep_lease())
         lost = False
@@ -340,7 +339,10 @@ class StatefulRunner:
         except LeaseLostError:
             lost = True
             log.warning(
-                "run %s: %s lost its lease; stopped, wrote no more", self.run_id, self.owner
+                "workflow %s run %s: %s lost its lease; stopped, wrote no more",
+                self.workflow_id,
+                self.run_id,
+                self.owner,
             )
             raise
         finally:
@@ -363,7 +365,12 @@ class StatefulRunner:
             except LeaseLostError:
                 raise
             except Exception as exc:  # a transient store error: the next renewal may succeed
-                log.warning("run %s: lease renewal failed (%s); retrying", self.run_id, exc)
+                log.warning(
+                    "workflow %s run %s: lease renewal failed (%s); retrying",
+                    self.workflow_id,
+                    self.run_id,
+                    exc,
+                )
 
     async def _release(self, lease: Lease, finished: bool) -> None:
         """Release the lease: a layer that failed leaves its note, finished work clears it,
@@ -373,11 +380,16 @@ class StatefulRunner:
                 await self.checkpointer.release_lease(lease, note=self._failure)
             else:
                 await self.checkpointer.release_lease(lease, keep_note=not finished)
-            log.debug("run %s: lease %d released by %s", self.run_id, lease.token, self.owner)
         except LeaseLostError:
-            log.warning("run %s: lease lost before its release; no note kept", self.run_id)
+            log.warning(
+                "workflow %s run %s: lease lost before its release; no note kept",
+                self.workflow_id,
+                self.run_id,
+            )
         except Exception as exc:  # the lease expires on its own; never hide the work's outcome
-            log.warning("run %s: lease release failed (%s)", self.run_id, exc)
+            log.warning(
+                "workflow %s run %s: lease release failed (%s)", self.workflow_id, self.run_id, exc
+            )
 
     async def _drive(self, position: _Position, resume: _Resume | None) -> RunOutcome:
         """Run layers from ``position`` until the run completes or pauses."""
@@ -473,7 +485,9 @@ class StatefulRunner:
         )
         self._failure = FailureNote(failure, writes, attempts).encode()
         log.warning(
-            "run %s: step %r failed after %d attempt(s): %s: %s; kept %d finished step(s)",
+            "workflow %s run %s: step %r failed after %d attempt(s): %s: %s; "
+            "kept %d finished step(s)",
+            self.workflow_id,
             self.run_id,
             failure.step,
             failure.attempts,
@@ -516,7 +530,8 @@ class StatefulRunner:
                     return _StepResult(step, attempts, error=exc)
                 delay = policy.delay(attempts)
                 log.info(
-                    "run %s: step %r attempt %d failed (%s: %s); retrying in %.2f s",
+                    "workflow %s run %s: step %r attempt %d failed (%s: %s); retrying in %.2f s",
+                    self.workflow_id,
                     self.run_id,
                     step.name,
                     context.attempt,
@@ -570,7 +585,13 @@ class StatefulRunner:
             progress,
             hold=self._pause_hold,
         )
-        log.info("run %s: paused %s step %r", self.run_id, pause.kind, pause.step)
+        log.info(
+            "workflow %s run %s: paused %s step %r",
+            self.workflow_id,
+            self.run_id,
+            pause.kind,
+            pause.step,
+        )
         return position
 
     async def _save(

@@ -9,6 +9,8 @@ half-written. Backends implement the underscore methods on already-encoded field
 from __future__ import annotations
 
 import builtins
+import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -35,6 +37,8 @@ from .validation import (
     check_super_step,
     duration_to_ms,
 )
+
+log = logging.getLogger(__name__)
 
 Edits = Mapping[str, object] | Iterable[tuple[str, object]]
 """Channel edits for :meth:`Checkpointer.fork`: a mapping, or (channel, value) pairs."""
@@ -211,9 +215,20 @@ class BaseCheckpointer(ABC):
         event = CheckpointEvent(
             kind, key.workflow_id, key.run_id, key.super_step, snapshot.label, snapshot.timestamp_ms
         )
+        started = time.perf_counter()
         await self._save(
             key, fields, exclusive=bool(exclusive), lease=lease, hold_ms=hold_ms, event=event
         )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "workflow %s run %s: saved super-step %d (%s, %d bytes) in %.1f ms",
+                key.workflow_id,
+                key.run_id,
+                key.super_step,
+                snapshot.label or "no label",
+                sum(map(len, fields)),
+                (time.perf_counter() - started) * 1000,
+            )
 
     async def load(self, key: CheckpointKey) -> Snapshot | None:
         _check_key(key)
@@ -270,7 +285,18 @@ class BaseCheckpointer(ABC):
             timestamp_ms,
             from_key.run_id,
         )
+        started = time.perf_counter()
         await self._fork(from_key, run_id, fields, event)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "workflow %s run %s: forked super-step %d into %s (%d bytes of edits) in %.1f ms",
+                from_key.workflow_id,
+                from_key.run_id,
+                from_key.super_step,
+                run_id,
+                sum(map(len, fields)),
+                (time.perf_counter() - started) * 1000,
+            )
         return run_id
 
     async def list_runs(
@@ -311,9 +337,18 @@ class BaseCheckpointer(ABC):
         ttl_ms = duration_to_ms(ttl, "lease ttl")
         if ttl_ms is None:
             raise TypeError("a lease needs a ttl")
-        return await self._acquire_lease(
+        lease = await self._acquire_lease(
             workflow_id, run_id, owner, ttl_ms, must_exist=bool(must_exist)
         )
+        log.info(
+            "workflow %s run %s: lease %d taken by %s for %d ms",
+            workflow_id,
+            run_id,
+            lease.token,
+            owner,
+            ttl_ms,
+        )
+        return lease
 
     async def renew_lease(self, lease: Lease) -> Lease:
         _check_lease(lease)
@@ -326,7 +361,16 @@ class BaseCheckpointer(ABC):
         if keep_note and note is not None:
             raise ValueError("give a note, or keep_note=True, not both")
         encoded = None if note is None else encode_value("note", note)
-        return await self._release_lease(lease, encoded, keep_note=bool(keep_note))
+        released = await self._release_lease(lease, encoded, keep_note=bool(keep_note))
+        log.info(
+            "workflow %s run %s: lease %d %s by %s",
+            lease.workflow_id,
+            lease.run_id,
+            lease.token,
+            "released" if released else "already gone when released",
+            lease.owner,
+        )
+        return released
 
     async def run_record(self, workflow_id: str, run_id: str) -> RunRecord:
         check_id(workflow_id, "workflow_id")

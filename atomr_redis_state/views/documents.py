@@ -28,6 +28,9 @@ from .diff import diff_channels
 FORMAT_VERSION = 1
 """The version of every document's shape (``format_version``)."""
 
+STEPS_READ_LIMIT = 100
+"""Checkpoints of a history page whose steps are read (each is loaded whole to read them)."""
+
 READ_CONCURRENCY = 16
 """Store reads a document makes at once (statuses of a page of runs, snapshots of a page)."""
 
@@ -91,7 +94,12 @@ def status_detail(status: RunStatus) -> str:
 
 
 def run_json(status: RunStatus) -> Document:
-    """One run as a JSON object: its state and badge, latest checkpoint, pause, lease, error."""
+    """One run as a JSON object: its state and badge, latest checkpoint, pause, lease, error.
+
+    ``fork`` is True for a run made by ``fork``; ``fork_of`` names its source only while its
+    latest checkpoint is still the copy (``history_view`` and ``fork_tree_view`` have it for
+    any fork); ``lineage_root`` is the run its lineage started from.
+    """
     pause = status.pause
     lease = status.lease
     error = status.last_error
@@ -293,7 +301,8 @@ async def history_view(
     Each checkpoint has its label, save time, ``elapsed_ms`` since the checkpoint before it,
     ``fork_of`` (a fork's first checkpoint: the run it came from), ``forked_into`` (the forks
     made from it), and with ``steps`` the names of the steps its layer ran, from the runner's
-    record (that reads every checkpoint of the page: pass ``steps=False`` to skip it).
+    record (that reads the newest :data:`STEPS_READ_LIMIT` checkpoints of the page whole, the
+    older ones get None; pass ``steps=False`` to read none).
     ``next_before`` pages back (None on the first page).
     """
     metas = await store.list(workflow_id, run_id, limit=limit, before=before)
@@ -305,16 +314,18 @@ async def history_view(
     )
     ran: list[list[JSON] | None] = [None] * len(metas)
     if steps and metas:
-        keys = [m.key for m in earlier + metas]
-        snapshots: list[Snapshot | None] = await gather_limited(store.load, keys)
+        first = max(0, len(metas) - STEPS_READ_LIMIT)
+        chain = ([metas[first - 1]] if first > 0 else earlier) + metas[first:]
+        snapshots: list[Snapshot | None] = await gather_limited(store.load, [m.key for m in chain])
         done = [_done_steps(s) for s in snapshots]
-        offset = len(earlier)
-        for index, meta in enumerate(metas):
-            if fork_source(meta.label) is not None:
+        offset = len(chain) - (len(metas) - first)
+        for index in range(first, len(metas)):
+            if fork_source(metas[index].label) is not None:
                 ran[index] = []  # a fork's copy: no step ran to make it
                 continue
-            previous = done[index + offset - 1] if index + offset > 0 else ()
-            ran[index] = _ran_between(previous, done[index + offset])
+            position = index - first + offset
+            previous = done[position - 1] if position > 0 else ()
+            ran[index] = _ran_between(previous, done[position])
     previous_ms = earlier[0].timestamp_ms if earlier else None
     rows: list[JSON] = []
     for meta, names in zip(metas, ran, strict=True):

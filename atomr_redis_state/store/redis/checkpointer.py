@@ -259,7 +259,12 @@ class RedisCheckpointer(BaseCheckpointer):
         except ResponseError as exc:
             code, _, detail = str(exc).partition(" ")
             if code == "CONFLICT":
-                log.info("run %s: super-step %s already checkpointed", key.run_id, step)
+                log.info(
+                    "workflow %s run %s: super-step %s already checkpointed",
+                    key.workflow_id,
+                    key.run_id,
+                    step,
+                )
                 raise CheckpointConflictError(key.workflow_id, key.run_id, key.super_step) from None
             if code == "LEASEHELD":
                 until, _, owner = detail.partition(" ")
@@ -462,7 +467,6 @@ class RedisCheckpointer(BaseCheckpointer):
             raise
         if reply[0] == b"held":
             raise LeaseHeldError(workflow_id, run_id, reply[1].decode(), int(reply[2]))
-        log.info("run %s: lease %s taken by %s", run_id, reply[0].decode(), owner)
         return Lease(workflow_id, run_id, owner, int(reply[0]), int(reply[1]), ttl_ms)
 
     async def _renew_lease(self, lease: Lease) -> Lease:
@@ -489,7 +493,6 @@ class RedisCheckpointer(BaseCheckpointer):
         )
         if not released and note is not None:
             raise LeaseLostError(lease.workflow_id, lease.run_id, lease.token)
-        log.info("run %s: lease %d released by %s", lease.run_id, lease.token, lease.owner)
         return bool(released)
 
     async def _run_record(self, workflow_id: str, run_id: str) -> RunRecord:
