@@ -30,8 +30,8 @@ from atomr_redis_state import (
 )
 from atomr_redis_state.cli.demo import APPROVAL, CHEAPER_HOTEL, SCHEMA, WORKFLOW_ID, build_steps
 from atomr_redis_state.store.types import JSON
+from atomr_redis_state.ui.data import Resume
 from atomr_redis_state.ui.serve import Started, serve
-from atomr_redis_state.ui.server import Resume
 
 T = TypeVar("T")
 

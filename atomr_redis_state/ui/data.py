@@ -34,6 +34,8 @@ LINEAGE_LIMIT = 500
 """Runs of one lineage drawn in a fork tree."""
 
 Resume = Callable[[Checkpointer, str, str, JSON], Awaitable[object]]
+"""Answers a paused run: ``resume(store, workflow_id, run_id, value)`` continues it (or records
+the answer for a worker to continue it)."""
 
 
 async def _statuses(

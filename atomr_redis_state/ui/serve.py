@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import uvicorn
 
 from ..store.checkpointer import Checkpointer
-from .server import Resume, create_app, new_token
+from .data import Resume
+from .server import create_app, new_token
 
 log = logging.getLogger(__name__)
 

@@ -46,15 +46,12 @@ from ..errors import (
 from ..store.checkpointer import Checkpointer
 from ..store.types import JSON
 from . import data
+from .data import Resume
 from .live import event_stream
 
 log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "X-Atomr-Token"
-
-Resume = Callable[[Checkpointer, str, str, JSON], Awaitable[object]]
-"""Answers a paused run: ``resume(store, workflow_id, run_id, value)`` continues it (or records
-the answer for a worker to continue it)."""
 
 StoreOpener = Callable[[], AbstractAsyncContextManager[Checkpointer]]
 

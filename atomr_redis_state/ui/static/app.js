@@ -8,6 +8,7 @@ import { jsonTree } from "./tree.js";
 
 const main = document.getElementById("main");
 const TIMELINE_PAGE = 50;
+const COUNTS_EVERY_MS = 5000;
 const STATES = ["failed", "stalled", "paused", "running", "forked", "idle", "completed"];
 // Filter chips in the order an on-call engineer looks: what is broken first.
 let info = { writes: false, can_answer: false, store: "" };
@@ -210,7 +211,15 @@ async function workflowPage() {
   await Promise.all([loadPage(), loadCounts()]);
 
   const changed = new Set();
-  const refresh = debounce(() => { const flash = new Set(changed); changed.clear(); loadPage({ flash }); loadCounts(); }, 700);
+  // Counting reads every run's status: at most once per COUNTS_EVERY_MS, however busy the store.
+  let countedAt = Date.now();
+  let countTimer = null;
+  const recount = () => {
+    if (countTimer) return;
+    const wait = Math.max(0, countedAt + COUNTS_EVERY_MS - Date.now());
+    countTimer = setTimeout(async () => { countTimer = null; countedAt = Date.now(); await loadCounts(); }, wait);
+  };
+  const refresh = debounce(() => { const flash = new Set(changed); changed.clear(); loadPage({ flash }); recount(); }, 700);
   listen({ workflow: wf }, {
     onState: setLive,
     onEvent: (event) => { changed.add(event.run_id); refresh(); },
