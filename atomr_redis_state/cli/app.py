@@ -47,8 +47,8 @@ def cli(verbose: int) -> None:
     """Durable, shared, per-super-step checkpoints for AI-agent workflows on Redis.
 
     The inspection commands (workflows, runs, history, show, diff, fork, delete, export,
-    import, watch) take --redis-url, --prefix and --cluster, or ATOMR_REDIS_URL,
-    ATOMR_PREFIX and ATOMR_CLUSTER from the environment.
+    import, watch, and ui, the web inspector) take --redis-url, --prefix and --cluster, or
+    ATOMR_REDIS_URL, ATOMR_PREFIX and ATOMR_CLUSTER from the environment.
     """
     if verbose:
         handler = logging.StreamHandler(sys.stderr)
