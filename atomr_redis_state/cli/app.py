@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shlex
+import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,7 +30,7 @@ from .connection import (
 from .demo import WORKFLOW_ID, Connect, run_demo
 from .inspect import delete, diff, fork, history, runs, show, workflows
 from .transfer import export, import_
-from .ui import ui
+from .ui import UI_HOST, UI_PORT, bind, require_ui, serve_demo, ui
 from .watch import watch
 from .worker import worker
 
@@ -48,9 +49,9 @@ def cli(verbose: int) -> None:
     """Durable, shared, per-super-step checkpoints for AI-agent workflows on Redis.
 
     The inspection commands (workflows, runs, history, show, diff, fork, delete, export,
-    import, watch, archive), the inspector (ui) and the fleet's worker take --redis-url, --prefix
-    and --cluster, or ATOMR_REDIS_URL,
-    ATOMR_PREFIX and ATOMR_CLUSTER from the environment.
+    import, watch, archive), the inspector (ui) and the fleet's worker take --redis-url,
+    --prefix and --cluster, or ATOMR_REDIS_URL, ATOMR_PREFIX and ATOMR_CLUSTER from the
+    environment.
     """
     if verbose:
         handler = logging.StreamHandler(sys.stderr)
@@ -95,9 +96,23 @@ def cli(verbose: int) -> None:
     metavar="SECONDS",
     help="Let the demo's runs expire this many seconds after their last checkpoint.",
 )
+@click.option(
+    "--ui",
+    "open_ui",
+    is_flag=True,
+    help=(
+        f"Then serve the inspector on the demo's runs, on {UI_HOST}:{UI_PORT} "
+        "(needs the ui extra; Ctrl-C stops)."
+    ),
+)
 @click.pass_context
 def demo(
-    ctx: click.Context, url: str | None, prefix: str | None, cluster: bool, ttl: float
+    ctx: click.Context,
+    url: str | None,
+    prefix: str | None,
+    cluster: bool,
+    ttl: float,
+    open_ui: bool,
 ) -> None:
     """Run a small agent workflow end to end, checkpointing every super-step.
 
@@ -110,8 +125,12 @@ def demo(
     chosen = prefix or f"atomr-demo-{uuid.uuid4().hex[:12]}"
     options = options_of(url or DEFAULT_URL, chosen, cluster, ttl)
     console = Console(highlight=False)
+    listener = None
+    if open_ui:
+        require_ui()
+        listener = bind(UI_HOST, UI_PORT)
     try:
-        run_id, fork_id = asyncio.run(_demo(url, options, console))
+        run_id, fork_id = asyncio.run(_demo(url, options, console, listener))
     except Exception as exc:
         raise click.ClickException(failure_message(exc, options, writes=True)) from None
     from_env = {
@@ -121,14 +140,19 @@ def demo(
     _print_inspection(console, url, options, from_env, run_id, fork_id)
 
 
-async def _demo(url: str | None, options: StoreOptions, console: Console) -> tuple[str, str]:
+async def _demo(
+    url: str | None, options: StoreOptions, console: Console, listener: socket.socket | None
+) -> tuple[str, str]:
     async with _workers(url, options) as connect:
         if url is None:
             console.print("store: in-process fakeredis (pass --redis-url to use a server)")
         else:
             where = f"{safe_url(url)}{' (cluster)' if options.cluster else ''}"
             console.print(f"store: {where}, key prefix {options.prefix!r}, ttl {options.ttl:g} s")
-        return await run_demo(connect, console)
+        ids = await run_demo(connect, console)
+        if listener is not None:  # the inspector, while the runs are there (even in fakeredis)
+            await serve_demo(connect(), options.prefix, listener)
+        return ids
 
 
 @asynccontextmanager
