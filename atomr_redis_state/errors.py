@@ -58,6 +58,17 @@ class RunNotPausedError(AtomrStateError):
     """``resume()`` found the run not paused (finished, or mid-way)."""
 
 
+class QueueStateError(AtomrStateError):
+    """The run's queue state refuses the call (requeueing a completed or cancelled run, or
+    answering a run that is not waiting for a human); nothing was written."""
+
+    def __init__(self, workflow_id: str, run_id: str, state: str, action: str) -> None:
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.state = state
+        super().__init__(f"run {run_id!r} of workflow {workflow_id!r} is {state}: cannot {action}")
+
+
 class Interrupt(Exception):
     """Raised by a step to pause the run for a human; ``payload`` says what it needs.
 

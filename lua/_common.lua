@@ -99,3 +99,78 @@ local function restore_index_deadline(index)
     redis.call('PEXPIREAT', index, int(latest))
   end
 end
+
+-- Give owner the run's lease at server time now, for ttl ms: extended with its token when the
+-- owner already holds it live (held = HMGET record owner token until), otherwise with a new
+-- fencing token, the record's counter plus one or the server's clock in microseconds if that is
+-- larger (a run deleted or expired and started again loses its counter, and its new tokens must
+-- still be larger than any an old worker may hold). The record of an existing run keeps the
+-- run's deadline; one made for a run not saved yet (a start) lives as long as the lease. Callers
+-- check everything (and call refuse_if_out_of_memory) first. Returns token, deadline.
+local function grant_lease(record, steps, owner, ttl, now, held)
+  local live = held[1] and tonumber(held[3]) > now
+  local record_expires = redis.call('PEXPIRETIME', record)
+  local token = held[2]
+  if not (live and held[1] == owner) then
+    local fence = tonumber(redis.call('HGET', record, 'fence') or '0')
+    local clock = redis.call('TIME')
+    token = int(math.max(fence + 1, tonumber(clock[1]) * 1000000 + tonumber(clock[2])))
+    redis.call('HSET', record, 'fence', token)
+  end
+  local expires = now + ttl
+  redis.call('HSET', record, 'owner', owner, 'token', token, 'until', int(expires), 'ttl', int(ttl))
+  if redis.call('EXISTS', steps) == 1 then
+    local run_expires = redis.call('PEXPIRETIME', steps)
+    if run_expires >= 0 then
+      redis.call('PEXPIREAT', record, int(run_expires))
+    end
+  elseif record_expires == -2 or (record_expires >= 0 and record_expires < expires) then
+    redis.call('PEXPIREAT', record, int(expires))
+  end
+  return token, expires
+end
+
+-- A queue event (see store/types.py EventKind) as the JSON the store publishes.
+local function queue_event(kind, workflow_id, run_id, label, now)
+  return '{"kind":' .. cjson.encode(kind) .. ',"workflow_id":' .. cjson.encode(workflow_id)
+    .. ',"run_id":' .. cjson.encode(run_id) .. ',"super_step":null,"label":'
+    .. cjson.encode(label) .. ',"timestamp_ms":' .. int(now) .. ',"source_run_id":null}'
+end
+
+-- The record and steps keys of a run, from its bucket's queue key (P:{T}:W:queue): they share
+-- the queue key's hash tag, so every key a queue script derives stays in the declared slot.
+local function run_keys_of(queue, run_id)
+  local base = string.sub(queue, 1, -6) .. escape_id(run_id) .. ':'
+  return base .. 'run', base .. 'steps'
+end
+
+-- When a bucket next needs a claim: its earliest queued run, or its earliest lease deadline
+-- (a takeover); false when neither exists.
+local function next_attention(queue, leased)
+  local first = false
+  for _, key in ipairs({queue, leased}) do
+    local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if head[2] and (not first or tonumber(head[2]) < first) then
+      first = tonumber(head[2])
+    end
+  end
+  return first and int(first) or false
+end
+
+-- Take run_id out of every index of its bucket (KEYS 1..5: queue, leased, paused, dead, blocked).
+local function unindex(run_id)
+  for i = 1, 5 do
+    redis.call('ZREM', KEYS[i], run_id)
+  end
+end
+
+-- A record hash just written without an expiry (made by that write) takes its run's deadline,
+-- so it never outlives the run's other keys.
+local function follow_run_deadline(record, steps)
+  if redis.call('PEXPIRETIME', record) == -1 then
+    local run_expires = redis.call('PEXPIRETIME', steps)
+    if run_expires >= 0 then
+      redis.call('PEXPIREAT', record, run_expires)
+    end
+  end
+end

@@ -28,25 +28,6 @@ if live and held[1] ~= owner then
   return {'held', held[1], held[3]}
 end
 
-local record_expires = redis.call('PEXPIRETIME', record)
 refuse_if_out_of_memory(steps)
-local token = held[2]
-if not live then
-  -- At least the server's clock in microseconds: a run deleted (or expired) and started again
-  -- loses its counter, and its new tokens must still be larger than any an old worker may hold.
-  local fence = tonumber(redis.call('HGET', record, 'fence') or '0')
-  local clock = redis.call('TIME')
-  token = int(math.max(fence + 1, tonumber(clock[1]) * 1000000 + tonumber(clock[2])))
-  redis.call('HSET', record, 'fence', token)
-end
-local expires = now + ttl
-redis.call('HSET', record, 'owner', owner, 'token', token, 'until', int(expires), 'ttl', int(ttl))
-if run_exists then
-  local run_expires = redis.call('PEXPIRETIME', steps)
-  if run_expires >= 0 then
-    redis.call('PEXPIREAT', record, int(run_expires))
-  end
-elseif record_expires == -2 or (record_expires >= 0 and record_expires < expires) then
-  redis.call('PEXPIREAT', record, int(expires))
-end
+local token, expires = grant_lease(record, steps, owner, ttl, now, held)
 return {token, int(expires)}

@@ -95,6 +95,54 @@ class Lease:
     ttl_ms: int
 
 
+QueueState = Literal["queued", "running", "paused", "completed", "failed", "blocked", "cancelled"]
+"""Where a run stands in its workflow's ready queue (see :meth:`Checkpointer.claim`):
+
+- ``queued``: waiting to be claimed (now, or from ``ready_at_ms`` on: a delayed run or a retry);
+- ``running``: claimed by a worker, whose lease is in the deadline index;
+- ``paused``: waiting for a human (:meth:`Checkpointer.requeue` with the answer queues it);
+- ``completed``: done;
+- ``failed``: out of attempts, a dead letter (:meth:`Checkpointer.requeue` submits it again);
+- ``blocked``: parked because the workflow changed under it, until someone requeues it;
+- ``cancelled``: stopped for good by :meth:`Checkpointer.cancel`."""
+
+QUEUE_STATES: tuple[QueueState, ...] = (
+    "queued",
+    "running",
+    "paused",
+    "completed",
+    "failed",
+    "blocked",
+    "cancelled",
+)
+
+Outcome = Literal["completed", "paused", "released", "retry", "failed", "blocked"]
+"""How a worker ends its claim (:meth:`Checkpointer.finish`): the run ``completed``; it
+``paused`` for a human; it was ``released`` unfinished (a graceful shutdown: claimable again at
+once); its layer failed and it should ``retry`` (after a backoff, up to a number of attempts);
+it ``failed`` for good (a dead letter at once); or it is ``blocked`` (the workflow changed)."""
+
+OUTCOMES: tuple[Outcome, ...] = ("completed", "paused", "released", "retry", "failed", "blocked")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRecord:
+    """A run's place in its workflow's queue, kept in the run's record."""
+
+    state: QueueState
+    attempts: int = 0
+    """Failed claims so far (``finish(..., "retry")``): reset when requeued by hand."""
+    ready_at_ms: int | None = None
+    """For a queued run: when it becomes claimable (store clock)."""
+    reason: JSON = None
+    """Why it last failed or was blocked (what ``finish`` was given)."""
+    cancel_requested: bool = False
+    """A running run was asked to stop: it ends ``cancelled`` when its worker lets it go."""
+    has_answer: bool = False
+    """A human's answer waits for the next claim (see :meth:`Checkpointer.requeue`)."""
+    answer: JSON = None
+
+
 @dataclass(frozen=True, slots=True)
 class RunRecord:
     """What the store keeps about a run besides its snapshots: its live lease and a note."""
@@ -103,11 +151,72 @@ class RunRecord:
     """The lease held on the run right now, or None (never held, released or expired)."""
     note: JSON
     """The note stored by the last :meth:`Checkpointer.release_lease` (None if none)."""
+    queue: QueueRecord | None = None
+    """The run's place in its workflow's queue; None for a run never submitted."""
 
 
-EventKind = Literal["saved", "paused", "forked", "deleted"]
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A run handed to a worker by :meth:`Checkpointer.claim`, under ``lease``."""
+
+    lease: Lease
+    attempts: int
+    """Failed claims of the run before this one."""
+    cancel_requested: bool = False
+    has_answer: bool = False
+    """A human's answer was recorded for the run: resume it with ``answer``."""
+    answer: JSON = None
+    taken_over: bool = False
+    """The run was claimed before and its worker's lease expired (a crashed worker)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """How many runs of a workflow are in each part of its queue (:meth:`queue_depth`)."""
+
+    ready: int = 0
+    """Queued and claimable now."""
+    delayed: int = 0
+    """Queued with a ready time in the future (``not_before``, or a retry's backoff)."""
+    running: int = 0
+    paused: int = 0
+    failed: int = 0
+    """Dead letters."""
+    blocked: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A live worker, as its last heartbeat described it (see :meth:`heartbeat`)."""
+
+    worker_id: str
+    info: JSON
+    """What the worker said about itself (host, pid, workflows, the runs it holds...)."""
+    expires_at_ms: int
+    """When the worker counts as dead unless it beats again (store clock)."""
+
+
+EventKind = Literal[
+    "saved",
+    "paused",
+    "forked",
+    "deleted",
+    "queued",
+    "claimed",
+    "released",
+    "lease_expired",
+    "retrying",
+    "failed",
+    "blocked",
+    "cancelled",
+    "completed",
+]
 """What happened to a run: a snapshot saved (``paused``: a snapshot that pauses the run for a
-human), a fork made (the event is the new run's), or the run deleted."""
+human), a fork made (the event is the new run's), or the run deleted. The queue adds: the run
+``queued`` (submitted, resumed or requeued), ``claimed`` by a worker (label: the owner),
+``released`` by it unfinished, its lease expired with it (``lease_expired``: a crashed worker,
+claimable again), a failure that will be retried (``retrying``) or a dead letter (``failed``),
+``blocked``, ``cancelled``, ``completed``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ import hashlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
 from functools import partial
@@ -31,13 +31,24 @@ from ...errors import (
     LeaseLostError,
     RunNotFoundError,
 )
-from ..checkpointer import BaseCheckpointer, Fields, Stored
+from ..checkpointer import BaseCheckpointer, Fields, Stored, WakeUps
 from ..codec import WRITE_TOKEN_FIELD, encode_event, pairs_of
-from ..types import CheckpointEvent, CheckpointKey, Lease, RunRecord
+from ..types import (
+    CheckpointEvent,
+    CheckpointKey,
+    Claim,
+    Lease,
+    Outcome,
+    QueueDepth,
+    QueueState,
+    RunRecord,
+    WorkerInfo,
+)
 from ..validation import check_positive_int, duration_to_ms, ttl_to_ms
 from .calls import CLUSTER_RETRY_BUDGET, Calls
 from .connect import client_from_sentinel, client_from_url
 from .keys import KeyLayout, RunKeys
+from .queue import RedisQueue, queue_record
 from .scripts import Scripts
 from .watch import Subscription
 
@@ -110,6 +121,7 @@ class RedisCheckpointer(BaseCheckpointer):
         self._owned: list[Any] = []
         self._ttl_arg = str(self.ttl_ms or 0)
         self._keep_last_arg = str(self.keep_last or 0)
+        self._queue = RedisQueue(client, self._calls, self._scripts, self.keys, self._ttl_arg)
 
     @classmethod
     def from_url(
@@ -468,13 +480,57 @@ class RedisCheckpointer(BaseCheckpointer):
 
     async def _run_record(self, workflow_id: str, run_id: str) -> RunRecord:
         run = self.keys.run(workflow_id, run_id)
-        now, owner, token, until, ttl, note = await self._calls.script(
+        now, owner, token, until, ttl, note, *queued = await self._calls.script(
             self._scripts.run_record, [run.record], []
         )
         lease = None
         if owner is not None and int(until) > int(now):
             lease = Lease(workflow_id, run_id, owner.decode(), int(token), int(until), int(ttl))
-        return RunRecord(lease, None if note is None else orjson.loads(note))
+        note = None if note is None else orjson.loads(note)
+        return RunRecord(lease, note, queue_record(queued))
+
+    # The ready queue: see .queue for how it is laid out and how workers find work.
+
+    async def _submit(
+        self, key: CheckpointKey, fields: Fields, delay_ms: int, event: CheckpointEvent
+    ) -> bool:
+        return await self._queue.submit(key, fields, delay_ms, event)
+
+    async def _claim(self, workflow_id: str, owner: str, ttl_ms: int) -> Claim | None:
+        return await self._queue.claim(workflow_id, owner, ttl_ms)
+
+    async def _finish(
+        self,
+        lease: Lease,
+        outcome: Outcome,
+        reason: bytes | None,
+        retry_ms: int,
+        max_attempts: int,
+    ) -> QueueState:
+        return await self._queue.finish(lease, outcome, reason, retry_ms, max_attempts)
+
+    async def _requeue(
+        self, workflow_id: str, run_id: str, answer: bytes | None, delay_ms: int
+    ) -> QueueState:
+        return await self._queue.requeue(workflow_id, run_id, answer, delay_ms)
+
+    async def _cancel(self, workflow_id: str, run_id: str) -> QueueState:
+        return await self._queue.cancel(workflow_id, run_id)
+
+    async def _queue_depth(self, workflow_id: str) -> QueueDepth:
+        return await self._queue.depth(workflow_id)
+
+    def _wake_ups(self, workflow_ids: builtins.list[str]) -> AbstractAsyncContextManager[WakeUps]:
+        return self._queue.wake_ups(workflow_ids)
+
+    async def _heartbeat(self, worker_id: str, info: bytes, ttl_ms: int) -> None:
+        await self._queue.heartbeat(worker_id, info, ttl_ms)
+
+    async def _workers(self) -> builtins.list[WorkerInfo]:
+        return await self._queue.workers()
+
+    async def _forget_worker(self, worker_id: str) -> None:
+        await self._queue.forget_worker(worker_id)
 
     @asynccontextmanager
     async def _watch(
