@@ -19,6 +19,7 @@ from ..store.redis.checkpointer import RedisCheckpointer
 from .connection import one_line as _one_line
 from .connection import safe_url as _safe_url
 from .demo import Connect, run_demo
+from .fleet import queue, workers
 from .inspect import delete, diff, fork, history, runs, show
 from .transfer import export, import_
 from .watch import watch
@@ -37,7 +38,8 @@ DEFAULT_TTL_S = 3600
 def cli(verbose: int) -> None:
     """Durable, shared, per-super-step checkpoints for AI-agent workflows on Redis.
 
-    The inspection commands (runs, history, show, diff, fork, delete, export, import, watch)
+    The inspection commands (runs, history, show, diff, fork, delete, export, import, watch,
+    queue, workers)
     take --redis-url, --prefix and --cluster, or ATOMR_REDIS_URL, ATOMR_PREFIX and
     ATOMR_CLUSTER from the environment.
     """
@@ -120,5 +122,5 @@ async def _workers(redis_url: str | None, prefix: str, ttl: float) -> AsyncItera
             await close()
 
 
-for _command in (runs, history, show, diff, fork, delete, export, import_, watch):
+for _command in (runs, history, show, diff, fork, delete, export, import_, watch, queue, workers):
     cli.add_command(_command)
