@@ -38,10 +38,9 @@ DEFAULT_TTL_S = 3600
 def cli(verbose: int) -> None:
     """Durable, shared, per-super-step checkpoints for AI-agent workflows on Redis.
 
-    The inspection commands (runs, history, show, diff, fork, delete, export, import, watch,
-    queue, workers)
-    take --redis-url, --prefix and --cluster, or ATOMR_REDIS_URL, ATOMR_PREFIX and
-    ATOMR_CLUSTER from the environment.
+    The inspection commands (runs, history, show, diff, fork, delete, export, import, watch)
+    and the fleet's (queue, workers) take --redis-url, --prefix and --cluster, or
+    ATOMR_REDIS_URL, ATOMR_PREFIX and ATOMR_CLUSTER from the environment.
     """
     if verbose:
         handler = logging.StreamHandler(sys.stderr)
