@@ -69,6 +69,11 @@ class QueueStateError(AtomrStateError):
         super().__init__(f"run {run_id!r} of workflow {workflow_id!r} is {state}: cannot {action}")
 
 
+class WorkerStopping(AtomrStateError):
+    """A stopping worker let its run go at a checkpoint (the layer before it is saved); the
+    worker releases the run to the queue, and another worker continues it from there."""
+
+
 class Interrupt(Exception):
     """Raised by a step to pause the run for a human; ``payload`` says what it needs.
 

@@ -145,6 +145,10 @@ async def queue_workload(
     await attempt(plain.heartbeat("w1", {"runs": []}, 30))
     await attempt(plain.workers())
     await attempt(plain.forget_worker("w1"))
+    await attempt(plain.take_permit(WF, "w1/p", 1, 30))
+    await attempt(plain.take_permit(WF, "w2/p", 1, 30))  # the cap: refused
+    await attempt(plain.renew_permits(WF, ["w1/p"], 30))
+    await attempt(plain.drop_permit(WF, "w1/p"))
 
 
 async def _raise(exc: BaseException) -> None:

@@ -31,7 +31,7 @@ from atomr_redis_state import (
     StepContext,
     Writes,
 )
-from atomr_redis_state.observability import RunnerHooks, otel
+from atomr_redis_state.observability import STATES, RunnerHooks, otel
 from atomr_redis_state.testing import RedisServer
 from tests.test_cli_support import SCHEMA, ToolDown, seed
 
@@ -314,10 +314,8 @@ async def test_the_run_status_gauge_counts_runs_by_state(
         ("wf-a", "paused"): 1,
         ("wf-a", "completed"): 1,
         ("wf-a", "failed"): 1,
-        ("wf-empty", "running"): 0,
-        ("wf-empty", "paused"): 0,
-        ("wf-empty", "completed"): 0,
-        ("wf-empty", "failed"): 0,
+        **{("wf-a", state): 0 for state in ("queued", "blocked", "cancelled")},
+        **{("wf-empty", state): 0 for state in STATES if state != "not_found"},
     }
 
 

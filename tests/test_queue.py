@@ -492,3 +492,23 @@ async def test_claims_are_spread_over_buckets(backend: Backend) -> None:
     assert sorted(await claim_all(cp)) == sorted(runs)
     depth = await cp.queue_depth(WF)
     assert (depth.ready, depth.running) == (0, 40)
+
+
+async def test_permits_cap_runs_in_flight_across_the_fleet(checkpointer: Checkpointer) -> None:
+    assert await checkpointer.take_permit(WF, "w1/a", 2, 30)
+    assert await checkpointer.take_permit(WF, "w2/b", 2, 30)
+    assert not await checkpointer.take_permit(WF, "w3/c", 2, 30)
+    assert await checkpointer.take_permit(WF, "w1/a", 2, 30)  # its own: extended
+    await checkpointer.drop_permit(WF, "w1/a")
+    assert await checkpointer.take_permit(WF, "w3/c", 2, 30)
+
+
+async def test_a_permit_not_renewed_expires(checkpointer: Checkpointer) -> None:
+    assert await checkpointer.take_permit(WF, "kept", 2, SHORT)
+    assert await checkpointer.take_permit(WF, "crashed", 2, SHORT)
+    for _ in range(3):
+        await asyncio.sleep(SHORT / 2)
+        assert await checkpointer.renew_permits(WF, ["kept"], SHORT) == 1
+    assert await checkpointer.take_permit(WF, "new", 2, 30)
+    assert not await checkpointer.take_permit(WF, "more", 2, 30)
+    assert await checkpointer.renew_permits(WF, ["crashed"], 30) == 0

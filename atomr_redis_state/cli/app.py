@@ -23,6 +23,7 @@ from .fleet import queue, workers
 from .inspect import delete, diff, fork, history, runs, show
 from .transfer import export, import_
 from .watch import watch
+from .worker import worker
 
 DEFAULT_TTL_S = 3600
 
@@ -39,7 +40,7 @@ def cli(verbose: int) -> None:
     """Durable, shared, per-super-step checkpoints for AI-agent workflows on Redis.
 
     The inspection commands (runs, history, show, diff, fork, delete, export, import, watch)
-    and the fleet's (queue, workers) take --redis-url, --prefix and --cluster, or
+    and the fleet's (worker, workers, queue) take --redis-url, --prefix and --cluster, or
     ATOMR_REDIS_URL, ATOMR_PREFIX and ATOMR_CLUSTER from the environment.
     """
     if verbose:
@@ -121,5 +122,18 @@ async def _workers(redis_url: str | None, prefix: str, ttl: float) -> AsyncItera
             await close()
 
 
-for _command in (runs, history, show, diff, fork, delete, export, import_, watch, queue, workers):
+for _command in (
+    runs,
+    history,
+    show,
+    diff,
+    fork,
+    delete,
+    export,
+    import_,
+    watch,
+    worker,
+    workers,
+    queue,
+):
     cli.add_command(_command)

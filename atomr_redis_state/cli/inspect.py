@@ -112,6 +112,9 @@ def runs(
 
 
 _STATE_STYLES = {
+    "queued": "cyan",
+    "blocked": "magenta",
+    "cancelled": "dim",
     "running": "blue",
     "paused": "yellow",
     "completed": "green",

@@ -203,6 +203,9 @@ async def run_status(
         state = "completed"
     else:
         state = "running"
+    queue = record.queue
+    if queue is not None and queue.state in ("queued", "failed", "blocked", "cancelled"):
+        state = queue.state  # the fleet's word on a run no worker holds
     return RunStatus(
         workflow_id,
         run_id,
@@ -213,6 +216,7 @@ async def run_status(
         pause,
         record.lease,
         error,
+        queue,
     )
 
 

@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from ..errors import (
@@ -64,6 +65,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
+
+NO_ANSWER = object()
+"""``run_claimed(answer=...)`` left out: no human's answer to resume with."""
 
 DEFAULT_LEASE_TTL = 30.0
 """Seconds a worker's lease lasts without renewal: how long a crashed worker's run waits."""
@@ -177,6 +181,8 @@ class StatefulRunner:
         self.telemetry = telemetry
         """Hooks around each layer and step attempt (see ``observability.instrument_runner``)."""
         self._lease: Lease | None = None
+        self._claimed: Lease | None = None
+        """A lease claimed from the queue, for :meth:`run_claimed` to use."""
         self._busy = False
         self._failure: JSON = None
         """The note a failed layer leaves with the lease (see :meth:`_fail`)."""
@@ -199,16 +205,48 @@ class StatefulRunner:
         it with :meth:`run`) and :class:`~..errors.LeaseHeldError` if another worker is
         starting it.
         """
-        initial = RunState(self.schema)
-        initial.merge_writes(normalise_writes("input", input))
-        status: Status = "running" if self._layers else "completed"
+        initial, progress = self._initial(input)
 
         async def body() -> RunOutcome:
-            progress = Progress(self._fingerprint, (), status)
             position = await self._save(initial, "init", progress)
             return await self._drive(position, None)
 
         return await self._with_lease(body, must_exist=False)
+
+    def initial_snapshot(self, input: Writes = None) -> Snapshot:
+        """The run's super-step 0, as :meth:`start` saves it: for a queue to submit
+        (:meth:`~..store.checkpointer.Checkpointer.submit`) and a worker to run later."""
+        initial, progress = self._initial(input)
+        key = CheckpointKey(self.workflow_id, self.run_id, 0)
+        metadata: dict[str, JSON] = {RECORD_KEY: progress.encode()}
+        return Snapshot(key, initial.snapshot(), "init", metadata=metadata)
+
+    def _initial(self, input: Writes) -> tuple[RunState, Progress]:
+        initial = RunState(self.schema)
+        initial.merge_writes(normalise_writes("input", input))
+        status: Status = "running" if self._layers else "completed"
+        return initial, Progress(self._fingerprint, (), status)
+
+    async def run_claimed(self, lease: Lease, *, answer: object = NO_ANSWER) -> RunOutcome:
+        """Continue the run under ``lease``, which a worker claimed from the queue
+        (:meth:`~..store.checkpointer.Checkpointer.claim`), instead of acquiring one; as
+        :meth:`run`, or, with ``answer`` (a human's, recorded by ``resume_run``) and the run
+        paused, as :meth:`resume` with it. The lease is renewed while steps run and released at
+        the end as usual (a failed layer leaves its note); the caller then settles the claim
+        with ``finish`` (the lease's token stays the run's until someone claims it again)."""
+        if (lease.workflow_id, lease.run_id) != (self.workflow_id, self.run_id):
+            raise ValueError(f"the lease is on run {lease.run_id!r}, not on {self.run_id!r}")
+        call: Callable[[], Awaitable[RunOutcome]] = self.run
+        if answer is not NO_ANSWER:
+            latest = await self.checkpointer.latest(self.workflow_id, self.run_id)
+            progress = None if latest is None else Progress.decode(latest.metadata, 0)
+            if progress is not None and progress.pause is not None:
+                call = partial(self.resume, answer)
+        self._claimed = lease
+        try:
+            return await call()
+        finally:
+            self._claimed = None
 
     async def run(self) -> RunOutcome:
         """Continue the run from its latest checkpoint, on any worker, until it completes or
@@ -312,13 +350,16 @@ class StatefulRunner:
             self._busy = False
 
     async def _leased(self, body: Callable[[], Awaitable[T]], must_exist: bool) -> T:
-        self._lease = await self.checkpointer.acquire_lease(
-            self.workflow_id,
-            self.run_id,
-            self.owner,
-            self.lease_ttl_ms / 1000,
-            must_exist=must_exist,
-        )
+        if self._claimed is not None:
+            self._lease = self._claimed
+        else:
+            self._lease = await self.checkpointer.acquire_lease(
+                self.workflow_id,
+                self.run_id,
+                self.owner,
+                self.lease_ttl_ms / 1000,
+                must_exist=must_exist,
+            )
         self._failure = None
         log.debug("run %s: lease %d taken by %s", self.run_id, self._lease.token, self.owner)
         work = asyncio.ensure_future(body())

@@ -10,7 +10,16 @@ from ..graph.progress import run_status
 from ..store.checkpointer import Checkpointer
 from ..store.ids import FORK_MARKER, lineage_root
 
-STATES: tuple[RunStatusState, ...] = ("running", "paused", "completed", "failed", "not_found")
+STATES: tuple[RunStatusState, ...] = (
+    "queued",
+    "running",
+    "paused",
+    "completed",
+    "failed",
+    "blocked",
+    "cancelled",
+    "not_found",
+)
 """Every state a run can be in, as :class:`RunStatus` reports it."""
 
 

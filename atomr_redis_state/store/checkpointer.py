@@ -284,6 +284,24 @@ class Checkpointer(Protocol):
         """Remove a worker's heartbeat at once (a graceful shutdown)."""
         ...
 
+    async def take_permit(
+        self, workflow_id: str, holder: str, limit: int, ttl: float | timedelta
+    ) -> bool:
+        """Take one of the workflow's ``limit`` fleet-wide in-flight permits for ``holder``
+        (for ``ttl``; extended if ``holder`` has it already); False when all are taken. A
+        worker takes one before it claims a run of a capped workflow and drops it after."""
+        ...
+
+    async def renew_permits(
+        self, workflow_id: str, holders: Sequence[str], ttl: float | timedelta
+    ) -> int:
+        """Extend the permits these holders still have by ``ttl``; how many were."""
+        ...
+
+    async def drop_permit(self, workflow_id: str, holder: str) -> None:
+        """Give a permit back (a no-op if it expired)."""
+        ...
+
 
 @runtime_checkable
 class WakeUps(Protocol):
@@ -611,6 +629,44 @@ class BaseCheckpointer(ABC):
         check_id(worker_id, "worker_id")
         await self._forget_worker(worker_id)
 
+    async def take_permit(
+        self, workflow_id: str, holder: str, limit: int, ttl: float | timedelta
+    ) -> bool:
+        check_id(workflow_id, "workflow_id")
+        check_id(holder, "holder")
+        check_positive_int(limit, "limit")
+        return await self._take_permit(workflow_id, holder, limit, _ttl_ms(ttl))
+
+    async def renew_permits(
+        self, workflow_id: str, holders: Sequence[str], ttl: float | timedelta
+    ) -> int:
+        check_id(workflow_id, "workflow_id")
+        if isinstance(holders, str):
+            raise TypeError("renew_permits() takes a list of holders, not one str")
+        checked = [check_id(holder, "holder") for holder in holders]
+        if not checked:
+            return 0
+        return await self._renew_permits(workflow_id, checked, _ttl_ms(ttl))
+
+    async def drop_permit(self, workflow_id: str, holder: str) -> None:
+        check_id(workflow_id, "workflow_id")
+        check_id(holder, "holder")
+        await self._drop_permit(workflow_id, holder)
+
+    @abstractmethod
+    async def _take_permit(self, workflow_id: str, holder: str, limit: int, ttl_ms: int) -> bool:
+        """Take (or extend) a permit if fewer than ``limit`` live ones are held."""
+
+    @abstractmethod
+    async def _renew_permits(
+        self, workflow_id: str, holders: builtins.list[str], ttl_ms: int
+    ) -> int:
+        """Extend the holders' live permits."""
+
+    @abstractmethod
+    async def _drop_permit(self, workflow_id: str, holder: str) -> None:
+        """Remove the holder's permit."""
+
     @abstractmethod
     async def _submit(
         self, key: CheckpointKey, fields: Fields, delay_ms: int, event: CheckpointEvent
@@ -688,6 +744,9 @@ for _method in (
     "heartbeat",
     "workers",
     "forget_worker",
+    "take_permit",
+    "renew_permits",
+    "drop_permit",
 ):
     getattr(BaseCheckpointer, _method).__doc__ = getattr(Checkpointer, _method).__doc__
 
@@ -701,6 +760,13 @@ def _hold_ms(hold: Hold | None) -> int | None:
     if isinstance(hold, str):
         raise ValueError(f"hold must be a duration or 'forever', got {hold!r}")
     return duration_to_ms(hold, "hold")
+
+
+def _ttl_ms(ttl: float | timedelta) -> int:
+    ttl_ms = duration_to_ms(ttl, "ttl")
+    if ttl_ms is None:
+        raise TypeError("a ttl is required")
+    return ttl_ms
 
 
 def _check_lease(lease: object) -> Lease:

@@ -96,6 +96,7 @@ class InMemoryCheckpointer(BaseCheckpointer):
         self._watchers: list[tuple[str, str | None, asyncio.Queue[CheckpointEvent]]] = []
         self._sleepers: list[tuple[frozenset[str], asyncio.Event]] = []
         self._heartbeats: dict[str, tuple[bytes, int]] = {}
+        self._permits: dict[str, dict[str, int]] = {}
 
     def __repr__(self) -> str:
         return f"InMemoryCheckpointer(ttl_ms={self.ttl_ms}, keep_last={self.keep_last})"
@@ -544,6 +545,30 @@ class InMemoryCheckpointer(BaseCheckpointer):
 
     async def _forget_worker(self, worker_id: str) -> None:
         self._heartbeats.pop(worker_id, None)
+
+    async def _take_permit(self, workflow_id: str, holder: str, limit: int, ttl_ms: int) -> bool:
+        now = self._clock()
+        permits = self._permits.setdefault(workflow_id, {})
+        for other, expires in builtins.list(permits.items()):
+            if expires <= now:
+                del permits[other]
+        if holder not in permits and len(permits) >= limit:
+            return False
+        permits[holder] = now + ttl_ms
+        return True
+
+    async def _renew_permits(
+        self, workflow_id: str, holders: builtins.list[str], ttl_ms: int
+    ) -> int:
+        now = self._clock()
+        permits = self._permits.get(workflow_id, {})
+        live = [h for h in holders if permits.get(h, 0) > now]
+        for holder in live:
+            permits[holder] = now + ttl_ms
+        return len(live)
+
+    async def _drop_permit(self, workflow_id: str, holder: str) -> None:
+        self._permits.get(workflow_id, {}).pop(holder, None)
 
     def _publish(self, event: CheckpointEvent) -> None:
         for workflow_id, run_id, queue in self._watchers:

@@ -532,6 +532,17 @@ class RedisCheckpointer(BaseCheckpointer):
     async def _forget_worker(self, worker_id: str) -> None:
         await self._queue.forget_worker(worker_id)
 
+    async def _take_permit(self, workflow_id: str, holder: str, limit: int, ttl_ms: int) -> bool:
+        return bool(await self._queue.permit(workflow_id, "take", ttl_ms, limit, [holder]))
+
+    async def _renew_permits(
+        self, workflow_id: str, holders: builtins.list[str], ttl_ms: int
+    ) -> int:
+        return await self._queue.permit(workflow_id, "renew", ttl_ms, 0, holders)
+
+    async def _drop_permit(self, workflow_id: str, holder: str) -> None:
+        await self._queue.permit(workflow_id, "drop", 1, 0, [holder])
+
     @asynccontextmanager
     async def _watch(
         self, workflow_id: str, run_id: str | None

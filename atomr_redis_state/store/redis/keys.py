@@ -21,6 +21,7 @@ The ready queue (see :mod:`.queue`); a run's queue state lives in its record has
     P:{w:W}:hintgen      hash: bucket -> how often its hint was touched (settles compare it)
     P:{w:W}:wake         shard channel: a bucket number, when a run there became ready
     P:{w:W}:sweep        string: held (SET NX PX) by the one worker repairing hints
+    P:{w:W}:permits      sorted set: holder -> expiry, the fleet-wide in-flight cap's permits
     P:{workers}:live     sorted set: worker id -> heartbeat deadline
     P:{workers}:w:I      string: worker I's heartbeat (JSON), expiring with it
 
@@ -109,6 +110,7 @@ class HintKeys:
     generation: str
     wake: str
     sweep: str
+    permits: str
 
 
 class KeyLayout:
@@ -150,7 +152,9 @@ class KeyLayout:
     def hint(self, workflow_id: str) -> HintKeys:
         """The workflow's hint keys: one slot of their own (tag ``w:<workflow>``)."""
         part = f"{self.prefix}:{{w:{escape(workflow_id)}}}"
-        return HintKeys(f"{part}:hint", f"{part}:hintgen", f"{part}:wake", f"{part}:sweep")
+        return HintKeys(
+            f"{part}:hint", f"{part}:hintgen", f"{part}:wake", f"{part}:sweep", f"{part}:permits"
+        )
 
     @property
     def workers_index(self) -> str:

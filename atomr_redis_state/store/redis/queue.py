@@ -288,6 +288,8 @@ class RedisQueue:
         waker = _RedisWakeUps(self, workflow_ids)
         await subscription.open()
         listener = asyncio.ensure_future(self._listen(subscription, channels, waker))
+        for workflow_id in workflow_ids:  # wake-ups were missed while nobody listened
+            self._due.setdefault(workflow_id, _Due()).refresh_at = 0.0
         self._woken.update(workflow_ids)
         try:
             yield waker
@@ -343,9 +345,23 @@ class RedisQueue:
             ("ZREM", self._keys.workers_index, worker_id),
         )
 
+    async def permit(
+        self, workflow_id: str, mode: str, ttl_ms: int, limit: int, holders: builtins.list[str]
+    ) -> int:
+        permits = self._keys.hint(workflow_id).permits
+        reply = await self._calls.script(
+            self._scripts.permit, [permits], [mode, str(ttl_ms), str(limit), *holders]
+        )
+        return int(reply)
+
     def _touch(
         self, workflow_id: str, bucket: int, delay_ms: int
     ) -> tuple[Any, builtins.list[str], builtins.list[Any]]:
+        """The hint update that follows a script making ``bucket`` need a claim in
+        ``delay_ms``; this process's own view of the hint learns it at once too."""
+        due = self._due.get(workflow_id)
+        if due is not None:
+            due.refresh_at = min(due.refresh_at, time.monotonic() + delay_ms / 1000)
         hint = self._keys.hint(workflow_id)
         return (
             self._scripts.hint_touch,

@@ -58,6 +58,7 @@ class Scripts:
     hint_settle: AsyncScript
     heartbeat: AsyncScript
     workers: AsyncScript
+    permit: AsyncScript
 
     @classmethod
     def register(cls, client: Any) -> Scripts:
