@@ -4,7 +4,9 @@ of each workflow's ready queue), on fakeredis in-process."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -13,7 +15,8 @@ import pytest
 
 from atomr_redis_state import JSON, Checkpointer, CheckpointKey, Snapshot
 from atomr_redis_state.fleet.health import liveness
-from tests.test_cli_support import FakeStores, flat
+from atomr_redis_state.testing import RedisServer
+from tests.test_cli_support import CLI, FakeStores, command, flat, store_args, unique_prefix
 
 WF, OTHER = "wf-fleet-cli", "wf-other"
 
@@ -138,3 +141,40 @@ def test_the_liveness_probe_fails_without_a_heartbeat_of_this_host(stores: FakeS
     assert not found.alive
     assert found.reason == f"no live heartbeat of a worker on host {socket.gethostname()!r}"
     assert not stores.run(lambda store: liveness(store, worker_id="worker-2")).alive
+
+
+def test_worker_check_is_a_liveness_probe_of_this_hosts_worker(redis_server: RedisServer) -> None:
+    where = store_args(redis_server.url, unique_prefix())
+    assert command("worker", "--check", *where).returncode == 1  # no worker yet
+    process = subprocess.Popen(
+        [*CLI, "worker", "tests.soak_workflow:WORKFLOWS", "--worker-id", "probe-me", *where],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while (probe := command("worker", "--check", *where)).returncode != 0:
+            assert process.poll() is None, "the worker exited"
+            assert time.monotonic() < deadline, probe.stderr
+            time.sleep(0.2)
+        assert b"probe-me" in probe.stdout
+        assert command("worker", "--check", "--worker-id", "probe-me", *where).returncode == 0
+        other = command("worker", "--check", "--worker-id", "someone-else", *where)
+        assert other.returncode == 1
+        assert other.stderr.decode().strip() == "no live heartbeat of worker 'someone-else'"
+        [listed] = json.loads(command("workers", "--json", *where).stdout)["workers"]
+        assert (listed["worker_id"], listed["pid"]) == ("probe-me", process.pid)
+        assert listed["host"] == socket.gethostname()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err.decode()
+    after = command("worker", "--check", *where)  # a graceful stop says goodbye at once
+    assert after.returncode == 1
+    assert b"no live heartbeat of a worker on host" in after.stderr
+
+
+def test_the_worker_command_needs_a_target_unless_it_checks(stores: FakeStores) -> None:
+    result = stores.invoke("worker")
+    assert result.exit_code == 2
+    assert "Missing argument 'MODULE:ATTRIBUTE' (or pass --check)" in result.output

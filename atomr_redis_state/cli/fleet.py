@@ -19,7 +19,7 @@ from ..fleet.health import (
 )
 from ..store.checkpointer import Checkpointer
 from .connection import StoreOptions, options_of, run_with_store, store_options
-from .render import compact, console, echo_json
+from .render import console, echo_json
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 
@@ -98,7 +98,7 @@ def _age(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.1f} s ago"
 
 
-def check_worker(options: StoreOptions, worker_id: str | None, as_json: bool) -> None:
+def check_worker(options: StoreOptions, worker_id: str | None) -> None:
     """The liveness probe: exit 0 when this host's worker (or ``worker_id``) has a live
     heartbeat, 1 (with the reason on stderr) otherwise, or when the store cannot be reached."""
 
@@ -106,10 +106,7 @@ def check_worker(options: StoreOptions, worker_id: str | None, as_json: bool) ->
         return await liveness(store, worker_id=worker_id)
 
     found = run_with_store(options, work)
-    if as_json:
-        click.echo(compact(found.as_json()))
-    elif found.alive:
-        click.echo(found.reason)
     if not found.alive:
         click.echo(found.reason, err=True)
         raise SystemExit(1)
+    click.echo(found.reason)

@@ -75,9 +75,6 @@ class Liveness:
     reason: str
     workers: list[dict[str, Any]]
 
-    def as_json(self) -> dict[str, Any]:
-        return {"alive": self.alive, "reason": self.reason, "workers": self.workers}
-
 
 async def liveness(
     store: Checkpointer, *, worker_id: str | None = None, host: str | None = None
