@@ -92,8 +92,8 @@ def make_plan() -> Plan:
 class Fleet8:
     """The worker processes: started, killed, stopped and continued by the test."""
 
-    def __init__(self, url: str, cluster: bool, prefix: str, effects: str) -> None:
-        self.url, self.cluster, self.prefix = url, cluster, prefix
+    def __init__(self, url: str, cluster: bool, prefix: str, effects: str, logs: Path) -> None:
+        self.url, self.cluster, self.prefix, self.logs = url, cluster, prefix, logs
         self.env = {
             **os.environ,
             "SOAK_REDIS_URL": url,
@@ -105,19 +105,25 @@ class Fleet8:
         self.workers: list[asyncio.subprocess.Process] = []
         self.stopped: set[int] = set()
         self.born: dict[int, float] = {}
+        self.log_of: dict[int, Path] = {}
 
     async def start(self) -> asyncio.subprocess.Process:
-        process = await asyncio.create_subprocess_exec(
+        log = self.logs / f"worker-{len(self.workers)}.log"
+        with log.open("wb") as stderr:  # a file: a pipe nobody reads would block the worker
+            process = await self._spawn(stderr)
+        self.log_of[process.pid] = log
+        self.workers.append(process)
+        self.born[process.pid] = time.monotonic()
+        return process
+
+    async def _spawn(self, stderr: Any) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "atomr_redis_state.cli", "worker",
             "tests.soak_workflow:WORKFLOWS", "--concurrency", str(CONCURRENCY),
             "--lease-ttl", str(LEASE_TTL), "--redis-url", self.url, "--prefix", self.prefix,
             *(["--cluster"] if self.cluster else []),
-            cwd=REPO, env=self.env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            cwd=REPO, env=self.env, stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
         )  # fmt: skip
-        self.workers.append(process)
-        self.born[process.pid] = time.monotonic()
-        return process
 
     def running(self) -> list[asyncio.subprocess.Process]:
         """Workers alive, not stopped, started more than a second ago (they have beaten)."""
@@ -128,18 +134,22 @@ class Fleet8:
             if w.returncode is None and w.pid not in self.stopped and self.born[w.pid] < settled
         ]
 
-    async def shutdown(self) -> list[bytes]:
-        """SIGCONT the stopped, SIGTERM everyone (a graceful stop); their stderr."""
+    async def shutdown(self, store: RedisCheckpointer) -> None:
+        """SIGCONT the stopped; once every worker has beaten (it handles signals by then),
+        SIGTERM everyone: each stops gracefully (exit 0)."""
+        alive = [w for w in self.workers if w.returncode is None]
+        for worker in alive:
+            worker.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while {w.pid for w in alive} - await beating(store):
+            assert time.monotonic() < deadline, "a worker never sent a heartbeat"
+            await asyncio.sleep(0.1)
+        for worker in alive:
+            worker.send_signal(signal.SIGTERM)
         for worker in self.workers:
-            if worker.returncode is None:
-                worker.send_signal(signal.SIGCONT)
-                worker.send_signal(signal.SIGTERM)
-        errors = []
-        for worker in self.workers:
-            _, err = await asyncio.wait_for(worker.communicate(), timeout=60)
-            errors.append(err)
-            assert worker.returncode in (0, -signal.SIGKILL), err.decode()[-3000:]
-        return errors
+            await asyncio.wait_for(worker.wait(), timeout=60)
+            log = self.log_of[worker.pid].read_text(errors="replace")
+            assert worker.returncode in (0, -signal.SIGKILL), log[-3000:]
 
 
 async def chaos(fleet: Fleet8, store: RedisCheckpointer, plan: Plan, done: asyncio.Event) -> None:
@@ -177,6 +187,11 @@ async def resume_later(fleet: Fleet8, worker: asyncio.subprocess.Process, after:
     if worker.returncode is None:
         worker.send_signal(signal.SIGCONT)
     fleet.stopped.discard(worker.pid)
+
+
+async def beating(store: RedisCheckpointer) -> set[int]:
+    """The pids of the workers with a live heartbeat."""
+    return {int(str(w.info["pid"])) for w in await store.workers() if isinstance(w.info, dict)}
 
 
 async def owner_of(store: RedisCheckpointer, pid: int) -> str | None:
@@ -234,10 +249,10 @@ async def submit_all(store: RedisCheckpointer, plan: Plan) -> None:
                 unended.discard(run)
 
 
-async def soak(url: str, cluster: bool, during: Any = None) -> tuple[Plan, str, str]:
+async def soak(url: str, cluster: bool, logs: Path) -> tuple[Plan, str, str]:
     prefix, effects = f"soak-{uuid.uuid4().hex[:8]}", f"effects-{uuid.uuid4().hex[:8]}"
     plan = make_plan()
-    fleet = Fleet8(url, cluster, prefix, effects)
+    fleet = Fleet8(url, cluster, prefix, effects, logs)
     async with RedisCheckpointer.from_url(url, cluster=cluster, prefix=prefix) as store:
         for _ in range(WORKERS):
             await fleet.start()
@@ -248,7 +263,7 @@ async def soak(url: str, cluster: bool, during: Any = None) -> tuple[Plan, str, 
         finally:
             done.set()
             await troubles
-            await fleet.shutdown()
+            await fleet.shutdown(store)
     return plan, prefix, effects
 
 
@@ -331,10 +346,10 @@ def assert_takeovers(plan: Plan) -> None:
 
 @pytest.mark.timeout(600)
 async def test_a_soak_of_1000_runs_on_redis_with_workers_killed_and_stopped(
-    redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+    redis_server: RedisServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     started = time.monotonic()
-    plan, prefix, effects = await soak(redis_server.url, False)
+    plan, prefix, effects = await soak(redis_server.url, False, tmp_path)
     ended = await check(redis_server.url, False, prefix, effects, plan)
     with capsys.disabled():
         print(report("one redis-server", plan, ended, time.monotonic() - started))
@@ -364,13 +379,13 @@ def reshard_until(cluster: RedisClusterServers, stop: threading.Event, moves: li
 
 @pytest.mark.timeout(900)
 async def test_a_soak_of_1000_runs_on_a_cluster_during_a_live_reshard(
-    own_cluster: RedisClusterServers, capsys: pytest.CaptureFixture[str]
+    own_cluster: RedisClusterServers, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     started = time.monotonic()
     stop, moves = threading.Event(), list[float]()
     resharding = asyncio.create_task(asyncio.to_thread(reshard_until, own_cluster, stop, moves))
     try:
-        plan, prefix, effects = await soak(own_cluster.url, True)
+        plan, prefix, effects = await soak(own_cluster.url, True, tmp_path)
     finally:
         stop.set()
         await resharding
