@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import fakeredis
@@ -364,6 +365,31 @@ async def test_the_run_status_gauge_counts_runs_by_state(
         ("wf-a", "failed"): 1,
     }
     assert gauge == expected
+
+
+async def test_the_queue_depth_gauge_counts_each_workflows_runs_by_queue_part(
+    telemetry: Otel, fake_store: RedisCheckpointer
+) -> None:
+    for run in ("r1", "r2", "r3"):
+        await fake_store.submit(Snapshot(CheckpointKey("wf-q", run, 0), {}))
+    later = Snapshot(CheckpointKey("wf-q", "later", 0), {})
+    await fake_store.submit(later, not_before=timedelta(hours=1))
+    claim = await fake_store.claim("wf-q", "worker-1", 30)
+    assert claim is not None
+    sampler = otel.QueueDepthSampler(
+        fake_store, ["wf-q", "wf-idle"], meter_provider=telemetry.meter_provider
+    )
+    assert telemetry.points("atomr.queue.depth") == []
+    await sampler.refresh()
+    gauge = {
+        (p.attributes["atomr.workflow_id"], p.attributes["atomr.queue.state"]): p.value
+        for p in telemetry.points("atomr.queue.depth")
+    }
+    parts = ("ready", "delayed", "running", "paused", "failed", "blocked")
+    assert gauge == {
+        **{("wf-q", part): count for part, count in zip(parts, (2, 1, 1, 0, 0, 0), strict=True)},
+        **{("wf-idle", part): 0 for part in parts},
+    }
 
 
 def test_without_opentelemetry_nothing_is_imported_and_the_error_says_what_to_install() -> None:

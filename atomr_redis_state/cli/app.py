@@ -28,6 +28,7 @@ from .connection import (
     safe_url,
 )
 from .demo import WORKFLOW_ID, Connect, run_demo
+from .fleet import queue, workers
 from .inspect import delete, diff, fork, history, runs, show, workflows
 from .transfer import export, import_
 from .ui import UI_HOST, UI_PORT, bind, require_ui, serve_demo, ui
@@ -49,9 +50,9 @@ def cli(verbose: int) -> None:
     """Durable, shared, per-super-step checkpoints for AI-agent workflows on Redis.
 
     The inspection commands (workflows, runs, history, show, diff, fork, delete, export,
-    import, watch, archive), the inspector (ui) and the fleet's worker take --redis-url,
-    --prefix and --cluster, or ATOMR_REDIS_URL, ATOMR_PREFIX and ATOMR_CLUSTER from the
-    environment.
+    import, watch, archive), the inspector (ui) and the fleet's (worker, workers, queue) take
+    --redis-url, --prefix and --cluster, or ATOMR_REDIS_URL, ATOMR_PREFIX and ATOMR_CLUSTER from
+    the environment.
     """
     if verbose:
         handler = logging.StreamHandler(sys.stderr)
@@ -239,5 +240,7 @@ for _command in (
     archive,
     ui,
     worker,
+    workers,
+    queue,
 ):
     cli.add_command(_command)

@@ -12,12 +12,13 @@ from ..fleet.worker import DEFAULT_GRACE, DEFAULT_LEASE_TTL, Worker
 from ..fleet.workflow import load_target
 from ..store.checkpointer import Checkpointer
 from .connection import options_of, run_with_store, store_options
+from .fleet import check_worker
 
 log = logging.getLogger(__name__)
 
 
 @click.command()
-@click.argument("target", metavar="MODULE:ATTRIBUTE")
+@click.argument("target", metavar="MODULE:ATTRIBUTE", required=False)
 @click.option(
     "--concurrency",
     "-c",
@@ -56,14 +57,23 @@ log = logging.getLogger(__name__)
     help="This worker's name (default: host, pid and a random suffix), e.g. the pod name.",
 )
 @click.option("--burst", is_flag=True, help="Exit once nothing is left to claim.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help=(
+        "A liveness probe instead: exit 0 if a worker on this host (or the one named by "
+        "--worker-id) has a live heartbeat, 1 if not; runs nothing."
+    ),
+)
 @store_options
 def worker(
-    target: str,
+    target: str | None,
     concurrency: int,
     lease_ttl: float,
     grace: float,
     worker_id: str | None,
     burst: bool,
+    check: bool,
     url: str,
     prefix: str,
     cluster: bool,
@@ -76,8 +86,17 @@ def worker(
     more, lets each run finish its current layer (up to --grace seconds), and releases it to
     the queue; a second signal releases every run at once. Logs claims, completions, retries
     and takeovers to standard error.
+
+    With --check (a Kubernetes exec liveness probe), MODULE:ATTRIBUTE is not needed: the
+    command looks for a live heartbeat of a worker whose host is this machine's name (a pod's
+    name), or of --worker-id, and exits 0 if there is one, 1 otherwise.
     """
     options = options_of(url, prefix, cluster)
+    if check:
+        check_worker(options, worker_id)
+        return
+    if target is None:
+        raise click.UsageError("Missing argument 'MODULE:ATTRIBUTE' (or pass --check).")
     _log_to_stderr()
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())

@@ -12,6 +12,8 @@ the extra (``pip install 'atomr-redis-state[otel]'``) nothing is imported, wrapp
   runs that end in each state, and instruments the runner's store.
 - :class:`RunStatusSampler` reads how many runs of some workflows are in each state, every so
   often, for the ``atomr.runs`` gauge (one sampler per fleet is enough).
+- :class:`QueueDepthSampler` reads the depth of some workflows' ready queues (ready, delayed,
+  running, paused, failed, blocked), every so often, for the ``atomr.queue.depth`` gauge.
 
 Spans and metrics go to the global tracer and meter providers unless you pass your own.
 """
@@ -30,7 +32,7 @@ from typing import Any, TypeVar
 
 try:
     from opentelemetry import metrics, trace
-    from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+    from opentelemetry.metrics import MeterProvider, Observation
     from opentelemetry.trace import Span, SpanKind, StatusCode, TracerProvider
 except ImportError as exc:  # pragma: no cover: exercised in a subprocess by the tests
     raise ImportError(
@@ -525,7 +527,48 @@ def _traced_call(
     return traced
 
 
-class RunStatusSampler:
+class _Sampler:
+    """Counts read from the store every ``interval`` seconds, reported by an observable gauge
+    (its callback cannot await): run :meth:`run` as a task, or call :meth:`refresh` yourself."""
+
+    def __init__(
+        self,
+        checkpointer: Checkpointer,
+        workflow_ids: Iterable[str],
+        interval: float,
+        meter_provider: MeterProvider | None,
+    ) -> None:
+        self.checkpointer = checkpointer
+        self.workflow_ids = tuple(workflow_ids)
+        self.interval = interval
+        self.counts: dict[tuple[str, str], int] = {}
+        self.meter = metrics.get_meter(SCOPE, _version(), meter_provider)
+
+    async def refresh(self) -> dict[tuple[str, str], int]:
+        """Read the counts now; they are also what the gauge reports from then on."""
+        self.counts = await self._read()
+        return self.counts
+
+    async def _read(self) -> dict[tuple[str, str], int]:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        """Refresh every ``interval`` seconds, until cancelled."""
+        while True:
+            try:
+                await self.refresh()
+            except Exception:
+                log.warning("%s: sampling failed", type(self).__name__, exc_info=True)
+            await asyncio.sleep(self.interval)
+
+    def _observations(self, state_attribute: str) -> builtins.list[Observation]:
+        return [
+            Observation(count, {"atomr.workflow_id": workflow_id, state_attribute: state})
+            for (workflow_id, state), count in sorted(self.counts.items())
+        ]
+
+
+class RunStatusSampler(_Sampler):
     """How many runs of ``workflow_ids`` are in each state: the ``atomr.runs`` gauge.
 
     Reading every run's status costs two reads per run, so the sampler refreshes every
@@ -541,20 +584,15 @@ class RunStatusSampler:
         interval: float = 60.0,
         meter_provider: MeterProvider | None = None,
     ) -> None:
-        self.checkpointer = checkpointer
-        self.workflow_ids = tuple(workflow_ids)
-        self.interval = interval
-        self.counts: dict[tuple[str, str], int] = {}
-        meter = metrics.get_meter(SCOPE, _version(), meter_provider)
-        meter.create_observable_gauge(
+        super().__init__(checkpointer, workflow_ids, interval, meter_provider)
+        self.meter.create_observable_gauge(
             "atomr.runs",
-            callbacks=[self._observe],
+            callbacks=[lambda _: self._observations("atomr.run.state")],
             unit="{run}",
             description="Runs of each workflow in each state, as last sampled.",
         )
 
-    async def refresh(self) -> dict[tuple[str, str], int]:
-        """Read every run's state now; the counts by (workflow, state)."""
+    async def _read(self) -> dict[tuple[str, str], int]:
         counts: dict[tuple[str, str], int] = {}
         for workflow_id in self.workflow_ids:
             for state in STATES:
@@ -564,23 +602,45 @@ class RunStatusSampler:
                 status = await summarise_run(self.checkpointer, workflow_id, run_id)
                 key = (workflow_id, status.state)
                 counts[key] = counts.get(key, 0) + 1
-        self.counts = counts
         return counts
 
-    async def run(self) -> None:
-        """Refresh every ``interval`` seconds, until cancelled."""
-        while True:
-            try:
-                await self.refresh()
-            except Exception:
-                log.warning("sampling run states failed", exc_info=True)
-            await asyncio.sleep(self.interval)
 
-    def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [
-            Observation(count, {"atomr.workflow_id": workflow_id, "atomr.run.state": state})
-            for (workflow_id, state), count in sorted(self.counts.items())
-        ]
+QUEUE_PARTS = ("ready", "delayed", "running", "paused", "failed", "blocked")
+"""The parts of a workflow's ready queue that :class:`QueueDepthSampler` reports."""
+
+
+class QueueDepthSampler(_Sampler):
+    """How many runs of each of ``workflow_ids`` are in each part of its ready queue (ready,
+    delayed, running, paused, failed, blocked): the ``atomr.queue.depth`` gauge.
+
+    One :meth:`~atomr_redis_state.Checkpointer.queue_depth` call per workflow and refresh
+    (counters the store keeps: no run is read), every ``interval`` seconds. Run one per fleet
+    (or in each worker: the figures are the fleet's, so aggregate them with ``max``, not ``sum``).
+    """
+
+    def __init__(
+        self,
+        checkpointer: Checkpointer,
+        workflow_ids: Iterable[str],
+        *,
+        interval: float = 15.0,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
+        super().__init__(checkpointer, workflow_ids, interval, meter_provider)
+        self.meter.create_observable_gauge(
+            "atomr.queue.depth",
+            callbacks=[lambda _: self._observations("atomr.queue.state")],
+            unit="{run}",
+            description="Runs of each workflow in each part of its ready queue, as last sampled.",
+        )
+
+    async def _read(self) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = {}
+        for workflow_id in self.workflow_ids:
+            depth = await self.checkpointer.queue_depth(workflow_id)
+            for part in QUEUE_PARTS:
+                counts[(workflow_id, part)] = getattr(depth, part)
+        return counts
 
 
 def _version() -> str:
