@@ -111,9 +111,10 @@ def schema_version(conn: sqlite3.Connection) -> int | None:
 
 
 def check_schema(conn: sqlite3.Connection) -> None:
-    """Refuse a file without the tables, or with a schema newer than this library knows."""
+    """Refuse a file without the tables, or with a schema other than this library's (an older
+    one until :func:`migrate` brings it up to date, a newer one always)."""
     found = schema_version(conn)
-    if found is None or found > SCHEMA_VERSION:
+    if found != SCHEMA_VERSION:
         raise SchemaVersionError(found, SCHEMA_VERSION)
 
 
