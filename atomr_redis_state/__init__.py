@@ -15,6 +15,7 @@ Every public name is importable from here.
 import logging
 
 from .errors import (
+    AnswerRefusedError,
     AtomrStateError,
     CheckpointConflictError,
     CheckpointNotFoundError,
@@ -22,9 +23,12 @@ from .errors import (
     Interrupt,
     LeaseHeldError,
     LeaseLostError,
+    QueueStateError,
+    RunCancelledError,
     RunNotFoundError,
     RunNotPausedError,
     StepTimeoutError,
+    StoreConfigurationError,
     StoreOutOfMemoryError,
     StorePermissionError,
     StoreUnavailableError,
@@ -59,6 +63,7 @@ from .graph import (
 )
 from .store import (
     JSON,
+    Answer,
     Checkpointer,
     CheckpointEvent,
     CheckpointKey,
@@ -81,6 +86,8 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "JSON",
+    "Answer",
+    "AnswerRefusedError",
     "AppendList",
     "AppendMessages",
     "AtomrStateError",
@@ -106,9 +113,11 @@ __all__ = [
     "MergeMap",
     "Pause",
     "PauseKind",
+    "QueueStateError",
     "RedisCheckpointer",
     "Reducer",
     "RetryPolicy",
+    "RunCancelledError",
     "RunNotFoundError",
     "RunNotPausedError",
     "RunOutcome",
@@ -124,6 +133,7 @@ __all__ = [
     "StepFailure",
     "StepFn",
     "StepTimeoutError",
+    "StoreConfigurationError",
     "StoreOutOfMemoryError",
     "StorePermissionError",
     "StoreUnavailableError",

@@ -239,15 +239,18 @@ async def test_a_run_deleted_mid_layer_does_not_come_back(checkpointer: Checkpoi
         await runner(checkpointer, [Step("a", delete_it)]).run()
 
 
-async def test_a_run_that_expired_mid_layer_does_not_come_back(backend: Backend) -> None:
+async def test_a_run_that_expired_while_its_worker_stalled_does_not_come_back(
+    backend: Backend,
+) -> None:
     store = backend.make(ttl=SHORT)
 
     async def outlive(ctx: StepContext) -> Writes:
-        await asyncio.sleep(2 * SHORT + 0.2)
+        await asyncio.sleep(4 * SHORT + 0.2)
         return {"log": "late"}
 
+    stalled: Any = Crashed(store)  # its lease is never renewed: the run expires with it
     with pytest.raises((LeaseLostError, RunNotFoundError)):
-        await runner(store, [Step("a", outlive)], lease_ttl=10).start()
+        await runner(stalled, [Step("a", outlive)], lease_ttl=SHORT).start()
     assert await store.latest(WF, RUN) is None
     assert await store.list_runs(WF) == []
 
@@ -271,7 +274,8 @@ async def test_a_resumed_run_is_back_on_the_ttl(backend: Backend) -> None:
     tools = Tools()
     await runner(store, tools.with_question()).start()
     await asyncio.sleep(2 * SHORT + 0.2)
-    await runner(store, tools.with_question()).resume("yes")
+    # A lease keeps its run at least as long as itself: one shorter than the ttl here.
+    await runner(store, tools.with_question(), lease_ttl=SHORT).resume("yes")
     await asyncio.sleep(2 * SHORT + 0.2)
     assert await store.latest(WF, RUN) is None
 

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ..store.redis.checkpointer import RedisCheckpointer
+from .archive import archive
 from .connection import (
     DEFAULT_URL,
     StoreOptions,
@@ -28,6 +29,7 @@ from .connection import (
 from .demo import WORKFLOW_ID, Connect, run_demo
 from .inspect import delete, diff, fork, history, runs, show, workflows
 from .transfer import export, import_
+from .ui import ui
 from .watch import watch
 
 DEFAULT_TTL_S = 3600
@@ -197,5 +199,18 @@ def _print_inspection(
         console.print(Text(f"  atomr-redis-state {command} {tail}".rstrip()), soft_wrap=True)
 
 
-for _command in (workflows, runs, history, show, diff, fork, delete, export, import_, watch):
+for _command in (
+    workflows,
+    runs,
+    history,
+    show,
+    diff,
+    fork,
+    delete,
+    export,
+    import_,
+    watch,
+    archive,
+    ui,
+):
     cli.add_command(_command)

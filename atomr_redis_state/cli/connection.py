@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
@@ -17,8 +18,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import AtomrStateError, StoreUnavailableError
 from ..store.checkpointer import Checkpointer
-from ..store.redis.checkpointer import RedisCheckpointer
 from ..store.redis.connect import default_retry
+from ..store.url import REDIS_SCHEMES, open_store
 from ..views import escape_text
 
 log = logging.getLogger(__name__)
@@ -65,14 +66,14 @@ Opener = Callable[[StoreOptions], AbstractAsyncContextManager[Checkpointer]]
 """Opens the store for one command and closes it after."""
 
 
-def open_redis(options: StoreOptions) -> AbstractAsyncContextManager[Checkpointer]:
-    """The default :data:`Opener`: a :class:`RedisCheckpointer` with a client of its own."""
-    return RedisCheckpointer.from_url(
-        options.url,
-        cluster=options.cluster,
-        prefix=options.prefix,
-        ttl=options.ttl,
-        **operator_client_options(),
+def open_url(options: StoreOptions) -> AbstractAsyncContextManager[Checkpointer]:
+    """The default :data:`Opener`: the store the URL names (Redis, Postgres, SQLite; see
+    :func:`~..store.url.store_from_url`), with connections of its own (on Redis, with the
+    operator timeouts: :func:`operator_client_options`)."""
+    scheme = options.url.partition("://")[0].lower()
+    extra = operator_client_options() if scheme in REDIS_SCHEMES else {}
+    return open_store(
+        options.url, cluster=options.cluster, prefix=options.prefix, ttl=options.ttl, **extra
     )
 
 
@@ -80,7 +81,7 @@ def open_redis(options: StoreOptions) -> AbstractAsyncContextManager[Checkpointe
 class CliEnv:
     """What the command line runs against; tests pass their own as ``obj`` (fakeredis)."""
 
-    opener: Opener = open_redis
+    opener: Opener = open_url
 
 
 def store_options(command: Callable[P, T]) -> Callable[P, T]:
@@ -94,7 +95,10 @@ def store_options(command: Callable[P, T]) -> Callable[P, T]:
             default=DEFAULT_URL,
             show_default=True,
             show_envvar=True,
-            help="The Redis server (any node of a cluster with --cluster).",
+            help=(
+                "The store: a Redis URL (any node of a cluster with --cluster), "
+                "postgresql://... or sqlite:///path.db."
+            ),
         ),
         click.option(
             "--prefix",
@@ -140,11 +144,11 @@ def run_with_store(
     env = click.get_current_context().find_object(CliEnv) or CliEnv()
 
     async def main() -> T:
-        try:
-            opened = env.opener(options)
-        except ValueError as exc:  # a malformed URL, from redis-py
-            raise click.ClickException(f"{safe_url(options.url)}: {one_line(exc)}") from None
-        async with opened as store:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                store = await stack.enter_async_context(env.opener(options))
+            except ValueError as exc:  # a malformed URL, from redis-py or the scheme
+                raise click.ClickException(f"{safe_url(options.url)}: {one_line(exc)}") from None
             return await work(store)
 
     try:

@@ -166,7 +166,7 @@ def runs(
 
 _TONE_STYLES = {
     "active": "blue",
-    "waiting": "blue",
+    "waiting": "cyan",
     "attention": "yellow",
     "warning": "magenta",
     "danger": "red",

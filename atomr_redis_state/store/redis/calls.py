@@ -11,14 +11,17 @@ import asyncio
 import builtins
 import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
     AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
     ClusterDownError,
     ClusterError,
     ConnectionError,
@@ -32,11 +35,12 @@ from redis.exceptions import (
 
 from ...errors import (
     DurabilityError,
+    StoreConfigurationError,
     StoreOutOfMemoryError,
     StorePermissionError,
     StoreUnavailableError,
 )
-from .pipeline import AutoPipeline, ClusterAutoPipeline
+from .pipeline import ATTEMPTS, AutoPipeline, ClusterAutoPipeline, client_attempts
 
 T = TypeVar("T")
 
@@ -52,6 +56,38 @@ PERMISSION_HINT = (
     "grant the store's Redis user the ACL in the README's Security section "
     "(scripts need +evalsha +script|load +time, and keys ~<prefix>:*)"
 )
+
+
+_CONFIGURATION_PROBLEMS = (
+    (
+        "CERTIFICATE_VERIFY_FAILED",
+        "the Redis server's TLS certificate does not verify: check "
+        "ssl_ca_certs (the CA that signed it) and the host name in the URL",
+    ),
+    ("DB index is out of range", "the server has no such database: check the index in the URL"),
+    ("invalid DB index", "the server has no such database: check the index in the URL"),
+    ("Invalid Database", "the server has no such database: check the index in the URL"),
+    (
+        "SELECT is not allowed in cluster mode",
+        "Redis Cluster has only database 0: leave the index out of the URL",
+    ),
+)
+"""Text in a redis-py error that marks a setting no retry will fix, and what to do about it."""
+
+
+def configuration_problem(exc: BaseException) -> str | None:
+    """What is wrong with the connection settings, when ``exc`` (or an error it was raised
+    from) says so; None for a failure that may pass (a lost connection, a timeout)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return _CONFIGURATION_PROBLEMS[0][1]
+        text = str(seen)
+        for marker, problem in _CONFIGURATION_PROBLEMS:
+            if marker in text:
+                return problem
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def can_pipeline(client: Any) -> bool:
@@ -103,6 +139,64 @@ class Calls:
             return await self.run(lambda: pipeline.script(script, keys, args))
         return await self.run(lambda: self._script(script, keys, args))
 
+    async def many(
+        self, calls: builtins.list[tuple[AsyncScript, builtins.list[str], builtins.list[Any]]]
+    ) -> builtins.list[Any]:
+        """Call many read-only or idempotent scripts (of many slots) together: batched by the
+        automatic pipeline, else in one redis-py pipeline on standalone Redis, else (a cluster
+        without pipelining) a few at a time. Their replies, in order."""
+        pipeline = self.pipeline
+        if pipeline is not None:
+            return await asyncio.gather(
+                *(self.run(partial(pipeline.script, *call)) for call in calls)
+            )
+        if not self.cluster:
+            return await self.run(lambda: self._in_order(calls, wait=False))
+        limit = asyncio.Semaphore(8)
+
+        async def one(call: tuple[AsyncScript, builtins.list[str], builtins.list[Any]]) -> Any:
+            async with limit:
+                return await self.script(*call)
+
+        return await asyncio.gather(*(one(call) for call in calls))
+
+    async def in_order(
+        self, calls: builtins.list[tuple[AsyncScript, builtins.list[str], builtins.list[Any]]]
+    ) -> builtins.list[Any]:
+        """Call several scripts (of different slots) in this order: in one pipeline, so one
+        round trip, on standalone Redis (then WAIT for the replicas, if asked); one after the
+        other on Redis Cluster. The replies, or the first script's error."""
+        if self.cluster:
+            return [await self.script(script, keys, args) for script, keys, args in calls]
+        return await self.run(lambda: self._in_order(calls))
+
+    async def _in_order(
+        self,
+        calls: builtins.list[tuple[AsyncScript, builtins.list[str], builtins.list[Any]]],
+        *,
+        wait: bool = True,
+    ) -> builtins.list[Any]:
+        for _ in range(2):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for script, keys, args in calls:
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                waits = wait and self.replicas > 0
+                if waits:
+                    pipe.execute_command("WAIT", self.replicas, self.replica_timeout_ms)
+                replies = await pipe.execute(raise_on_error=False)
+            if any(isinstance(reply, NoScriptError) for reply in replies):
+                # Load them all and send them all again, in order: every script is idempotent.
+                for script, _, _ in calls:
+                    await self.client.script_load(script.script)
+                continue
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            if waits and int(replies[-1]) < self.replicas:
+                raise DurabilityError(self.replicas, int(replies[-1]), self.replica_timeout_ms)
+            return cast(builtins.list[Any], replies[: len(calls)])
+        raise NoScriptError("the scripts could not be loaded")
+
     async def commands(self, *commands: tuple[Any, ...]) -> builtins.list[Any]:
         """Send several commands in one round trip; their raw replies (pipelined), else
         redis-py's parsed replies."""
@@ -130,6 +224,7 @@ class Calls:
         """Run ``operation`` (one or more commands), with typed errors and cluster retries."""
         started = time.monotonic()
         attempt = 0
+        tried = 0  # with the client's own retries
         while True:
             attempt += 1
             try:
@@ -142,18 +237,22 @@ class Calls:
                 ) from exc
             except NoPermissionError as exc:
                 raise StorePermissionError(f"{exc}; {PERMISSION_HINT}") from exc
-            except AuthenticationError as exc:
+            except (AuthenticationError, AuthenticationWrongNumberOfArgsError) as exc:
                 raise StorePermissionError(f"Redis refused the credentials: {exc}") from exc
             except (*_UNAVAILABLE, AttributeError) as exc:
+                problem = configuration_problem(exc)
+                if problem is not None:
+                    raise StoreConfigurationError(f"{problem} ({exc})") from exc
                 # AttributeError: redis-py's cluster client can drop a connection that another
                 # call is using while it re-reads the slot map during a reshard. Whether or not
                 # that call ran, running it again is safe: every call is idempotent.
                 if isinstance(exc, AttributeError) and not self.cluster:
                     raise
                 elapsed = time.monotonic() - started
+                tried += getattr(exc, ATTEMPTS, None) or client_attempts(self.client, exc)
                 if not self.cluster or elapsed >= self.retry_for:
                     raise StoreUnavailableError(
-                        f"Redis unavailable after {attempt} attempt(s) in {elapsed:.1f} s "
+                        f"Redis unavailable after {tried} attempt(s) in {elapsed:.1f} s "
                         f"({type(exc).__name__}: {exc}); the outcome is unknown: call again "
                         "with the same arguments"
                     ) from exc
@@ -161,6 +260,9 @@ class Calls:
                 log.info("cluster call failed (%r); retrying in %.2f s", exc, delay)
                 await asyncio.sleep(delay)
             except ResponseError as exc:
+                problem = configuration_problem(exc)
+                if problem is not None:
+                    raise StoreConfigurationError(f"{problem} ({exc})") from exc
                 if "can't run this command" in str(exc) or "no permissions" in str(exc):
                     raise StorePermissionError(
                         f"the Redis user may not run a command the store needs ({exc}); "

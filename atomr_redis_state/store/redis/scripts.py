@@ -46,6 +46,19 @@ class Scripts:
     renew_lease: AsyncScript
     release_lease: AsyncScript
     run_record: AsyncScript
+    record_answer: AsyncScript
+    submit: AsyncScript
+    claim: AsyncScript
+    finish: AsyncScript
+    requeue: AsyncScript
+    cancel: AsyncScript
+    queue_depth: AsyncScript
+    queue_peek: AsyncScript
+    hint_touch: AsyncScript
+    hint_due: AsyncScript
+    hint_settle: AsyncScript
+    heartbeat: AsyncScript
+    workers: AsyncScript
 
     @classmethod
     def register(cls, client: Any) -> Scripts:
