@@ -816,17 +816,6 @@ class SqliteCheckpointer(BaseCheckpointer):
 
         return await self._run(list_runs)
 
-    async def _list_workflows(self, *, limit: int, after: str | None) -> builtins.list[str]:
-        def list_workflows(conn: sqlite3.Connection) -> builtins.list[str]:
-            rows = conn.execute(
-                "SELECT DISTINCT workflow_id FROM atomr_runs WHERE workflow_id > ? "
-                f"AND steps > 0 AND {_LIVE} ORDER BY workflow_id LIMIT ?",
-                ("" if after is None else after, now_ms(), limit),
-            ).fetchall()
-            return [workflow_id for (workflow_id,) in rows]
-
-        return await self._run(list_workflows)
-
     async def _delete_run(self, workflow_id: str, run_id: str, event: CheckpointEvent) -> bool:
         payload = encode_event(event)
 
