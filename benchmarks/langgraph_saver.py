@@ -27,9 +27,9 @@ After each contender's round its keys are deleted (SCAN MATCH + UNLINK on its ke
 FLUSH) and the server must hold as many keys as before the first round.
 
 Reported: each contender's median graph runs/s, and the ratios of medians measured side by side,
-with the range of the per-round ratios (both contenders of a ratio ran in the same round); the
-benchmark process's CPU time per graph run (the client side: LangGraph, the saver, redis-py)
-and the server's; the saver calls LangGraph made per graph run; the commands the server ran per
+with the median and range of the per-round ratios (both contenders of a ratio ran in the same
+round); the benchmark process's CPU time per graph run (the client side: LangGraph, the saver,
+redis-py) and the server's; the saver calls LangGraph made per graph run; the commands the server ran per
 graph run (INFO commandstats; a pipeline of N commands counts N; commands run inside scripts are
 not counted); and the socket writes per graph run: the round trips (a write that carries the
 calls of several graph runs, as ``AsyncRedisStateSaver``'s batches do, is shared by them).
