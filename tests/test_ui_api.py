@@ -12,9 +12,9 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from atomr_redis_state import Checkpointer, InMemoryCheckpointer
+from atomr_redis_state import Checkpointer
 from atomr_redis_state.cli import demo
-from atomr_redis_state.ui.server import TOKEN_HEADER, create_app, queued_answer
+from atomr_redis_state.ui.server import TOKEN_HEADER, create_app
 from atomr_redis_state.ui.tree import BUDGET, STRING_PREVIEW
 from tests.ui_support import BIG_TEXT, BIG_WF, STORES, WF, Seeded, opener, resume_demo, seed
 
@@ -351,41 +351,24 @@ def test_answering_a_run_that_is_not_paused_is_a_conflict(writable: Api) -> None
 def test_answering_without_a_resumer_says_why(
     store_opener: Callable[[], AbstractAsyncContextManager[Checkpointer]],
 ) -> None:
-    with inspector(store_opener, allow_writes=True, token=TOKEN) as api:
+    with inspector(store_opener, allow_writes=True, token=TOKEN, resume=None) as api:
         assert api.get("info")["can_answer"] is False
         response = api.post("answer", {"workflow": WF, "run": api.seeded.paused, "value": 1})
         assert response.status_code == 501
-        assert "cannot answer pauses" in response.json()["error"]
+        assert "without a way to answer pauses" in response.json()["error"]
 
 
-async def _answer_through_the_queue(
-    store: Checkpointer, workflow_id: str, run_id: str, value: Any
-) -> None:
-    """What ``atomr-redis-state ui --allow-writes`` answers with: the store's work queue."""
-    resume = queued_answer(store)
-    assert resume is not None
-    await resume(store, workflow_id, run_id, value)
-
-
-@pytest.mark.skipif(
-    not hasattr(InMemoryCheckpointer, "resume_run"), reason="the stores have no work queue"
-)
-def test_an_answer_through_the_queue_reaches_the_worker_that_claims_the_run(
+def test_by_default_an_answer_is_stored_and_the_run_queued_for_a_worker(
     store_opener: Callable[[], AbstractAsyncContextManager[Checkpointer]],
 ) -> None:
-    with inspector(
-        store_opener, allow_writes=True, token=TOKEN, resume=_answer_through_the_queue
-    ) as api:
+    with inspector(store_opener, allow_writes=True, token=TOKEN) as api:
         run = api.seeded.paused
         response = api.post("answer", {"workflow": WF, "run": run, "value": {"approved": True}})
         assert response.status_code == 200, response.text
-        claim = api.client.portal.call(_claim, api)  # type: ignore[union-attr]
-    assert (claim.lease.run_id, claim.has_answer, claim.answer) == (run, True, {"approved": True})
-
-
-async def _claim(api: Api) -> Any:
-    store: Any = api.store
-    return await store.claim(WF, "worker-test", 30)
+        assert response.json()["state"] == "queued"
+        record = api.client.portal.call(api.store.run_record, WF, run)  # type: ignore[union-attr]
+    assert record.answer is not None
+    assert record.answer.value == {"approved": True}
 
 
 def test_a_fork_with_edits_is_a_new_run(writable: Api) -> None:

@@ -43,6 +43,7 @@ from ..errors import (
     StoreUnavailableError,
     UnknownChannelError,
 )
+from ..fleet import Fleet
 from ..store.checkpointer import Checkpointer
 from ..store.types import JSON
 from . import data
@@ -67,18 +68,11 @@ class Settings:
     """Where the store is (URL without password, prefix), shown in the page header."""
 
 
-def queued_answer(store: Checkpointer) -> Resume | None:
-    """How a store with a work queue answers a pause: ``resume_run`` records the answer durably
-    and queues the run, and a fleet worker (``atomr-redis-state worker``) resumes it with that
-    answer. None for a store without one (the inspector then cannot answer pauses)."""
-    resume_run = getattr(store, "resume_run", None)
-    if resume_run is None:
-        return None
-
-    async def resume(_store: Checkpointer, workflow_id: str, run_id: str, value: JSON) -> None:
-        await resume_run(workflow_id, run_id, value)
-
-    return resume
+async def fleet_answer(store: Checkpointer, workflow_id: str, run_id: str, value: JSON) -> None:
+    """How the inspector answers a pause by default, as :meth:`Fleet.resume` does: the answer
+    is stored with the run (it survives a failed attempt) and the run queued; the next fleet
+    worker (``atomr-redis-state worker``) that claims it resumes it with that answer."""
+    await Fleet(store).resume(workflow_id, run_id, value)
 
 
 def new_token() -> str:
@@ -91,15 +85,16 @@ def create_app(
     *,
     allow_writes: bool = False,
     token: str | None = None,
-    resume: Resume | None = None,
+    resume: Resume | None = fleet_answer,
     store_label: str = "",
     hosts: Sequence[str] = ("127.0.0.1", "localhost", "[::1]"),
 ) -> Starlette:
     """The inspector app on ``store`` (a store, or a function opening one for the app's life).
 
     With ``allow_writes`` a ``token`` is required (see :func:`new_token`). ``resume`` answers
-    pauses; without one the page says that this server cannot answer them. ``hosts`` are the
-    names the ``Host`` header may carry (``"*"`` for any).
+    pauses (by default through the fleet's queue, :func:`fleet_answer`; a function that runs
+    the workflow inline works too); with None the page says that it cannot answer them.
+    ``hosts`` are the names the ``Host`` header may carry (``"*"`` for any).
     """
     if allow_writes and not token:
         raise ValueError("allow_writes needs a token (see new_token())")
@@ -398,7 +393,7 @@ class _Api:
         if self.settings.resume is None:
             raise HTTPException(
                 501,
-                "this inspector cannot answer pauses: it has no workflow to resume them with "
+                "this inspector was started without a way to answer pauses "
                 "(see the README, 'Answering a pause')",
             )
         workflow, run = _body_text(body, "workflow"), _body_text(body, "run")

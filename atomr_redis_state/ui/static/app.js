@@ -9,7 +9,7 @@ import { jsonTree } from "./tree.js";
 const main = document.getElementById("main");
 const TIMELINE_PAGE = 50;
 const COUNTS_EVERY_MS = 5000;
-const STATES = ["failed", "stalled", "paused", "running", "forked", "idle", "completed"];
+const STATES = ["failed", "stalled", "paused", "queued", "running", "forked", "idle", "completed"];
 // Filter chips in the order an on-call engineer looks: what is broken first.
 let info = { writes: false, can_answer: false, store: "" };
 
@@ -525,7 +525,9 @@ function drawSummary(summary, alerts, wf, run, s, view, refresh) {
     s.detail && !s.pause && !s.last_error ? h("p.detail-line", {}, safe(s.detail)) : null,
     h("dl.facts", {}, facts.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v)))),
     actions);
-  fill(alerts, s.pause ? pauseCard(wf, run, s.pause, refresh) : null, s.last_error ? errorCard(s.last_error) : null);
+  const pause = !s.pause || s.state === "completed" ? null :
+    s.state === "paused" ? pauseCard(wf, run, s.pause, refresh) : answeredCard(s);
+  fill(alerts, pause, s.last_error ? errorCard(s.last_error) : null);
 }
 
 function pauseCard(wf, run, pause, refresh) {
@@ -564,6 +566,15 @@ function pauseCard(wf, run, pause, refresh) {
     h("p", {}, "Paused ", { before: "before", inside: "inside", after: "after" }[pause.kind] || pause.kind, " step ",
       h("code", {}, safe(pause.step)), ` (layer ${pause.layer}).`),
     h("div.pause-body", {}, h("div", {}, h("div.small.muted", {}, "Payload"), payload), h("div", {}, form)));
+}
+
+function answeredCard(s) {
+  return h("section.card.card-answered", { "aria-labelledby": "pause-h" },
+    h("h2", { id: "pause-h" }, "Answered"),
+    h("p", {}, "The pause at step ", h("code", {}, safe(s.pause.step)), " has an answer; the run is ",
+      badge(s.state), s.state === "queued" ? " until a fleet worker resumes it with that answer." : "."),
+    h("div.small.muted", {}, "Payload"),
+    h("pre.payload", {}, safe(JSON.stringify(s.pause.payload, null, 2), { keepNewlines: true })));
 }
 
 function errorCard(error) {
