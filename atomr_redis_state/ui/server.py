@@ -15,8 +15,7 @@ import importlib.metadata
 import importlib.resources
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +53,6 @@ log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "X-Atomr-Token"
 
-StoreOpener = Callable[[], AbstractAsyncContextManager[Checkpointer]]
-
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -81,7 +78,7 @@ def new_token() -> str:
 
 
 def create_app(
-    store: Checkpointer | StoreOpener,
+    store: Checkpointer,
     *,
     allow_writes: bool = False,
     token: str | None = None,
@@ -89,7 +86,7 @@ def create_app(
     store_label: str = "",
     hosts: Sequence[str] = ("127.0.0.1", "localhost", "[::1]"),
 ) -> Starlette:
-    """The inspector app on ``store`` (a store, or a function opening one for the app's life).
+    """The inspector app on ``store`` (opened by the caller, and closed after).
 
     With ``allow_writes`` a ``token`` is required (see :func:`new_token`). ``resume`` answers
     pauses (by default through the fleet's queue, :func:`fleet_answer`; a function that runs
@@ -99,23 +96,7 @@ def create_app(
     if allow_writes and not token:
         raise ValueError("allow_writes needs a token (see new_token())")
     settings = Settings(bool(allow_writes), token, resume, store_label)
-    opener: StoreOpener = (lambda: nullcontext(store)) if isinstance(store, Checkpointer) else store
-    state: dict[str, Checkpointer] = {}
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with opener() as opened:
-            state["store"] = opened
-            yield
-            state.clear()
-
-    def the_store() -> Checkpointer:
-        found = state.get("store")
-        if found is None:
-            raise HTTPException(503, "the store is not open")
-        return found
-
-    api = _Api(settings, the_store)
+    api = _Api(settings, store)
     page = _static_file("index.html")
     routes = [
         Route("/", page),
@@ -140,7 +121,6 @@ def create_app(
     allowed = list(hosts)
     return Starlette(
         routes=routes,
-        lifespan=lifespan,
         middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=allowed)],
         exception_handlers={
             HTTPException: _http_error,
@@ -258,7 +238,7 @@ def _path(request: Request) -> list[str | int]:
 class _Api:
     """The request handlers, over one store."""
 
-    def __init__(self, settings: Settings, store: Callable[[], Checkpointer]) -> None:
+    def __init__(self, settings: Settings, store: Checkpointer) -> None:
         self.settings = settings
         self.store = store
 
@@ -277,7 +257,7 @@ class _Api:
 
     async def workflows(self, request: Request) -> Response:
         found = await views.workflows_view(
-            self.store(),
+            self.store,
             after=_text(request, "after", required=False) or None,
             limit=_int(request, "limit", 100, low=1) or 100,
         )
@@ -286,7 +266,7 @@ class _Api:
     async def runs(self, request: Request) -> Response:
         states = [s for s in _text(request, "state", required=False).split(",") if s]
         found = await data.runs_page(
-            self.store(),
+            self.store,
             _text(request, "workflow"),
             states=states,
             query=_text(request, "q", required=False),
@@ -296,11 +276,11 @@ class _Api:
         return JSONResponse(found)
 
     async def counts(self, request: Request) -> Response:
-        return JSONResponse(await data.counts(self.store(), _text(request, "workflow")))
+        return JSONResponse(await data.counts(self.store, _text(request, "workflow")))
 
     async def run(self, request: Request) -> Response:
         workflow, run = _text(request, "workflow"), _text(request, "run")
-        document = await views.run_view(self.store(), workflow, run)
+        document = await views.run_view(self.store, workflow, run)
         if document["state"] == "not_found":
             raise RunNotFoundError(workflow, run)
         return JSONResponse(document)
@@ -308,7 +288,7 @@ class _Api:
     async def history(self, request: Request) -> Response:
         return JSONResponse(
             await data.history(
-                self.store(),
+                self.store,
                 _text(request, "workflow"),
                 _text(request, "run"),
                 before=_int(request, "before"),
@@ -320,7 +300,7 @@ class _Api:
     async def state(self, request: Request) -> Response:
         return JSONResponse(
             await data.state(
-                self.store(),
+                self.store,
                 _text(request, "workflow"),
                 _text(request, "run"),
                 _int(request, "step"),
@@ -334,7 +314,7 @@ class _Api:
     async def diff(self, request: Request) -> Response:
         return JSONResponse(
             await views.diff_view(
-                self.store(),
+                self.store,
                 _text(request, "workflow"),
                 _text(request, "a_run"),
                 _int(request, "a_step"),
@@ -345,13 +325,13 @@ class _Api:
 
     async def lineage(self, request: Request) -> Response:
         return JSONResponse(
-            await data.lineage(self.store(), _text(request, "workflow"), _text(request, "run"))
+            await data.lineage(self.store, _text(request, "workflow"), _text(request, "run"))
         )
 
     async def events(self, request: Request) -> Response:
         workflow = _text(request, "workflow")
         run = _text(request, "run", required=False) or None
-        stream = event_stream(self.store(), workflow, run, views.event_json)
+        stream = event_stream(self.store, workflow, run, views.event_json)
         return StreamingResponse(
             stream,
             media_type="text/event-stream",
@@ -362,7 +342,7 @@ class _Api:
         workflow = _text(request, "workflow")
         run = _text(request, "run")
         forks = request.query_params.get("forks") == "1"
-        lines = await data.export_lines(self.store(), workflow, run, forks=forks)
+        lines = await data.export_lines(self.store, workflow, run, forks=forks)
         name = "".join(c if c.isalnum() or c in "-_." else "_" for c in run)[:80]
         return Response(
             b"".join(lines),
@@ -398,7 +378,7 @@ class _Api:
             )
         workflow, run = _body_text(body, "workflow"), _body_text(body, "run")
         status = await data.answer(
-            self.store(), self.settings.resume, workflow, run, body.get("value")
+            self.store, self.settings.resume, workflow, run, body.get("value")
         )
         log.info("inspector: answered the pause of run %s of workflow %s", run, workflow)
         return JSONResponse(status)
@@ -412,14 +392,14 @@ class _Api:
         edits = body.get("edits") or {}
         if not isinstance(edits, dict):
             raise HTTPException(400, "edits must be an object of channel -> JSON value")
-        made = await data.fork(self.store(), workflow, run, step, edits)
+        made = await data.fork(self.store, workflow, run, step, edits)
         log.info("inspector: forked %s@%d of workflow %s", run, step, workflow)
         return JSONResponse(made)
 
     async def delete(self, request: Request) -> Response:
         body = await self._write_body(request)
         workflow, run = _body_text(body, "workflow"), _body_text(body, "run")
-        deleted = await self.store().delete_run(workflow, run)
+        deleted = await self.store.delete_run(workflow, run)
         log.info("inspector: deleted run %s of workflow %s: %s", run, workflow, deleted)
         return JSONResponse({"workflow_id": workflow, "run_id": run, "deleted": deleted})
 
