@@ -167,7 +167,9 @@ async function workflowPage() {
   let counts = null;
   const drawChips = () => {
     const states = counts ? counts.states : {};
-    const known = [...new Set([...STATES, ...Object.keys(states)])].filter((s) => s !== "not_found");
+    // Every state with runs; the ones that need a look stay even at zero (a zero is news too).
+    const known = [...new Set([...STATES, ...Object.keys(states)])].filter((state) =>
+      state !== "not_found" && (ATTENTION.includes(state) || states[state] || selected.has(state)));
     const all = h("button.chip", { type: "button", "aria-pressed": String(selected.size === 0), onclick: () => { selected.clear(); reload(); } },
       "All", counts ? h("span.count", {}, String(counts.total) + (counts.partial ? "+" : "")) : null);
     fill(chips, all, known.map((state) => h(`button.chip.chip-${state}`, {
