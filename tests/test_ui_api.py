@@ -37,6 +37,7 @@ def store_opener(
         url = request.getfixturevalue("redis_server").url
     elif kind == "cluster":
         url = request.getfixturevalue("redis_cluster").url
+
     return opener(kind, url)
 
 
