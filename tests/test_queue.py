@@ -25,6 +25,7 @@ from atomr_redis_state import (
     RunNotFoundError,
     Snapshot,
 )
+from atomr_redis_state.graph.progress import run_status
 from atomr_redis_state.store.redis.keys import bucket_of
 from tests.conftest import Backend
 
@@ -535,3 +536,26 @@ async def test_a_store_without_a_queue_says_so(backend: Backend) -> None:
     with pytest.raises(QueueUnsupportedError):
         await store.claim(WF, "w1", 30)
     assert await store.latest(WF, "r1") is None
+
+
+async def test_a_failed_attempt_not_yet_settled_is_not_a_dead_letter(
+    checkpointer: Checkpointer,
+) -> None:
+    """Between a runner's failed layer and its worker's finish, the run is not 'failed'."""
+    await checkpointer.submit(init("r1"))
+    claim = await checkpointer.claim(WF, "w1", 30)
+    assert claim is not None
+    failure: JSON = {
+        "failed": {
+            "super_step": 0,
+            "step": "a",
+            "error_type": "RuntimeError",
+            "message": "boom",
+            "attempts": 1,
+            "at_ms": 1,
+        }
+    }
+    await checkpointer.release_lease(claim.lease, note=failure)
+    assert (await run_status(checkpointer, WF, "r1")).state == "stalled"
+    await checkpointer.finish(claim.lease, "failed", reason="boom")
+    assert (await run_status(checkpointer, WF, "r1")).state == "failed"
