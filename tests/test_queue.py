@@ -559,3 +559,25 @@ async def test_a_failed_attempt_not_yet_settled_is_not_a_dead_letter(
     assert (await run_status(checkpointer, WF, "r1")).state == "stalled"
     await checkpointer.finish(claim.lease, "failed", reason="boom")
     assert (await run_status(checkpointer, WF, "r1")).state == "failed"
+
+
+async def test_finish_stores_clears_or_keeps_the_note_as_release_lease_does(
+    checkpointer: Checkpointer,
+) -> None:
+    await checkpointer.submit(init("r1"))
+    claim = await checkpointer.claim(WF, "w1", 30)
+    assert claim is not None
+    await checkpointer.finish(claim.lease, "retry", retry_in=0.01, max_attempts=5, note={"n": 1})
+    record = await checkpointer.run_record(WF, "r1")
+    assert record.note == {"n": 1}
+    assert record.lease is None
+    claim = await claim_within(checkpointer, 2)
+    assert claim is not None
+    await checkpointer.finish(claim.lease, "released")  # keeps it
+    assert (await checkpointer.run_record(WF, "r1")).note == {"n": 1}
+    claim = await claim_within(checkpointer, 2)
+    assert claim is not None
+    await checkpointer.finish(claim.lease, "completed", keep_note=False)
+    assert (await checkpointer.run_record(WF, "r1")).note is None
+    with pytest.raises(ValueError, match="not both"):
+        await checkpointer.finish(claim.lease, "completed", note={"n": 2})

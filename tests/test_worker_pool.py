@@ -151,11 +151,17 @@ async def test_many_runs_are_shared_by_workers_and_each_step_runs_once(
 
 async def test_a_worker_runs_at_most_its_concurrency(checkpointer: Checkpointer) -> None:
     tools = Tools()
+    tools.gate = asyncio.Event()
     workflow = tools.workflow(tools.step("a"))
     fleet = Fleet(checkpointer, workflow)
     for i in range(8):
         await fleet.submit(workflow, run_id=f"r{i}")
-    await worker(checkpointer, workflow, concurrency=3).run(burst=True)
+    running = asyncio.ensure_future(worker(checkpointer, workflow, concurrency=3).run(burst=True))
+    await _until_running(tools, 3)
+    await asyncio.sleep(0.5)  # time for a fourth claim, were the limit not there
+    assert tools.running == 3
+    tools.open_gate()
+    await asyncio.wait_for(running, 30)
     assert tools.most_running == 3
     assert len(tools.calls) == 8
 
@@ -413,6 +419,15 @@ def test_backoff_grows_exponentially_with_jitter() -> None:
         assert len(set(delays)) > 1
 
 
+async def _until_running(tools: Tools, count: int) -> None:
+    """Wait until ``count`` steps are running at once."""
+    for _ in range(400):
+        if tools.running >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{count} steps never ran at once")
+
+
 async def _until_settled(
     pool: Worker, fleet: Fleet, run_id: str, states: set[str], *, run: bool = True
 ) -> None:
@@ -440,10 +455,7 @@ async def test_max_in_flight_caps_the_whole_fleet(checkpointer: Checkpointer) ->
     pool = [worker(checkpointer, workflow, concurrency=4) for _ in range(2)]
     running = [asyncio.ensure_future(w.run()) for w in pool]
     try:
-        for _ in range(200):
-            if tools.running == 2:
-                break
-            await asyncio.sleep(0.05)
+        await _until_running(tools, 2)
         await asyncio.sleep(0.5)  # time for a third claim, were the cap not there
         assert tools.running == 2
         tools.open_gate()

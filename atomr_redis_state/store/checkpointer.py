@@ -258,6 +258,8 @@ class Checkpointer(Protocol):
         reason: JSON = None,
         retry_in: float | timedelta | None = None,
         max_attempts: int | None = None,
+        note: JSON = None,
+        keep_note: bool = True,
     ) -> QueueState:
         """End the claim ``lease`` stands for, releasing the lease; return the run's queue
         state after it.
@@ -266,6 +268,9 @@ class Checkpointer(Protocol):
         once: a graceful shutdown); ``retry`` (one more failed attempt: queued again after
         ``retry_in``, or ``failed`` once ``max_attempts`` attempts have failed); ``failed`` (a
         dead letter at once); ``blocked`` (the workflow changed; until :meth:`requeue`).
+        ``note`` and ``keep_note`` release the lease as :meth:`release_lease` does, in the same
+        round trip: a ``note`` is stored (a failed layer's), ``keep_note=False`` clears it, and
+        by default the note stays as it is.
         ``reason`` (JSON) says why, for ``status()`` and the CLI. A run whose cancellation was
         requested ends ``cancelled`` instead, unless it completed.
 
@@ -698,6 +703,8 @@ class BaseCheckpointer(ABC):
         reason: JSON = None,
         retry_in: float | timedelta | None = None,
         max_attempts: int | None = None,
+        note: JSON = None,
+        keep_note: bool = True,
     ) -> QueueState:
         _check_lease(lease)
         if outcome not in OUTCOMES:
@@ -705,8 +712,13 @@ class BaseCheckpointer(ABC):
         retry_ms = 0 if retry_in is None else cast(int, duration_to_ms(retry_in, "retry_in"))
         if max_attempts is not None:
             check_positive_int(max_attempts, "max_attempts")
+        if keep_note and note is not None:
+            raise ValueError("give a note, or keep_note=True, not both")
         encoded = None if reason is None else encode_value("reason", reason)
-        return await self._finish(lease, outcome, encoded, retry_ms, max_attempts or 0)
+        kept = None if note is None else encode_value("note", note)
+        return await self._finish(
+            lease, outcome, encoded, retry_ms, max_attempts or 0, kept, keep_note=bool(keep_note)
+        )
 
     async def resume_run(
         self,
@@ -815,8 +827,12 @@ class BaseCheckpointer(ABC):
         reason: bytes | None,
         retry_ms: int,
         max_attempts: int,
+        note: bytes | None,
+        *,
+        keep_note: bool,
     ) -> QueueState:
-        """Settle the claim: release the lease and move the run by ``outcome``."""
+        """Settle the claim: release the lease (storing, clearing or keeping the note) and move
+        the run by ``outcome``."""
         raise QueueUnsupportedError(self)
 
     async def _requeue(
