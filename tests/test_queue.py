@@ -579,5 +579,3 @@ async def test_finish_stores_clears_or_keeps_the_note_as_release_lease_does(
     assert claim is not None
     await checkpointer.finish(claim.lease, "completed", keep_note=False)
     assert (await checkpointer.run_record(WF, "r1")).note is None
-    with pytest.raises(ValueError, match="not both"):
-        await checkpointer.finish(claim.lease, "completed", note={"n": 2})

@@ -269,8 +269,8 @@ class Checkpointer(Protocol):
         ``retry_in``, or ``failed`` once ``max_attempts`` attempts have failed); ``failed`` (a
         dead letter at once); ``blocked`` (the workflow changed; until :meth:`requeue`).
         ``note`` and ``keep_note`` release the lease as :meth:`release_lease` does, in the same
-        round trip: a ``note`` is stored (a failed layer's), ``keep_note=False`` clears it, and
-        by default the note stays as it is.
+        round trip: a ``note`` is stored (a failed layer's), else ``keep_note=False`` clears
+        it, and by default the note stays as it is.
         ``reason`` (JSON) says why, for ``status()`` and the CLI. A run whose cancellation was
         requested ends ``cancelled`` instead, unless it completed.
 
@@ -712,12 +712,11 @@ class BaseCheckpointer(ABC):
         retry_ms = 0 if retry_in is None else cast(int, duration_to_ms(retry_in, "retry_in"))
         if max_attempts is not None:
             check_positive_int(max_attempts, "max_attempts")
-        if keep_note and note is not None:
-            raise ValueError("give a note, or keep_note=True, not both")
         encoded = None if reason is None else encode_value("reason", reason)
         kept = None if note is None else encode_value("note", note)
+        keep = bool(keep_note) and note is None
         return await self._finish(
-            lease, outcome, encoded, retry_ms, max_attempts or 0, kept, keep_note=bool(keep_note)
+            lease, outcome, encoded, retry_ms, max_attempts or 0, kept, keep_note=keep
         )
 
     async def resume_run(
