@@ -579,3 +579,17 @@ async def test_finish_stores_clears_or_keeps_the_note_as_release_lease_does(
     assert claim is not None
     await checkpointer.finish(claim.lease, "completed", keep_note=False)
     assert (await checkpointer.run_record(WF, "r1")).note is None
+
+
+async def test_many_concurrent_submits_share_the_pipeline(
+    backend: Backend, checkpointer: Checkpointer
+) -> None:
+    """300 submits at once (each with its hint update) on a client of 100 connections: the
+    automatic pipeline batches them; the store never takes a connection per call."""
+    if backend.name not in ("redis", "redis-acl"):
+        pytest.skip("only a pipelined standalone client batches calls")
+    runs = [f"r{i}" for i in range(300)]
+    created = await asyncio.gather(*(checkpointer.submit(init(run)) for run in runs))
+    assert all(created)
+    assert (await checkpointer.queue_depth(WF)).ready == len(runs)
+    assert sorted(await claim_all(checkpointer)) == sorted(runs)
