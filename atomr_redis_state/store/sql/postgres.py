@@ -34,10 +34,12 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     ) from exc
 
 from ...errors import (
+    AnswerRefusedError,
     CheckpointConflictError,
     CheckpointNotFoundError,
     LeaseHeldError,
     LeaseLostError,
+    RunCancelledError,
     RunNotFoundError,
     SchemaVersionError,
     StoreDiskFullError,
@@ -48,7 +50,7 @@ from ...errors import (
 )
 from ..checkpointer import BaseCheckpointer, Fields, Stored
 from ..codec import decode_event, encode_event, write_token
-from ..types import CheckpointEvent, CheckpointKey, Lease, RunRecord
+from ..types import Answer, CheckpointEvent, CheckpointKey, Lease, RunRecord
 from ..validation import check_positive_int, ttl_to_ms
 from .postgres_schema import (
     SCHEMA_VERSION,
@@ -123,8 +125,10 @@ class PostgresCheckpointer(BaseCheckpointer):
             "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             "fork": f"SELECT {s}.atomr_fork(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             "delete_run": f"SELECT {s}.atomr_delete_run(%s, %s, %s, %s)",
-            "acquire_lease": f"SELECT {s}.atomr_acquire_lease(%s, %s, %s, %s, %s)",
-            "renew_lease": f"SELECT {s}.atomr_renew_lease(%s, %s, %s, %s)",
+            "acquire_lease": f"SELECT {s}.atomr_acquire_lease(%s, %s, %s, %s, %s, %s)",
+            "renew_lease": f"SELECT {s}.atomr_renew_lease(%s, %s, %s, %s, %s)",
+            "record_answer": f"SELECT {s}.atomr_record_answer(%s, %s, %s, %s, %s)",
+            "request_cancel": f"SELECT {s}.atomr_request_cancel(%s, %s)",
             "release_lease": f"SELECT {s}.atomr_release_lease(%s, %s, %s, %s, %s)",
             "load": "SELECT s.channels_json, s.label, s.timestamp_ms, s.metadata "
             f"FROM {s}.atomr_snapshots s JOIN {s}.atomr_runs r "
@@ -142,8 +146,11 @@ class PostgresCheckpointer(BaseCheckpointer):
             "ORDER BY s.step DESC LIMIT %s",
             "list_runs": f"SELECT r.run_id FROM {s}.atomr_runs r WHERE r.workflow_id = %s "
             f"AND r.run_id > %s AND r.steps > 0 AND {live} ORDER BY r.run_id LIMIT %s",
+            "list_workflows": f"SELECT DISTINCT r.workflow_id FROM {s}.atomr_runs r "
+            f"WHERE r.workflow_id > %s AND r.steps > 0 AND {live} ORDER BY r.workflow_id LIMIT %s",
             "run_record": f"SELECT n.now, r.owner, r.token, r.lease_until_ms, "
-            f"r.lease_ttl_ms, r.note FROM (SELECT {s}.atomr_now() AS now) n "
+            "r.lease_ttl_ms, r.note, r.answer_step, r.answer, r.cancel_ms "
+            f"FROM (SELECT {s}.atomr_now() AS now) n "
             f"LEFT JOIN {s}.atomr_runs r ON r.workflow_id = %s AND r.run_id = %s "
             "AND (r.deadline_ms IS NULL OR r.deadline_ms > n.now)",
             "event": f"SELECT payload FROM {s}.atomr_events WHERE id = %s",
@@ -337,6 +344,11 @@ class PostgresCheckpointer(BaseCheckpointer):
         rows = await self._all("list_runs", (workflow_id, after or "", limit))
         return [run_id for (run_id,) in rows]
 
+    async def _list_workflows(self, *, limit: int, after: str | None) -> builtins.list[str]:
+        check_no_nul([after or ""], "ids")
+        rows = await self._all("list_workflows", ("" if after is None else after, limit))
+        return [workflow_id for (workflow_id,) in rows]
+
     async def _delete_run(self, workflow_id: str, run_id: str, event: CheckpointEvent) -> bool:
         check_no_nul([workflow_id, run_id], "ids")
         found = await self._one(
@@ -351,23 +363,25 @@ class PostgresCheckpointer(BaseCheckpointer):
         check_no_nul([workflow_id, run_id, owner], "ids and owners")
         try:
             found = await self._one(
-                "acquire_lease", (workflow_id, run_id, owner, ttl_ms, must_exist)
+                "acquire_lease", (workflow_id, run_id, owner, ttl_ms, must_exist, self.ttl_ms)
             )
         except _Refused as refused:
             refused.raise_for(workflow_id, run_id, 0, None)
-        token, until = found[0]
+        token, until, cancel = found[0]
         log.info("run %s: lease %d taken by %s", run_id, token, owner)
-        return Lease(workflow_id, run_id, owner, token, until, ttl_ms)
+        return Lease(workflow_id, run_id, owner, token, until, ttl_ms, cancel == 1)
 
     async def _renew_lease(self, lease: Lease) -> Lease:
         check_no_nul([lease.workflow_id, lease.run_id], "ids")
         try:
             found = await self._one(
-                "renew_lease", (lease.workflow_id, lease.run_id, lease.token, lease.ttl_ms)
+                "renew_lease",
+                (lease.workflow_id, lease.run_id, lease.token, lease.ttl_ms, self.ttl_ms),
             )
         except _Refused as refused:
             refused.raise_for(lease.workflow_id, lease.run_id, 0, lease)
-        return replace(lease, expires_at_ms=found[0])
+        until, cancel = found[0]
+        return replace(lease, expires_at_ms=until, cancel_requested=cancel == 1)
 
     async def _release_lease(self, lease: Lease, note: bytes | None, *, keep_note: bool) -> bool:
         check_no_nul([lease.workflow_id, lease.run_id], "ids")
@@ -389,11 +403,32 @@ class PostgresCheckpointer(BaseCheckpointer):
 
     async def _run_record(self, workflow_id: str, run_id: str) -> RunRecord:
         check_no_nul([workflow_id, run_id], "ids")
-        now, owner, token, until, ttl, note = await self._one("run_record", (workflow_id, run_id))
+        found = await self._one("run_record", (workflow_id, run_id))
+        now, owner, token, until, ttl, note, answer_step, answer, cancel_ms = found
         lease = None
         if owner is not None and until > now:
-            lease = Lease(workflow_id, run_id, owner, token, until, ttl)
-        return RunRecord(lease, None if note is None else orjson.loads(note))
+            lease = Lease(workflow_id, run_id, owner, token, until, ttl, cancel_ms is not None)
+        recorded = None if answer_step is None else Answer(answer_step, orjson.loads(answer))
+        return RunRecord(lease, None if note is None else orjson.loads(note), recorded, cancel_ms)
+
+    async def _record_answer(
+        self, workflow_id: str, run_id: str, super_step: int, value: bytes, lease: Lease | None
+    ) -> None:
+        check_no_nul([workflow_id, run_id], "ids")
+        token = None if lease is None else lease.token
+        try:
+            await self._one(
+                "record_answer", (workflow_id, run_id, super_step, value.decode(), token)
+            )
+        except _Refused as refused:
+            refused.raise_for(workflow_id, run_id, super_step, lease)
+
+    async def _request_cancel(self, workflow_id: str, run_id: str) -> bool:
+        check_no_nul([workflow_id, run_id], "ids")
+        found = await self._one("request_cancel", (workflow_id, run_id))
+        if found[0]:
+            log.info("run %s: cancel requested", run_id)
+        return bool(found[0])
 
     @asynccontextmanager
     async def _watch(
@@ -465,6 +500,15 @@ class _Refused(Exception):
             raise LeaseHeldError(workflow_id, run_id, self.hint or "", int(self.detail or 0))
         if self.code == "ARLST":
             raise LeaseLostError(workflow_id, run_id, 0 if lease is None else lease.token)
+        if self.code == "ARCAN":
+            raise RunCancelledError(workflow_id, run_id)
+        if self.code in ("ARNAT", "ARANS"):
+            reason = (
+                f"the run is at super-step {self.detail}"
+                if self.code == "ARNAT"
+                else "that pause already has a different answer"
+            )
+            raise AnswerRefusedError(workflow_id, run_id, step, reason)
         raise RunNotFoundError(workflow_id, run_id)
 
 

@@ -8,6 +8,9 @@
 --   ARHLD  a live lease of another owner (DETAIL: its deadline in ms, HINT: its owner)
 --   ARRNF  the run has no snapshot
 --   ARCNF  the snapshot to fork does not exist
+--   ARCAN  a save carrying a lease, or an answer, on a run someone asked to cancel
+--   ARNAT  an answer to a super-step that is not the run's latest (DETAIL: the latest)
+--   ARANS  a different answer already recorded for that pause
 -- Times are the database server's clock (clock_timestamp()), in ms since the epoch: one clock
 -- for every worker. A run's row in atomr_runs carries its deadline (NULL: never expires); a run
 -- whose deadline passed is invisible to every read at once, and deleted by the next write that
@@ -86,6 +89,23 @@ LANGUAGE sql AS $$
     WHERE s.workflow_id = gone.workflow_id AND s.run_id = gone.run_id
 $$;
 
+-- A live lease keeps its run (keep_for_lease in _common.lua): a run not saved yet lives as long
+-- as its lease; a saved run whose deadline comes before the lease's, or less than the store's
+-- ttl from now (p_ttl, NULL: none), moves to the later of now + 2 * ttl and the lease's deadline
+-- plus its ttl; a run with no expiry keeps none. Returns the new deadline.
+CREATE OR REPLACE FUNCTION @schema@.atomr_lease_deadline(
+  r @schema@.atomr_runs, p_now bigint, p_ttl bigint
+) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT CASE
+    WHEN r.deadline_ms IS NULL THEN NULL
+    WHEN r.steps = 0 THEN greatest(r.deadline_ms, r.lease_until_ms)
+    WHEN r.deadline_ms >= greatest(p_now + coalesce(p_ttl, 0), r.lease_until_ms)
+      THEN r.deadline_ms
+    ELSE greatest(p_now + 2 * coalesce(p_ttl, 0), r.lease_until_ms + r.lease_ttl_ms)
+  END
+$$;
+
 -- save (save.lua): upsert one snapshot. p_token: the exclusive save's write token (NULL: not
 -- exclusive); p_lease: the lease's fencing token (NULL: none); p_hold: ms to keep the run (-1:
 -- forever; NULL: follow p_ttl); p_ttl: the store's ttl in ms (NULL: none); p_keep: keep_last
@@ -110,12 +130,10 @@ BEGIN
       WHERE workflow_id = p_wf AND run_id = p_run AND step = p_step;
     has_step := FOUND;
   END IF;
-  IF p_token IS NOT NULL AND has_step THEN
-    IF found_token = p_token THEN
-      RETURN 0;
-    END IF;
-    RAISE EXCEPTION USING ERRCODE = 'ARCON', MESSAGE = 'the super-step is already checkpointed';
+  IF p_token IS NOT NULL AND has_step AND found_token = p_token THEN
+    RETURN 0;
   END IF;
+  -- The lease before the conflict: a stale worker always learns that its lease is lost.
   IF p_lease IS NOT NULL THEN
     IF r.owner IS NULL OR r.lease_until_ms <= now_ms OR r.token <> p_lease THEN
       RAISE EXCEPTION USING ERRCODE = 'ARLST', MESSAGE = 'the lease on this run was lost';
@@ -123,9 +141,15 @@ BEGIN
     IF p_step <> 0 AND r.steps = 0 THEN
       RAISE EXCEPTION USING ERRCODE = 'ARRNF', MESSAGE = 'the run has no checkpoint';
     END IF;
+    IF r.cancel_ms IS NOT NULL THEN
+      RAISE EXCEPTION USING ERRCODE = 'ARCAN', MESSAGE = 'the run was cancelled';
+    END IF;
   ELSIF r.owner IS NOT NULL AND r.lease_until_ms > now_ms THEN
     RAISE EXCEPTION USING ERRCODE = 'ARHLD', MESSAGE = 'the run is leased',
       DETAIL = r.lease_until_ms::text, HINT = r.owner;
+  END IF;
+  IF p_token IS NOT NULL AND has_step THEN
+    RAISE EXCEPTION USING ERRCODE = 'ARCON', MESSAGE = 'the super-step is already checkpointed';
   END IF;
 
   IF p_hold IS NOT NULL THEN
@@ -134,6 +158,9 @@ BEGIN
     r.deadline_ms := now_ms + 2 * p_ttl;
   ELSIF p_ttl IS NOT NULL AND (r.deadline_ms IS NULL OR r.deadline_ms < now_ms + p_ttl) THEN
     r.deadline_ms := now_ms + 2 * p_ttl;
+    IF p_lease IS NOT NULL THEN  -- never before the lease's deadline
+      r.deadline_ms := greatest(r.deadline_ms, r.lease_until_ms);
+    END IF;
   END IF;
 
   INSERT INTO @schema@.atomr_snapshots AS s (
@@ -242,12 +269,14 @@ BEGIN
 END
 $$;
 
--- acquire_lease (acquire_lease.lua): returns {token, deadline}. The same owner holding a live
--- lease extends it and keeps its token; otherwise the token is the run's fencing counter plus
--- one, or the server's clock in microseconds if that is larger (so tokens keep growing across a
--- run deleted and started again). A run not saved yet lives as long as its lease.
+-- acquire_lease (acquire_lease.lua): returns {token, deadline, 1 if someone asked to cancel
+-- the run else 0}. The same owner holding a live lease extends it and keeps its token;
+-- otherwise the token is the run's fencing counter plus one, or the server's clock in
+-- microseconds if that is larger (so tokens keep growing across a run deleted and started
+-- again). The run lives at least as long as its lease (atomr_lease_deadline; p_store_ttl: the
+-- store's ttl, NULL: none).
 CREATE OR REPLACE FUNCTION @schema@.atomr_acquire_lease(
-  p_wf text, p_run text, p_owner text, p_ttl bigint, p_must_exist boolean
+  p_wf text, p_run text, p_owner text, p_ttl bigint, p_must_exist boolean, p_store_ttl bigint
 ) RETURNS bigint[]
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -274,21 +303,21 @@ BEGIN
   END IF;
   r.lease_until_ms := now_ms + p_ttl;
   r.lease_ttl_ms := p_ttl;
-  IF r.steps = 0 AND r.deadline_ms IS NOT NULL THEN
-    r.deadline_ms := greatest(r.deadline_ms, r.lease_until_ms);
-  END IF;
+  r.deadline_ms := @schema@.atomr_lease_deadline(r, now_ms, p_store_ttl);
   UPDATE @schema@.atomr_runs SET deadline_ms = r.deadline_ms, fence = r.fence,
     owner = r.owner, token = r.token, lease_until_ms = r.lease_until_ms,
     lease_ttl_ms = r.lease_ttl_ms
     WHERE workflow_id = p_wf AND run_id = p_run;
-  RETURN ARRAY[r.token, r.lease_until_ms];
+  RETURN ARRAY[r.token, r.lease_until_ms, CASE WHEN r.cancel_ms IS NULL THEN 0 ELSE 1 END];
 END
 $$;
 
--- renew_lease (renew_lease.lua): extend a live lease by its ttl from now; returns the deadline.
+-- renew_lease (renew_lease.lua): extend a live lease by its ttl from now, keeping its run at
+-- least as long (atomr_lease_deadline); returns {the lease's deadline, 1 if someone asked to
+-- cancel the run else 0}.
 CREATE OR REPLACE FUNCTION @schema@.atomr_renew_lease(
-  p_wf text, p_run text, p_token bigint, p_ttl bigint
-) RETURNS bigint
+  p_wf text, p_run text, p_token bigint, p_ttl bigint, p_store_ttl bigint
+) RETURNS bigint[]
 LANGUAGE plpgsql AS $$
 DECLARE
   now_ms bigint := @schema@.atomr_now();
@@ -299,12 +328,10 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = 'ARLST', MESSAGE = 'the lease on this run was lost';
   END IF;
   r.lease_until_ms := now_ms + p_ttl;
-  IF r.steps = 0 AND r.deadline_ms IS NOT NULL THEN
-    r.deadline_ms := greatest(r.deadline_ms, r.lease_until_ms);
-  END IF;
+  r.deadline_ms := @schema@.atomr_lease_deadline(r, now_ms, p_store_ttl);
   UPDATE @schema@.atomr_runs SET lease_until_ms = r.lease_until_ms, deadline_ms = r.deadline_ms
     WHERE workflow_id = p_wf AND run_id = p_run;
-  RETURN r.lease_until_ms;
+  RETURN ARRAY[r.lease_until_ms, CASE WHEN r.cancel_ms IS NULL THEN 0 ELSE 1 END];
 END
 $$;
 
@@ -324,6 +351,67 @@ BEGIN
   END IF;
   UPDATE @schema@.atomr_runs SET owner = NULL, lease_until_ms = 0,
     note = CASE p_action WHEN 'set' THEN p_note WHEN 'clear' THEN NULL ELSE note END
+    WHERE workflow_id = p_wf AND run_id = p_run;
+  RETURN 1;
+END
+$$;
+
+-- record_answer (record_answer.lua): keep a human's answer for the pause at p_step, if the run
+-- is still there. p_lease: the lease's fencing token (NULL: none). Refused, writing nothing:
+-- ARRNF (no run), ARLST / ARHLD (as save), ARCAN, ARNAT (the run's latest super-step is not
+-- p_step), ARANS (without a lease, a different answer to that pause: the first one wins).
+CREATE OR REPLACE FUNCTION @schema@.atomr_record_answer(
+  p_wf text, p_run text, p_step bigint, p_answer text, p_lease bigint
+) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+  now_ms bigint := @schema@.atomr_now();
+  r @schema@.atomr_runs;
+  latest bigint;
+BEGIN
+  r := @schema@.atomr_lock_run(p_wf, p_run, now_ms, false);
+  IF r.workflow_id IS NULL OR r.steps = 0 THEN
+    RAISE EXCEPTION USING ERRCODE = 'ARRNF', MESSAGE = 'the run has no checkpoint';
+  END IF;
+  IF p_lease IS NOT NULL THEN
+    IF r.owner IS NULL OR r.lease_until_ms <= now_ms OR r.token <> p_lease THEN
+      RAISE EXCEPTION USING ERRCODE = 'ARLST', MESSAGE = 'the lease on this run was lost';
+    END IF;
+  ELSIF r.owner IS NOT NULL AND r.lease_until_ms > now_ms THEN
+    RAISE EXCEPTION USING ERRCODE = 'ARHLD', MESSAGE = 'the run is leased',
+      DETAIL = r.lease_until_ms::text, HINT = r.owner;
+  END IF;
+  IF r.cancel_ms IS NOT NULL THEN
+    RAISE EXCEPTION USING ERRCODE = 'ARCAN', MESSAGE = 'the run was cancelled';
+  END IF;
+  SELECT max(step) INTO latest FROM @schema@.atomr_snapshots
+    WHERE workflow_id = p_wf AND run_id = p_run;
+  IF latest <> p_step THEN
+    RAISE EXCEPTION USING ERRCODE = 'ARNAT', MESSAGE = 'the run moved on', DETAIL = latest::text;
+  END IF;
+  IF p_lease IS NULL AND r.answer_step = p_step AND r.answer <> p_answer THEN
+    RAISE EXCEPTION USING ERRCODE = 'ARANS',
+      MESSAGE = 'that pause already has a different answer';
+  END IF;
+  UPDATE @schema@.atomr_runs SET answer_step = p_step, answer = p_answer
+    WHERE workflow_id = p_wf AND run_id = p_run;
+  RETURN 1;
+END
+$$;
+
+-- request_cancel (request_cancel.lua): flag the run as cancelled, keeping the first request's
+-- time. Returns 1 when the run exists, 0 (nothing written) when it has no snapshot.
+CREATE OR REPLACE FUNCTION @schema@.atomr_request_cancel(p_wf text, p_run text) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+  now_ms bigint := @schema@.atomr_now();
+  r @schema@.atomr_runs;
+BEGIN
+  r := @schema@.atomr_lock_run(p_wf, p_run, now_ms, false);
+  IF r.workflow_id IS NULL OR r.steps = 0 THEN
+    RETURN 0;
+  END IF;
+  UPDATE @schema@.atomr_runs SET cancel_ms = coalesce(cancel_ms, now_ms)
     WHERE workflow_id = p_wf AND run_id = p_run;
   RETURN 1;
 END

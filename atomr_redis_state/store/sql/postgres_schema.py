@@ -7,8 +7,9 @@ needs ``CREATE`` on the database only when the schema does not exist yet):
 - ``atomr_schema``: one row, the schema version ``setup()`` last brought the tables to.
 - ``atomr_runs`` (primary key ``(workflow_id, run_id)``, ``COLLATE "C"`` so runs list in byte
   order, as on Redis): a run's deadline (NULL: never expires), its snapshot count, lease,
-  fencing counter and note. Index ``atomr_runs_deadline`` (partial: runs with a deadline)
-  serves the sweep of expired runs.
+  fencing counter and note, the answer recorded for a pause (``answer_step``, ``answer``) and
+  when a cancel was requested (``cancel_ms``). Index ``atomr_runs_deadline`` (partial: runs
+  with a deadline) serves the sweep of expired runs.
 - ``atomr_snapshots`` (primary key ``(workflow_id, run_id, step)``, which also serves
   ``latest`` and ``list``): ``channels_json`` is the exact JSON text of the channels;
   ``channels`` the same as ``jsonb``, to query (NULL for a snapshot holding the character
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The version this library writes and understands."""
 
 MIGRATIONS: dict[int, str] = {
@@ -58,6 +59,13 @@ MIGRATIONS: dict[int, str] = {
         payload text NOT NULL,
         created_ms bigint NOT NULL
     );
+    """,
+    2: """
+    ALTER TABLE @schema@.atomr_runs ADD COLUMN answer_step bigint;
+    ALTER TABLE @schema@.atomr_runs ADD COLUMN answer text;
+    ALTER TABLE @schema@.atomr_runs ADD COLUMN cancel_ms bigint;
+    DROP FUNCTION IF EXISTS @schema@.atomr_acquire_lease(text, text, text, bigint, boolean);
+    DROP FUNCTION IF EXISTS @schema@.atomr_renew_lease(text, text, bigint, bigint);
     """,
 }
 """Version -> the statements that bring the previous version to it."""

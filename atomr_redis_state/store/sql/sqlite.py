@@ -31,19 +31,21 @@ from typing import Any, NoReturn, TypeVar
 import orjson
 
 from ...errors import (
+    AnswerRefusedError,
     CheckpointConflictError,
     CheckpointNotFoundError,
     LeaseHeldError,
     LeaseLostError,
+    RunCancelledError,
     RunNotFoundError,
     StoreDiskFullError,
     StoreLockedError,
     StorePermissionError,
     StoreUnavailableError,
 )
-from ..checkpointer import HOLD_FOREVER, BaseCheckpointer, Fields, Stored
+from ..checkpointer import HOLD_FOREVER, BaseCheckpointer, Fields, Stored, deadline_with_lease
 from ..codec import decode_event, encode_event, write_token
-from ..types import CheckpointEvent, CheckpointKey, Lease, RunRecord, now_ms
+from ..types import Answer, CheckpointEvent, CheckpointKey, Lease, RunRecord, now_ms
 from ..validation import check_positive_int, duration_to_ms, ttl_to_ms
 from .rows import merged_channels, row_of, stored_of
 from .sqlite_schema import check_schema, migrate
@@ -63,13 +65,19 @@ SWEEP_BATCH = 200
 
 _LIVE = "(deadline_ms IS NULL OR deadline_ms > ?)"
 
-_RUN_COLUMNS = "deadline_ms, steps, fence, owner, token, lease_until_ms, lease_ttl_ms, note"
+_RUN_COLUMNS = (
+    "deadline_ms, steps, fence, owner, token, lease_until_ms, lease_ttl_ms, note, "
+    "answer_step, answer, cancel_ms"
+)
 
 
 class _Run:
     """A run's row in ``atomr_runs``, read and written within one transaction."""
 
     __slots__ = (
+        "answer",
+        "answer_step",
+        "cancel_ms",
         "deadline_ms",
         "fence",
         "lease_ttl_ms",
@@ -82,7 +90,7 @@ class _Run:
 
     def __init__(self, row: tuple[Any, ...] | None = None) -> None:
         if row is None:
-            row = (None, 0, 0, None, 0, 0, 0, None)
+            row = (None, 0, 0, None, 0, 0, 0, None, None, None, None)
         (
             self.deadline_ms,
             self.steps,
@@ -92,6 +100,9 @@ class _Run:
             self.lease_until_ms,
             self.lease_ttl_ms,
             self.note,
+            self.answer_step,
+            self.answer,
+            self.cancel_ms,
         ) = row
 
     def values(self) -> tuple[Any, ...]:
@@ -104,6 +115,21 @@ class _Run:
             self.lease_until_ms,
             self.lease_ttl_ms,
             self.note,
+            self.answer_step,
+            self.answer,
+            self.cancel_ms,
+        )
+
+    def lease(self, workflow_id: str, run_id: str) -> Lease:
+        """The run's lease as its holder sees it."""
+        return Lease(
+            workflow_id,
+            run_id,
+            self.owner,
+            self.token,
+            self.lease_until_ms,
+            self.lease_ttl_ms,
+            self.cancel_ms is not None,
         )
 
     def holder(self, now: int) -> str | None:
@@ -242,18 +268,20 @@ class SqliteCheckpointer(BaseCheckpointer):
                     "WHERE workflow_id = ? AND run_id = ? AND step = ?",
                     (wf, run_id, step),
                 ).fetchone()
-            if token is not None and found is not None:
-                if found[0] == token:
-                    return  # this very save, sent again: not a conflict
-                raise CheckpointConflictError(wf, run_id, step)
+            if token is not None and found is not None and found[0] == token:
+                return  # this very save, sent again: not a conflict
             holder = None if run is None else run.holder(now)
-            if lease is not None:
+            if lease is not None:  # the lease before the conflict, as on Redis
                 if run is None or holder is None or run.token != lease.token:
                     raise LeaseLostError(wf, run_id, lease.token)
                 if step != 0 and not run.steps:
                     raise RunNotFoundError(wf, run_id)
+                if run.cancel_ms is not None:
+                    raise RunCancelledError(wf, run_id)
             elif run is not None and holder is not None:
                 raise LeaseHeldError(wf, run_id, holder, run.lease_until_ms)
+            if token is not None and found is not None:
+                raise CheckpointConflictError(wf, run_id, step)
             is_new = run is None
             if run is None:
                 run = _Run()
@@ -266,6 +294,8 @@ class SqliteCheckpointer(BaseCheckpointer):
                 and (run.deadline_ms is None or run.deadline_ms < now + self.ttl_ms)
             ):
                 run.deadline_ms = now + 2 * self.ttl_ms
+                if lease is not None:  # never before the lease's deadline, as on Redis
+                    run.deadline_ms = max(run.deadline_ms, run.lease_until_ms)
             if hold_ms is not None:
                 run.deadline_ms = None if hold_ms == HOLD_FOREVER else now + hold_ms
             conn.execute(
@@ -417,6 +447,17 @@ class SqliteCheckpointer(BaseCheckpointer):
 
         return await self._run(list_runs)
 
+    async def _list_workflows(self, *, limit: int, after: str | None) -> builtins.list[str]:
+        def list_workflows(conn: sqlite3.Connection) -> builtins.list[str]:
+            rows = conn.execute(
+                "SELECT DISTINCT workflow_id FROM atomr_runs WHERE workflow_id > ? "
+                f"AND steps > 0 AND {_LIVE} ORDER BY workflow_id LIMIT ?",
+                ("" if after is None else after, now_ms(), limit),
+            ).fetchall()
+            return [workflow_id for (workflow_id,) in rows]
+
+        return await self._run(list_workflows)
+
     async def _delete_run(self, workflow_id: str, run_id: str, event: CheckpointEvent) -> bool:
         payload = encode_event(event)
 
@@ -452,10 +493,9 @@ class SqliteCheckpointer(BaseCheckpointer):
                 run.fence = max(run.fence + 1, time.time_ns() // 1000)
                 run.owner, run.token = owner, run.fence
             run.lease_until_ms, run.lease_ttl_ms = now + ttl_ms, ttl_ms
-            if not run.steps and run.deadline_ms is not None:
-                run.deadline_ms = max(run.deadline_ms, run.lease_until_ms)
+            self._keep_for_lease(run, now)
             _store_record(conn, workflow_id, run_id, run, is_new)
-            return Lease(workflow_id, run_id, owner, run.token, run.lease_until_ms, ttl_ms)
+            return run.lease(workflow_id, run_id)
 
         return await self._run(lambda conn: self._write(conn, lambda now: acquire(now, conn)))
 
@@ -467,12 +507,21 @@ class SqliteCheckpointer(BaseCheckpointer):
             if run is None or run.holder(now) is None or run.token != lease.token:
                 raise LeaseLostError(wf, run_id, lease.token)
             run.lease_until_ms = now + lease.ttl_ms
-            if not run.steps and run.deadline_ms is not None:
-                run.deadline_ms = max(run.deadline_ms, run.lease_until_ms)
+            self._keep_for_lease(run, now)
             _store_record(conn, wf, run_id, run, False)
-            return replace(lease, expires_at_ms=run.lease_until_ms)
+            return replace(
+                lease,
+                expires_at_ms=run.lease_until_ms,
+                cancel_requested=run.cancel_ms is not None,
+            )
 
         return await self._run(lambda conn: self._write(conn, lambda now: renew(now, conn)))
+
+    def _keep_for_lease(self, run: _Run, now: int) -> None:
+        """A live lease keeps its run (see :func:`~..checkpointer.deadline_with_lease`)."""
+        run.deadline_ms = deadline_with_lease(
+            run.deadline_ms, bool(run.steps), now, self.ttl_ms, run.lease_until_ms, run.lease_ttl_ms
+        )
 
     async def _release_lease(self, lease: Lease, note: bytes | None, *, keep_note: bool) -> bool:
         wf, run_id = lease.workflow_id, lease.run_id
@@ -499,15 +548,59 @@ class SqliteCheckpointer(BaseCheckpointer):
             run = _live_record(conn, workflow_id, run_id, now)
             if run is None:
                 return RunRecord(None, None)
-            holder = run.holder(now)
-            lease = None
-            if holder is not None:
-                lease = Lease(
-                    workflow_id, run_id, holder, run.token, run.lease_until_ms, run.lease_ttl_ms
-                )
-            return RunRecord(lease, None if run.note is None else orjson.loads(run.note))
+            lease = None if run.holder(now) is None else run.lease(workflow_id, run_id)
+            answer = None
+            if run.answer_step is not None:
+                answer = Answer(run.answer_step, orjson.loads(run.answer))
+            note = None if run.note is None else orjson.loads(run.note)
+            return RunRecord(lease, note, answer, run.cancel_ms)
 
         return await self._run(record)
+
+    async def _record_answer(
+        self, workflow_id: str, run_id: str, super_step: int, value: bytes, lease: Lease | None
+    ) -> None:
+        answer = value.decode()
+
+        def record(now: int, conn: sqlite3.Connection) -> None:
+            run = _live_record(conn, workflow_id, run_id, now)
+            if run is None or not run.steps:
+                raise RunNotFoundError(workflow_id, run_id)
+            holder = run.holder(now)
+            if lease is not None:
+                if holder is None or run.token != lease.token:
+                    raise LeaseLostError(workflow_id, run_id, lease.token)
+            elif holder is not None:
+                raise LeaseHeldError(workflow_id, run_id, holder, run.lease_until_ms)
+            if run.cancel_ms is not None:
+                raise RunCancelledError(workflow_id, run_id)
+            (latest,) = conn.execute(
+                "SELECT max(step) FROM atomr_snapshots WHERE workflow_id = ? AND run_id = ?",
+                (workflow_id, run_id),
+            ).fetchone()
+            if latest != super_step:
+                reason = f"the run is at super-step {latest}"
+                raise AnswerRefusedError(workflow_id, run_id, super_step, reason)
+            answered = run.answer_step == super_step and run.answer != answer
+            if lease is None and answered:  # the first answer to a pause wins
+                reason = "that pause already has a different answer"
+                raise AnswerRefusedError(workflow_id, run_id, super_step, reason)
+            run.answer_step, run.answer = super_step, answer
+            _store_record(conn, workflow_id, run_id, run, False)
+
+        await self._run(lambda conn: self._write(conn, lambda now: record(now, conn)))
+
+    async def _request_cancel(self, workflow_id: str, run_id: str) -> bool:
+        def cancel(now: int, conn: sqlite3.Connection) -> bool:
+            run = _live_record(conn, workflow_id, run_id, now)
+            if run is None or not run.steps:
+                return False
+            if run.cancel_ms is None:
+                run.cancel_ms = now
+                _store_record(conn, workflow_id, run_id, run, False)
+            return True
+
+        return await self._run(lambda conn: self._write(conn, lambda now: cancel(now, conn)))
 
     @asynccontextmanager
     async def _watch(
@@ -624,13 +717,14 @@ def _store_record(
     if is_new:
         conn.execute(
             f"INSERT INTO atomr_runs (workflow_id, run_id, {_RUN_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (workflow_id, run_id, *run.values()),
         )
     else:
         conn.execute(
             "UPDATE atomr_runs SET deadline_ms = ?, steps = ?, fence = ?, owner = ?, token = ?, "
-            "lease_until_ms = ?, lease_ttl_ms = ?, note = ? WHERE workflow_id = ? AND run_id = ?",
+            "lease_until_ms = ?, lease_ttl_ms = ?, note = ?, answer_step = ?, answer = ?, "
+            "cancel_ms = ? WHERE workflow_id = ? AND run_id = ?",
             (*run.values(), workflow_id, run_id),
         )
 

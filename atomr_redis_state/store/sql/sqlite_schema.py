@@ -4,7 +4,9 @@ Tables (every name starts with ``atomr_``):
 
 - ``atomr_schema``: one row, the schema version :func:`setup` last brought the file to.
 - ``atomr_runs``: one row per run (or per run being started under a lease): its deadline (NULL:
-  never expires), how many snapshots it has, its lease, fencing counter and note.
+  never expires), how many snapshots it has, its lease, fencing counter and note, the answer
+  recorded for a pause (``answer_step``, ``answer``) and when a cancel was requested
+  (``cancel_ms``).
   Index ``atomr_runs_deadline`` finds expired runs for the lazy sweep.
 - ``atomr_snapshots``: one row per snapshot, keyed by (workflow, run, super-step): the channels
   as the exact JSON text the codec wrote (query them with SQLite's ``json_extract``), the
@@ -19,7 +21,7 @@ import sqlite3
 
 from ...errors import SchemaVersionError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The version this library writes and understands."""
 
 MIGRATIONS: dict[int, str] = {
@@ -56,6 +58,11 @@ MIGRATIONS: dict[int, str] = {
         payload BLOB NOT NULL
     );
     CREATE INDEX atomr_events_workflow ON atomr_events (workflow_id, id);
+    """,
+    2: """
+    ALTER TABLE atomr_runs ADD COLUMN answer_step INTEGER;
+    ALTER TABLE atomr_runs ADD COLUMN answer TEXT;
+    ALTER TABLE atomr_runs ADD COLUMN cancel_ms INTEGER;
     """,
 }
 """Version -> the statements that bring the previous version to it."""
