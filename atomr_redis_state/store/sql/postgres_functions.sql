@@ -89,6 +89,24 @@ LANGUAGE sql AS $$
     WHERE s.workflow_id = gone.workflow_id AND s.run_id = gone.run_id
 $$;
 
+-- Refuse a call on the (locked) run r unless p_lease is its live lease (ARLST), or, without a
+-- lease (p_lease NULL), while someone holds a live one (ARHLD).
+CREATE OR REPLACE FUNCTION @schema@.atomr_check_lease(
+  r @schema@.atomr_runs, p_now bigint, p_lease bigint
+) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF p_lease IS NOT NULL THEN
+    IF r.owner IS NULL OR r.lease_until_ms <= p_now OR r.token <> p_lease THEN
+      RAISE EXCEPTION USING ERRCODE = 'ARLST', MESSAGE = 'the lease on this run was lost';
+    END IF;
+  ELSIF r.owner IS NOT NULL AND r.lease_until_ms > p_now THEN
+    RAISE EXCEPTION USING ERRCODE = 'ARHLD', MESSAGE = 'the run is leased',
+      DETAIL = r.lease_until_ms::text, HINT = r.owner;
+  END IF;
+END
+$$;
+
 -- A live lease keeps its run (keep_for_lease in _common.lua): a run not saved yet lives as long
 -- as its lease; a saved run whose deadline comes before the lease's, or less than the store's
 -- ttl from now (p_ttl, NULL: none), moves to the later of now + 2 * ttl and the lease's deadline
@@ -134,19 +152,12 @@ BEGIN
     RETURN 0;
   END IF;
   -- The lease before the conflict: a stale worker always learns that its lease is lost.
-  IF p_lease IS NOT NULL THEN
-    IF r.owner IS NULL OR r.lease_until_ms <= now_ms OR r.token <> p_lease THEN
-      RAISE EXCEPTION USING ERRCODE = 'ARLST', MESSAGE = 'the lease on this run was lost';
-    END IF;
-    IF p_step <> 0 AND r.steps = 0 THEN
-      RAISE EXCEPTION USING ERRCODE = 'ARRNF', MESSAGE = 'the run has no checkpoint';
-    END IF;
-    IF r.cancel_ms IS NOT NULL THEN
-      RAISE EXCEPTION USING ERRCODE = 'ARCAN', MESSAGE = 'the run was cancelled';
-    END IF;
-  ELSIF r.owner IS NOT NULL AND r.lease_until_ms > now_ms THEN
-    RAISE EXCEPTION USING ERRCODE = 'ARHLD', MESSAGE = 'the run is leased',
-      DETAIL = r.lease_until_ms::text, HINT = r.owner;
+  PERFORM @schema@.atomr_check_lease(r, now_ms, p_lease);
+  IF p_lease IS NOT NULL AND p_step <> 0 AND r.steps = 0 THEN
+    RAISE EXCEPTION USING ERRCODE = 'ARRNF', MESSAGE = 'the run has no checkpoint';
+  END IF;
+  IF p_lease IS NOT NULL AND r.cancel_ms IS NOT NULL THEN
+    RAISE EXCEPTION USING ERRCODE = 'ARCAN', MESSAGE = 'the run was cancelled';
   END IF;
   IF p_token IS NOT NULL AND has_step THEN
     RAISE EXCEPTION USING ERRCODE = 'ARCON', MESSAGE = 'the super-step is already checkpointed';
@@ -373,14 +384,7 @@ BEGIN
   IF r.workflow_id IS NULL OR r.steps = 0 THEN
     RAISE EXCEPTION USING ERRCODE = 'ARRNF', MESSAGE = 'the run has no checkpoint';
   END IF;
-  IF p_lease IS NOT NULL THEN
-    IF r.owner IS NULL OR r.lease_until_ms <= now_ms OR r.token <> p_lease THEN
-      RAISE EXCEPTION USING ERRCODE = 'ARLST', MESSAGE = 'the lease on this run was lost';
-    END IF;
-  ELSIF r.owner IS NOT NULL AND r.lease_until_ms > now_ms THEN
-    RAISE EXCEPTION USING ERRCODE = 'ARHLD', MESSAGE = 'the run is leased',
-      DETAIL = r.lease_until_ms::text, HINT = r.owner;
-  END IF;
+  PERFORM @schema@.atomr_check_lease(r, now_ms, p_lease);
   IF r.cancel_ms IS NOT NULL THEN
     RAISE EXCEPTION USING ERRCODE = 'ARCAN', MESSAGE = 'the run was cancelled';
   END IF;
