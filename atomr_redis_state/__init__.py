@@ -6,6 +6,8 @@ The Python port of the Rust crate ``atomr-agents-state``, in three layers:
   :class:`RedisCheckpointer`; both implement :class:`Checkpointer`.
 - :mod:`.graph`: channelled state, reducers, and :class:`StatefulRunner`, which runs a workflow
   super-step by super-step on any store.
+- :mod:`.fleet`: work distribution for a fleet of workers: :class:`Fleet` submits runs to the
+  store's ready queue, :class:`Worker` claims and runs them (the ``worker`` command).
 - :mod:`.cli`: the ``atomr-redis-state`` command line and its demo.
 
 Every error is in :mod:`.errors`; :mod:`.testing` starts throwaway Redis servers for your tests.
@@ -23,6 +25,7 @@ from .errors import (
     Interrupt,
     LeaseHeldError,
     LeaseLostError,
+    QueueStateError,
     RunCancelledError,
     RunNotFoundError,
     RunNotPausedError,
@@ -33,9 +36,11 @@ from .errors import (
     StoreUnavailableError,
     UnknownChannelError,
     ValueEncodingError,
+    WorkerStopping,
     WorkflowChangedError,
     WorkflowGraphError,
 )
+from .fleet import Backoff, Fleet, Registry, Worker, Workflow
 from .graph import (
     AppendList,
     AppendMessages,
@@ -78,6 +83,7 @@ from .store import (
     new_workflow_id,
 )
 from .store.redis import RedisCheckpointer
+from .store.types import Claim, Outcome, QueueDepth, QueueRecord, QueueState, WorkerInfo
 
 # The library logs (conflicts, retries, leases, pauses, failures) under "atomr_redis_state" and
 # prints nothing unless the application configures logging.
@@ -90,6 +96,7 @@ __all__ = [
     "AppendList",
     "AppendMessages",
     "AtomrStateError",
+    "Backoff",
     "BuiltinReducer",
     "Channel",
     "CheckpointConflictError",
@@ -98,9 +105,11 @@ __all__ = [
     "CheckpointMeta",
     "CheckpointNotFoundError",
     "Checkpointer",
+    "Claim",
     "DurabilityError",
     "Edits",
     "EventKind",
+    "Fleet",
     "Hold",
     "InMemoryCheckpointer",
     "Interrupt",
@@ -110,10 +119,16 @@ __all__ = [
     "LeaseLostError",
     "MaxByTimestamp",
     "MergeMap",
+    "Outcome",
     "Pause",
     "PauseKind",
+    "QueueDepth",
+    "QueueRecord",
+    "QueueState",
+    "QueueStateError",
     "RedisCheckpointer",
     "Reducer",
+    "Registry",
     "RetryPolicy",
     "RunCancelledError",
     "RunNotFoundError",
@@ -137,6 +152,10 @@ __all__ = [
     "StoreUnavailableError",
     "UnknownChannelError",
     "ValueEncodingError",
+    "Worker",
+    "WorkerInfo",
+    "WorkerStopping",
+    "Workflow",
     "WorkflowChangedError",
     "WorkflowGraphError",
     "Writes",

@@ -59,10 +59,12 @@ class ValueEncodingError(AtomrStateError, ValueError):
 class UnknownChannelError(AtomrStateError, KeyError):
     """A write named a channel that the schema does not declare; nothing was written."""
 
-    def __init__(self, key: object, known: Iterable[str]) -> None:
+    def __init__(
+        self, key: object, known: Iterable[str], *, declared_by: str = "the schema declares"
+    ) -> None:
         self.key = key
         names = ", ".join(repr(name) for name in known) or "none"
-        super().__init__(f"unknown channel {key!r} (the schema declares: {names})")
+        super().__init__(f"unknown channel {key!r} ({declared_by}: {names})")
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -74,6 +76,22 @@ class WorkflowGraphError(AtomrStateError, ValueError):
 
 class RunNotPausedError(AtomrStateError):
     """``resume()`` found the run not paused (finished, or mid-way)."""
+
+
+class QueueStateError(AtomrStateError):
+    """The run's queue state refuses the call (requeueing a completed or cancelled run, or
+    answering a run that is not waiting for a human); nothing was written."""
+
+    def __init__(self, workflow_id: str, run_id: str, state: str, action: str) -> None:
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.state = state
+        super().__init__(f"run {run_id!r} of workflow {workflow_id!r} is {state}: cannot {action}")
+
+
+class WorkerStopping(AtomrStateError):
+    """A stopping worker let its run go at a checkpoint (the layer before it is saved); the
+    worker releases the run to the queue, and another worker continues it from there."""
 
 
 class Interrupt(Exception):
@@ -128,7 +146,7 @@ class LeaseLostError(AtomrStateError):
 
 
 class RunCancelledError(AtomrStateError):
-    """Someone asked the store to cancel the run (``request_cancel``): a save carrying a lease,
+    """Someone asked the store to cancel the run (``cancel``): a save carrying a lease,
     or an answer, is refused and nothing is written; the run ends in state ``cancelled``."""
 
     def __init__(self, workflow_id: str, run_id: str) -> None:

@@ -398,7 +398,12 @@ STORE_COMMANDS: tuple[str, ...] = (
     "zrevrangebyscore",
     "zremrangebyrank",
     "spublish",
-    # outside the scripts: load (HGETALL), list_runs (ZRANGEBYLEX, EXISTS), watch
+    # the ready queue's scripts (submit, claim, finish, hints, heartbeats)
+    "hincrby",
+    "zcount",
+    "zremrangebyscore",
+    # outside the scripts: load (HGETALL), list_runs (ZRANGEBYLEX, EXISTS), watch; the queue's
+    # ordered calls (a pipeline), its hint repair (SET NX PX) and forget_worker (DEL, ZREM)
     "zrangebylex",
     "ssubscribe",
 )

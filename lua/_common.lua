@@ -107,6 +107,17 @@ local function index_run(index, run_id, deadline)
   add_kept_alive(tagged .. 'workflows', unescape_id(workflow), deadline)
 end
 
+-- Remove run_id from its run-index bucket; when that empties the bucket (Redis deletes it),
+-- remove the workflow from the registry bucket of the same tag (derived as in index_run).
+local function unindex_run(index, run_id)
+  local removed = redis.call('ZREM', index, run_id)
+  if removed == 1 and redis.call('EXISTS', index) == 0 then
+    local tagged, workflow = string.match(index, '^(.-}:)(.*):runs$')
+    redis.call('ZREM', tagged .. 'workflows', unescape_id(workflow))
+  end
+  return removed
+end
+
 -- Move every key of a run (its snapshots, steps set, meta hash and record) to one deadline (ms;
 -- nil: no expiry), and keep its run-index bucket alive at least as long. O(steps).
 local function expire_run(steps, snapshot_prefix, meta, record, index, run_id, deadline)
@@ -134,17 +145,6 @@ local function keep_for_lease(steps, snapshot_prefix, meta, record, index, run_i
   end
   local deadline = math.max(now + 2 * ttl, lease_until + lease_ttl)
   expire_run(steps, snapshot_prefix, meta, record, index, run_id, deadline)
-end
-
--- Remove run_id from its run-index bucket; when that empties the bucket (Redis deletes it),
--- remove the workflow from the registry bucket of the same tag (derived as in index_run).
-local function unindex_run(index, run_id)
-  local removed = redis.call('ZREM', index, run_id)
-  if removed == 1 and redis.call('EXISTS', index) == 0 then
-    local tagged, workflow = string.match(index, '^(.-}:)(.*):runs$')
-    redis.call('ZREM', tagged .. 'workflows', unescape_id(workflow))
-  end
-  return removed
 end
 
 -- When a run held with no expiry goes back on a ttl, its run-index bucket (kept without expiry
@@ -176,4 +176,86 @@ local function restore_index_deadline(index)
   restore_latest_deadline(index, string.sub(index, 1, -5), ':steps')
   local tagged = string.match(index, '^(.-}:)')
   restore_latest_deadline(tagged .. 'workflows', tagged, ':runs')
+end
+
+-- Give owner the run's lease at server time now, for ttl ms: extended with its token when the
+-- owner already holds it live (held = HMGET record owner token until), otherwise with a new
+-- fencing token, the record's counter plus one or the server's clock in microseconds if that is
+-- larger (a run deleted or expired and started again loses its counter, and its new tokens must
+-- still be larger than any an old worker may hold). The record of an existing run keeps the
+-- run's deadline, and the run's keys are kept at least as long as the lease (keep_for_lease,
+-- with keep = {snapshot_prefix, meta, index, run_id, store ttl}); a record made for a run not
+-- saved yet (a start) lives as long as the lease. Callers check everything (and call
+-- refuse_if_out_of_memory) first. Returns token, deadline.
+local function grant_lease(record, steps, owner, ttl, now, held, keep)
+  local live = held[1] and tonumber(held[3]) > now
+  local record_expires = redis.call('PEXPIRETIME', record)
+  local token = held[2]
+  if not (live and held[1] == owner) then
+    local fence = tonumber(redis.call('HGET', record, 'fence') or '0')
+    local clock = redis.call('TIME')
+    token = int(math.max(fence + 1, tonumber(clock[1]) * 1000000 + tonumber(clock[2])))
+    redis.call('HSET', record, 'fence', token)
+  end
+  local expires = now + ttl
+  redis.call('HSET', record, 'owner', owner, 'token', token, 'until', int(expires), 'ttl', int(ttl))
+  if redis.call('EXISTS', steps) == 1 then
+    local run_expires = redis.call('PEXPIRETIME', steps)
+    if run_expires >= 0 then
+      redis.call('PEXPIREAT', record, int(run_expires))
+    end
+    keep_for_lease(steps, keep[1], keep[2], record, keep[3], keep[4], now, keep[5], expires, ttl)
+  elseif record_expires == -2 or (record_expires >= 0 and record_expires < expires) then
+    redis.call('PEXPIREAT', record, int(expires))
+  end
+  return token, expires
+end
+
+-- A queue event (see store/types.py EventKind) as the JSON the store publishes.
+local function queue_event(kind, workflow_id, run_id, label, now)
+  return '{"kind":' .. cjson.encode(kind) .. ',"workflow_id":' .. cjson.encode(workflow_id)
+    .. ',"run_id":' .. cjson.encode(run_id) .. ',"super_step":null,"label":'
+    .. cjson.encode(label) .. ',"timestamp_ms":' .. int(now) .. ',"source_run_id":null}'
+end
+
+-- The record and steps keys of a run, from its bucket's queue key (P:{T}:W:queue), and what
+-- grant_lease keeps alive with the lease (its snapshot prefix, meta hash, run-index bucket, id and
+-- the store's ttl): they share the queue key's hash tag, so every key a queue script derives
+-- stays in the declared slot.
+local function run_keys_of(queue, run_id, store_ttl)
+  local workflow = string.sub(queue, 1, -6)
+  local base = workflow .. escape_id(run_id) .. ':'
+  local keep = {base .. 'snap:', base .. 'meta', workflow .. 'runs', run_id, store_ttl or 0}
+  return base .. 'run', base .. 'steps', keep
+end
+
+-- When a bucket next needs a claim: its earliest queued run, or its earliest lease deadline
+-- (a takeover); false when neither exists.
+local function next_attention(queue, leased)
+  local first = false
+  for _, key in ipairs({queue, leased}) do
+    local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if head[2] and (not first or tonumber(head[2]) < first) then
+      first = tonumber(head[2])
+    end
+  end
+  return first and int(first) or false
+end
+
+-- Take run_id out of every index of its bucket (KEYS 1..5: queue, leased, paused, dead, blocked).
+local function unindex(run_id)
+  for i = 1, 5 do
+    redis.call('ZREM', KEYS[i], run_id)
+  end
+end
+
+-- A record hash just written without an expiry (made by that write) takes its run's deadline,
+-- so it never outlives the run's other keys.
+local function follow_run_deadline(record, steps)
+  if redis.call('PEXPIRETIME', record) == -1 then
+    local run_expires = redis.call('PEXPIRETIME', steps)
+    if run_expires >= 0 then
+      redis.call('PEXPIREAT', record, run_expires)
+    end
+  end
 end

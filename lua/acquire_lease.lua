@@ -14,7 +14,7 @@
 -- even across a run deleted (or expired) and started again. A record made for a run that does not
 -- exist yet (a start) expires with the lease, until the run's first save gives it the run's
 -- deadline; an existing run's record shares the run's deadline, and the run's keys are kept at
--- least as long as the lease (keep_for_lease in _common.lua). A user without +time
+-- least as long as the lease (grant_lease and keep_for_lease in _common.lua). A user without +time
 -- fails with NOPERM, and over maxmemory (noeviction) it fails with OOM, before any write.
 local record, steps, snapshot_prefix, meta, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local owner, ttl = ARGV[1], tonumber(ARGV[2])
@@ -33,27 +33,7 @@ if live and held[1] ~= owner then
   return {'held', held[1], held[3]}
 end
 
-local record_expires = redis.call('PEXPIRETIME', record)
 refuse_if_out_of_memory(steps)
-local token = held[2]
-if not live then
-  -- At least the server's clock in microseconds: a run deleted (or expired) and started again
-  -- loses its counter, and its new tokens must still be larger than any an old worker may hold.
-  local fence = tonumber(redis.call('HGET', record, 'fence') or '0')
-  local clock = redis.call('TIME')
-  token = int(math.max(fence + 1, tonumber(clock[1]) * 1000000 + tonumber(clock[2])))
-  redis.call('HSET', record, 'fence', token)
-end
-local expires = now + ttl
-redis.call('HSET', record, 'owner', owner, 'token', token, 'until', int(expires), 'ttl', int(ttl))
-if run_exists then
-  local run_expires = redis.call('PEXPIRETIME', steps)
-  if run_expires >= 0 then
-    redis.call('PEXPIREAT', record, int(run_expires))
-  end
-  keep_for_lease(steps, snapshot_prefix, meta, record, index, ARGV[5], now, tonumber(ARGV[4]),
-                 expires, ttl)
-elseif record_expires == -2 or (record_expires >= 0 and record_expires < expires) then
-  redis.call('PEXPIREAT', record, int(expires))
-end
+local keep = {snapshot_prefix, meta, index, ARGV[5], tonumber(ARGV[4])}
+local token, expires = grant_lease(record, steps, owner, ttl, now, held, keep)
 return {token, int(expires), held[4] and 1 or 0}

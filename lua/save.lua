@@ -19,7 +19,7 @@
 --   a save carrying a lease fails with LEASELOST unless that lease is the run's live lease, and
 --   with RUNNOTFOUND when the run has no snapshot (except at super-step 0, which creates it);
 --   a save without a lease fails with LEASEHELD <until> <owner> while someone holds a live lease;
---   a save carrying a lease on a run someone asked to cancel (request_cancel) fails with CANCELLED;
+--   a save carrying a lease on a run someone asked to cancel (cancel.lua) fails with CANCELLED;
 --   then an exclusive save of an existing step fails with CONFLICT (so a stale worker whose
 --   step was saved by the new owner always learns that its lease is lost);
 --   a user without +time fails with NOPERM; over maxmemory (noeviction) it fails with OOM.

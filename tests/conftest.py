@@ -64,7 +64,7 @@ class Backend:
     """Gives the store's Redis user a prefix before ``make`` uses it (``redis-acl``)."""
     sql: Callable[..., Any] | None = None
     """Makes a SQL store (``ttl=``, ``keep_last=``) on the test's own database (set up)."""
-    opened: list[Any] = field(default_factory=list)
+    opened: list[Any] = field(default_factory=list, repr=False)
     """The SQL stores ``make`` made, closed when the test ends."""
 
     @property

@@ -112,6 +112,49 @@ def same_bucket_run(run_id: str, avoid: set[str]) -> str:
     raise AssertionError("no twin run found")
 
 
+async def queue_workload(
+    plain: RedisCheckpointer, ephemeral: RedisCheckpointer, attempt: Any
+) -> None:
+    """Every queue call, down every path of its script (a worker's wake-ups and hint repair)."""
+    submitted = Snapshot(CheckpointKey(WF, "q", 0), {"step": 0}, "init")
+    await attempt(plain.submit(submitted))
+    await attempt(plain.submit(submitted))  # exists: a no-op
+    await attempt(ephemeral.submit(Snapshot(CheckpointKey(WF, "qe", 0), {}, "init")))
+    try:
+        async with plain.wake_ups([WF]) as wake:
+            await attempt(wake.wait(at_most=0.05))
+            claim = await attempt(plain.claim(WF, "w1", 0.2))
+    except AtomrStateError as exc:  # the wake-up subscription itself was refused
+        await attempt(_raise(exc))
+        claim = await attempt(plain.claim(WF, "w1", 0.2))
+    if claim is not None:
+        await attempt(plain.finish(claim.lease, "retry", retry_in=0.01, max_attempts=3))
+        await asyncio.sleep(0.05)
+        claim = await attempt(plain.claim(WF, "w1", 0.2))
+    await asyncio.sleep(0.3)  # its lease expires: a takeover
+    claim = await attempt(plain.claim(WF, "w2", 30))
+    if claim is not None:
+        await attempt(plain.finish(claim.lease, "paused"))
+        await attempt(plain.resume_run(WF, "q", {"ok": True}))
+        claim = await attempt(plain.claim(WF, "w2", 30))
+        if claim is not None:
+            await attempt(plain.finish(claim.lease, "blocked", reason="changed"))
+        await attempt(plain.requeue(WF, "q"))
+        await attempt(plain.cancel(WF, "q"))
+    await attempt(plain.queue_depth(WF))
+    await attempt(plain.heartbeat("w1", {"runs": []}, 30))
+    await attempt(plain.workers())
+    await attempt(plain.forget_worker("w1"))
+    await attempt(plain.take_permit(WF, "w1/p", 1, 30))
+    await attempt(plain.take_permit(WF, "w2/p", 1, 30))  # the cap: refused
+    await attempt(plain.renew_permits(WF, ["w1/p"], 30))
+    await attempt(plain.drop_permit(WF, "w1/p"))
+
+
+async def _raise(exc: BaseException) -> None:
+    raise exc
+
+
 async def workload(user: User, admin: Redis, prefix: str) -> list[BaseException]:
     """Every store operation, down every path of every script; returns the errors raised."""
     errors: list[BaseException] = []
@@ -192,8 +235,9 @@ async def workload(user: User, admin: Redis, prefix: str) -> list[BaseException]
         latest = await attempt(plain.latest(WF, "a"))
         at = 0 if latest is None else latest.key.super_step
         await attempt(plain.record_answer(WF, "a", "yes", super_step=at))
-        await attempt(plain.request_cancel(WF, "a"))
-        await attempt(plain.request_cancel(WF, "a"))
+        await attempt(plain.cancel(WF, "a"))
+        await attempt(plain.cancel(WF, "a"))
+        await queue_workload(plain, ephemeral, attempt)
         # Scripts flushed (a restart, a failover): redis-py loads them again.
         await admin.script_flush()
         await attempt(plain.latest(WF, "a"))
@@ -347,6 +391,6 @@ def test_the_acl_line_for_the_readme() -> None:
         "ACL SETUSER atomr reset on >secret ~myapp:* &myapp:* +evalsha +script|load +time "
         "+exists +get +set +del +copy +pexpireat +pexpiretime +persist +hget +hmget +hgetall "
         "+hset +hsetnx +hdel +zadd +zrem +zcard +zscore +zrange +zrevrange +zrevrangebyscore "
-        "+zremrangebyrank +spublish +zrangebylex +ssubscribe"
+        "+zremrangebyrank +spublish +hincrby +zcount +zremrangebyscore +zrangebylex +ssubscribe"
     )
     assert store_acl_line("atomr", "secret", "myapp", replicas=True).endswith(" +wait")

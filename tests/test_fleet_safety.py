@@ -187,18 +187,19 @@ async def test_an_answer_must_be_json(checkpointer: Checkpointer) -> None:
 
 async def test_cancelling_a_missing_run_writes_nothing(backend: Backend) -> None:
     cp = backend.make()
-    assert not await cp.request_cancel(WF, "missing")
+    with pytest.raises(RunNotFoundError):
+        await cp.cancel(WF, "missing")
     if backend.is_redis:
         assert await backend.raw_keys() == []
 
 
 async def test_a_cancel_request_is_kept_with_its_first_time(checkpointer: Checkpointer) -> None:
     await started(checkpointer, "r")
-    assert await checkpointer.request_cancel(WF, "r")
+    assert await checkpointer.cancel(WF, "r")
     first = (await checkpointer.run_record(WF, "r")).cancel_requested_at_ms
     assert first is not None
     await asyncio.sleep(0.01)
-    assert await checkpointer.request_cancel(WF, "r")
+    assert await checkpointer.cancel(WF, "r")
     assert (await checkpointer.run_record(WF, "r")).cancel_requested_at_ms == first
 
 
@@ -206,7 +207,7 @@ async def test_a_cancelled_run_refuses_its_lease_holders_saves(
     checkpointer: Checkpointer,
 ) -> None:
     lease = await started(checkpointer, "r")
-    await checkpointer.request_cancel(WF, "r")
+    await checkpointer.cancel(WF, "r")
     with pytest.raises(RunCancelledError):
         await checkpointer.save(snap("r", 1), exclusive=True, lease=lease)
     assert [m.super_step for m in await checkpointer.list(WF, "r")] == [0]
@@ -215,7 +216,7 @@ async def test_a_cancelled_run_refuses_its_lease_holders_saves(
 async def test_leases_report_a_cancel_request(checkpointer: Checkpointer) -> None:
     lease = await started(checkpointer, "r")
     assert not lease.cancel_requested
-    await checkpointer.request_cancel(WF, "r")
+    await checkpointer.cancel(WF, "r")
     renewed = await checkpointer.renew_lease(lease)
     assert renewed.cancel_requested
     assert (await checkpointer.run_record(WF, "r")).lease == renewed
@@ -225,7 +226,7 @@ async def test_leases_report_a_cancel_request(checkpointer: Checkpointer) -> Non
 
 async def test_a_cancelled_run_takes_no_answer(checkpointer: Checkpointer) -> None:
     await paused_at_one(checkpointer, "r")
-    await checkpointer.request_cancel(WF, "r")
+    await checkpointer.cancel(WF, "r")
     with pytest.raises(RunCancelledError):
         await checkpointer.record_answer(WF, "r", "yes", super_step=1)
 
@@ -235,7 +236,7 @@ async def test_deleting_a_run_forgets_its_cancel_request_and_answer(
 ) -> None:
     await paused_at_one(checkpointer, "r")
     await checkpointer.record_answer(WF, "r", "yes", super_step=1)
-    await checkpointer.request_cancel(WF, "r")
+    await checkpointer.cancel(WF, "r")
     await checkpointer.delete_run(WF, "r")
     record = await checkpointer.run_record(WF, "r")
     assert (record.answer, record.cancel_requested_at_ms) == (None, None)
@@ -246,9 +247,10 @@ async def test_answers_and_cancels_sent_twice_give_the_same_answer(backend: Back
     retrying = RedisCheckpointer(DeliveredTwice(backend.client), prefix=backend.prefix)
     await paused_at_one(retrying, "r")
     await retrying.record_answer(WF, "r", ["ok"], super_step=1)
-    assert await retrying.request_cancel(WF, "r")
+    assert (await retrying.run_record(WF, "r")).answer == Answer(1, ["ok"])
+    assert await retrying.cancel(WF, "r") == "cancelled"
     record = await retrying.run_record(WF, "r")
-    assert record.answer == Answer(1, ["ok"])
+    assert record.answer is None  # a cancelled run's pending answer is dropped
     assert record.cancel_requested_at_ms is not None
 
 
@@ -257,7 +259,7 @@ async def test_a_cancel_request_expires_with_its_run(backend: Backend) -> None:
     cp = backend.make(ttl=60)
     await cp.save(snap("r", 0))
     await cp.record_answer(WF, "r", "yes", super_step=0)
-    await cp.request_cancel(WF, "r")
+    await cp.cancel(WF, "r")
     ttls = {key: await backend.client.pttl(key) for key in await backend.raw_keys()}
     assert any(key.endswith(b":run") for key in ttls)
     assert all(ttl > 0 for ttl in ttls.values()), ttls
@@ -304,7 +306,8 @@ async def test_a_renewal_moves_every_key_of_the_run_to_one_deadline(backend: Bac
     await cp.save(snap("r", 1), exclusive=True, lease=lease)
     await cp.acquire_lease(WF, "r", "w1", 600)  # a lease longer than the run's deadline
     deadlines = {key: await backend.client.pexpiretime(key) for key in await backend.raw_keys()}
-    assert len(deadlines) == 7, deadlines  # steps, meta, record, two snapshots, two indexes
+    # steps, meta, record, run index, workflow registry, two snapshots
+    assert len(deadlines) == 7, deadlines
     assert len(set(deadlines.values())) == 1, deadlines
     assert min(deadlines.values()) > lease.expires_at_ms + 500_000
 
@@ -376,7 +379,7 @@ async def test_an_answer_recorded_by_another_process_is_used_by_the_next_run(
     paused = await runner(checkpointer, flow.steps()).start()
     await checkpointer.record_answer(WF, "r", "yes", super_step=paused.super_step)
     status = await runner(checkpointer, flow.steps()).status()
-    assert status.state == "stalled"  # not waiting for a human: any worker takes it on
+    assert status.state == "stalled"  # nobody holds it: runnable by any worker
     outcome = await runner(checkpointer, flow.steps()).run()
     assert outcome.completed
     assert outcome.state["answer"] == "yes"
@@ -422,7 +425,7 @@ async def test_a_cancel_stops_a_running_step_at_the_next_renewal(
     steps = [w.step("a"), Step("long", long, ["a"]), w.step("b", "long")]
     task = asyncio.create_task(runner(checkpointer, steps, lease_ttl=SHORT).start())
     await entered.wait()
-    assert await checkpointer.request_cancel(WF, "r")
+    assert await checkpointer.cancel(WF, "r")
     with pytest.raises(RunCancelledError):
         await asyncio.wait_for(task, timeout=10)
     assert cancelled.is_set()
@@ -435,7 +438,7 @@ async def test_a_cancel_stops_the_run_at_its_next_checkpoint(checkpointer: Check
     w = Workflow()
 
     async def cancelling(ctx: StepContext) -> Writes:
-        await checkpointer.request_cancel(WF, "r")  # as if from another process, mid-layer
+        await checkpointer.cancel(WF, "r")  # as if from another process, mid-layer
         return {"log": "cancelling"}
 
     steps = [w.step("a"), Step("cancelling", cancelling, ["a"]), w.step("b", "cancelling")]
@@ -449,7 +452,7 @@ async def test_a_cancel_stops_the_run_at_its_next_checkpoint(checkpointer: Check
 async def test_a_cancelled_run_runs_nothing_again(checkpointer: Checkpointer) -> None:
     flow = Approval()
     await runner(checkpointer, flow.steps()).start()
-    await checkpointer.request_cancel(WF, "r")
+    await checkpointer.cancel(WF, "r")
     with pytest.raises(RunCancelledError):
         await runner(checkpointer, flow.steps()).resume("yes")
     with pytest.raises(RunCancelledError):
@@ -461,7 +464,7 @@ async def test_a_cancelled_run_runs_nothing_again(checkpointer: Checkpointer) ->
 async def test_a_completed_run_stays_completed_when_cancelled(checkpointer: Checkpointer) -> None:
     w = Workflow()
     await runner(checkpointer, [w.step("a")]).start()
-    assert await checkpointer.request_cancel(WF, "r")
+    assert await checkpointer.cancel(WF, "r")
     assert (await runner(checkpointer, [w.step("a")]).run()).completed
     assert (await runner(checkpointer, [w.step("a")]).status()).state == "completed"
 
@@ -562,7 +565,7 @@ async def test_an_answer_owed_past_an_added_layer_survives_a_failure(
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
-async def test_setup_brings_a_first_version_sql_store_to_answers_and_cancels(
+async def test_setup_brings_a_first_version_sql_store_to_answers(
     backend: Backend,
 ) -> None:
     store = make(backend)
@@ -574,7 +577,4 @@ async def test_setup_brings_a_first_version_sql_store_to_answers_and_cancels(
     assert await query(store, "SELECT version FROM {s}.atomr_schema") == [(2,)]
     migrated = make(backend)
     await migrated.record_answer(WF, "r", "yes", super_step=0)
-    assert await migrated.request_cancel(WF, "r")
-    record = await migrated.run_record(WF, "r")
-    assert record.answer == Answer(0, "yes")
-    assert record.cancel_requested_at_ms is not None
+    assert (await migrated.run_record(WF, "r")).answer == Answer(0, "yes")

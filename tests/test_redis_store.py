@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -15,7 +16,9 @@ from redis.asyncio.connection import Connection
 from atomr_redis_state import (
     CheckpointConflictError,
     CheckpointKey,
+    Claim,
     Lease,
+    Outcome,
     RedisCheckpointer,
     Snapshot,
 )
@@ -261,3 +264,78 @@ async def test_the_meta_hash_follows_trimming_and_deletion(backend: Backend) -> 
     assert sorted(await backend.client.hkeys(meta)) == [b"2", b"3"]
     await cp.delete_run(WF, "r")
     assert not await backend.client.exists(meta)
+
+
+async def test_every_queue_operation_is_one_round_trip(redis_server: RedisServer) -> None:
+    client = Redis.from_url(redis_server.url, connection_class=CountingConnection)
+    cp = RedisCheckpointer(client, prefix="counted-queue")
+    queued: list[object] = []
+
+    def submitted(run: str) -> Snapshot:
+        return Snapshot(CheckpointKey(WF, run, 0), {"step": 0}, "init")
+
+    async def claimed() -> object:
+        claim = await cp.claim(WF, "w", 30)
+        queued.append(claim)
+        return claim
+
+    async def finish(outcome: Outcome) -> object:
+        claim = queued.pop()
+        assert isinstance(claim, Claim)
+        return await cp.finish(claim.lease, outcome, retry_in=0.01, max_attempts=5)
+
+    def operations(run: str) -> dict[str, Callable[[], Awaitable[object]]]:
+        return {
+            "submit": lambda: cp.submit(submitted(run)),
+            "submit again": lambda: cp.submit(submitted(run)),
+            "finish retry (with its hint)": lambda: finish("retry"),
+            "finish paused": lambda: finish("paused"),
+            "resume_run (with its hint)": lambda: cp.resume_run(WF, run, "yes"),
+            "finish blocked": lambda: finish("blocked"),
+            "requeue (with its hint)": lambda: cp.requeue(WF, run),
+            "cancel": lambda: cp.cancel(WF, run),
+            "heartbeat": lambda: cp.heartbeat("w", {"runs": []}, 30),
+            "workers": lambda: cp.workers(),
+            "take_permit": lambda: cp.take_permit(WF, f"w/{run}", 2, 30),
+            "queue_depth": lambda: cp.queue_depth(WF),
+        }
+
+    trips = {}
+    async with cp.wake_ups([WF]):
+        for run in ("warm-up", "counted"):  # the first pass loads the scripts
+            for name, operation in operations(run).items():
+                if name.startswith("finish"):
+                    await asyncio.sleep(0.05)
+                    await claimed()
+                before = CountingConnection.writes
+                await operation()
+                trips[name] = CountingConnection.writes - before
+    # queue_depth: 256 scripts, in two batches of 128 sent at once (one round trip of latency).
+    assert trips == {**dict.fromkeys(operations("any"), 1), "queue_depth": 2}
+    await client.aclose()
+
+
+async def test_a_claim_with_a_wake_up_is_one_round_trip_plus_its_hint(
+    redis_server: RedisServer,
+) -> None:
+    """A woken worker claims on the bucket it was told about (one script), then settles the
+    bucket's hint (a second call); an idle one reads the hint at most once a second."""
+    client = Redis.from_url(redis_server.url, connection_class=CountingConnection)
+    cp = RedisCheckpointer(client, prefix="counted-claim")
+    await cp.claim(WF, "warm-up", 30)  # loads the scripts
+    async with cp.wake_ups([WF]) as wake:
+        assert await cp.claim(WF, "w", 30) is None  # reads the hint (and sweeps once)
+        before = CountingConnection.writes
+        assert await cp.claim(WF, "w", 30) is None  # nothing new: no call at all
+        assert CountingConnection.writes == before
+        client = Redis.from_url(redis_server.url)
+        await RedisCheckpointer(client, prefix="counted-claim").submit(  # another process
+            Snapshot(CheckpointKey(WF, "woken", 0), {}, "init")
+        )
+        await wake.wait(at_most=5)
+        before = CountingConnection.writes
+        claim = await cp.claim(WF, "w", 30)
+        assert claim is not None
+        assert CountingConnection.writes - before == 1
+        await client.aclose()
+    await cp.client.aclose()

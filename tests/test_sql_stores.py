@@ -117,12 +117,14 @@ async def test_channels_can_be_queried_in_sql(backend: Backend) -> None:
     store = make(backend)
     await store.save(snap("r", 0, status="acting", n=3))
     await store.save(snap("nul", 0, status="a\x00b"))
+    await store.fork(CheckpointKey(WF, "r", 0), {"status": "forked"}, run_id="r~fork-1")
     if isinstance(store, SqliteCheckpointer):
         sql = "SELECT run_id, json_extract(channels, '$.status') FROM atomr_snapshots"
     else:
         sql = "SELECT run_id, channels->>'status' FROM {s}.atomr_snapshots"
     rows = dict(await query(store, sql + " ORDER BY run_id"))
     assert rows["r"] == "acting"
+    assert rows["r~fork-1"] == "forked"
     if isinstance(store, PostgresCheckpointer):
         # jsonb cannot hold U+0000: there the queryable column is NULL, the exact text is kept.
         assert rows["nul"] is None
@@ -336,3 +338,31 @@ def test_the_readme_sqlite_example_runs_as_written(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == "{'step': 0}\n"
     assert (tmp_path / "runs.db").exists()
+
+
+@both
+async def test_a_closed_store_says_so(backend: Backend) -> None:
+    store = make(backend)
+    await store.save(snap("r", 0))
+    await store.aclose()
+    await store.aclose()  # closing twice is fine
+    if isinstance(store, SqliteCheckpointer):
+        with pytest.raises(StoreUnavailableError, match="closed"):
+            await store.latest(WF, "r")
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_postgres_without_jsonb_keeps_only_the_exact_text(
+    backend: Backend, postgres_server: PostgresServer
+) -> None:
+    pool = await postgres_pool(postgres_server.url)
+    store = PostgresCheckpointer(pool, schema=f"j{uuid.uuid4().hex[:8]}", jsonb=False)
+    await store.setup()
+    await store.save(snap("r", 0, status="acting"))
+    await store.fork(CheckpointKey(WF, "r", 0), {"status": "forked"}, run_id="r~fork-1")
+    rows = await query(store, "SELECT run_id, channels FROM {s}.atomr_snapshots ORDER BY run_id")
+    assert rows == [("r", None), ("r~fork-1", None)]
+    found = await store.latest(WF, "r~fork-1")
+    assert found is not None
+    assert found.values == {"status": "forked"}
+    await pool.close()

@@ -12,9 +12,9 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from atomr_redis_state import Checkpointer
+from atomr_redis_state import Checkpointer, InMemoryCheckpointer
 from atomr_redis_state.cli import demo
-from atomr_redis_state.ui.server import TOKEN_HEADER, create_app
+from atomr_redis_state.ui.server import TOKEN_HEADER, create_app, queued_answer
 from atomr_redis_state.ui.tree import BUDGET, STRING_PREVIEW
 from tests.ui_support import BIG_TEXT, BIG_WF, STORES, WF, Seeded, opener, resume_demo, seed
 
@@ -44,6 +44,7 @@ def store_opener(
 class Api:
     client: TestClient
     seeded: Seeded
+    store: Checkpointer
 
     def get(self, name: str, **params: Any) -> Any:
         response = self.client.get(f"/api/{name}", params=params)
@@ -62,17 +63,18 @@ def inspector(
     store_opener: Callable[[], AbstractAsyncContextManager[Checkpointer]], **options: Any
 ) -> Iterator[Api]:
     """The app on a seeded store, opened (and seeded) in the test client's own loop."""
-    seeded: list[Seeded] = []
+    opened: list[tuple[Checkpointer, Seeded]] = []
 
     @contextlib.asynccontextmanager
     async def open_seeded() -> AsyncIterator[Checkpointer]:
         async with store_opener() as store:
-            seeded.append(await seed(store))
+            opened.append((store, await seed(store)))
             yield store
 
-    app = create_app(open_seeded, workflows=[WF, BIG_WF], hosts=["testserver"], **options)
+    app = create_app(open_seeded, hosts=["testserver"], **options)
     with TestClient(app) as client:
-        yield Api(client, seeded[0])
+        store, seeded = opened[0]
+        yield Api(client, seeded, store)
 
 
 @pytest.fixture
@@ -108,9 +110,25 @@ def test_the_page_is_served_at_every_address(api: Api) -> None:
     assert api.client.get("/static/app.js").headers["content-type"].startswith("text/javascript")
 
 
-def test_workflows_include_the_known_ones(api: Api) -> None:
+def test_the_page_runs_only_its_own_scripts_and_cannot_be_framed(api: Api) -> None:
+    headers = api.client.get("/").headers
+    assert "default-src 'self'" in headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY"
+
+
+def test_workflows_are_those_with_runs(api: Api) -> None:
     names = [w["workflow_id"] for w in api.get("workflows")["workflows"]]
-    assert {WF, BIG_WF} <= set(names)
+    assert names == sorted([WF, BIG_WF])
+
+
+def test_workflows_come_in_pages(api: Api) -> None:
+    first = api.get("workflows", limit=1)
+    second = api.get("workflows", limit=1, after=first["next_after"])
+    assert [first["workflows"], second["workflows"]] == [
+        [{"workflow_id": name}] for name in sorted([WF, BIG_WF])
+    ]
+    assert second["next_after"] is None
 
 
 def test_runs_have_each_run_with_its_state(api: Api) -> None:
@@ -118,10 +136,12 @@ def test_runs_have_each_run_with_its_state(api: Api) -> None:
     assert states(api) == {
         s.completed: "completed",
         s.forks[0]: "paused",
-        s.forks[1]: "running",
+        s.forks[1]: "forked",
         s.paused: "paused",
         s.failed: "failed",
-        s.midway: "running",
+        s.midway: "idle",
+        s.stalled: "stalled",
+        s.running: "running",
     }
 
 
@@ -156,14 +176,27 @@ def test_runs_pages_cover_every_run_once(api: Api) -> None:
 
 def test_counts_count_every_run_by_state(api: Api) -> None:
     counts = api.get("counts", workflow=WF)
-    assert counts["states"] == {"completed": 1, "running": 2, "paused": 2, "failed": 1}
-    assert (counts["total"], counts["forks"], counts["partial"]) == (6, 2, False)
+    assert counts["states"] == {
+        "completed": 1,
+        "paused": 2,
+        "failed": 1,
+        "forked": 1,
+        "idle": 1,
+        "stalled": 1,
+        "running": 1,
+    }
+    assert (counts["total"], counts["forks"], counts["partial"]) == (8, 2, False)
 
 
 def test_a_paused_run_shows_its_payload(api: Api) -> None:
     run = api.get("run", workflow=WF, run=api.seeded.paused)
     assert run["pause"]["step"] == "approve"
     assert run["pause"]["payload"]["question"] == "Book this trip?"
+
+
+def test_a_running_run_shows_the_worker_holding_it(api: Api) -> None:
+    lease = api.get("run", workflow=WF, run=api.seeded.running)["lease"]
+    assert lease["owner"] == "worker-7:4242"
 
 
 def test_a_failed_run_shows_its_error_and_attempts(api: Api) -> None:
@@ -180,6 +213,12 @@ def test_the_timeline_names_the_steps_each_layer_ran(api: Api) -> None:
     ran = {cp["label"]: cp["steps"] for cp in history["checkpoints"]}
     assert ran["layer:0"] == ["plan"]
     assert sorted(ran["layer:1"]) == ["check_weather", "find_hotels", "search_flights"]
+
+
+def test_the_timeline_can_leave_out_the_steps_to_read_only_labels(api: Api) -> None:
+    history = api.get("history", workflow=WF, run=api.seeded.completed, steps=0)
+    assert [cp["label"] for cp in history["checkpoints"]][:2] == ["init", "layer:0"]
+    assert {cp["steps"] is None for cp in history["checkpoints"]} == {True}
 
 
 def test_a_state_with_megabyte_values_comes_folded(api: Api) -> None:
@@ -319,6 +358,36 @@ def test_answering_without_a_resumer_says_why(
         assert "cannot answer pauses" in response.json()["error"]
 
 
+async def _answer_through_the_queue(
+    store: Checkpointer, workflow_id: str, run_id: str, value: Any
+) -> None:
+    """What ``atomr-redis-state ui --allow-writes`` answers with: the store's work queue."""
+    resume = queued_answer(store)
+    assert resume is not None
+    await resume(store, workflow_id, run_id, value)
+
+
+@pytest.mark.skipif(
+    not hasattr(InMemoryCheckpointer, "resume_run"), reason="the stores have no work queue"
+)
+def test_an_answer_through_the_queue_reaches_the_worker_that_claims_the_run(
+    store_opener: Callable[[], AbstractAsyncContextManager[Checkpointer]],
+) -> None:
+    with inspector(
+        store_opener, allow_writes=True, token=TOKEN, resume=_answer_through_the_queue
+    ) as api:
+        run = api.seeded.paused
+        response = api.post("answer", {"workflow": WF, "run": run, "value": {"approved": True}})
+        assert response.status_code == 200, response.text
+        claim = api.client.portal.call(_claim, api)  # type: ignore[union-attr]
+    assert (claim.lease.run_id, claim.has_answer, claim.answer) == (run, True, {"approved": True})
+
+
+async def _claim(api: Api) -> Any:
+    store: Any = api.store
+    return await store.claim(WF, "worker-test", 30)
+
+
 def test_a_fork_with_edits_is_a_new_run(writable: Api) -> None:
     s = writable.seeded
     body = {"workflow": WF, "run": s.completed, "step": 2, "edits": {"summary": "edited"}}
@@ -335,7 +404,7 @@ def test_a_fork_editing_an_unknown_channel_is_refused(writable: Api) -> None:
     response = writable.post("fork", body)
     assert response.status_code == 400
     assert "sumary" in response.json()["error"]
-    assert len(states(writable)) == 6
+    assert len(states(writable)) == 8
 
 
 def test_delete_removes_the_run(writable: Api) -> None:

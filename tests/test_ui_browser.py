@@ -74,12 +74,18 @@ def instant_tools(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @contextlib.contextmanager
 def new_page(browser: Any, viewport: dict[str, int] = DESKTOP) -> Iterator[Any]:
-    """A page in a fresh context; any script error on it fails the test."""
+    """A page in a fresh context; a script error or a blocked resource fails the test."""
     context = browser.new_context(viewport=viewport, color_scheme="light")
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on(
+        "console",
+        lambda message: (
+            errors.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
     try:
         yield page
     finally:
@@ -117,6 +123,8 @@ def test_navigate_from_workflows_to_a_run_its_steps_a_diff_and_a_fork(
     s = inspector.seeded
     with new_page(browser) as page:
         page.goto(inspector.url + "/")
+        page.wait_for_selector(f"a.mini[href*='state=failed'][href*='{WF}']")
+        shot(page, "workflows")
         page.get_by_role("link", name=WF).click()
         page.wait_for_selector(f"tr[data-run='{s.failed}']")
         assert page.locator(".chip-failed .count").inner_text() == "1"

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import ast
-import pathlib
-
 import orjson
 import pytest
 
 from atomr_redis_state import Checkpointer, CheckpointKey, RunNotFoundError, Snapshot
-from atomr_redis_state.errors import CheckpointNotFoundError
+from atomr_redis_state.errors import CheckpointNotFoundError, UnknownChannelError
 from atomr_redis_state.views import (
     FORMAT_VERSION,
+    check_fork_edits,
     diff_view,
+    documents,
     escape_json,
     escape_text,
     event_json,
@@ -25,25 +24,10 @@ from atomr_redis_state.views import (
 )
 from tests.test_cli_support import WF, Seeded, seed
 
-VIEWS = pathlib.Path(__file__).parent.parent / "atomr_redis_state" / "views"
-
 
 @pytest.fixture
 async def seeded(checkpointer: Checkpointer) -> Seeded:
     return await seed(checkpointer)
-
-
-def test_the_views_import_no_click_rich_or_web_framework() -> None:
-    banned = {"click", "rich", "starlette", "fastapi", "aiohttp", "uvicorn", "jinja2"}
-    for path in VIEWS.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            for name in names:
-                assert name.split(".")[0] not in banned, f"{path.name} imports {name}"
 
 
 async def test_every_document_carries_the_format_version_and_its_kind(
@@ -235,3 +219,22 @@ def test_escaped_json_is_the_same_json() -> None:
     assert "\u202e" not in text
     assert "\U000e0041" not in text
     assert orjson.loads(text) == document
+
+
+def test_fork_edits_must_name_channels_the_checkpoint_has() -> None:
+    source = Snapshot(CheckpointKey(WF, "r", 0), {"plan": None, "messages": []})
+    check_fork_edits(source, ["plan"])
+    with pytest.raises(UnknownChannelError, match=r"'plna'.*checkpoint to fork has: 'messages'"):
+        check_fork_edits(source, ["plan", "plna"])
+    check_fork_edits(Snapshot(CheckpointKey(WF, "r", 0), {}), ["anything"])
+
+
+async def test_history_reads_the_steps_of_the_newest_checkpoints_only(
+    checkpointer: Checkpointer, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(documents, "STEPS_READ_LIMIT", 1)
+    rows = (await history_view(checkpointer, WF, seeded.done))["checkpoints"]
+    assert [r["steps"] for r in rows] == [None, None, ["second"]]
+    monkeypatch.setattr(documents, "STEPS_READ_LIMIT", 2)
+    rows = (await history_view(checkpointer, WF, seeded.done))["checkpoints"]
+    assert [r["steps"] for r in rows] == [None, ["plan"], ["second"]]

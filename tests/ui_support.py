@@ -1,8 +1,9 @@
 """Shared helpers of the inspector's tests (no tests here): seeded runs and a served inspector.
 
 The runs are the demo's trip-planner workflow, driven by real runners: a completed run, a run
-paused for approval, a run whose worker crashed, a fork with an edit and a fork of that fork,
-a run a plain ``save`` left mid-way, and a run of another workflow with megabyte values.
+paused for approval, a run whose step crashed, a fork with an edit and a fork of that fork, a
+run written with a plain ``save``, a run whose worker stopped mid-way, one a live worker
+holds, and a run of another workflow with megabyte values.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from atomr_redis_state import (
 )
 from atomr_redis_state.cli.demo import APPROVAL, CHEAPER_HOTEL, SCHEMA, WORKFLOW_ID, build_steps
 from atomr_redis_state.store.types import JSON
+from atomr_redis_state.ui.data import Resume
 from atomr_redis_state.ui.serve import Started, serve
-from atomr_redis_state.ui.server import Resume
 
 T = TypeVar("T")
 
@@ -73,8 +74,23 @@ def _quiet(line: str) -> None:
     """The demo's steps narrate; the tests do not print."""
 
 
-def runner(store: Checkpointer, run_id: str, crash_in: str | None = None) -> StatefulRunner:
-    return StatefulRunner(WF, run_id, build_steps("worker-1", _quiet, crash_in), SCHEMA, store)
+class WorkerDied(Exception):
+    """A worker process that stopped between two checkpoints (no failure recorded)."""
+
+
+def _die_after_first_layer(snapshot: Snapshot) -> None:
+    if snapshot.key.super_step == 1:
+        raise WorkerDied("killed")
+
+
+def runner(
+    store: Checkpointer,
+    run_id: str,
+    crash_in: str | None = None,
+    on_checkpoint: Callable[[Snapshot], object] | None = None,
+) -> StatefulRunner:
+    steps = build_steps("worker-1", _quiet, crash_in)
+    return StatefulRunner(WF, run_id, steps, SCHEMA, store, on_checkpoint=on_checkpoint)
 
 
 async def resume_demo(store: Checkpointer, workflow_id: str, run_id: str, value: JSON) -> None:
@@ -90,6 +106,8 @@ class Seeded:
     paused: str = "run-1-paused"
     failed: str = "run-2-crashed"
     midway: str = "run-3-midway"
+    stalled: str = "run-4-stalled"
+    running: str = "run-5-running"
     big: str = "run-big"
     forks: list[str] = field(default_factory=list)
 
@@ -110,6 +128,12 @@ async def seed(store: Checkpointer) -> Seeded:
     fork_of_fork = await store.fork(CheckpointKey(WF, fork, 2), {"plan": ["search_flights"]})
     seeded.forks = [fork, fork_of_fork]
     await store.save(Snapshot(CheckpointKey(WF, seeded.midway, 0), {"request": "Faro"}, "init"))
+    for run_id in (seeded.stalled, seeded.running):
+        with contextlib.suppress(WorkerDied):
+            await runner(store, run_id, on_checkpoint=_die_after_first_layer).start(
+                {"request": "Sintra"}
+            )
+    await store.acquire_lease(WF, seeded.running, "worker-7:4242", 3600)
     for step, tail in enumerate(("a", "b")):
         values: dict[str, JSON] = {
             "document": BIG_TEXT[:-1] + tail,
@@ -168,8 +192,7 @@ def served(
                     allow_writes=allow_writes,
                     token=token,
                     resume=resume,
-                    store_label="test store",
-                    workflows=[WF, BIG_WF],
+                    store_label="in-memory store (the tests' seeded runs)",
                     on_started=started,
                     stop=stopping,
                 )

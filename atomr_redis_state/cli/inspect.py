@@ -20,6 +20,7 @@ from ..store.types import JSON, CheckpointKey, Snapshot
 from ..views import (
     FORMAT_VERSION,
     Document,
+    check_fork_edits,
     diff_json,
     format_path,
     history_view,
@@ -29,11 +30,24 @@ from ..views import (
     workflows_view,
 )
 from .connection import options_of, run_with_store, store_options
-from .render import compact, console, echo_json, fold, pretty, safe, when
+from .render import (
+    compact,
+    console,
+    echo_json,
+    fold,
+    pretty,
+    print_table_or_records,
+    safe,
+    when,
+)
 
 log = logging.getLogger(__name__)
 
 STEP = click.IntRange(min=0)
+
+LABEL_WIDTH = 40
+"""Characters of a label a table shows (a fork's label names its source run: ``history``
+shows it whole)."""
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 
@@ -108,7 +122,7 @@ def runs(
     the next page. Forks (run ids with ~fork-) are marked.
     """
 
-    async def work(store: Checkpointer) -> dict[str, JSON]:
+    async def work(store: Checkpointer) -> Document:
         return await runs_view(store, workflow, limit=limit, after=after)
 
     document = run_with_store(options_of(url, prefix, cluster), work)
@@ -116,39 +130,43 @@ def runs(
         echo_json(document)
         return
     out = console()
-    rows = cast(list[dict[str, JSON]], document["runs"])
+    rows: list[Document] = document["runs"]
     if not rows:
         out.print(Text(safe(f"no runs of workflow {workflow!r} under prefix {prefix!r}")))
         return
-    table = Table(title=Text(safe(f"runs of workflow {workflow!r}")), title_justify="left")
-    table.add_column("run", overflow="fold")
-    for column in ("status", "step", "label", "saved at (UTC)"):
+    title = Text(safe(f"runs of workflow {workflow!r}"))
+    table = Table(title=title, title_justify="left")
+    table.add_column("run", no_wrap=True)
+    for column in ("status", "step"):
         table.add_column(column, no_wrap=True)
+    table.add_column("label", no_wrap=True, overflow="ellipsis", max_width=LABEL_WIDTH)
+    table.add_column("saved at (UTC)", no_wrap=True)
     table.add_column("detail", overflow="fold")
+    records = []
     for row in rows:
-        run_text = Text(safe(str(row["run_id"])))
-        if row["fork"]:
-            run_text.append(" (fork)", style="cyan")
-        state = str(row["state"])
+        run_id = Text(safe(row["run_id"]), style="bold")
+        fork = Text("(fork)" if row["fork"] else "", style="cyan")
         step = row["super_step"]
-        table.add_row(
-            run_text,
-            Text(
-                state, style=_TONE_STYLES.get(str(cast(dict[str, JSON], row["badge"])["tone"]), "")
-            ),
+        cells = [
+            Text(row["state"], style=_TONE_STYLES.get(row["badge"]["tone"], "")),
             Text("-" if step is None else str(step)),
-            Text(safe(str(row["label"] or ""))),
-            Text(when(cast(int | None, row["updated_at_ms"]))),
-            Text(safe(str(row["detail"]))),
+            Text(safe(row["label"] or "")),
+            Text(when(row["updated_at_ms"])),
+        ]
+        detail = Text(safe(row["detail"]))
+        table.add_row(Text.assemble(run_id, " ", fork) if fork.plain else run_id, *cells, detail)
+        state, step_text, label, saved = cells  # as lines, the label (maybe long) goes last
+        records.append(
+            (run_id, [fork, state, step_text, saved, label], [detail] if row["detail"] else [])
         )
-    out.print(table)
+    print_table_or_records(out, table, title, records)
     if document["next_after"] is not None:
         out.print(Text(safe(f"more runs: --after {document['next_after']}")))
 
 
 _TONE_STYLES = {
     "active": "blue",
-    "waiting": "blue",
+    "waiting": "cyan",
     "attention": "yellow",
     "warning": "magenta",
     "danger": "red",
@@ -180,7 +198,7 @@ def history(
     run was forked from is marked with that fork's id.
     """
 
-    async def work(store: Checkpointer) -> dict[str, JSON]:
+    async def work(store: Checkpointer) -> Document:
         return await history_view(store, workflow, run, limit=limit, before=before)
 
     document = run_with_store(options_of(url, prefix, cluster), work)
@@ -188,24 +206,23 @@ def history(
         echo_json(document)
         return
     out = console()
-    table = Table(title=Text(safe(f"run {run!r} of workflow {workflow!r}")), title_justify="left")
+    title = Text(safe(f"run {run!r} of workflow {workflow!r}"))
+    table = Table(title=title, title_justify="left")
     for column in ("step", "label", "saved at (UTC)"):
         table.add_column(column, no_wrap=True)
     table.add_column("steps run", overflow="fold")
-    table.add_column("fork", overflow="fold")
-    for row in cast(list[dict[str, JSON]], document["checkpoints"]):
+    table.add_column("fork", no_wrap=True)
+    records = []
+    for row in document["checkpoints"]:
         marks = []
         if row["fork_of"] is not None:
-            marks.append(f"forked from {row['fork_of']}")
-        marks += [f"forked into {fork}" for fork in cast(list[str], row["forked_into"])]
-        table.add_row(
-            Text(str(row["super_step"])),
-            Text(safe(str(row["label"]))),
-            Text(when(cast(int, row["timestamp_ms"]))),
-            Text(safe(", ".join(cast(list[str], row["steps"] or [])))),
-            Text(safe("\n".join(marks))),
-        )
-    out.print(table)
+            marks.append(Text(safe(f"forked from {row['fork_of']}"), style="cyan"))
+        marks += [Text(safe(f"forked into {fork}"), style="cyan") for fork in row["forked_into"]]
+        step, label = Text(str(row["super_step"]), style="bold"), Text(safe(row["label"]))
+        saved, ran = Text(when(row["timestamp_ms"])), Text(safe(", ".join(row["steps"] or [])))
+        table.add_row(step, label, saved, ran, Text("\n").join(marks))
+        records.append((step, [label, saved, ran], marks))
+    print_table_or_records(out, table, title, records, same_line=True)
 
 
 @click.command()
@@ -289,7 +306,7 @@ def diff(
     step_a = _step_argument(steps[0], "STEP_A")
     step_b = _step_argument(steps[-1], "STEP_B")
 
-    async def work(store: Checkpointer) -> dict[str, JSON]:
+    async def work(store: Checkpointer) -> Document:
         old = await load_snapshot(store, workflow, run, step_a)
         new = await load_snapshot(store, workflow, run_b, step_b)
         return diff_json(old, new)
@@ -382,6 +399,11 @@ def _inner(text: str) -> str:
     metavar="CHANNEL=JSON",
     help="Set a channel of the fork to a JSON value (repeatable), e.g. --set 'plan=\"short\"'.",
 )
+@click.option(
+    "--new-channel",
+    is_flag=True,
+    help="Let --set add channels the checkpoint does not have (refused by default: a typo).",
+)
 @json_option
 @store_options
 def fork(
@@ -389,18 +411,27 @@ def fork(
     run: str,
     step: int,
     edits: tuple[str, ...],
+    new_channel: bool,
     as_json: bool,
     url: str,
     prefix: str,
     cluster: bool,
 ) -> None:
-    """Fork super-step STEP of RUN into a new run, with edits; print the new run id."""
+    """Fork super-step STEP of RUN into a new run, with edits; print the new run id.
+
+    --set may only name channels the checkpoint has, unless --new-channel.
+    """
     changes = dict(_edit(text) for text in edits)
 
     async def work(store: Checkpointer) -> str:
-        return await store.fork(CheckpointKey(workflow, run, step), changes)
+        key = CheckpointKey(workflow, run, step)
+        if changes and not new_channel:
+            source = await store.load(key)
+            if source is not None:  # else fork says the checkpoint is missing
+                check_fork_edits(source, changes)
+        return await store.fork(key, changes)
 
-    new_run = run_with_store(options_of(url, prefix, cluster), work)
+    new_run = run_with_store(options_of(url, prefix, cluster), work, writes=True)
     if as_json:
         echo_json(
             {
@@ -463,7 +494,7 @@ def delete(
     async def work(store: Checkpointer) -> bool:
         return await store.delete_run(workflow, run)
 
-    deleted = run_with_store(options, work)
+    deleted = run_with_store(options, work, writes=True)
     log.info("deleted run %s of workflow %s: %s", run, workflow, deleted)
     if as_json:
         echo_json(

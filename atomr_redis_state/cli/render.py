@@ -8,6 +8,10 @@ from typing import Any
 import click
 import orjson
 from rich.console import Console
+from rich.measure import Measurement
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
 
 from ..store.types import JSON
 from ..views import escape_json, escape_text
@@ -70,3 +74,52 @@ def safe(text: str, *, lines: bool = False) -> str:
     """``text`` from the store, with control, bidi and format characters escaped so it cannot
     restyle or reorder the terminal; ``lines`` keeps line breaks (multi-line values)."""
     return escape_text(text, keep_newlines=lines)
+
+
+UNBOUNDED = 1_000_000
+"""A width no table reaches: to measure a table's natural width."""
+
+FOLDED_WIDTH = 24
+"""The narrowest a table's folding column (free text, folded over lines) may get."""
+
+Record = tuple[Text, list[Text], list[Text]]
+"""One row of a table laid out as lines: its key (a run id, a step), its short cells, and
+longer lines (details, fork marks)."""
+
+
+def print_table_or_records(
+    out: Console, table: Table, title: Text, records: list[Record], *, same_line: bool = False
+) -> None:
+    """Print ``table`` when it fits the console's width, else each row as a few lines.
+
+    A table squeezed into 80 columns (a default terminal, any pipe) folds its widest column and
+    drops others; a run id folded over several lines cannot be copied. As lines, the key is
+    printed whole on its own line (``same_line``: followed by the cells), the cells on the next,
+    then each longer line, indented.
+    """
+    if _narrowest(out, table) <= out.width:
+        out.print(table)
+        return
+    out.print(title)
+    for key, cells, longer in records:
+        short = Text("  ").join(cell for cell in cells if cell.plain)
+        if same_line:
+            out.print(Text.assemble(key, "  ", short))
+        else:
+            out.print(key)
+            out.print(Padding(short, (0, 0, 0, 2), expand=False))
+        for line in longer:
+            out.print(Padding(line, (0, 0, 0, 2), expand=False))
+
+
+def _narrowest(out: Console, table: Table) -> int:
+    """The width ``table`` needs with every cell whole, but for its folding columns (free text
+    such as a detail) at :data:`FOLDED_WIDTH` at most."""
+    folding = [c for c in table.columns if c.overflow == "fold" and c.max_width is None]
+    for column in folding:
+        column.max_width = FOLDED_WIDTH
+    try:
+        return Measurement.get(out, out.options.update_width(UNBOUNDED), table).maximum
+    finally:
+        for column in folding:
+            column.max_width = None

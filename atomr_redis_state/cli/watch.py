@@ -14,7 +14,13 @@ from ..views import escape_json, event_json
 from .connection import options_of, run_with_store, store_options
 from .render import safe, when
 
-_STYLES = {"saved": "blue", "paused": "yellow", "forked": "cyan", "deleted": "red"}
+_STYLES = {
+    "saved": "blue",
+    "paused": "yellow",
+    "forked": "cyan",
+    "deleted": "red",
+    "gap": "magenta",
+}
 
 
 @click.command()
@@ -47,7 +53,9 @@ def watch(
     """Print checkpoints of a workflow (or of RUN) as they are saved, by any worker.
 
     Saves, pauses, forks and deletions, from the moment it starts (until Ctrl-C, --count
-    or --timeout). It is a live tail, not a log: read `history` for what came before.
+    or --timeout). It is a live tail, not a log: read `history` for what came before. A
+    `gap` line says Redis dropped the subscription (a reader too slow, a lost connection)
+    and events may be missing there: read `runs`/`history` again.
     """
     scope = f"workflow {workflow!r}" if run is None else f"run {run!r} of workflow {workflow!r}"
 
@@ -57,6 +65,8 @@ def watch(
             seen = 0
             async for event in events:
                 click.echo(_json(event) if as_json else _line(event))
+                if event.kind == "gap":
+                    continue  # not a change: it does not count towards --count
                 seen += 1
                 if count is not None and seen >= count:
                     return
@@ -71,8 +81,16 @@ def watch(
         click.echo("stopped", err=True)
 
 
+GAP_TEXT = (
+    "events may be missing here: Redis dropped the subscription and it was restored "
+    "(read runs or history for what changed)"
+)
+
+
 def _line(event: CheckpointEvent) -> str:
     kind = click.style(f"{event.kind:<7}", fg=_STYLES.get(event.kind))
+    if event.kind == "gap":
+        return "  ".join([when(event.timestamp_ms), kind, GAP_TEXT])
     parts = [when(event.timestamp_ms), kind, safe(event.run_id)]
     if event.super_step is not None:
         parts.append(f"step {event.super_step}")

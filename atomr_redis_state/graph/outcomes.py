@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..store.types import JSON, Lease
+from ..store.types import JSON, Lease, QueueRecord
 
 PauseKind = Literal["before", "inside", "after"]
 """``before``/``after``: an ``interrupt_before``/``interrupt_after`` step; ``inside``: the step
@@ -15,6 +15,7 @@ KINDS: tuple[PauseKind, ...] = ("before", "inside", "after")
 
 RunStatusState = Literal[
     "not_found",
+    "queued",
     "running",
     "stalled",
     "forked",
@@ -22,14 +23,18 @@ RunStatusState = Literal[
     "paused",
     "completed",
     "failed",
+    "blocked",
     "cancelled",
 ]
 """Where a run stands: ``running`` while a worker holds its lease; ``stalled`` when the runner
 was mid-way and nobody holds it (its worker died or stopped: ``run()`` takes it over);
 ``forked`` for a fork nobody has run yet; ``idle`` for a run whose latest checkpoint was written
 with plain ``save`` (no runner record) and that nobody holds; ``paused``, ``completed``,
-``failed``; ``cancelled`` for a run someone asked to cancel (``request_cancel``) that nobody
-holds any more; ``not_found`` when it has no checkpoint."""
+``failed``; ``cancelled`` for a run someone asked to cancel (``cancel``) that nobody
+holds any more; ``not_found`` when it has no checkpoint. A run submitted to the fleet's queue
+can also be ``queued`` (waiting for a worker, maybe until a retry's time), ``blocked`` (the
+workflow changed under it) or ``cancelled``; its ``failed`` is a dead letter, out of attempts
+(see :attr:`RunStatus.queue`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,3 +101,6 @@ class RunStatus:
     """The worker holding the run right now (owner, expiry on the store's clock), if any."""
     last_error: StepFailure | None = None
     """The failure that stopped the run at its latest checkpoint, if any."""
+    queue: QueueRecord | None = None
+    """The run's place in the fleet's queue (state, attempts, the reason it failed or was
+    blocked, when it is ready); None for a run never submitted to it."""

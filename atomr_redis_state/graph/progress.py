@@ -197,9 +197,11 @@ async def run_status(
     the failure note and the lease in the run's record (no workflow definition needed).
 
     A run that is not paused, failed or completed is ``running`` while a worker holds its
-    lease, and otherwise (see :func:`unleased_state`) ``stalled``, ``forked`` or ``idle``. A
-    malformed record raises :class:`AtomrStateError`, or with ``lenient`` (operator tools that
-    look at any run) counts as no record.
+    lease, and otherwise (see :func:`unleased_state`) ``stalled``, ``forked`` or ``idle``; a run
+    of the fleet's queue that no worker holds is as the queue says: ``queued`` (a retry waiting
+    for its time, or an answered pause), ``failed`` (a dead letter), ``blocked`` or
+    ``cancelled``. A malformed record raises :class:`AtomrStateError`, or with ``lenient``
+    (operator tools that look at any run) counts as no record.
     """
     snapshot, record = await asyncio.gather(
         store.latest(workflow_id, run_id), store.run_record(workflow_id, run_id)
@@ -231,6 +233,15 @@ async def run_status(
         state = "running"
     else:
         state = unleased_state(snapshot.label, progress)
+    queue = record.queue
+    waiting = ("queued", "failed", "blocked", "cancelled")
+    if (
+        queue is not None
+        and queue.state in waiting
+        and record.lease is None
+        and state != "completed"
+    ):
+        state = queue.state  # the fleet's word on a run no worker holds
     return RunStatus(
         workflow_id,
         run_id,
@@ -241,6 +252,7 @@ async def run_status(
         pause,
         record.lease,
         error,
+        queue,
     )
 
 

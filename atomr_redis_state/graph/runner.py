@@ -13,7 +13,7 @@ Fleet safety: every call that executes steps first takes the run's lease in the 
 worker per run at a time), renews it in the background while steps run, carries it on every
 save (so a worker that lost it writes nothing) and releases it when the run pauses, completes or
 fails. A crashed worker's run can be taken over once its lease expires. A run someone asked to
-cancel (``request_cancel``) stops at the next renewal (its steps are cancelled) or checkpoint,
+cancel (``cancel``) stops at the next renewal (its steps are cancelled) or checkpoint,
 whichever comes first, with :class:`~..errors.RunCancelledError`.
 """
 
@@ -175,6 +175,8 @@ class StatefulRunner:
         self.telemetry = telemetry
         """Hooks around each layer and step attempt (see ``observability.instrument_runner``)."""
         self._lease: Lease | None = None
+        self._claimed: Lease | None = None
+        """A lease claimed from the queue, for :meth:`run_claimed` to use."""
         self._busy = False
         self._failure: JSON = None
         """The note a failed layer leaves with the lease (see :meth:`_fail`)."""
@@ -197,16 +199,42 @@ class StatefulRunner:
         it with :meth:`run`) and :class:`~..errors.LeaseHeldError` if another worker is
         starting it.
         """
-        initial = RunState(self.schema)
-        initial.merge_writes(normalise_writes("input", input))
-        status: Status = "running" if self._layers else "completed"
+        initial, progress = self._initial(input)
 
         async def body() -> RunOutcome:
-            progress = Progress(self._fingerprint, (), status)
             position = await self._save(initial, "init", progress)
             return await self._drive(position)
 
         return await self._with_lease(body, must_exist=False)
+
+    def initial_snapshot(self, input: Writes = None) -> Snapshot:
+        """The run's super-step 0, as :meth:`start` saves it: for a queue to submit
+        (:meth:`~..store.checkpointer.Checkpointer.submit`) and a worker to run later."""
+        initial, progress = self._initial(input)
+        key = CheckpointKey(self.workflow_id, self.run_id, 0)
+        metadata: dict[str, JSON] = {RECORD_KEY: progress.encode()}
+        return Snapshot(key, initial.snapshot(), "init", metadata=metadata)
+
+    def _initial(self, input: Writes) -> tuple[RunState, Progress]:
+        initial = RunState(self.schema)
+        initial.merge_writes(normalise_writes("input", input))
+        status: Status = "running" if self._layers else "completed"
+        return initial, Progress(self._fingerprint, (), status)
+
+    async def run_claimed(self, lease: Lease) -> RunOutcome:
+        """Continue the run under ``lease``, which a worker claimed from the queue
+        (:meth:`~..store.checkpointer.Checkpointer.claim`), instead of acquiring one: as
+        :meth:`run`, so a paused run with a human's answer recorded (by ``resume_run`` or
+        ``record_answer``) resumes with it. The lease is renewed while steps run and released
+        at the end as usual (a failed layer leaves its note); the caller then settles the claim
+        with ``finish`` (the lease's token stays the run's until someone claims it again)."""
+        if (lease.workflow_id, lease.run_id) != (self.workflow_id, self.run_id):
+            raise ValueError(f"the lease is on run {lease.run_id!r}, not on {self.run_id!r}")
+        self._claimed = lease
+        try:
+            return await self.run()
+        finally:
+            self._claimed = None
 
     async def run(self) -> RunOutcome:
         """Continue the run from its latest checkpoint, on any worker, until it completes or
@@ -327,15 +355,17 @@ class StatefulRunner:
             self._busy = False
 
     async def _leased(self, body: Callable[[], Awaitable[T]], must_exist: bool) -> T:
-        self._lease = await self.checkpointer.acquire_lease(
-            self.workflow_id,
-            self.run_id,
-            self.owner,
-            self.lease_ttl_ms / 1000,
-            must_exist=must_exist,
-        )
+        if self._claimed is not None:
+            self._lease = self._claimed
+        else:
+            self._lease = await self.checkpointer.acquire_lease(
+                self.workflow_id,
+                self.run_id,
+                self.owner,
+                self.lease_ttl_ms / 1000,
+                must_exist=must_exist,
+            )
         self._failure = None
-        log.debug("run %s: lease %d taken by %s", self.run_id, self._lease.token, self.owner)
         work = asyncio.ensure_future(body())
         keeper = asyncio.ensure_future(self._keep_lease())
         lost = False
@@ -352,7 +382,10 @@ class StatefulRunner:
         except LeaseLostError:
             lost = True
             log.warning(
-                "run %s: %s lost its lease; stopped, wrote no more", self.run_id, self.owner
+                "workflow %s run %s: %s lost its lease; stopped, wrote no more",
+                self.workflow_id,
+                self.run_id,
+                self.owner,
             )
             raise
         finally:
@@ -376,10 +409,19 @@ class StatefulRunner:
             except LeaseLostError:
                 raise
             except Exception as exc:  # a transient store error: the next renewal may succeed
-                log.warning("run %s: lease renewal failed (%s); retrying", self.run_id, exc)
+                log.warning(
+                    "workflow %s run %s: lease renewal failed (%s); retrying",
+                    self.workflow_id,
+                    self.run_id,
+                    exc,
+                )
                 continue
             if self._lease.cancel_requested:
-                log.info("run %s: cancel requested; cancelling its steps", self.run_id)
+                log.info(
+                    "workflow %s run %s: cancel requested; cancelling its steps",
+                    self.workflow_id,
+                    self.run_id,
+                )
                 raise RunCancelledError(self.workflow_id, self.run_id)
 
     async def _release(self, lease: Lease, finished: bool) -> None:
@@ -390,11 +432,16 @@ class StatefulRunner:
                 await self.checkpointer.release_lease(lease, note=self._failure)
             else:
                 await self.checkpointer.release_lease(lease, keep_note=not finished)
-            log.debug("run %s: lease %d released by %s", self.run_id, lease.token, self.owner)
         except LeaseLostError:
-            log.warning("run %s: lease lost before its release; no note kept", self.run_id)
+            log.warning(
+                "workflow %s run %s: lease lost before its release; no note kept",
+                self.workflow_id,
+                self.run_id,
+            )
         except Exception as exc:  # the lease expires on its own; never hide the work's outcome
-            log.warning("run %s: lease release failed (%s)", self.run_id, exc)
+            log.warning(
+                "workflow %s run %s: lease release failed (%s)", self.workflow_id, self.run_id, exc
+            )
 
     async def _drive(self, position: _Position) -> RunOutcome:
         """Run layers from ``position`` until the run completes or pauses."""
@@ -511,7 +558,9 @@ class StatefulRunner:
         )
         self._failure = FailureNote(failure, writes, attempts, origins).encode()
         log.warning(
-            "run %s: step %r failed after %d attempt(s): %s: %s; kept %d finished step(s)",
+            "workflow %s run %s: step %r failed after %d attempt(s): %s: %s; "
+            "kept %d finished step(s)",
+            self.workflow_id,
             self.run_id,
             failure.step,
             failure.attempts,
@@ -554,7 +603,8 @@ class StatefulRunner:
                     return _StepResult(step, attempts, error=exc)
                 delay = policy.delay(attempts)
                 log.info(
-                    "run %s: step %r attempt %d failed (%s: %s); retrying in %.2f s",
+                    "workflow %s run %s: step %r attempt %d failed (%s: %s); retrying in %.2f s",
+                    self.workflow_id,
                     self.run_id,
                     step.name,
                     context.attempt,
@@ -611,7 +661,13 @@ class StatefulRunner:
             progress,
             hold=self._pause_hold,
         )
-        log.info("run %s: paused %s step %r", self.run_id, pause.kind, pause.step)
+        log.info(
+            "workflow %s run %s: paused %s step %r",
+            self.workflow_id,
+            self.run_id,
+            pause.kind,
+            pause.step,
+        )
         return position
 
     async def _save(

@@ -6,7 +6,7 @@ import asyncio
 import builtins
 import hashlib
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
-from datetime import timedelta
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from langchain_core.runnables import RunnableConfig
@@ -25,7 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..store.redis.connect import client_from_url
 from ..store.redis.pipeline import pack
 from . import scripts
-from ._core import Call, Calls, Op, Pipe, RedisSaverCore, Request
+from ._core import Call, Calls, Op, Pipe, RedisSaverCore, Request, Ttl
 
 T = TypeVar("T")
 
@@ -65,7 +65,7 @@ class AsyncRedisStateSaver(RedisSaverCore):
         client: Redis | RedisCluster | Any,
         *,
         prefix: str = "atomr",
-        ttl: float | timedelta | None = None,
+        ttl: Ttl = None,
         serde: SerializerProtocol | None = None,
     ) -> None:
         _check_client(client, asynchronous=True)
@@ -100,7 +100,7 @@ class AsyncRedisStateSaver(RedisSaverCore):
         *,
         cluster: bool = False,
         prefix: str = "atomr",
-        ttl: float | timedelta | None = None,
+        ttl: Ttl = None,
         serde: SerializerProtocol | None = None,
         **client_options: Any,
     ) -> AsyncRedisStateSaver:
@@ -111,6 +111,34 @@ class AsyncRedisStateSaver(RedisSaverCore):
         saver = cls(client, prefix=prefix, ttl=ttl, serde=serde)
         saver._owns_client = True
         return saver
+
+    @classmethod
+    @asynccontextmanager
+    async def from_conn_string(
+        cls,
+        conn_string: str,
+        *,
+        cluster: bool = False,
+        prefix: str = "atomr",
+        ttl: Ttl = None,
+        serde: SerializerProtocol | None = None,
+        **client_options: Any,
+    ) -> AsyncIterator[AsyncRedisStateSaver]:
+        """``async with AsyncRedisStateSaver.from_conn_string(url) as saver:``, the shape of
+        langgraph-checkpoint-redis's and langgraph-checkpoint-postgres's savers: a saver on a
+        client of its own (as :meth:`from_url` makes it), closed when the block ends."""
+        async with cls.from_url(
+            conn_string, cluster=cluster, prefix=prefix, ttl=ttl, serde=serde, **client_options
+        ) as saver:
+            yield saver
+
+    async def setup(self) -> None:
+        """Does nothing, and is there so that code written for other savers runs unchanged
+        (``await saver.setup()``): the Redis layout needs no schema, index or migration; keys
+        are made by the first write."""
+
+    async def asetup(self) -> None:
+        """Does nothing (see :meth:`setup`)."""
 
     async def aclose(self) -> None:
         """Close the client if this saver created it (see :meth:`from_url`)."""

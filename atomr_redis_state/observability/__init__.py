@@ -15,6 +15,7 @@ from .runs import STATES, is_fork, lineage_forks, summarise_run
 if TYPE_CHECKING:
     from .otel import (
         InstrumentedCheckpointer,
+        QueueDepthSampler,
         RunnerTelemetry,
         RunStatusSampler,
         instrument,
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 _OTEL_NAMES = frozenset(
     {
         "InstrumentedCheckpointer",
+        "QueueDepthSampler",
         "RunnerTelemetry",
         "RunStatusSampler",
         "instrument",
@@ -34,6 +36,7 @@ _OTEL_NAMES = frozenset(
 __all__ = [
     "STATES",
     "InstrumentedCheckpointer",
+    "QueueDepthSampler",
     "RunStatusSampler",
     "RunnerHooks",
     "RunnerTelemetry",

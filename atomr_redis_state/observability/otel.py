@@ -12,6 +12,8 @@ the extra (``pip install 'atomr-redis-state[otel]'``) nothing is imported, wrapp
   runs that end in each state, and instruments the runner's store.
 - :class:`RunStatusSampler` reads how many runs of some workflows are in each state, every so
   often, for the ``atomr.runs`` gauge (one sampler per fleet is enough).
+- :class:`QueueDepthSampler` reads the depth of some workflows' ready queues (ready, delayed,
+  running, paused, failed, blocked), every so often, for the ``atomr.queue.depth`` gauge.
 
 Spans and metrics go to the global tracer and meter providers unless you pass your own.
 """
@@ -30,7 +32,7 @@ from typing import Any, TypeVar
 
 try:
     from opentelemetry import metrics, trace
-    from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+    from opentelemetry.metrics import MeterProvider, Observation
     from opentelemetry.trace import Span, SpanKind, StatusCode, TracerProvider
 except ImportError as exc:  # pragma: no cover: exercised in a subprocess by the tests
     raise ImportError(
@@ -40,7 +42,15 @@ except ImportError as exc:  # pragma: no cover: exercised in a subprocess by the
 
 import orjson
 
-from ..errors import CheckpointConflictError, Interrupt, LeaseHeldError, LeaseLostError
+from ..errors import (
+    CheckpointConflictError,
+    Interrupt,
+    LeaseHeldError,
+    LeaseLostError,
+    RunNotFoundError,
+    RunNotPausedError,
+    WorkflowChangedError,
+)
 from ..graph.outcomes import RunOutcome
 from ..graph.runner import StatefulRunner
 from ..graph.steps import StepContext
@@ -56,6 +66,16 @@ SCOPE = "atomr_redis_state"
 
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 """The buckets OpenTelemetry's conventions advise for ``db.client.operation.duration``."""
+
+REFUSALS: tuple[type[Exception], ...] = (
+    CheckpointConflictError,
+    LeaseHeldError,
+    RunNotFoundError,
+    RunNotPausedError,
+    WorkflowChangedError,
+)
+"""What ``start``/``run``/``resume`` raise when they refuse to run at all (the run exists,
+another worker holds it, it is not there or not paused, the steps changed): not a failed run."""
 
 T = TypeVar("T")
 C = TypeVar("C", bound=Checkpointer)
@@ -91,6 +111,20 @@ class Telemetry:
             unit="By",
             description="Encoded size of the snapshots saved and read (channels and metadata).",
         )
+        self.store_duration = self.meter.create_histogram(
+            "atomr.store.operation.duration",
+            unit="s",
+            description=(
+                "Duration of checkpoint store operations, when the store's spans leave the "
+                "database-client conventions to redis-py's own instrumentation."
+            ),
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.refusals = self.meter.create_counter(
+            "atomr.runner.refusals",
+            unit="{call}",
+            description="start/run/resume calls refused before running anything, by error type.",
+        )
         self.retries = self.meter.create_counter(
             "atomr.runner.step.retries",
             unit="{retry}",
@@ -123,17 +157,28 @@ def instrument(
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
     measure_sizes: bool = True,
+    client_spans: bool = True,
 ) -> InstrumentedCheckpointer:
     """Wrap ``checkpointer`` so that every call makes a span and feeds the store metrics.
 
     The wrapper is a :class:`~atomr_redis_state.Checkpointer` itself; anything else (``client``,
     ``aclose``, ``async with``) goes through to the wrapped store. ``measure_sizes`` records the
     encoded size of the snapshots saved and read (one extra JSON encoding per call).
+
+    ``client_spans=False`` is for running beside redis-py's own OpenTelemetry instrumentation
+    (``opentelemetry-instrumentation-redis``), which already makes a CLIENT span per Redis
+    command: the store's spans become INTERNAL, without the ``db.*``/``server.*`` attributes,
+    and their durations go to ``atomr.store.operation.duration`` instead of
+    ``db.client.operation.duration``. Database calls are then counted once, by redis-py's
+    spans, which nest under the store's logical ``atomr.*`` spans.
     """
     if isinstance(checkpointer, InstrumentedCheckpointer):
         return checkpointer
     return InstrumentedCheckpointer(
-        checkpointer, _telemetry(tracer_provider, meter_provider), measure_sizes=measure_sizes
+        checkpointer,
+        _telemetry(tracer_provider, meter_provider),
+        measure_sizes=measure_sizes,
+        client_spans=client_spans,
     )
 
 
@@ -141,14 +186,25 @@ class InstrumentedCheckpointer:
     """A :class:`~atomr_redis_state.Checkpointer` that traces and measures another one."""
 
     def __init__(
-        self, inner: Checkpointer, telemetry: Telemetry, *, measure_sizes: bool = True
+        self,
+        inner: Checkpointer,
+        telemetry: Telemetry,
+        *,
+        measure_sizes: bool = True,
+        client_spans: bool = True,
     ) -> None:
         self.inner = inner
         self.telemetry = telemetry
         self.measure_sizes = measure_sizes
+        self.client_spans = client_spans
         self._base = _connection_attributes(inner)
         namespace = self._base.get("db.namespace")
         self._target = f" {namespace}" if namespace is not None else ""
+        if not client_spans:  # redis-py's instrumentation describes the database calls
+            self._base = {k: v for k, v in self._base.items() if k.startswith("atomr.")}
+            self._target = ""
+        self._kind = SpanKind.CLIENT if client_spans else SpanKind.INTERNAL
+        self._duration = telemetry.duration if client_spans else telemetry.store_duration
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -177,7 +233,8 @@ class InstrumentedCheckpointer:
         super_step: int | None = None,
     ) -> T:
         name = f"atomr.{operation}"
-        attributes: dict[str, Any] = {**self._base, "db.operation.name": name}
+        operation_key = "db.operation.name" if self.client_spans else "atomr.operation"
+        attributes: dict[str, Any] = {**self._base, operation_key: name}
         span_attributes = dict(attributes)
         for key, value in (
             ("atomr.workflow_id", workflow_id),
@@ -189,7 +246,7 @@ class InstrumentedCheckpointer:
         started = time.perf_counter()
         with self.telemetry.tracer.start_as_current_span(
             name + self._target,
-            kind=SpanKind.CLIENT,
+            kind=self._kind,
             attributes=span_attributes,
             record_exception=True,
             set_status_on_exception=True,
@@ -203,18 +260,19 @@ class InstrumentedCheckpointer:
                 conflict = _conflict_kind(exc)
                 if conflict is not None:
                     self.telemetry.conflicts.add(
-                        1, {**self._base, "db.operation.name": name, "atomr.conflict": conflict}
+                        1, {**self._base, operation_key: name, "atomr.conflict": conflict}
                     )
                 raise
             finally:
-                self.telemetry.duration.record(time.perf_counter() - started, attributes)
+                self._duration.record(time.perf_counter() - started, attributes)
 
     def _measure(self, span: Span | None, operation: str, snapshot: _Snapshot | None) -> None:
         if snapshot is None or not self.measure_sizes:
             return
         size = _encoded_size(snapshot)
+        operation_key = "db.operation.name" if self.client_spans else "atomr.operation"
         self.telemetry.snapshot_bytes.record(
-            size, {**self._base, "db.operation.name": f"atomr.{operation}"}
+            size, {**self._base, operation_key: f"atomr.{operation}"}
         )
         if span is not None and span.is_recording():
             span.set_attribute("atomr.snapshot.bytes", size)
@@ -345,9 +403,10 @@ class RunnerTelemetry:
 
     @contextlib.contextmanager
     def call(self, method: str, workflow_id: str, run_id: str) -> Iterator[Span]:
-        """A span around ``start``/``run``/``resume``."""
+        """A span around ``start``/``run``/``resume`` (named by the method alone: the ids are
+        attributes, so span names stay few)."""
         with self.telemetry.tracer.start_as_current_span(
-            f"atomr.runner.{method} {workflow_id}",
+            f"atomr.runner.{method}",
             kind=SpanKind.INTERNAL,
             attributes={"atomr.workflow_id": workflow_id, "atomr.run_id": run_id},
         ) as span:
@@ -362,6 +421,13 @@ class RunnerTelemetry:
         self.telemetry.runs_ended.add(
             1, {"atomr.workflow_id": workflow_id, "atomr.run.state": state}
         )
+
+    def refused(self, span: Span, workflow_id: str, error: BaseException) -> None:
+        """Count a call refused before it ran anything (see :data:`REFUSALS`): the run did not
+        fail, it was left as it was."""
+        error_type = _error_type(error)
+        span.set_attribute("atomr.run.refused", True)
+        self.telemetry.refusals.add(1, {"atomr.workflow_id": workflow_id, "error.type": error_type})
 
     @contextlib.contextmanager
     def layer(
@@ -403,11 +469,13 @@ class RunnerTelemetry:
         ) as span:
             try:
                 yield span
+            except Interrupt:  # a pause is no error: error-rate views must not count it
+                span.set_attribute("atomr.step.paused", True)
+                raise
             except BaseException as exc:
                 span.set_attribute("error.type", _error_type(exc))
-                if not isinstance(exc, Interrupt):  # a pause is no error
-                    span.record_exception(exc)
-                    span.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
+                span.record_exception(exc)
+                span.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
                 raise
 
 
@@ -416,15 +484,20 @@ def instrument_runner(
     *,
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
+    client_spans: bool = True,
 ) -> StatefulRunner:
-    """Trace ``runner``'s calls, layers and step attempts, and instrument its store.
+    """Trace ``runner``'s calls, layers and step attempts, and instrument its store
+    (``client_spans`` as for :func:`instrument`).
 
     Returns the same runner, its ``telemetry`` hooks set to a :class:`RunnerTelemetry`.
     """
     telemetry = _telemetry(tracer_provider, meter_provider)
     hooks = RunnerTelemetry(telemetry)
     runner.checkpointer = instrument(
-        runner.checkpointer, tracer_provider=tracer_provider, meter_provider=meter_provider
+        runner.checkpointer,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        client_spans=client_spans,
     )
     for method in ("start", "run", "resume"):
         setattr(runner, method, _traced_call(runner, method, hooks))
@@ -442,6 +515,9 @@ def _traced_call(
         with hooks.call(method, runner.workflow_id, runner.run_id) as span:
             try:
                 outcome = await original(*args, **kwargs)
+            except REFUSALS as refusal:
+                hooks.refused(span, runner.workflow_id, refusal)
+                raise
             except Exception:
                 hooks.ended(span, runner.workflow_id, None)
                 raise
@@ -451,7 +527,48 @@ def _traced_call(
     return traced
 
 
-class RunStatusSampler:
+class _Sampler:
+    """Counts read from the store every ``interval`` seconds, reported by an observable gauge
+    (its callback cannot await): run :meth:`run` as a task, or call :meth:`refresh` yourself."""
+
+    def __init__(
+        self,
+        checkpointer: Checkpointer,
+        workflow_ids: Iterable[str],
+        interval: float,
+        meter_provider: MeterProvider | None,
+    ) -> None:
+        self.checkpointer = checkpointer
+        self.workflow_ids = tuple(workflow_ids)
+        self.interval = interval
+        self.counts: dict[tuple[str, str], int] = {}
+        self.meter = metrics.get_meter(SCOPE, _version(), meter_provider)
+
+    async def refresh(self) -> dict[tuple[str, str], int]:
+        """Read the counts now; they are also what the gauge reports from then on."""
+        self.counts = await self._read()
+        return self.counts
+
+    async def _read(self) -> dict[tuple[str, str], int]:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        """Refresh every ``interval`` seconds, until cancelled."""
+        while True:
+            try:
+                await self.refresh()
+            except Exception:
+                log.warning("%s: sampling failed", type(self).__name__, exc_info=True)
+            await asyncio.sleep(self.interval)
+
+    def _observations(self, state_attribute: str) -> builtins.list[Observation]:
+        return [
+            Observation(count, {"atomr.workflow_id": workflow_id, state_attribute: state})
+            for (workflow_id, state), count in sorted(self.counts.items())
+        ]
+
+
+class RunStatusSampler(_Sampler):
     """How many runs of ``workflow_ids`` are in each state: the ``atomr.runs`` gauge.
 
     Reading every run's status costs two reads per run, so the sampler refreshes every
@@ -467,20 +584,15 @@ class RunStatusSampler:
         interval: float = 60.0,
         meter_provider: MeterProvider | None = None,
     ) -> None:
-        self.checkpointer = checkpointer
-        self.workflow_ids = tuple(workflow_ids)
-        self.interval = interval
-        self.counts: dict[tuple[str, str], int] = {}
-        meter = metrics.get_meter(SCOPE, _version(), meter_provider)
-        meter.create_observable_gauge(
+        super().__init__(checkpointer, workflow_ids, interval, meter_provider)
+        self.meter.create_observable_gauge(
             "atomr.runs",
-            callbacks=[self._observe],
+            callbacks=[lambda _: self._observations("atomr.run.state")],
             unit="{run}",
             description="Runs of each workflow in each state, as last sampled.",
         )
 
-    async def refresh(self) -> dict[tuple[str, str], int]:
-        """Read every run's state now; the counts by (workflow, state)."""
+    async def _read(self) -> dict[tuple[str, str], int]:
         counts: dict[tuple[str, str], int] = {}
         for workflow_id in self.workflow_ids:
             for state in STATES:
@@ -490,23 +602,45 @@ class RunStatusSampler:
                 status = await summarise_run(self.checkpointer, workflow_id, run_id)
                 key = (workflow_id, status.state)
                 counts[key] = counts.get(key, 0) + 1
-        self.counts = counts
         return counts
 
-    async def run(self) -> None:
-        """Refresh every ``interval`` seconds, until cancelled."""
-        while True:
-            try:
-                await self.refresh()
-            except Exception:
-                log.warning("sampling run states failed", exc_info=True)
-            await asyncio.sleep(self.interval)
 
-    def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [
-            Observation(count, {"atomr.workflow_id": workflow_id, "atomr.run.state": state})
-            for (workflow_id, state), count in sorted(self.counts.items())
-        ]
+QUEUE_PARTS = ("ready", "delayed", "running", "paused", "failed", "blocked")
+"""The parts of a workflow's ready queue that :class:`QueueDepthSampler` reports."""
+
+
+class QueueDepthSampler(_Sampler):
+    """How many runs of each of ``workflow_ids`` are in each part of its ready queue (ready,
+    delayed, running, paused, failed, blocked): the ``atomr.queue.depth`` gauge.
+
+    One :meth:`~atomr_redis_state.Checkpointer.queue_depth` call per workflow and refresh
+    (counters the store keeps: no run is read), every ``interval`` seconds. Run one per fleet
+    (or in each worker: the figures are the fleet's, so aggregate them with ``max``, not ``sum``).
+    """
+
+    def __init__(
+        self,
+        checkpointer: Checkpointer,
+        workflow_ids: Iterable[str],
+        *,
+        interval: float = 15.0,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
+        super().__init__(checkpointer, workflow_ids, interval, meter_provider)
+        self.meter.create_observable_gauge(
+            "atomr.queue.depth",
+            callbacks=[lambda _: self._observations("atomr.queue.state")],
+            unit="{run}",
+            description="Runs of each workflow in each part of its ready queue, as last sampled.",
+        )
+
+    async def _read(self) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = {}
+        for workflow_id in self.workflow_ids:
+            depth = await self.checkpointer.queue_depth(workflow_id)
+            for part in QUEUE_PARTS:
+                counts[(workflow_id, part)] = getattr(depth, part)
+        return counts
 
 
 def _version() -> str:

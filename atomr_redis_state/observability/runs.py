@@ -11,6 +11,7 @@ from ..store.runs import all_runs, is_fork, lineage_forks
 __all__ = ["STATES", "all_runs", "is_fork", "lineage_forks", "summarise_run"]
 
 STATES: tuple[RunStatusState, ...] = (
+    "queued",
     "running",
     "stalled",
     "forked",
@@ -18,6 +19,7 @@ STATES: tuple[RunStatusState, ...] = (
     "paused",
     "completed",
     "failed",
+    "blocked",
     "cancelled",
     "not_found",
 )

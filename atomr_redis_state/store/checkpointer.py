@@ -9,23 +9,31 @@ half-written. Backends implement the underscore methods on already-encoded field
 from __future__ import annotations
 
 import builtins
+import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import timedelta
-from typing import Literal, Protocol, runtime_checkable
+from datetime import datetime, timedelta
+from typing import Literal, Protocol, cast, runtime_checkable
 
 from .codec import decode_fields, encode_channels, encode_meta, encode_value, normalise_edits
 from .ids import FORK_LABEL, fork_run_id, lineage_root
 from .types import (
     JSON,
+    OUTCOMES,
     CheckpointEvent,
     CheckpointKey,
     CheckpointMeta,
+    Claim,
     EventKind,
     Lease,
+    Outcome,
+    QueueDepth,
+    QueueState,
     RunRecord,
     Snapshot,
+    WorkerInfo,
     now_ms,
 )
 from .validation import (
@@ -34,10 +42,16 @@ from .validation import (
     check_positive_int,
     check_super_step,
     duration_to_ms,
+    not_before_to_delay_ms,
 )
+
+log = logging.getLogger(__name__)
 
 Edits = Mapping[str, object] | Iterable[tuple[str, object]]
 """Channel edits for :meth:`Checkpointer.fork`: a mapping, or (channel, value) pairs."""
+
+NotBefore = datetime | timedelta
+"""When a queued run becomes claimable: an aware datetime, or a delay from now."""
 
 Hold = float | timedelta | Literal["forever"]
 """How long ``save(..., hold=...)`` keeps a whole run, whatever the store's ``ttl``: a duration
@@ -71,7 +85,7 @@ class Checkpointer(Protocol):
         lease is still the run's live lease, and with :class:`~..errors.RunNotFoundError` when
         the run no longer exists (except at super-step 0, the save that creates a run). Without
         one, a run leased by a worker refuses it with :class:`~..errors.LeaseHeldError`. A save
-        carrying a lease on a run someone asked to cancel (:meth:`request_cancel`) is refused
+        carrying a lease on a run someone asked to cancel (:meth:`cancel`) is refused
         with :class:`~..errors.RunCancelledError`. The lease is checked before an ``exclusive``
         save's conflict, so a stale worker always gets ``LeaseLostError``. ``hold`` keeps every
         key of the run for that long from now (or forever), overriding ``ttl`` until the next
@@ -197,18 +211,6 @@ class Checkpointer(Protocol):
         """
         ...
 
-    async def request_cancel(self, workflow_id: str, run_id: str) -> bool:
-        """Ask that the run stop: True when the run exists (and is now flagged), else False.
-
-        One round trip, safe to send again (the first request's time is kept). The flag lives
-        in the run's record (:attr:`RunRecord.cancel_requested_at_ms`) until the run is deleted
-        or expires: every later save carrying a lease is refused with
-        :class:`~..errors.RunCancelledError`, every lease renewed reports it
-        (:attr:`Lease.cancel_requested`), so a runner stops at its next renewal or checkpoint,
-        and the run's status is ``cancelled`` once nobody holds it (unless it had completed).
-        """
-        ...
-
     def watch(
         self, workflow_id: str, run_id: str | None = None
     ) -> AbstractAsyncContextManager[AsyncIterator[CheckpointEvent]]:
@@ -217,8 +219,151 @@ class Checkpointer(Protocol):
         ``async with store.watch(wf) as events: async for event in events: ...``: the
         subscription is in place when the ``with`` block starts. Events are notifications, not
         a log: one that happens while nobody is subscribed (or while a subscriber is
-        disconnected) is not delivered later; read the store for the state itself.
+        disconnected) is not delivered later; read the store for the state itself. When Redis
+        drops the subscription and it is restored, a ``gap`` event marks where events may
+        have been lost.
         """
+        ...
+
+    # The ready queue: work distribution for a fleet of workers (see :mod:`..fleet`).
+
+    async def submit(self, snapshot: Snapshot, *, not_before: NotBefore | None = None) -> bool:
+        """Create a run from its super-step 0 ``snapshot`` and queue it, atomically, in one
+        round trip; claimable from ``not_before`` on (default: at once).
+
+        True when this call created the run; False when the run already exists (a caller that
+        submits the same run id again, or retries after a lost reply, changes nothing).
+        """
+        ...
+
+    async def claim(self, workflow_id: str, owner: str, ttl: float | timedelta) -> Claim | None:
+        """Take the earliest ready run of the workflow whose lease is free, and its lease for
+        ``owner`` (a fencing token larger than any before), or None when nothing is ready.
+
+        First, the runs whose worker's lease expired (a crashed or stalled worker) go back to
+        the queue (event ``lease_expired``; the next claim reports ``taken_over``), found
+        through the lease-deadline index, never by a scan. On Redis the claim itself is one
+        script on one slot bucket; the buckets that need a claim come from the workflow's hint
+        index (see :mod:`.redis.queue`).
+        """
+        ...
+
+    async def finish(
+        self,
+        lease: Lease,
+        outcome: Outcome,
+        *,
+        reason: JSON = None,
+        retry_in: float | timedelta | None = None,
+        max_attempts: int | None = None,
+    ) -> QueueState:
+        """End the claim ``lease`` stands for, releasing the lease; return the run's queue
+        state after it.
+
+        ``completed``; ``paused`` (until :meth:`resume_run`); ``released`` (queued again at
+        once: a graceful shutdown); ``retry`` (one more failed attempt: queued again after
+        ``retry_in``, or ``failed`` once ``max_attempts`` attempts have failed); ``failed`` (a
+        dead letter at once); ``blocked`` (the workflow changed; until :meth:`requeue`).
+        ``reason`` (JSON) says why, for ``status()`` and the CLI. A run whose cancellation was
+        requested ends ``cancelled`` instead, unless it completed.
+
+        A retry after a lost reply answers the same and changes nothing; a lease that was taken
+        over meanwhile raises :class:`~..errors.LeaseLostError`, with nothing written.
+        """
+        ...
+
+    async def resume_run(
+        self,
+        workflow_id: str,
+        run_id: str,
+        answer: JSON,
+        *,
+        not_before: NotBefore | None = None,
+    ) -> QueueState:
+        """Record a human's ``answer`` for a paused run and queue it; the next claim hands the
+        answer to its worker (:attr:`Claim.answer`), and it is kept until the run completes or
+        pauses again, so a failed attempt does not lose it.
+
+        :class:`~..errors.RunNotFoundError` for no run; :class:`~..errors.QueueStateError`
+        unless the run is paused (or was never queued). Sending the same answer again while
+        the run waits in the queue is a no-op.
+        """
+        ...
+
+    async def requeue(
+        self, workflow_id: str, run_id: str, *, not_before: NotBefore | None = None
+    ) -> QueueState:
+        """Queue a ``failed`` (dead letter), ``blocked`` or never-queued run again by hand,
+        with its attempts reset, and return ``queued``. A queued or running run is left as it
+        is (its state is returned); a completed, paused or cancelled one raises
+        :class:`~..errors.QueueStateError`; no run, :class:`~..errors.RunNotFoundError`."""
+        ...
+
+    async def cancel(self, workflow_id: str, run_id: str) -> QueueState:
+        """Stop a run: a queued, paused, failed, blocked or never-queued run leaves the queue at
+        once (``cancelled``, event ``cancelled``); a running one (claimed, or held by an inline
+        runner) is flagged and ``running`` is returned: its worker stops at its next checkpoint
+        or renewal, and it ends ``cancelled``. A completed or cancelled run is left as it is
+        (its state is returned); a run with no checkpoint raises
+        :class:`~..errors.RunNotFoundError`.
+
+        One round trip, safe to send again. The flag lives in the run's record
+        (:attr:`RunRecord.cancel_requested_at_ms`, the first request's time) until the run is
+        deleted or expires: every later save carrying a lease is refused with
+        :class:`~..errors.RunCancelledError` and every lease granted or renewed reports it
+        (:attr:`Lease.cancel_requested`).
+        """
+        ...
+
+    async def queue_depth(self, workflow_id: str) -> QueueDepth:
+        """How many runs of the workflow are ready, delayed, running, paused, failed, blocked."""
+        ...
+
+    def wake_ups(self, workflow_ids: Sequence[str]) -> AbstractAsyncContextManager[WakeUps]:
+        """Signals that work may be ready for these workflows (a run queued, released or
+        retried), so idle workers wait without polling hard: ``async with
+        store.wake_ups(["wf"]) as wake: await wake.wait(at_most=1.0)``."""
+        ...
+
+    async def heartbeat(self, worker_id: str, info: JSON, ttl: float | timedelta) -> None:
+        """Say that worker ``worker_id`` is alive for ``ttl`` more, with ``info`` (JSON: what
+        it runs and holds). Each worker has a key of its own: one never disturbs another."""
+        ...
+
+    async def workers(self) -> builtins.list[WorkerInfo]:
+        """The workers whose last heartbeat has not expired, by id."""
+        ...
+
+    async def forget_worker(self, worker_id: str) -> None:
+        """Remove a worker's heartbeat at once (a graceful shutdown)."""
+        ...
+
+    async def take_permit(
+        self, workflow_id: str, holder: str, limit: int, ttl: float | timedelta
+    ) -> bool:
+        """Take one of the workflow's ``limit`` fleet-wide in-flight permits for ``holder``
+        (for ``ttl``; extended if ``holder`` has it already); False when all are taken. A
+        worker takes one before it claims a run of a capped workflow and drops it after."""
+        ...
+
+    async def renew_permits(
+        self, workflow_id: str, holders: Sequence[str], ttl: float | timedelta
+    ) -> int:
+        """Extend the permits these holders still have by ``ttl``; how many were."""
+        ...
+
+    async def drop_permit(self, workflow_id: str, holder: str) -> None:
+        """Give a permit back (a no-op if it expired)."""
+        ...
+
+
+@runtime_checkable
+class WakeUps(Protocol):
+    """What :meth:`Checkpointer.wake_ups` yields."""
+
+    async def wait(self, at_most: float) -> None:
+        """Return when work may be ready, or after ``at_most`` seconds at the latest (earlier
+        when the store knows a delayed run or a lease deadline comes due sooner)."""
         ...
 
 
@@ -278,9 +423,20 @@ class BaseCheckpointer(ABC):
         event = CheckpointEvent(
             kind, key.workflow_id, key.run_id, key.super_step, snapshot.label, snapshot.timestamp_ms
         )
+        started = time.perf_counter()
         await self._save(
             key, fields, exclusive=bool(exclusive), lease=lease, hold_ms=hold_ms, event=event
         )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "workflow %s run %s: saved super-step %d (%s, %d bytes) in %.1f ms",
+                key.workflow_id,
+                key.run_id,
+                key.super_step,
+                snapshot.label or "no label",
+                sum(map(len, fields)),
+                (time.perf_counter() - started) * 1000,
+            )
 
     async def load(self, key: CheckpointKey) -> Snapshot | None:
         _check_key(key)
@@ -337,7 +493,18 @@ class BaseCheckpointer(ABC):
             timestamp_ms,
             from_key.run_id,
         )
+        started = time.perf_counter()
         await self._fork(from_key, run_id, fields, event)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "workflow %s run %s: forked super-step %d into %s (%d bytes of edits) in %.1f ms",
+                from_key.workflow_id,
+                from_key.run_id,
+                from_key.super_step,
+                run_id,
+                sum(map(len, fields)),
+                (time.perf_counter() - started) * 1000,
+            )
         return run_id
 
     async def list_runs(
@@ -378,9 +545,18 @@ class BaseCheckpointer(ABC):
         ttl_ms = duration_to_ms(ttl, "lease ttl")
         if ttl_ms is None:
             raise TypeError("a lease needs a ttl")
-        return await self._acquire_lease(
+        lease = await self._acquire_lease(
             workflow_id, run_id, owner, ttl_ms, must_exist=bool(must_exist)
         )
+        log.info(
+            "workflow %s run %s: lease %d taken by %s for %d ms",
+            workflow_id,
+            run_id,
+            lease.token,
+            owner,
+            ttl_ms,
+        )
+        return lease
 
     async def renew_lease(self, lease: Lease) -> Lease:
         _check_lease(lease)
@@ -393,7 +569,16 @@ class BaseCheckpointer(ABC):
         if keep_note and note is not None:
             raise ValueError("give a note, or keep_note=True, not both")
         encoded = None if note is None else encode_value("note", note)
-        return await self._release_lease(lease, encoded, keep_note=bool(keep_note))
+        released = await self._release_lease(lease, encoded, keep_note=bool(keep_note))
+        log.info(
+            "workflow %s run %s: lease %d %s by %s",
+            lease.workflow_id,
+            lease.run_id,
+            lease.token,
+            "released" if released else "already gone when released",
+            lease.owner,
+        )
+        return released
 
     async def run_record(self, workflow_id: str, run_id: str) -> RunRecord:
         check_id(workflow_id, "workflow_id")
@@ -416,11 +601,6 @@ class BaseCheckpointer(ABC):
             _check_lease_of(lease, workflow_id, run_id)
         encoded = encode_value("answer", value)
         await self._record_answer(workflow_id, run_id, super_step, encoded, lease)
-
-    async def request_cancel(self, workflow_id: str, run_id: str) -> bool:
-        check_id(workflow_id, "workflow_id")
-        check_id(run_id, "run_id")
-        return await self._request_cancel(workflow_id, run_id)
 
     @abstractmethod
     async def _save(
@@ -495,10 +675,6 @@ class BaseCheckpointer(ABC):
     ) -> None:
         """Store the encoded answer for ``super_step`` if the run is still there, atomically."""
 
-    @abstractmethod
-    async def _request_cancel(self, workflow_id: str, run_id: str) -> bool:
-        """Flag the run as cancelled (keeping the first request's time); False: no run."""
-
     def watch(
         self, workflow_id: str, run_id: str | None = None
     ) -> AbstractAsyncContextManager[AsyncIterator[CheckpointEvent]]:
@@ -512,6 +688,187 @@ class BaseCheckpointer(ABC):
         self, workflow_id: str, run_id: str | None
     ) -> AbstractAsyncContextManager[AsyncIterator[CheckpointEvent]]:
         """Subscribe to the events of the workflow (of the run, if given)."""
+
+    async def submit(self, snapshot: Snapshot, *, not_before: NotBefore | None = None) -> bool:
+        if not isinstance(snapshot, Snapshot):
+            raise TypeError(f"submit() takes a Snapshot, not {type(snapshot).__name__}")
+        key = snapshot.key
+        if key.super_step != 0:
+            raise ValueError(f"a submitted run starts at super-step 0, not {key.super_step}")
+        delay_ms = not_before_to_delay_ms(not_before)
+        fields = encode_channels(snapshot.values)
+        fields += encode_meta(snapshot.label, snapshot.timestamp_ms, snapshot.metadata)
+        event = CheckpointEvent(
+            "saved", key.workflow_id, key.run_id, 0, snapshot.label, snapshot.timestamp_ms
+        )
+        return await self._submit(key, fields, delay_ms, event)
+
+    async def claim(self, workflow_id: str, owner: str, ttl: float | timedelta) -> Claim | None:
+        check_id(workflow_id, "workflow_id")
+        check_owner(owner)
+        ttl_ms = duration_to_ms(ttl, "lease ttl")
+        if ttl_ms is None:
+            raise TypeError("a lease needs a ttl")
+        return await self._claim(workflow_id, owner, ttl_ms)
+
+    async def finish(
+        self,
+        lease: Lease,
+        outcome: Outcome,
+        *,
+        reason: JSON = None,
+        retry_in: float | timedelta | None = None,
+        max_attempts: int | None = None,
+    ) -> QueueState:
+        _check_lease(lease)
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
+        retry_ms = 0 if retry_in is None else cast(int, duration_to_ms(retry_in, "retry_in"))
+        if max_attempts is not None:
+            check_positive_int(max_attempts, "max_attempts")
+        encoded = None if reason is None else encode_value("reason", reason)
+        return await self._finish(lease, outcome, encoded, retry_ms, max_attempts or 0)
+
+    async def resume_run(
+        self,
+        workflow_id: str,
+        run_id: str,
+        answer: JSON,
+        *,
+        not_before: NotBefore | None = None,
+    ) -> QueueState:
+        check_id(workflow_id, "workflow_id")
+        check_id(run_id, "run_id")
+        encoded = encode_value("answer", answer)
+        delay_ms = not_before_to_delay_ms(not_before)
+        return await self._requeue(workflow_id, run_id, encoded, delay_ms)
+
+    async def requeue(
+        self, workflow_id: str, run_id: str, *, not_before: NotBefore | None = None
+    ) -> QueueState:
+        check_id(workflow_id, "workflow_id")
+        check_id(run_id, "run_id")
+        return await self._requeue(workflow_id, run_id, None, not_before_to_delay_ms(not_before))
+
+    async def cancel(self, workflow_id: str, run_id: str) -> QueueState:
+        check_id(workflow_id, "workflow_id")
+        check_id(run_id, "run_id")
+        return await self._cancel(workflow_id, run_id)
+
+    async def queue_depth(self, workflow_id: str) -> QueueDepth:
+        check_id(workflow_id, "workflow_id")
+        return await self._queue_depth(workflow_id)
+
+    def wake_ups(self, workflow_ids: Sequence[str]) -> AbstractAsyncContextManager[WakeUps]:
+        if isinstance(workflow_ids, str):
+            raise TypeError("wake_ups() takes a list of workflow ids, not one str")
+        ids = [check_id(w, "workflow_id") for w in workflow_ids]
+        if not ids:
+            raise ValueError("wake_ups() needs at least one workflow id")
+        return self._wake_ups(ids)
+
+    async def heartbeat(self, worker_id: str, info: JSON, ttl: float | timedelta) -> None:
+        check_id(worker_id, "worker_id")
+        ttl_ms = duration_to_ms(ttl, "heartbeat ttl")
+        if ttl_ms is None:
+            raise TypeError("a heartbeat needs a ttl")
+        await self._heartbeat(worker_id, encode_value("info", info), ttl_ms)
+
+    async def workers(self) -> builtins.list[WorkerInfo]:
+        return sorted(await self._workers(), key=lambda w: w.worker_id)
+
+    async def forget_worker(self, worker_id: str) -> None:
+        check_id(worker_id, "worker_id")
+        await self._forget_worker(worker_id)
+
+    async def take_permit(
+        self, workflow_id: str, holder: str, limit: int, ttl: float | timedelta
+    ) -> bool:
+        check_id(workflow_id, "workflow_id")
+        check_id(holder, "holder")
+        check_positive_int(limit, "limit")
+        return await self._take_permit(workflow_id, holder, limit, _ttl_ms(ttl))
+
+    async def renew_permits(
+        self, workflow_id: str, holders: Sequence[str], ttl: float | timedelta
+    ) -> int:
+        check_id(workflow_id, "workflow_id")
+        if isinstance(holders, str):
+            raise TypeError("renew_permits() takes a list of holders, not one str")
+        checked = [check_id(holder, "holder") for holder in holders]
+        if not checked:
+            return 0
+        return await self._renew_permits(workflow_id, checked, _ttl_ms(ttl))
+
+    async def drop_permit(self, workflow_id: str, holder: str) -> None:
+        check_id(workflow_id, "workflow_id")
+        check_id(holder, "holder")
+        await self._drop_permit(workflow_id, holder)
+
+    @abstractmethod
+    async def _take_permit(self, workflow_id: str, holder: str, limit: int, ttl_ms: int) -> bool:
+        """Take (or extend) a permit if fewer than ``limit`` live ones are held."""
+
+    @abstractmethod
+    async def _renew_permits(
+        self, workflow_id: str, holders: builtins.list[str], ttl_ms: int
+    ) -> int:
+        """Extend the holders' live permits."""
+
+    @abstractmethod
+    async def _drop_permit(self, workflow_id: str, holder: str) -> None:
+        """Remove the holder's permit."""
+
+    @abstractmethod
+    async def _submit(
+        self, key: CheckpointKey, fields: Fields, delay_ms: int, event: CheckpointEvent
+    ) -> bool:
+        """Create the run at super-step 0 with ``fields`` and queue it, unless it exists."""
+
+    @abstractmethod
+    async def _claim(self, workflow_id: str, owner: str, ttl_ms: int) -> Claim | None:
+        """Requeue expired leases, then claim the earliest ready run."""
+
+    @abstractmethod
+    async def _finish(
+        self,
+        lease: Lease,
+        outcome: Outcome,
+        reason: bytes | None,
+        retry_ms: int,
+        max_attempts: int,
+    ) -> QueueState:
+        """Settle the claim: release the lease and move the run by ``outcome``."""
+
+    @abstractmethod
+    async def _requeue(
+        self, workflow_id: str, run_id: str, answer: bytes | None, delay_ms: int
+    ) -> QueueState:
+        """Queue the run again: with ``answer``, a paused run; without, a dead letter."""
+
+    @abstractmethod
+    async def _cancel(self, workflow_id: str, run_id: str) -> QueueState:
+        """Cancel a waiting run, or flag a running one."""
+
+    @abstractmethod
+    async def _queue_depth(self, workflow_id: str) -> QueueDepth:
+        """Count the workflow's runs by queue part."""
+
+    @abstractmethod
+    def _wake_ups(self, workflow_ids: builtins.list[str]) -> AbstractAsyncContextManager[WakeUps]:
+        """Signals that work may be ready."""
+
+    @abstractmethod
+    async def _heartbeat(self, worker_id: str, info: bytes, ttl_ms: int) -> None:
+        """Store the worker's heartbeat for ``ttl_ms``."""
+
+    @abstractmethod
+    async def _workers(self) -> builtins.list[WorkerInfo]:
+        """The live workers."""
+
+    @abstractmethod
+    async def _forget_worker(self, worker_id: str) -> None:
+        """Drop the worker's heartbeat."""
 
 
 # The public methods are documented once, on the protocol; help() shows it on every backend.
@@ -529,8 +886,21 @@ for _method in (
     "release_lease",
     "run_record",
     "record_answer",
-    "request_cancel",
     "watch",
+    "submit",
+    "claim",
+    "finish",
+    "resume_run",
+    "requeue",
+    "cancel",
+    "queue_depth",
+    "wake_ups",
+    "heartbeat",
+    "workers",
+    "forget_worker",
+    "take_permit",
+    "renew_permits",
+    "drop_permit",
 ):
     getattr(BaseCheckpointer, _method).__doc__ = getattr(Checkpointer, _method).__doc__
 
@@ -544,6 +914,13 @@ def _hold_ms(hold: Hold | None) -> int | None:
     if isinstance(hold, str):
         raise ValueError(f"hold must be a duration or 'forever', got {hold!r}")
     return duration_to_ms(hold, "hold")
+
+
+def _ttl_ms(ttl: float | timedelta) -> int:
+    ttl_ms = duration_to_ms(ttl, "ttl")
+    if ttl_ms is None:
+        raise TypeError("a ttl is required")
+    return ttl_ms
 
 
 def _check_lease(lease: object) -> Lease:

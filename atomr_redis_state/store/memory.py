@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import builtins
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from typing import cast
 
 import orjson
 
@@ -22,12 +23,34 @@ from ..errors import (
     CheckpointNotFoundError,
     LeaseHeldError,
     LeaseLostError,
+    QueueStateError,
     RunCancelledError,
     RunNotFoundError,
 )
-from .checkpointer import HOLD_FOREVER, BaseCheckpointer, Fields, Stored, deadline_with_lease
+from .checkpointer import (
+    HOLD_FOREVER,
+    BaseCheckpointer,
+    Fields,
+    Stored,
+    WakeUps,
+    deadline_with_lease,
+)
 from .codec import LABEL_FIELD, TIMESTAMP_FIELD, pairs_of
-from .types import Answer, CheckpointEvent, CheckpointKey, Lease, RunRecord, now_ms
+from .types import (
+    Answer,
+    CheckpointEvent,
+    CheckpointKey,
+    Claim,
+    EventKind,
+    Lease,
+    Outcome,
+    QueueDepth,
+    QueueRecord,
+    QueueState,
+    RunRecord,
+    WorkerInfo,
+    now_ms,
+)
 from .validation import check_positive_int, ttl_to_ms
 
 
@@ -50,6 +73,17 @@ class _Run:
     """The recorded answer: the super-step it answers and its encoded value."""
     cancel_ms: int | None = None
     """When a cancel was first requested."""
+    queue_state: QueueState | None = None
+    """The run's queue state (None: never submitted); the fields below are its record."""
+    attempts: int = 0
+    ready_at_ms: int = 0
+    leased_until_ms: int | None = None
+    """The run's score in the lease-deadline index while a worker holds it."""
+    reason: bytes | None = None
+    settled: int = 0
+    """The lease token whose claim ``finish`` settled: a retried finish changes nothing."""
+    expired: bool = False
+    """Requeued because its worker's lease expired: the next claim is a takeover."""
 
 
 class InMemoryCheckpointer(BaseCheckpointer):
@@ -72,6 +106,9 @@ class InMemoryCheckpointer(BaseCheckpointer):
         self._workflows: dict[str, dict[str, _Run]] = {}
         self._last_token = 0
         self._watchers: list[tuple[str, str | None, asyncio.Queue[CheckpointEvent]]] = []
+        self._sleepers: list[tuple[frozenset[str], asyncio.Event]] = []
+        self._heartbeats: dict[str, tuple[bytes, int]] = {}
+        self._permits: dict[str, dict[str, int]] = {}
 
     def __repr__(self) -> str:
         return f"InMemoryCheckpointer(ttl_ms={self.ttl_ms}, keep_last={self.keep_last})"
@@ -243,14 +280,19 @@ class InMemoryCheckpointer(BaseCheckpointer):
         if must_exist and (run is None or not run.steps):
             raise RunNotFoundError(workflow_id, run_id)
         holder = self._holder(run)
-        if run is not None and holder is not None:
-            if holder != owner:
-                raise LeaseHeldError(workflow_id, run_id, holder, run.lease_until_ms)
-        else:
-            if run is None:
-                # Guards a run being started: it lives as long as the lease, until the run's
-                # first save gives it the run's own deadline.
-                run = self._new_run(workflow_id, run_id, now + ttl_ms)
+        if run is not None and holder is not None and holder != owner:
+            raise LeaseHeldError(workflow_id, run_id, holder, run.lease_until_ms)
+        if run is None:
+            # Guards a run being started: it lives as long as the lease, until the run's
+            # first save gives it the run's own deadline.
+            run = self._new_run(workflow_id, run_id, now + ttl_ms)
+        return self._grant(run, workflow_id, run_id, owner, ttl_ms, now)
+
+    def _grant(
+        self, run: _Run, workflow_id: str, run_id: str, owner: str, ttl_ms: int, now: int
+    ) -> Lease:
+        """Give ``owner`` the run's lease (extended, with its token, if it holds it already)."""
+        if self._holder(run) is None:
             # Tokens keep growing across a run deleted (or expired) and started again: the
             # Redis store uses its clock in microseconds, this store the last token it issued.
             run.fence = max(run.fence + 1, now * 1000, self._last_token + 1)
@@ -323,7 +365,7 @@ class InMemoryCheckpointer(BaseCheckpointer):
         if run.answer is not None:
             answer = Answer(run.answer[0], orjson.loads(run.answer[1]))
         note = None if run.note is None else orjson.loads(run.note)
-        return RunRecord(lease, note, answer, run.cancel_ms)
+        return RunRecord(lease, note, answer, run.cancel_ms, self._queue_record(run))
 
     async def _record_answer(
         self, workflow_id: str, run_id: str, super_step: int, value: bytes, lease: Lease | None
@@ -345,13 +387,258 @@ class InMemoryCheckpointer(BaseCheckpointer):
             raise AnswerRefusedError(workflow_id, run_id, super_step, reason)
         run.answer = (super_step, value)
 
-    async def _request_cancel(self, workflow_id: str, run_id: str) -> bool:
+    @staticmethod
+    def _queue_record(run: _Run) -> QueueRecord | None:
+        if run.queue_state is None:
+            return None
+        return QueueRecord(
+            run.queue_state,
+            run.attempts,
+            run.ready_at_ms if run.queue_state == "queued" else None,
+            None if run.reason is None else orjson.loads(run.reason),
+        )
+
+    # The ready queue: the same rules as lua/claim.lua, finish.lua, requeue.lua and cancel.lua.
+
+    async def _submit(
+        self, key: CheckpointKey, fields: Fields, delay_ms: int, event: CheckpointEvent
+    ) -> bool:
+        run = self._record(key.workflow_id, key.run_id)
+        if run is not None and (run.steps or self._holder(run) is not None):
+            return False  # the run exists (or is being started inline): a no-op
+        now = self._clock()
+        if run is None:
+            run = self._new_run(key.workflow_id, key.run_id, self._fresh_deadline())
+        else:
+            run.deadline_ms = self._fresh_deadline()
+        run.steps[0] = dict(pairs_of(list(fields)))
+        run.writers[0] = None
+        run.queue_state, run.attempts, run.ready_at_ms = "queued", 0, now + delay_ms
+        run.reason, run.cancel_ms, run.answer, run.expired = None, None, None, False
+        self._publish(event)
+        self._announce("queued", key.workflow_id, key.run_id)
+        self._wake(key.workflow_id)
+        return True
+
+    async def _claim(self, workflow_id: str, owner: str, ttl_ms: int) -> Claim | None:
+        now = self._clock()
+        ready: list[tuple[int, str, _Run]] = []
+        for run_id in builtins.list(self._workflows.get(workflow_id, {})):
+            run = self._live_run(workflow_id, run_id)
+            if run is None:
+                continue
+            if run.leased_until_ms is not None and run.leased_until_ms <= now:
+                self._expire_claim(workflow_id, run_id, run, now)
+            if run.queue_state == "queued" and run.ready_at_ms <= now:
+                if self._holder(run) is None:
+                    ready.append((run.ready_at_ms, run_id, run))
+                else:  # an inline runner holds it: look again when that lease ends
+                    run.ready_at_ms = run.lease_until_ms
+        if not ready:
+            return None
+        _, run_id, run = min(ready, key=lambda entry: entry[:2])
+        lease = self._grant(run, workflow_id, run_id, owner, ttl_ms, now)
+        run.queue_state, run.leased_until_ms = "running", lease.expires_at_ms
+        taken_over, run.expired = run.expired, False
+        self._announce("claimed", workflow_id, run_id, owner)
+        return Claim(lease, run.attempts, taken_over)
+
+    def _expire_claim(self, workflow_id: str, run_id: str, run: _Run, now: int) -> None:
+        """A claimed run whose deadline passed: its index entry follows a renewed lease;
+        otherwise its worker is gone, and it is queued again (or ends, if cancelled)."""
+        if self._holder(run) is not None:
+            run.leased_until_ms = run.lease_until_ms
+            return
+        run.leased_until_ms = None
+        if run.queue_state != "running":
+            return
+        if run.cancel_ms is not None:
+            run.queue_state = "cancelled"
+            self._announce("cancelled", workflow_id, run_id)
+            return
+        run.queue_state, run.ready_at_ms, run.expired = "queued", now, True
+        self._announce("lease_expired", workflow_id, run_id, run.owner or "")
+
+    async def _finish(
+        self,
+        lease: Lease,
+        outcome: Outcome,
+        reason: bytes | None,
+        retry_ms: int,
+        max_attempts: int,
+    ) -> QueueState:
+        workflow_id, run_id = lease.workflow_id, lease.run_id
+        run = self._record(workflow_id, run_id)
+        if run is None or run.token != lease.token:
+            raise LeaseLostError(workflow_id, run_id, lease.token)
+        if run.settled == lease.token and run.queue_state is not None:
+            return run.queue_state  # this very finish, sent again
+        now = self._clock()
+        run.owner, run.lease_until_ms, run.leased_until_ms = None, 0, None
+        run.settled = lease.token
+        if run.cancel_ms is not None and outcome != "completed":
+            run.queue_state, run.answer = "cancelled", None
+            self._announce("cancelled", workflow_id, run_id)
+            return "cancelled"
+        if reason is not None:
+            run.reason = reason
+        state: QueueState
+        if outcome == "completed":
+            state, run.answer, run.reason = "completed", None, None
+            self._announce("completed", workflow_id, run_id)
+        elif outcome == "paused":
+            state, run.answer = "paused", None
+        elif outcome == "released":
+            state, run.ready_at_ms = "queued", now
+            self._announce("released", workflow_id, run_id, lease.owner)
+            self._wake(workflow_id)
+        elif outcome == "blocked":
+            state = "blocked"
+            self._announce("blocked", workflow_id, run_id)
+        else:
+            run.attempts += 1
+            if outcome == "failed" or (max_attempts and run.attempts >= max_attempts):
+                state = "failed"
+                self._announce("failed", workflow_id, run_id, f"attempts {run.attempts}")
+            else:
+                state, run.ready_at_ms = "queued", now + retry_ms
+                self._announce("retrying", workflow_id, run_id, f"attempts {run.attempts}")
+                self._wake(workflow_id)
+        run.queue_state = state
+        return state
+
+    async def _requeue(
+        self, workflow_id: str, run_id: str, answer: bytes | None, delay_ms: int
+    ) -> QueueState:
         run = self._live_run(workflow_id, run_id)
         if run is None:
-            return False
+            raise RunNotFoundError(workflow_id, run_id)
+        state = run.queue_state
+        if answer is not None:
+            answered = (max(run.steps), answer)
+            if state == "queued" and run.answer == answered:
+                return "queued"  # this very answer, sent again
+            if state not in (None, "paused"):
+                raise QueueStateError(workflow_id, run_id, state, "take an answer")
+            if run.cancel_ms is not None:
+                raise RunCancelledError(workflow_id, run_id)
+            run.answer = answered
+        else:
+            if state in ("queued", "running"):
+                return state
+            if state not in (None, "failed", "blocked"):
+                raise QueueStateError(workflow_id, run_id, state, "be requeued")
+            run.attempts, run.reason = 0, None
+        run.queue_state, run.ready_at_ms = "queued", self._clock() + delay_ms
+        self._announce("queued", workflow_id, run_id)
+        self._wake(workflow_id)
+        return "queued"
+
+    async def _cancel(self, workflow_id: str, run_id: str) -> QueueState:
+        run = self._live_run(workflow_id, run_id)
+        if run is None:
+            raise RunNotFoundError(workflow_id, run_id)
+        state = run.queue_state
+        if state in ("completed", "cancelled"):
+            return cast(QueueState, state)
         if run.cancel_ms is None:
             run.cancel_ms = self._clock()
+        if state == "running" or self._holder(run) is not None:
+            return "running"
+        run.queue_state, run.answer = "cancelled", None
+        self._announce("cancelled", workflow_id, run_id)
+        return "cancelled"
+
+    async def _queue_depth(self, workflow_id: str) -> QueueDepth:
+        now = self._clock()
+        counts: dict[str, int] = {}
+        for run_id in builtins.list(self._workflows.get(workflow_id, {})):
+            run = self._live_run(workflow_id, run_id)
+            if run is None or run.queue_state is None:
+                continue
+            part: str = run.queue_state
+            if part == "queued":
+                part = "ready" if run.ready_at_ms <= now else "delayed"
+            counts[part] = counts.get(part, 0) + 1
+        return QueueDepth(
+            counts.get("ready", 0),
+            counts.get("delayed", 0),
+            counts.get("running", 0),
+            counts.get("paused", 0),
+            counts.get("failed", 0),
+            counts.get("blocked", 0),
+        )
+
+    @asynccontextmanager
+    async def _wake_ups(self, workflow_ids: builtins.list[str]) -> AsyncIterator[WakeUps]:
+        sleeper = (frozenset(workflow_ids), asyncio.Event())
+        self._sleepers.append(sleeper)
+        try:
+            yield _MemoryWakeUps(self, sleeper[0], sleeper[1])
+        finally:
+            self._sleepers.remove(sleeper)
+
+    def _next_due_ms(self, workflow_ids: frozenset[str]) -> int | None:
+        """The earliest moment a queued run becomes ready or a claim's deadline passes."""
+        moments = [
+            moment
+            for workflow_id in workflow_ids
+            for run in self._workflows.get(workflow_id, {}).values()
+            for moment in (
+                run.ready_at_ms if run.queue_state == "queued" else None,
+                run.leased_until_ms,
+            )
+            if moment is not None
+        ]
+        return min(moments, default=None)
+
+    def _wake(self, workflow_id: str) -> None:
+        for workflow_ids, event in self._sleepers:
+            if workflow_id in workflow_ids:
+                event.set()
+
+    def _announce(self, kind: EventKind, workflow_id: str, run_id: str, label: str = "") -> None:
+        self._publish(CheckpointEvent(kind, workflow_id, run_id, None, label, self._clock()))
+
+    async def _heartbeat(self, worker_id: str, info: bytes, ttl_ms: int) -> None:
+        self._heartbeats[worker_id] = (info, self._clock() + ttl_ms)
+
+    async def _workers(self) -> builtins.list[WorkerInfo]:
+        now = self._clock()
+        for worker_id, (_, expires) in builtins.list(self._heartbeats.items()):
+            if expires <= now:
+                del self._heartbeats[worker_id]
+        return [
+            WorkerInfo(worker_id, orjson.loads(info), expires)
+            for worker_id, (info, expires) in self._heartbeats.items()
+        ]
+
+    async def _forget_worker(self, worker_id: str) -> None:
+        self._heartbeats.pop(worker_id, None)
+
+    async def _take_permit(self, workflow_id: str, holder: str, limit: int, ttl_ms: int) -> bool:
+        now = self._clock()
+        permits = self._permits.setdefault(workflow_id, {})
+        for other, expires in builtins.list(permits.items()):
+            if expires <= now:
+                del permits[other]
+        if holder not in permits and len(permits) >= limit:
+            return False
+        permits[holder] = now + ttl_ms
         return True
+
+    async def _renew_permits(
+        self, workflow_id: str, holders: builtins.list[str], ttl_ms: int
+    ) -> int:
+        now = self._clock()
+        permits = self._permits.get(workflow_id, {})
+        live = [h for h in holders if permits.get(h, 0) > now]
+        for holder in live:
+            permits[holder] = now + ttl_ms
+        return len(live)
+
+    async def _drop_permit(self, workflow_id: str, holder: str) -> None:
+        self._permits.get(workflow_id, {}).pop(holder, None)
 
     def _publish(self, event: CheckpointEvent) -> None:
         for workflow_id, run_id, queue in self._watchers:
@@ -374,6 +661,25 @@ class InMemoryCheckpointer(BaseCheckpointer):
             yield events()
         finally:
             self._watchers.remove(watcher)
+
+
+class _MemoryWakeUps:
+    """Wakes on work queued in this store, or when a delayed run or a deadline comes due."""
+
+    def __init__(
+        self, store: InMemoryCheckpointer, workflow_ids: frozenset[str], event: asyncio.Event
+    ) -> None:
+        self._store = store
+        self._workflow_ids = workflow_ids
+        self._event = event
+
+    async def wait(self, at_most: float) -> None:
+        due = self._store._next_due_ms(self._workflow_ids)
+        if due is not None:
+            at_most = min(at_most, max(0.0, (due - self._store._clock()) / 1000))
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), at_most)
+        self._event.clear()
 
 
 def _expires_after(run: _Run, moment_ms: int) -> bool:

@@ -29,6 +29,11 @@ POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
 SCHEMES = (*sorted(REDIS_SCHEMES | SENTINEL_SCHEMES | POSTGRES_SCHEMES), "sqlite", "memory")
 
 
+def is_redis_url(url: str) -> bool:
+    """True for a ``redis://``, ``rediss://`` or ``unix://`` URL: Redis client options apply."""
+    return url.partition("://")[0].lower() in REDIS_SCHEMES
+
+
 def store_from_url(
     url: str,
     *,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 
 MAX_SUPER_STEP = 2**53 - 1
 """Super-steps are sorted-set scores (IEEE doubles), exact up to 2**53 - 1."""
@@ -113,3 +114,23 @@ def check_prefix(prefix: object) -> str:
             f"{prefix!r}"
         )
     return prefix
+
+
+def not_before_to_delay_ms(not_before: object) -> int:
+    """``not_before`` (an aware datetime, or a timedelta from now) as a delay in milliseconds
+    from now (0: at once; a moment in the past is now)."""
+    if not_before is None:
+        return 0
+    if isinstance(not_before, datetime):
+        if not_before.tzinfo is None:
+            raise ValueError("not_before must be a timezone-aware datetime (or a timedelta)")
+        seconds = not_before.timestamp() - time.time()
+    elif isinstance(not_before, timedelta):
+        seconds = not_before.total_seconds()
+    else:
+        raise TypeError(
+            f"not_before must be a datetime or a timedelta, not {type(not_before).__name__}"
+        )
+    if seconds * 1000 > MAX_DURATION_MS:
+        raise ValueError(f"not_before must be within {MAX_DURATION_MS // 1000} s from now")
+    return max(0, round(seconds * 1000))

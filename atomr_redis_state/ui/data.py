@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 import orjson
 
 from .. import views
-from ..errors import RunNotFoundError, RunNotPausedError, UnknownChannelError
+from ..errors import RunNotFoundError, RunNotPausedError
 from ..graph.outcomes import RunStatus
 from ..observability.runs import all_runs, is_fork, lineage_forks, summarise_run
 from ..store.checkpointer import Checkpointer
@@ -34,6 +34,8 @@ LINEAGE_LIMIT = 500
 """Runs of one lineage drawn in a fork tree."""
 
 Resume = Callable[[Checkpointer, str, str, JSON], Awaitable[object]]
+"""Answers a paused run: ``resume(store, workflow_id, run_id, value)`` continues it (or records
+the answer for a worker to continue it)."""
 
 
 async def _statuses(
@@ -44,24 +46,6 @@ async def _statuses(
         lambda run_id: summarise_run(store, workflow_id, run_id), run_ids
     )
     return found
-
-
-async def workflows(
-    store: Checkpointer, known: Sequence[str], *, after: str | None, limit: int
-) -> JSON:
-    """The workflows under the store's prefix (with ``known`` ones added)."""
-    listed: list[str] = []
-    lister = getattr(store, "list_workflows", None)
-    if lister is not None:
-        listed = await lister(limit=limit, after=after)
-    names = sorted({*listed, *(w for w in known if after is None or w > after)})[:limit]
-    more = len(listed) >= limit
-    return {
-        "format_version": FORMAT_VERSION,
-        "workflows": [{"workflow_id": name} for name in names],
-        "next_after": names[-1] if more and names else None,
-        "listable": lister is not None,
-    }
 
 
 async def runs_page(
@@ -138,10 +122,19 @@ async def counts(store: Checkpointer, workflow_id: str) -> JSON:
 
 
 async def history(
-    store: Checkpointer, workflow_id: str, run_id: str, *, before: int | None, limit: int | None
+    store: Checkpointer,
+    workflow_id: str,
+    run_id: str,
+    *,
+    before: int | None,
+    limit: int | None,
+    steps: bool = True,
 ) -> JSON:
-    """The run's timeline: :func:`views.history_view`."""
-    return await views.history_view(store, workflow_id, run_id, limit=limit, before=before)
+    """The run's timeline: :func:`views.history_view` (``steps=False``: without the steps each
+    layer ran, which reads every checkpoint of the page; labels and times are one read)."""
+    return await views.history_view(
+        store, workflow_id, run_id, limit=limit, before=before, steps=steps
+    )
 
 
 async def state(
@@ -213,8 +206,6 @@ async def fork(
 ) -> JSON:
     """Fork ``step`` of the run with ``edits`` to channels the checkpoint has."""
     source = await views.load_snapshot(store, workflow_id, run_id, step)
-    for channel in edits:
-        if channel not in source.values:
-            raise UnknownChannelError(channel, sorted(source.values))
+    views.check_fork_edits(source, edits)
     new_run = await store.fork(source.key, dict(edits))
     return await views.run_view(store, workflow_id, new_run)

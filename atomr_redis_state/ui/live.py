@@ -2,9 +2,10 @@
 
 Each browser tab gets its own subscription. Events go out as ``event: checkpoint`` with the
 event's JSON; ``event: ready`` says the subscription is in place (anything before it must be
-read from the store), and ``event: gap`` says events may have been lost (the subscription broke
-or the store said so): the page re-reads what it shows. A comment line every
-:data:`HEARTBEAT_S` keeps proxies from closing an idle stream and finds closed tabs.
+read from the store), and ``event: gap`` says events may have been lost (the store's watch
+yielded a ``gap`` event, or the subscription broke): the page re-reads what it shows. A
+comment line every :data:`HEARTBEAT_S` keeps proxies from closing an idle stream and finds
+closed tabs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 import orjson
 
@@ -43,7 +44,7 @@ async def event_stream(
     shape: Callable[[CheckpointEvent], JSON],
     *,
     heartbeat_s: float = HEARTBEAT_S,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The events of the workflow (or run) as server-sent events, until the client leaves or
     the subscription fails (then a ``gap`` event, and the browser reconnects)."""
     yield f"retry: {RETRY_MS}\n\n".encode()
@@ -79,6 +80,8 @@ async def event_stream(
                 if subscribed and not gap_told:
                     yield sse("gap", {"reason": "the subscription ended"})
                 return
+            elif isinstance(item, CheckpointEvent) and item.kind == "gap":
+                yield sse("gap", {"reason": "the store's subscription was interrupted"})
             elif isinstance(item, CheckpointEvent):
                 yield sse("checkpoint", shape(item))
             elif isinstance(item, Exception):

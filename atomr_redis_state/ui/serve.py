@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import uvicorn
 
 from ..store.checkpointer import Checkpointer
-from .server import Resume, create_app, new_token
+from .data import Resume
+from .server import create_app, new_token
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +35,25 @@ class Started:
         return self.url if self.token is None else f"{self.url}#token={self.token}"
 
 
+def listen(host: str = "127.0.0.1", port: int = 8765) -> socket.socket:
+    """A socket bound to ``host:port`` (0: any free port), ready for :func:`serve`; binding
+    first lets a caller report a port in use before doing anything else."""
+    family, kind, proto, _name, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 async def serve(
     store: Checkpointer,
+    listener: socket.socket | None = None,
     *,
     host: str = "127.0.0.1",
     port: int = 8765,
@@ -42,40 +61,39 @@ async def serve(
     token: str | None = None,
     resume: Resume | None = None,
     store_label: str = "",
-    workflows: Sequence[str] = (),
     on_started: Callable[[Started], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Serve the inspector on ``store`` at ``host:port`` (0: any free port) until Ctrl-C, or
-    until ``stop`` is set."""
+    """Serve the inspector on ``store`` from ``listener`` (else a socket bound to ``host:port``)
+    until Ctrl-C, or until ``stop`` is set."""
+    sock = listen(host, port) if listener is None else listener
+    bound_host = sock.getsockname()[0]
     await store.list_runs(PROBE_WORKFLOW, limit=1)
     if allow_writes and token is None:
         token = new_token()
-    hosts = ["*"] if host in ("0.0.0.0", "::") else [host, "127.0.0.1", "localhost", "[::1]"]
+    hosts = ["*"] if bound_host in ("0.0.0.0", "::") else [host, "127.0.0.1", "localhost", "[::1]"]
     app = create_app(
         store,
         allow_writes=allow_writes,
         token=token,
         resume=resume,
         store_label=store_label,
-        workflows=workflows,
         hosts=hosts,
     )
     config = uvicorn.Config(
         app,
-        host=host,
-        port=port,
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=2,
         lifespan="on",
+        ws="none",  # live updates are server-sent events: no WebSocket library is loaded
     )
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():  # noqa: ASYNC110 (uvicorn has no event)
         await asyncio.sleep(0.02)
     if server.started and on_started is not None:
-        bound = server.servers[0].sockets[0].getsockname()
+        bound = sock.getsockname()
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         on_started(Started(f"http://{shown}:{bound[1]}/", token if allow_writes else None))
     if stop is not None:
@@ -84,5 +102,3 @@ async def serve(
         stopping.cancel()
         server.should_exit = True
     await task
-    if not server.started:
-        raise OSError(f"the inspector could not listen on {host}:{port} (see the log above)")

@@ -46,15 +46,12 @@ from ..errors import (
 from ..store.checkpointer import Checkpointer
 from ..store.types import JSON
 from . import data
+from .data import Resume
 from .live import event_stream
 
 log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "X-Atomr-Token"
-
-Resume = Callable[[Checkpointer, str, str, JSON], Awaitable[object]]
-"""Answers a paused run: ``resume(store, workflow_id, run_id, value)`` continues it (or records
-the answer for a worker to continue it)."""
 
 StoreOpener = Callable[[], AbstractAsyncContextManager[Checkpointer]]
 
@@ -68,8 +65,20 @@ class Settings:
     resume: Resume | None = None
     store_label: str = ""
     """Where the store is (URL without password, prefix), shown in the page header."""
-    workflows: tuple[str, ...] = ()
-    """Workflows to list even when the store cannot list them (the demo's, say)."""
+
+
+def queued_answer(store: Checkpointer) -> Resume | None:
+    """How a store with a work queue answers a pause: ``resume_run`` records the answer durably
+    and queues the run, and a fleet worker (``atomr-redis-state worker``) resumes it with that
+    answer. None for a store without one (the inspector then cannot answer pauses)."""
+    resume_run = getattr(store, "resume_run", None)
+    if resume_run is None:
+        return None
+
+    async def resume(_store: Checkpointer, workflow_id: str, run_id: str, value: JSON) -> None:
+        await resume_run(workflow_id, run_id, value)
+
+    return resume
 
 
 def new_token() -> str:
@@ -84,7 +93,6 @@ def create_app(
     token: str | None = None,
     resume: Resume | None = None,
     store_label: str = "",
-    workflows: Sequence[str] = (),
     hosts: Sequence[str] = ("127.0.0.1", "localhost", "[::1]"),
 ) -> Starlette:
     """The inspector app on ``store`` (a store, or a function opening one for the app's life).
@@ -95,9 +103,7 @@ def create_app(
     """
     if allow_writes and not token:
         raise ValueError("allow_writes needs a token (see new_token())")
-    settings = Settings(
-        bool(allow_writes), token, resume, store_label, tuple(dict.fromkeys(workflows))
-    )
+    settings = Settings(bool(allow_writes), token, resume, store_label)
     opener: StoreOpener = (lambda: nullcontext(store)) if isinstance(store, Checkpointer) else store
     state: dict[str, Checkpointer] = {}
 
@@ -152,12 +158,22 @@ def _static_file(name: str) -> Callable[[Request], Awaitable[Response]]:
     path = importlib.resources.files("atomr_redis_state.ui") / "static" / name
 
     async def serve(request: Request) -> Response:
-        return FileResponse(str(path), headers=_NO_STORE)
+        return FileResponse(str(path), headers=_PAGE_HEADERS)
 
     return serve
 
 
-_NO_STORE = {"Cache-Control": "no-store"}
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    # Only the page's own files run, and no other site may frame it (clickjacking).
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 _SECURITY = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -265,9 +281,8 @@ class _Api:
         )
 
     async def workflows(self, request: Request) -> Response:
-        found = await data.workflows(
+        found = await views.workflows_view(
             self.store(),
-            self.settings.workflows,
             after=_text(request, "after", required=False) or None,
             limit=_int(request, "limit", 100, low=1) or 100,
         )
@@ -303,6 +318,7 @@ class _Api:
                 _text(request, "run"),
                 before=_int(request, "before"),
                 limit=_int(request, "limit", 200, low=1),
+                steps=request.query_params.get("steps") != "0",
             )
         )
 

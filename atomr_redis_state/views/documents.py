@@ -11,7 +11,12 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from ..errors import AtomrStateError, CheckpointNotFoundError, RunNotFoundError
+from ..errors import (
+    AtomrStateError,
+    CheckpointNotFoundError,
+    RunNotFoundError,
+    UnknownChannelError,
+)
 from ..graph.outcomes import RunStatus
 from ..graph.progress import Progress
 from ..observability.runs import is_fork, lineage_forks, summarise_run
@@ -22,6 +27,9 @@ from .diff import diff_channels
 
 FORMAT_VERSION = 1
 """The version of every document's shape (``format_version``)."""
+
+STEPS_READ_LIMIT = 100
+"""Checkpoints of a history page whose steps are read (each is loaded whole to read them)."""
 
 READ_CONCURRENCY = 16
 """Store reads a document makes at once (statuses of a page of runs, snapshots of a page)."""
@@ -49,6 +57,19 @@ Document = dict[str, Any]
 plain JSON: str, int, float, bool, None, list or dict)."""
 
 
+def check_fork_edits(source: Snapshot, channels: Iterable[str]) -> None:
+    """Refuse edits of channels the snapshot to fork does not have (a typo would otherwise
+    make a fork with a stray channel): :class:`UnknownChannelError` names the ones it has.
+    A snapshot with no channels at all says nothing about them, and is not checked."""
+    if not source.values:
+        return
+    for channel in channels:
+        if channel not in source.values:
+            raise UnknownChannelError(
+                channel, sorted(source.values), declared_by="the checkpoint to fork has"
+            )
+
+
 def fork_source(label: str) -> str | None:
     """The run a checkpoint was forked from, from its label; None for any other checkpoint."""
     return label[len(FORK_LABEL) :] if label.startswith(FORK_LABEL) else None
@@ -73,7 +94,12 @@ def status_detail(status: RunStatus) -> str:
 
 
 def run_json(status: RunStatus) -> Document:
-    """One run as a JSON object: its state and badge, latest checkpoint, pause, lease, error."""
+    """One run as a JSON object: its state and badge, latest checkpoint, pause, lease, error.
+
+    ``fork`` is True for a run made by ``fork``; ``fork_of`` names its source only while its
+    latest checkpoint is still the copy (``history_view`` and ``fork_tree_view`` have it for
+    any fork); ``lineage_root`` is the run its lineage started from.
+    """
     pause = status.pause
     lease = status.lease
     error = status.last_error
@@ -275,7 +301,8 @@ async def history_view(
     Each checkpoint has its label, save time, ``elapsed_ms`` since the checkpoint before it,
     ``fork_of`` (a fork's first checkpoint: the run it came from), ``forked_into`` (the forks
     made from it), and with ``steps`` the names of the steps its layer ran, from the runner's
-    record (that reads every checkpoint of the page: pass ``steps=False`` to skip it).
+    record (that reads the newest :data:`STEPS_READ_LIMIT` checkpoints of the page whole, the
+    older ones get None; pass ``steps=False`` to read none).
     ``next_before`` pages back (None on the first page).
     """
     metas = await store.list(workflow_id, run_id, limit=limit, before=before)
@@ -287,16 +314,18 @@ async def history_view(
     )
     ran: list[list[JSON] | None] = [None] * len(metas)
     if steps and metas:
-        keys = [m.key for m in earlier + metas]
-        snapshots: list[Snapshot | None] = await gather_limited(store.load, keys)
+        first = max(0, len(metas) - STEPS_READ_LIMIT)
+        chain = ([metas[first - 1]] if first > 0 else earlier) + metas[first:]
+        snapshots: list[Snapshot | None] = await gather_limited(store.load, [m.key for m in chain])
         done = [_done_steps(s) for s in snapshots]
-        offset = len(earlier)
-        for index, meta in enumerate(metas):
-            if fork_source(meta.label) is not None:
+        offset = len(chain) - (len(metas) - first)
+        for index in range(first, len(metas)):
+            if fork_source(metas[index].label) is not None:
                 ran[index] = []  # a fork's copy: no step ran to make it
                 continue
-            previous = done[index + offset - 1] if index + offset > 0 else ()
-            ran[index] = _ran_between(previous, done[index + offset])
+            position = index - first + offset
+            previous = done[position - 1] if position > 0 else ()
+            ran[index] = _ran_between(previous, done[position])
     previous_ms = earlier[0].timestamp_ms if earlier else None
     rows: list[JSON] = []
     for meta, names in zip(metas, ran, strict=True):

@@ -14,6 +14,7 @@ import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis, RedisCluster
@@ -137,6 +138,64 @@ class Calls:
         if pipeline is not None:
             return await self.run(lambda: pipeline.script(script, keys, args))
         return await self.run(lambda: self._script(script, keys, args))
+
+    async def many(
+        self, calls: builtins.list[tuple[AsyncScript, builtins.list[str], builtins.list[Any]]]
+    ) -> builtins.list[Any]:
+        """Call many read-only or idempotent scripts (of many slots) together: batched by the
+        automatic pipeline, else in one redis-py pipeline on standalone Redis, else (a cluster
+        without pipelining) a few at a time. Their replies, in order."""
+        pipeline = self.pipeline
+        if pipeline is not None:
+            return await asyncio.gather(
+                *(self.run(partial(pipeline.script, *call)) for call in calls)
+            )
+        if not self.cluster:
+            return await self.run(lambda: self._in_order(calls, wait=False))
+        limit = asyncio.Semaphore(8)
+
+        async def one(call: tuple[AsyncScript, builtins.list[str], builtins.list[Any]]) -> Any:
+            async with limit:
+                return await self.script(*call)
+
+        return await asyncio.gather(*(one(call) for call in calls))
+
+    async def in_order(
+        self, calls: builtins.list[tuple[AsyncScript, builtins.list[str], builtins.list[Any]]]
+    ) -> builtins.list[Any]:
+        """Call several scripts (of different slots) in this order: in one pipeline, so one
+        round trip, on standalone Redis (then WAIT for the replicas, if asked); one after the
+        other on Redis Cluster. The replies, or the first script's error."""
+        if self.cluster:
+            return [await self.script(script, keys, args) for script, keys, args in calls]
+        return await self.run(lambda: self._in_order(calls))
+
+    async def _in_order(
+        self,
+        calls: builtins.list[tuple[AsyncScript, builtins.list[str], builtins.list[Any]]],
+        *,
+        wait: bool = True,
+    ) -> builtins.list[Any]:
+        for _ in range(2):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for script, keys, args in calls:
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                waits = wait and self.replicas > 0
+                if waits:
+                    pipe.execute_command("WAIT", self.replicas, self.replica_timeout_ms)
+                replies = await pipe.execute(raise_on_error=False)
+            if any(isinstance(reply, NoScriptError) for reply in replies):
+                # Load them all and send them all again, in order: every script is idempotent.
+                for script, _, _ in calls:
+                    await self.client.script_load(script.script)
+                continue
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            if waits and int(replies[-1]) < self.replicas:
+                raise DurabilityError(self.replicas, int(replies[-1]), self.replica_timeout_ms)
+            return cast(builtins.list[Any], replies[: len(calls)])
+        raise NoScriptError("the scripts could not be loaded")
 
     async def commands(self, *commands: tuple[Any, ...]) -> builtins.list[Any]:
         """Send several commands in one round trip; their raw replies (pipelined), else

@@ -11,7 +11,7 @@ import builtins
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
 from functools import partial
@@ -32,13 +32,30 @@ from ...errors import (
     RunCancelledError,
     RunNotFoundError,
 )
-from ..checkpointer import BaseCheckpointer, Fields, Stored
+from ..checkpointer import BaseCheckpointer, Fields, Stored, WakeUps
 from ..codec import WRITE_TOKEN_FIELD, encode_event, pairs_of, write_token
-from ..types import Answer, CheckpointEvent, CheckpointKey, Lease, RunRecord
+from ..types import (
+    Answer,
+    CheckpointEvent,
+    CheckpointKey,
+    Claim,
+    Lease,
+    Outcome,
+    QueueDepth,
+    QueueState,
+    RunRecord,
+    WorkerInfo,
+)
 from ..validation import check_positive_int, duration_to_ms, ttl_to_ms
 from .calls import CLUSTER_RETRY_BUDGET, Calls
-from .connect import client_from_sentinel, client_from_url
+from .connect import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_POOL_TIMEOUT,
+    client_from_sentinel,
+    client_from_url,
+)
 from .keys import KeyLayout, RunKeys
+from .queue import RedisQueue, queue_record
 from .scripts import Scripts
 from .watch import Subscription
 
@@ -112,6 +129,7 @@ class RedisCheckpointer(BaseCheckpointer):
         self._owned: list[Any] = []
         self._ttl_arg = str(self.ttl_ms or 0)
         self._keep_last_arg = str(self.keep_last or 0)
+        self._queue = RedisQueue(client, self._calls, self._scripts, self.keys, self._ttl_arg)
 
     @classmethod
     def from_url(
@@ -127,6 +145,8 @@ class RedisCheckpointer(BaseCheckpointer):
         retry_for: float | timedelta = CLUSTER_RETRY_BUDGET,
         retry: Retry | None = None,
         pipelining: bool = True,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
         **client_options: Any,
     ) -> RedisCheckpointer:
         """Connect to ``url`` (``redis://``, ``rediss://`` for TLS; ``cluster=True`` for Redis
@@ -136,8 +156,21 @@ class RedisCheckpointer(BaseCheckpointer):
         :func:`~.connect.default_retry`, 3 retries with exponential backoff and jitter); every
         store operation is safe to retry. ``client_options`` go to redis-py (for example
         ``ssl_ca_certs=``, ``socket_timeout=``).
+
+        The client opens at most ``max_connections`` connections (per node on a cluster). With
+        pipelining, concurrent calls share them, a batch per connection; with
+        ``pipelining=False`` each call in flight holds one. Past the limit a call waits up to
+        ``pool_timeout`` seconds for a free connection, then fails with
+        :class:`~...errors.StoreUnavailableError` (on a cluster it is retried for ``retry_for``).
         """
-        client = client_from_url(url, cluster=cluster, retry=retry, options=client_options)
+        client = client_from_url(
+            url,
+            cluster=cluster,
+            retry=retry,
+            options=client_options,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
+        )
         store = cls(
             client,
             prefix=prefix,
@@ -166,6 +199,8 @@ class RedisCheckpointer(BaseCheckpointer):
         retry: Retry | None = None,
         sentinel_options: dict[str, Any] | None = None,
         pipelining: bool = True,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
         **client_options: Any,
     ) -> RedisCheckpointer:
         """Use the primary that Redis Sentinel names ``service_name``, found again after a
@@ -174,7 +209,8 @@ class RedisCheckpointer(BaseCheckpointer):
         ``sentinels`` are ``(host, port)`` addresses; ``sentinel_options`` go to the
         connections to the Sentinels (for example their password), ``client_options`` to those
         to the primary. With ``replicas=1`` a save returns only once a replica has it, so an
-        acknowledged save survives the primary's failure.
+        acknowledged save survives the primary's failure. ``max_connections`` and
+        ``pool_timeout``: as in :meth:`from_url`.
         """
         client, sentinel = client_from_sentinel(
             sentinels,
@@ -182,6 +218,8 @@ class RedisCheckpointer(BaseCheckpointer):
             retry=retry,
             sentinel_options=sentinel_options,
             options=client_options,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
         )
         store = cls(
             client,
@@ -261,7 +299,12 @@ class RedisCheckpointer(BaseCheckpointer):
         except ResponseError as exc:
             code = str(exc).partition(" ")[0]
             if code == "CONFLICT":
-                log.info("run %s: super-step %s already checkpointed", key.run_id, step)
+                log.info(
+                    "workflow %s run %s: super-step %s already checkpointed",
+                    key.workflow_id,
+                    key.run_id,
+                    step,
+                )
                 raise CheckpointConflictError(key.workflow_id, key.run_id, key.super_step) from None
             _raise_run_error(exc, key.workflow_id, key.run_id, lease)
             raise
@@ -461,7 +504,6 @@ class RedisCheckpointer(BaseCheckpointer):
             raise
         if reply[0] == b"held":
             raise LeaseHeldError(workflow_id, run_id, reply[1].decode(), int(reply[2]))
-        log.info("run %s: lease %s taken by %s", run_id, reply[0].decode(), owner)
         token, until, cancel = reply
         return Lease(workflow_id, run_id, owner, int(token), int(until), ttl_ms, cancel == 1)
 
@@ -489,13 +531,12 @@ class RedisCheckpointer(BaseCheckpointer):
         )
         if not released and note is not None:
             raise LeaseLostError(lease.workflow_id, lease.run_id, lease.token)
-        log.info("run %s: lease %d released by %s", lease.run_id, lease.token, lease.owner)
         return bool(released)
 
     async def _run_record(self, workflow_id: str, run_id: str) -> RunRecord:
         run = self.keys.run(workflow_id, run_id)
         reply = await self._calls.script(self._scripts.run_record, [run.record], [])
-        now, owner, token, until, ttl, note, answer_step, answer, cancel = reply
+        now, owner, token, until, ttl, note, answer_step, answer, cancel, *queued = reply
         cancel_ms = None if cancel is None else int(cancel)
         lease = None
         if owner is not None and int(until) > int(now):
@@ -511,7 +552,8 @@ class RedisCheckpointer(BaseCheckpointer):
         recorded = None
         if answer_step is not None:
             recorded = Answer(int(answer_step), orjson.loads(answer))
-        return RunRecord(lease, None if note is None else orjson.loads(note), recorded, cancel_ms)
+        note = None if note is None else orjson.loads(note)
+        return RunRecord(lease, note, recorded, cancel_ms, queue_record(queued))
 
     async def _record_answer(
         self, workflow_id: str, run_id: str, super_step: int, value: bytes, lease: Lease | None
@@ -534,14 +576,59 @@ class RedisCheckpointer(BaseCheckpointer):
             _raise_run_error(exc, workflow_id, run_id, lease)
             raise
 
-    async def _request_cancel(self, workflow_id: str, run_id: str) -> bool:
-        run = self.keys.run(workflow_id, run_id)
-        flagged = await self._calls.script(
-            self._scripts.request_cancel, [run.record, run.steps], [], durable=True
-        )
-        if flagged:
-            log.info("run %s: cancel requested", run_id)
-        return bool(flagged)
+    # The ready queue: see .queue for how it is laid out and how workers find work.
+
+    async def _submit(
+        self, key: CheckpointKey, fields: Fields, delay_ms: int, event: CheckpointEvent
+    ) -> bool:
+        return await self._queue.submit(key, fields, delay_ms, event)
+
+    async def _claim(self, workflow_id: str, owner: str, ttl_ms: int) -> Claim | None:
+        return await self._queue.claim(workflow_id, owner, ttl_ms)
+
+    async def _finish(
+        self,
+        lease: Lease,
+        outcome: Outcome,
+        reason: bytes | None,
+        retry_ms: int,
+        max_attempts: int,
+    ) -> QueueState:
+        return await self._queue.finish(lease, outcome, reason, retry_ms, max_attempts)
+
+    async def _requeue(
+        self, workflow_id: str, run_id: str, answer: bytes | None, delay_ms: int
+    ) -> QueueState:
+        return await self._queue.requeue(workflow_id, run_id, answer, delay_ms)
+
+    async def _cancel(self, workflow_id: str, run_id: str) -> QueueState:
+        return await self._queue.cancel(workflow_id, run_id)
+
+    async def _queue_depth(self, workflow_id: str) -> QueueDepth:
+        return await self._queue.depth(workflow_id)
+
+    def _wake_ups(self, workflow_ids: builtins.list[str]) -> AbstractAsyncContextManager[WakeUps]:
+        return self._queue.wake_ups(workflow_ids)
+
+    async def _heartbeat(self, worker_id: str, info: bytes, ttl_ms: int) -> None:
+        await self._queue.heartbeat(worker_id, info, ttl_ms)
+
+    async def _workers(self) -> builtins.list[WorkerInfo]:
+        return await self._queue.workers()
+
+    async def _forget_worker(self, worker_id: str) -> None:
+        await self._queue.forget_worker(worker_id)
+
+    async def _take_permit(self, workflow_id: str, holder: str, limit: int, ttl_ms: int) -> bool:
+        return bool(await self._queue.permit(workflow_id, "take", ttl_ms, limit, [holder]))
+
+    async def _renew_permits(
+        self, workflow_id: str, holders: builtins.list[str], ttl_ms: int
+    ) -> int:
+        return await self._queue.permit(workflow_id, "renew", ttl_ms, 0, holders)
+
+    async def _drop_permit(self, workflow_id: str, holder: str) -> None:
+        await self._queue.permit(workflow_id, "drop", 1, 0, [holder])
 
     @asynccontextmanager
     async def _watch(

@@ -15,6 +15,21 @@ Layout (``P`` = prefix, ``T`` = slot tag, ``W``/``R`` = escaped workflow/run id)
                          the workflow still has runs there)
     P:{T}:W:events       shard channel (pub/sub, not a key): events of workflow W's runs in T
 
+The ready queue (see :mod:`.queue`); a run's queue state lives in its record hash::
+
+    P:{T}:W:queue        sorted set: run id -> ready time (ms, server clock) of queued runs in T
+    P:{T}:W:leased       sorted set: run id -> lease deadline of claimed runs (takeover index)
+    P:{T}:W:paused       sorted set: run id -> when it paused (waiting for a human)
+    P:{T}:W:dead         sorted set: run id -> when it failed for good (dead letters)
+    P:{T}:W:blocked      sorted set: run id -> when it was blocked (workflow changed)
+    P:{w:W}:hint         sorted set: bucket -> earliest time that bucket needs a claim
+    P:{w:W}:hintgen      hash: bucket -> how often its hint was touched (settles compare it)
+    P:{w:W}:wake         shard channel: a bucket number, when a run there became ready
+    P:{w:W}:sweep        string: held (SET NX PX) by the one worker repairing hints
+    P:{w:W}:permits      sorted set: holder -> expiry, the fleet-wide in-flight cap's permits
+    P:{workers}:live     sorted set: worker id -> heartbeat deadline
+    P:{workers}:w:I      string: worker I's heartbeat (JSON), expiring with it
+
 The tag is one of :data:`SLOT_BUCKETS` values, chosen by hashing the workflow id with the run's
 lineage root (a fork keeps its source's root, see :func:`..ids.fork_run_id`). So all keys of a
 run, of its forks, and the run-index bucket they are listed in share one Redis Cluster slot, and
@@ -75,9 +90,38 @@ class RunKeys:
     events: str
     """The shard channel where the store announces changes to this run (and its workflow's
     other runs with the same tag)."""
+    queue: QueueKeys
+    """The ready-queue keys of the run's bucket."""
 
     def snapshot(self, super_step: int) -> str:
         return f"{self.snapshot_prefix}{super_step}"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """The ready-queue keys of one workflow in one slot bucket (declared in this order)."""
+
+    queue: str
+    leased: str
+    paused: str
+    dead: str
+    blocked: str
+    events: str
+    bucket: int
+
+    def declared(self) -> list[str]:
+        return [self.queue, self.leased, self.paused, self.dead, self.blocked]
+
+
+@dataclass(frozen=True, slots=True)
+class HintKeys:
+    """The keys of a workflow's hint index: which buckets need attention, and when."""
+
+    hint: str
+    generation: str
+    wake: str
+    sweep: str
+    permits: str
 
 
 class KeyLayout:
@@ -93,6 +137,7 @@ class KeyLayout:
         )
         run_part = f"{workflow_part}:{escape(run_id)}"
         return RunKeys(
+            queue=self.queue(workflow_id, bucket_of(workflow_id, run_id)),
             steps=f"{run_part}:steps",
             snapshot_prefix=f"{run_part}:snap:",
             meta=f"{run_part}:meta",
@@ -101,6 +146,36 @@ class KeyLayout:
             deleted=f"{run_part}:deleted",
             events=f"{workflow_part}:events",
         )
+
+    def queue(self, workflow_id: str, bucket: int) -> QueueKeys:
+        """The ready-queue keys of a workflow in slot bucket ``bucket``."""
+        part = f"{self.prefix}:{{{bucket:02x}}}:{escape(workflow_id)}"
+        return QueueKeys(
+            f"{part}:queue",
+            f"{part}:leased",
+            f"{part}:paused",
+            f"{part}:dead",
+            f"{part}:blocked",
+            f"{part}:events",
+            bucket,
+        )
+
+    def hint(self, workflow_id: str) -> HintKeys:
+        """The workflow's hint keys: one slot of their own (tag ``w:<workflow>``)."""
+        part = f"{self.prefix}:{{w:{escape(workflow_id)}}}"
+        return HintKeys(
+            f"{part}:hint", f"{part}:hintgen", f"{part}:wake", f"{part}:sweep", f"{part}:permits"
+        )
+
+    @property
+    def workers_index(self) -> str:
+        """The sorted set of live workers (worker id -> heartbeat deadline)."""
+        return f"{self.prefix}:{{workers}}:live"
+
+    @property
+    def worker_prefix(self) -> str:
+        """Heartbeat keys are this prefix followed by the escaped worker id."""
+        return f"{self.prefix}:{{workers}}:w:"
 
     def run_index_buckets(self, workflow_id: str) -> list[str]:
         """Every run-index bucket key of a workflow, one per slot tag."""

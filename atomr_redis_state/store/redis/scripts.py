@@ -47,7 +47,19 @@ class Scripts:
     release_lease: AsyncScript
     run_record: AsyncScript
     record_answer: AsyncScript
-    request_cancel: AsyncScript
+    submit: AsyncScript
+    claim: AsyncScript
+    finish: AsyncScript
+    requeue: AsyncScript
+    cancel: AsyncScript
+    queue_depth: AsyncScript
+    queue_peek: AsyncScript
+    hint_touch: AsyncScript
+    hint_due: AsyncScript
+    hint_settle: AsyncScript
+    heartbeat: AsyncScript
+    workers: AsyncScript
+    permit: AsyncScript
 
     @classmethod
     def register(cls, client: Any) -> Scripts:

@@ -81,6 +81,10 @@ class PostgresCheckpointer(BaseCheckpointer):
     lazily by later writes. A lost connection raises :class:`~...errors.StoreUnavailableError`;
     every operation is safe to call again. Ids, labels and owners cannot hold the character
     U+0000 (Postgres text cannot); channel values can.
+
+    Each snapshot's channels are kept twice: as their exact JSON text (what is read back) and
+    as ``jsonb``, to query with SQL. ``jsonb=False`` skips the second copy: measured inside
+    the database, a save of a 6.5 KB state took 60 us instead of 100 us of server time.
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class PostgresCheckpointer(BaseCheckpointer):
         ttl: float | timedelta | None = None,
         keep_last: int | None = None,
         max_size: int = 10,
+        jsonb: bool = True,
     ) -> None:
         if not isinstance(schema, str) or not schema or len(schema.encode()) > 63:
             raise ValueError(f"schema must be a name of 1 to 63 bytes, not {schema!r}")
@@ -98,6 +103,7 @@ class PostgresCheckpointer(BaseCheckpointer):
         self.schema = schema
         self.ttl_ms = ttl_to_ms(ttl)
         self.keep_last = None if keep_last is None else check_positive_int(keep_last, "keep_last")
+        self.jsonb = bool(jsonb)
         if isinstance(conninfo, AsyncConnectionPool):
             self.pool = conninfo
             self._owns_pool = False
@@ -128,7 +134,6 @@ class PostgresCheckpointer(BaseCheckpointer):
             "acquire_lease": f"SELECT {s}.atomr_acquire_lease(%s, %s, %s, %s, %s, %s)",
             "renew_lease": f"SELECT {s}.atomr_renew_lease(%s, %s, %s, %s, %s)",
             "record_answer": f"SELECT {s}.atomr_record_answer(%s, %s, %s, %s, %s)",
-            "request_cancel": f"SELECT {s}.atomr_request_cancel(%s, %s)",
             "release_lease": f"SELECT {s}.atomr_release_lease(%s, %s, %s, %s, %s)",
             "load": "SELECT s.channels_json, s.label, s.timestamp_ms, s.metadata "
             f"FROM {s}.atomr_snapshots s JOIN {s}.atomr_runs r "
@@ -275,7 +280,7 @@ class PostgresCheckpointer(BaseCheckpointer):
                     row.timestamp_ms,
                     row.label,
                     row.channels.decode(),
-                    row.jsonb_safe,
+                    self.jsonb and row.jsonb_safe,
                     None if row.metadata is None else row.metadata.decode(),
                     write_token(fields, lease) if exclusive else None,
                     None if lease is None else lease.token,
@@ -286,8 +291,8 @@ class PostgresCheckpointer(BaseCheckpointer):
                     encode_event(event).decode(),
                 ),
             )
-        except _Refused as refused:
-            refused.raise_for(wf, run_id, step, lease)
+        except psycopg.Error as exc:
+            _raise_refusal(exc, wf, run_id, step, lease)
 
     async def _load(self, key: CheckpointKey) -> Stored | None:
         check_no_nul([key.workflow_id, key.run_id], "ids")
@@ -326,16 +331,16 @@ class PostgresCheckpointer(BaseCheckpointer):
                     edits.timestamp_ms,
                     edits.label,
                     edits.channels.decode(),
-                    edits.jsonb_safe,
+                    self.jsonb and edits.jsonb_safe,
                     self.ttl_ms,
                     self._channel(wf),
                     encode_event(event).decode(),
                 ),
             )
-        except _Refused as refused:
-            if refused.code == "ARCNF":
+        except psycopg.Error as exc:
+            if exc.sqlstate == "ARCNF":
                 raise CheckpointNotFoundError(wf, from_key.run_id, step) from None
-            refused.raise_for(wf, new_run_id, step, None)
+            _raise_refusal(exc, wf, new_run_id, step, None)
 
     async def _list_runs(
         self, workflow_id: str, *, limit: int, after: str | None
@@ -365,8 +370,8 @@ class PostgresCheckpointer(BaseCheckpointer):
             found = await self._one(
                 "acquire_lease", (workflow_id, run_id, owner, ttl_ms, must_exist, self.ttl_ms)
             )
-        except _Refused as refused:
-            refused.raise_for(workflow_id, run_id, 0, None)
+        except psycopg.Error as exc:
+            _raise_refusal(exc, workflow_id, run_id, 0, None)
         token, until, cancel = found[0]
         log.info("run %s: lease %d taken by %s", run_id, token, owner)
         return Lease(workflow_id, run_id, owner, token, until, ttl_ms, cancel == 1)
@@ -378,8 +383,8 @@ class PostgresCheckpointer(BaseCheckpointer):
                 "renew_lease",
                 (lease.workflow_id, lease.run_id, lease.token, lease.ttl_ms, self.ttl_ms),
             )
-        except _Refused as refused:
-            refused.raise_for(lease.workflow_id, lease.run_id, 0, lease)
+        except psycopg.Error as exc:
+            _raise_refusal(exc, lease.workflow_id, lease.run_id, 0, lease)
         until, cancel = found[0]
         return replace(lease, expires_at_ms=until, cancel_requested=cancel == 1)
 
@@ -420,15 +425,8 @@ class PostgresCheckpointer(BaseCheckpointer):
             await self._one(
                 "record_answer", (workflow_id, run_id, super_step, value.decode(), token)
             )
-        except _Refused as refused:
-            refused.raise_for(workflow_id, run_id, super_step, lease)
-
-    async def _request_cancel(self, workflow_id: str, run_id: str) -> bool:
-        check_no_nul([workflow_id, run_id], "ids")
-        found = await self._one("request_cancel", (workflow_id, run_id))
-        if found[0]:
-            log.info("run %s: cancel requested", run_id)
-        return bool(found[0])
+        except psycopg.Error as exc:
+            _raise_refusal(exc, workflow_id, run_id, super_step, lease)
 
     @asynccontextmanager
     async def _watch(
@@ -484,39 +482,37 @@ async def _pool_params(pool: AsyncConnectionPool[Any]) -> tuple[str, dict[str, A
     return str(conninfo), dict(kwargs or {})
 
 
-class _Refused(Exception):
-    """A function's own refusal (a custom SQLSTATE): turned into the typed error by the caller,
-    who knows the key."""
-
-    def __init__(self, code: str, detail: str | None, hint: str | None) -> None:
-        super().__init__(code)
-        self.code, self.detail, self.hint = code, detail, hint
-
-    def raise_for(self, workflow_id: str, run_id: str, step: int, lease: Lease | None) -> NoReturn:
-        if self.code == "ARCON":
-            log.info("run %s: super-step %s already checkpointed", run_id, step)
-            raise CheckpointConflictError(workflow_id, run_id, step) from None
-        if self.code == "ARHLD":
-            raise LeaseHeldError(workflow_id, run_id, self.hint or "", int(self.detail or 0))
-        if self.code == "ARLST":
-            raise LeaseLostError(workflow_id, run_id, 0 if lease is None else lease.token)
-        if self.code == "ARCAN":
-            raise RunCancelledError(workflow_id, run_id)
-        if self.code in ("ARNAT", "ARANS"):
-            reason = (
-                f"the run is at super-step {self.detail}"
-                if self.code == "ARNAT"
-                else "that pause already has a different answer"
-            )
-            raise AnswerRefusedError(workflow_id, run_id, step, reason)
-        raise RunNotFoundError(workflow_id, run_id)
+def _raise_refusal(
+    exc: psycopg.Error, workflow_id: str, run_id: str, step: int, lease: Lease | None
+) -> NoReturn:
+    """Raise the typed error for a function's own refusal (its SQLSTATE, see
+    ``postgres_functions.sql``), which only the caller can name: it knows the key."""
+    code, diag = exc.sqlstate, exc.diag
+    if code == "ARCON":
+        log.info("run %s: super-step %s already checkpointed", run_id, step)
+        raise CheckpointConflictError(workflow_id, run_id, step) from None
+    if code == "ARHLD":
+        owner, until = diag.message_hint or "", int(diag.message_detail or 0)
+        raise LeaseHeldError(workflow_id, run_id, owner, until) from None
+    if code == "ARLST":
+        raise LeaseLostError(workflow_id, run_id, 0 if lease is None else lease.token) from None
+    if code == "ARRNF":
+        raise RunNotFoundError(workflow_id, run_id) from None
+    if code == "ARCAN":
+        raise RunCancelledError(workflow_id, run_id) from None
+    if code == "ARNAT":
+        reason = f"the run is at super-step {diag.message_detail}"
+        raise AnswerRefusedError(workflow_id, run_id, step, reason) from None
+    if code == "ARANS":
+        reason = "that pause already has a different answer"
+        raise AnswerRefusedError(workflow_id, run_id, step, reason) from None
+    raise exc
 
 
 def _raise_typed(exc: psycopg.Error) -> NoReturn:
     """Raise the library's error for a database failure (the original kept as its cause)."""
-    code = exc.sqlstate or ""
-    if code.startswith("AR"):
-        raise _Refused(code, exc.diag.message_detail, exc.diag.message_hint) from None
+    if (exc.sqlstate or "").startswith("AR"):
+        raise exc  # a function's refusal: the caller names it (_raise_refusal)
     if isinstance(exc, pg_errors.UndefinedTable | pg_errors.UndefinedFunction):
         raise SchemaVersionError(None, SCHEMA_VERSION) from exc
     if isinstance(exc, pg_errors.DiskFull):

@@ -402,21 +402,3 @@ BEGIN
   RETURN 1;
 END
 $$;
-
--- request_cancel (request_cancel.lua): flag the run as cancelled, keeping the first request's
--- time. Returns 1 when the run exists, 0 (nothing written) when it has no snapshot.
-CREATE OR REPLACE FUNCTION @schema@.atomr_request_cancel(p_wf text, p_run text) RETURNS integer
-LANGUAGE plpgsql AS $$
-DECLARE
-  now_ms bigint := @schema@.atomr_now();
-  r @schema@.atomr_runs;
-BEGIN
-  r := @schema@.atomr_lock_run(p_wf, p_run, now_ms, false);
-  IF r.workflow_id IS NULL OR r.steps = 0 THEN
-    RETURN 0;
-  END IF;
-  UPDATE @schema@.atomr_runs SET cancel_ms = coalesce(cancel_ms, now_ms)
-    WHERE workflow_id = p_wf AND run_id = p_run;
-  RETURN 1;
-END
-$$;

@@ -11,9 +11,11 @@ needs ``CREATE`` on the database only when the schema does not exist yet):
   when a cancel was requested (``cancel_ms``). Index ``atomr_runs_deadline`` (partial: runs
   with a deadline) serves the sweep of expired runs.
 - ``atomr_snapshots`` (primary key ``(workflow_id, run_id, step)``, which also serves
-  ``latest`` and ``list``): ``channels_json`` is the exact JSON text of the channels;
+  ``latest`` and ``list``): ``channels_json`` is the exact JSON text of the channels (stored
+  uncompressed: every ``latest`` reads it, and decompressing costs more than the bytes);
   ``channels`` the same as ``jsonb``, to query (NULL for a snapshot holding the character
-  U+0000, which ``jsonb`` cannot); label, timestamp, metadata, and an exclusive save's token.
+  U+0000, which ``jsonb`` cannot, and with ``jsonb=False``); label, timestamp, metadata, and
+  an exclusive save's token.
 - ``atomr_events``: events too long for a NOTIFY payload, kept for a minute.
 - The functions of ``postgres_functions.sql``, one per write operation.
 """
@@ -54,6 +56,7 @@ MIGRATIONS: dict[int, str] = {
         write_token text,
         PRIMARY KEY (workflow_id, run_id, step)
     );
+    ALTER TABLE @schema@.atomr_snapshots ALTER COLUMN channels_json SET STORAGE EXTERNAL;
     CREATE TABLE @schema@.atomr_events (
         id bigserial PRIMARY KEY,
         payload text NOT NULL,

@@ -20,7 +20,6 @@ import builtins
 import logging
 import os
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -148,7 +147,9 @@ class SqliteCheckpointer(BaseCheckpointer):
     ``busy_timeout`` is how long a write waits for another writer's lock; ``synchronous`` is
     SQLite's setting (``"NORMAL"``: a commit survives the process crashing, and may be lost to a
     power cut; ``"FULL"``: survives both, slower). ``poll_interval`` is how often a watcher
-    checks the file for events of other processes.
+    checks the file for events of other processes. ``clock`` (milliseconds since the epoch) can
+    be replaced to test expiry without sleeping; every process sharing a file must use the
+    same clock.
     """
 
     def __init__(
@@ -160,6 +161,7 @@ class SqliteCheckpointer(BaseCheckpointer):
         busy_timeout: float | timedelta = 5.0,
         synchronous: str = "NORMAL",
         poll_interval: float | timedelta = 0.05,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         self.path = os.fspath(path)
         self.ttl_ms = ttl_to_ms(ttl)
@@ -169,9 +171,11 @@ class SqliteCheckpointer(BaseCheckpointer):
             raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
         self.synchronous = synchronous.upper()
         self.poll_interval = (duration_to_ms(poll_interval, "poll_interval") or 50) / 1000
+        self._clock = clock
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="atomr-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._checked = False
+        self._closed = False
         self._last_sweep_ms = 0
 
     @property
@@ -190,9 +194,12 @@ class SqliteCheckpointer(BaseCheckpointer):
 
     async def aclose(self) -> None:
         """Close the connection and stop the worker thread."""
+        if self._closed:
+            return
         if self._conn is not None:
             await self._run(lambda conn: conn.close(), check=False)
             self._conn = None
+        self._closed = True
         self._executor.shutdown(wait=True)
 
     async def __aenter__(self) -> SqliteCheckpointer:
@@ -224,13 +231,15 @@ class SqliteCheckpointer(BaseCheckpointer):
             except sqlite3.Error as exc:
                 raise_typed(exc)
 
+        if self._closed:
+            raise StoreUnavailableError(f"the SQLite store on {self.path!r} is closed")
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     def _write(self, conn: sqlite3.Connection, work: Callable[[int], T]) -> T:
         """Run ``work(now_ms)`` in a write transaction, taking the write lock first."""
         conn.execute("BEGIN IMMEDIATE")
         try:
-            now = now_ms()
+            now = self._clock()
             result = work(now)
             if now - self._last_sweep_ms >= SWEEP_EVERY_MS:
                 self._last_sweep_ms = now
@@ -341,7 +350,7 @@ class SqliteCheckpointer(BaseCheckpointer):
                 "ON r.workflow_id = s.workflow_id AND r.run_id = s.run_id "
                 "WHERE s.workflow_id = ? AND s.run_id = ? AND s.step = ? "
                 "AND (r.deadline_ms IS NULL OR r.deadline_ms > ?)",
-                (key.workflow_id, key.run_id, key.super_step, now_ms()),
+                (key.workflow_id, key.run_id, key.super_step, self._clock()),
             ).fetchone()
             return None if found is None else stored_of(*found)
 
@@ -356,7 +365,7 @@ class SqliteCheckpointer(BaseCheckpointer):
                 "WHERE s.workflow_id = ? AND s.run_id = ? "
                 "AND (r.deadline_ms IS NULL OR r.deadline_ms > ?) "
                 "ORDER BY s.step DESC LIMIT 1",
-                (workflow_id, run_id, now_ms()),
+                (workflow_id, run_id, self._clock()),
             ).fetchone()
             return None if found is None else (found[0], stored_of(*found[1:]))
 
@@ -377,7 +386,7 @@ class SqliteCheckpointer(BaseCheckpointer):
                     workflow_id,
                     run_id,
                     2**63 - 1 if before is None else before,
-                    now_ms(),
+                    self._clock(),
                     -1 if limit is None else limit,
                 ),
             ).fetchall()
@@ -441,7 +450,7 @@ class SqliteCheckpointer(BaseCheckpointer):
             rows = conn.execute(
                 "SELECT run_id FROM atomr_runs WHERE workflow_id = ? AND run_id > ? "
                 f"AND steps > 0 AND {_LIVE} ORDER BY run_id LIMIT ?",
-                (workflow_id, "" if after is None else after, now_ms(), limit),
+                (workflow_id, "" if after is None else after, self._clock(), limit),
             ).fetchall()
             return [run_id for (run_id,) in rows]
 
@@ -490,7 +499,11 @@ class SqliteCheckpointer(BaseCheckpointer):
                     run = _Run()
                     run.deadline_ms = now + ttl_ms
                 # Larger than any token before, even across a run deleted and started again.
-                run.fence = max(run.fence + 1, time.time_ns() // 1000)
+                (last,) = conn.execute(
+                    "UPDATE atomr_fence SET last = max(last + 1, ?, ?) WHERE id = 1 RETURNING last",
+                    (run.fence + 1, now * 1000),
+                ).fetchone()
+                run.fence = last
                 run.owner, run.token = owner, run.fence
             run.lease_until_ms, run.lease_ttl_ms = now + ttl_ms, ttl_ms
             self._keep_for_lease(run, now)
@@ -544,8 +557,8 @@ class SqliteCheckpointer(BaseCheckpointer):
 
     async def _run_record(self, workflow_id: str, run_id: str) -> RunRecord:
         def record(conn: sqlite3.Connection) -> RunRecord:
-            now = now_ms()
-            run = _live_record(conn, workflow_id, run_id, now)
+            now = self._clock()
+            run = _live_record(conn, workflow_id, run_id, now, drop=False)
             if run is None:
                 return RunRecord(None, None)
             lease = None if run.holder(now) is None else run.lease(workflow_id, run_id)
@@ -589,18 +602,6 @@ class SqliteCheckpointer(BaseCheckpointer):
             _store_record(conn, workflow_id, run_id, run, False)
 
         await self._run(lambda conn: self._write(conn, lambda now: record(now, conn)))
-
-    async def _request_cancel(self, workflow_id: str, run_id: str) -> bool:
-        def cancel(now: int, conn: sqlite3.Connection) -> bool:
-            run = _live_record(conn, workflow_id, run_id, now)
-            if run is None or not run.steps:
-                return False
-            if run.cancel_ms is None:
-                run.cancel_ms = now
-                _store_record(conn, workflow_id, run_id, run, False)
-            return True
-
-        return await self._run(lambda conn: self._write(conn, lambda now: cancel(now, conn)))
 
     @asynccontextmanager
     async def _watch(
@@ -696,8 +697,11 @@ async def _subscribe(
     return events()
 
 
-def _live_record(conn: sqlite3.Connection, workflow_id: str, run_id: str, now: int) -> _Run | None:
-    """The run's record unless it expired (an expired run's rows are deleted here and now)."""
+def _live_record(
+    conn: sqlite3.Connection, workflow_id: str, run_id: str, now: int, *, drop: bool = True
+) -> _Run | None:
+    """The run's record unless it expired; in a write transaction (``drop``), an expired run's
+    rows are deleted here and now."""
     row = conn.execute(
         f"SELECT {_RUN_COLUMNS} FROM atomr_runs WHERE workflow_id = ? AND run_id = ?",
         (workflow_id, run_id),
@@ -706,7 +710,8 @@ def _live_record(conn: sqlite3.Connection, workflow_id: str, run_id: str, now: i
         return None
     run = _Run(row)
     if run.deadline_ms is not None and run.deadline_ms <= now:
-        _drop(conn, workflow_id, run_id)
+        if drop:
+            _drop(conn, workflow_id, run_id)
         return None
     return run
 

@@ -13,6 +13,8 @@ Tables (every name starts with ``atomr_``):
   label, timestamp, metadata and the write token of an exclusive save.
 - ``atomr_events``: recent checkpoint events (the last 10,000), for :meth:`watch` across
   processes. Index ``atomr_events_workflow`` serves a watcher's poll.
+- ``atomr_fence``: the last fencing token issued, so that tokens keep growing across runs
+  deleted and started again within one clock tick.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ MIGRATIONS: dict[int, str] = {
         payload BLOB NOT NULL
     );
     CREATE INDEX atomr_events_workflow ON atomr_events (workflow_id, id);
+    CREATE TABLE atomr_fence (id INTEGER PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL);
+    INSERT INTO atomr_fence (id, last) VALUES (1, 0);
     """,
     2: """
     ALTER TABLE atomr_runs ADD COLUMN answer_step INTEGER;

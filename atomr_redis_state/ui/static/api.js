@@ -70,6 +70,7 @@ export function listen(params, { onEvent, onState, onResync }) {
       const reason = JSON.parse(e.data).reason || "the subscription was interrupted";
       onState("gap", reason);
       onResync(`events may have been missed (${reason})`);
+      setTimeout(() => { if (source.readyState === EventSource.OPEN) onState("live"); }, 5000);
     });
     source.onerror = () => {
       if (closed) return;

@@ -7,7 +7,10 @@ import { h, fill, safe, when, badge, setTones, tickTimes, qs, link } from "./dom
 import { jsonTree } from "./tree.js";
 
 const main = document.getElementById("main");
-const STATES = ["running", "stalled", "paused", "failed", "completed"];
+const TIMELINE_PAGE = 50;
+const COUNTS_EVERY_MS = 5000;
+const STATES = ["failed", "stalled", "paused", "running", "forked", "idle", "completed"];
+// Filter chips in the order an on-call engineer looks: what is broken first.
 let info = { writes: false, can_answer: false, store: "" };
 
 // ---- the frame: header, live indicator, notices -------------------------------------------
@@ -102,12 +105,14 @@ async function workflowsPage() {
     try {
       const page = await get("workflows", { after, limit: 100 });
       if (!after) list.replaceChildren();
-      for (const wf of page.workflows) {
-        list.append(h("li", {}, h("a.wf", { href: link("/workflow", { workflow: wf.workflow_id }) }, safe(wf.workflow_id))));
-      }
+      const rows = page.workflows.map((wf) => {
+        const summary = h("span.wf-counts", { "aria-live": "polite" }, h("span.muted.small", {}, "counting…"));
+        list.append(h("li", {}, h("a.wf", { href: link("/workflow", { workflow: wf.workflow_id }) }, safe(wf.workflow_id)), summary));
+        return [wf.workflow_id, summary];
+      });
+      countEach(rows);
       if (!list.children.length) {
-        list.append(h("li.muted", {}, page.listable ? "No workflows under this prefix yet." :
-          "This store cannot list its workflows: open one by id below."));
+        list.append(h("li.muted", {}, "No workflow has a run under this prefix."));
       }
       fill(pager, page.next_after ? h("button", { type: "button", onclick: () => load(page.next_after) }, "More workflows") : null);
     } catch (error) {
@@ -115,6 +120,28 @@ async function workflowsPage() {
     }
   };
   await load(null);
+}
+
+const ATTENTION = ["failed", "stalled", "paused"];
+
+/** Fill in each workflow's run counts, a few requests at a time: what needs a look first. */
+async function countEach(rows) {
+  const queue = [...rows];
+  const worker = async () => {
+    while (queue.length) {
+      const [workflow, el] = queue.shift();
+      try {
+        const counts = await get("counts", { workflow });
+        const chips = ATTENTION.filter((state) => counts.states[state]).map((state) =>
+          h("a.mini", { href: link("/workflow", { workflow, state }), title: `${counts.states[state]} ${state} runs` },
+            badge(state), h("span.count", {}, String(counts.states[state]))));
+        fill(el, chips, h("span.muted.small", {}, `${counts.total}${counts.partial ? "+" : ""} run${counts.total === 1 ? "" : "s"}`));
+      } catch (error) {
+        fill(el, h("span.error-text.small", {}, "could not count"));
+      }
+    }
+  };
+  await Promise.all([worker(), worker(), worker(), worker()]);
 }
 
 // ---- a workflow's runs ---------------------------------------------------------------------
@@ -184,7 +211,15 @@ async function workflowPage() {
   await Promise.all([loadPage(), loadCounts()]);
 
   const changed = new Set();
-  const refresh = debounce(() => { const flash = new Set(changed); changed.clear(); loadPage({ flash }); loadCounts(); }, 700);
+  // Counting reads every run's status: at most once per COUNTS_EVERY_MS, however busy the store.
+  let countedAt = Date.now();
+  let countTimer = null;
+  const recount = () => {
+    if (countTimer) return;
+    const wait = Math.max(0, countedAt + COUNTS_EVERY_MS - Date.now());
+    countTimer = setTimeout(async () => { countTimer = null; countedAt = Date.now(); await loadCounts(); }, wait);
+  };
+  const refresh = debounce(() => { const flash = new Set(changed); changed.clear(); loadPage({ flash }); recount(); }, 700);
   listen({ workflow: wf }, {
     onState: setLive,
     onEvent: (event) => { changed.add(event.run_id); refresh(); },
@@ -197,7 +232,7 @@ function runDetail(run) {
   if (run.pause) parts.push(h("span", {}, "waiting at ", h("code", {}, safe(run.pause.step)), ` (${run.pause.kind})`));
   if (run.last_error) parts.push(h("span.error-text", {}, h("code", {}, safe(run.last_error.step)), ` failed: ${safe(run.last_error.error_type)} after ${run.last_error.attempts} attempt${run.last_error.attempts === 1 ? "" : "s"}`));
   if (run.lease) parts.push(h("span", {}, "held by ", h("code", {}, safe(run.lease.owner))));
-  else if (run.state === "running" || run.state === "stalled") parts.push(h("span.muted", {}, "no worker holds it"));
+  else if (run.state === "stalled") parts.push(h("span.muted", {}, "no worker holds it: run() takes it over"));
   return parts.flatMap((p, i) => (i ? [" · ", p] : [p]));
 }
 
@@ -255,27 +290,34 @@ async function runPage() {
     }
   };
 
-  const loadTimeline = async () => {
+  // The timeline reads TIMELINE_PAGE checkpoints at first (naming the steps each layer ran
+  // means reading those checkpoints), and after a live event only the newest few.
+  const loadTimeline = async ({ newest = null } = {}) => {
     try {
-      const page = await get("history", { workflow: wf, run, limit: 200 });
-      view.checkpoints = page.checkpoints;
-      view.latest = page.checkpoints.length ? page.checkpoints[page.checkpoints.length - 1].super_step : null;
-      view.count = page.checkpoints.length;
-      drawTimeline(page, false);
+      const page = await get("history", { workflow: wf, run, limit: newest ?? TIMELINE_PAGE });
+      if (newest === null) {
+        view.checkpoints = page.checkpoints;
+        view.olderBefore = page.next_before;
+      } else {
+        const first = page.checkpoints.length ? page.checkpoints[0].super_step : Infinity;
+        view.checkpoints = [...view.checkpoints.filter((cp) => cp.super_step < first), ...page.checkpoints];
+      }
+      view.latest = view.checkpoints.length ? view.checkpoints[view.checkpoints.length - 1].super_step : null;
+      drawTimeline();
     } catch (error) {
       fill(timeline, h("li", {}, errorBox(error)));
     }
   };
-  const drawTimeline = (page, append) => {
-    if (!append) timeline.replaceChildren();
-    const rows = [...page.checkpoints].reverse();
-    for (const cp of rows) timeline.append(timelineRow(cp));
-    fill(olderBox, page.next_before !== null && page.next_before !== undefined ? h("button", {
+  const drawTimeline = () => {
+    fill(timeline, [...view.checkpoints].reverse().map(timelineRow));
+    const before = view.olderBefore;
+    fill(olderBox, before !== null && before !== undefined ? h("button", {
       type: "button",
       onclick: async () => {
-        const older = await get("history", { workflow: wf, run, limit: 200, before: page.next_before });
+        const older = await get("history", { workflow: wf, run, limit: TIMELINE_PAGE, before });
         view.checkpoints = [...older.checkpoints, ...view.checkpoints];
-        drawTimeline(older, true);
+        view.olderBefore = older.next_before;
+        drawTimeline();
       },
     }, "Older checkpoints") : null);
     markSelected();
@@ -358,11 +400,13 @@ async function runPage() {
   };
 
   const compareWith = async (a, b) => {
+    delete compare.dataset.auto;
     await drawCompare(a, b);
     document.getElementById("compare").scrollIntoView({ block: "nearest" });
   };
-  const stepsOf = async (member) => member === run ? view.checkpoints : (await get("history", { workflow: wf, run: member, limit: 200 })).checkpoints;
-  const drawCompare = async (a, b) => {
+  const stepsOf = async (member) => member === run ? view.checkpoints :
+    (await get("history", { workflow: wf, run: member, limit: 500, steps: 0 })).checkpoints;
+  const drawCompare = async (a, b, { compareNow = true } = {}) => {
     const members = view.lineage.length ? view.lineage : [run];
     const side = (name, chosen) => {
       const runSelect = h("select", { id: `${name}-run`, "aria-label": `Run ${name.toUpperCase()}` },
@@ -386,7 +430,11 @@ async function runPage() {
       },
     }, left.el, h("span.arrow", { "aria-hidden": "true" }, "→"), right.el, h("button.primary", { type: "submit" }, "Compare"));
     fill(compare, form, out);
-    if (a.step !== null && b.step !== null) await runDiff(out, a, b);
+    if (!compareNow) {
+      fill(out, h("p.muted.small", {}, "Pick two checkpoints, of this run or of its forks, and compare them."));
+    } else if (a.step !== null && b.step !== null) {
+      await runDiff(out, a, b);
+    }
   };
   const runDiff = async (out, a, b) => {
     fill(out, h("p.muted", {}, "Comparing…"));
@@ -415,8 +463,7 @@ async function runPage() {
       const latest = view.checkpoints.length ? view.checkpoints[view.checkpoints.length - 1] : null;
       const previous = view.checkpoints.length > 1 ? view.checkpoints[view.checkpoints.length - 2] : latest;
       compare.dataset.auto = "1";
-      await drawCompare({ run, step: previous ? previous.super_step : null }, { run, step: latest ? latest.super_step : null });
-      compare.querySelector(".diff-out").replaceChildren(h("p.muted.small", {}, "Pick two checkpoints, of this run or of its forks, and compare them."));
+      await drawCompare({ run, step: previous ? previous.super_step : null }, { run, step: latest ? latest.super_step : null }, { compareNow: false });
     }
   }
   compare.addEventListener("submit", () => { delete compare.dataset.auto; });
@@ -425,7 +472,8 @@ async function runPage() {
   const newSteps = new Set();
   const refreshRun = debounce(async () => {
     const stayOnLatest = view.step === null;
-    await Promise.all([loadSummary(), loadTimeline()]);
+    const fresh = Math.min(TIMELINE_PAGE, newSteps.size + 2);
+    await Promise.all([loadSummary(), loadTimeline({ newest: fresh })]);
     for (const step of newSteps) timeline.querySelector(`li[data-step="${step}"]`)?.classList.add("flash");
     newSteps.clear();
     if (stayOnLatest) loadState();
@@ -451,7 +499,7 @@ function drawSummary(summary, alerts, wf, run, s, view, refresh) {
     ["Label", h("code", {}, safe(s.label || "-"))],
     ["Updated", when(s.updated_at_ms)],
     ["Worker", s.lease ? h("span", {}, h("code", {}, safe(s.lease.owner)), h("span.muted", {}, " · lease ends "), when(s.lease.expires_at_ms), h("span.muted", {}, ` · token ${s.lease.token}`))
-      : h("span.muted", {}, s.state === "completed" ? "none (finished)" : "none holds this run")],
+      : h("span.muted", {}, { completed: "none (finished)", paused: "none (waiting for an answer)", failed: "none (the layer failed)" }[s.state] || "none holds this run")],
   ];
   const origin = view.origin;
   if (origin && origin.parent) {
