@@ -28,6 +28,7 @@ import asyncio
 import multiprocessing
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import Synchronized
@@ -36,6 +37,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from atomr_redis_state import RedisCheckpointer, StateSchema, Step, StepContext, Writes
+from atomr_redis_state.fleet import Fleet, Worker, Workflow
+from atomr_redis_state.store.types import QueueDepth
 from atomr_redis_state.testing import running_server
 
 from . import workload
@@ -89,11 +93,60 @@ class Contender:
     enqueue: Callable[[Round, int], Awaitable[None]]  # in the parent: queue ``jobs`` jobs
     serve: Serve
     check: Callable[[Round, int], Awaitable[None]]  # in the parent, after the workers stopped
-    keys: str  # the prefix of every key it writes (deleted after each round)
+    keys: Callable[[Round], str]  # the prefix of every key it writes (deleted after each round)
 
 
 async def _until(stop: Event) -> None:
     await asyncio.to_thread(stop.wait)
+
+
+# the fleet
+
+
+async def fleet_step(ctx: StepContext) -> Writes:
+    value = ctx.read("i")
+    assert isinstance(value, int)
+    trivial(value)
+    return {"done": True}
+
+
+FLEET_WORKFLOW = Workflow(
+    "bench-trivial",
+    [Step("trivial", fleet_step)],
+    StateSchema.builder().add_lww("i").add_lww("done").build(),
+)
+
+
+async def fleet_enqueue(run: Round, jobs: int) -> None:
+    async with RedisCheckpointer.from_url(run.url, prefix=run.tag) as store:
+        fleet = Fleet(store, FLEET_WORKFLOW)
+        await _batched(jobs, lambda i: fleet.submit(FLEET_WORKFLOW, {"i": i}, run_id=f"job-{i}"))
+
+
+async def fleet_serve(run: Round, ready: Callable[[], Awaitable[None]], stop: Event) -> None:
+    async with RedisCheckpointer.from_url(run.url, prefix=run.tag) as store:
+        worker = Worker(store, FLEET_WORKFLOW, concurrency=run.concurrency)
+        await ready()
+        working = asyncio.create_task(worker.run())
+        await _until(stop)
+        worker.stop()
+        await working
+
+
+async def fleet_check(run: Round, jobs: int) -> None:
+    async with RedisCheckpointer.from_url(run.url, prefix=run.tag) as store:
+        depth = await store.queue_depth(FLEET_WORKFLOW.id)
+        ended: Counter[str] = Counter()
+        for start in range(0, jobs, 256):
+            records = await asyncio.gather(
+                *(
+                    store.run_record(FLEET_WORKFLOW.id, f"job-{i}")
+                    for i in range(start, min(jobs, start + 256))
+                )
+            )
+            ended.update(r.queue.state if r.queue else "unqueued" for r in records)
+    if depth != QueueDepth() or ended != Counter({"completed": jobs}):
+        raise BenchmarkError(f"fleet: queue {depth}, runs ended {dict(ended)}")
 
 
 # arq
@@ -197,9 +250,10 @@ async def saq_check(run: Round, jobs: int) -> None:
 CONTENDERS = {
     c.name: c
     for c in [
-        Contender(ARQ, arq_enqueue, arq_serve(0.5), arq_check, "arq"),
-        Contender(ARQ_FAST, arq_enqueue, arq_serve(0.01), arq_check, "arq"),
-        Contender(SAQ, saq_enqueue, saq_serve, saq_check, "saq"),
+        Contender(FLEET, fleet_enqueue, fleet_serve, fleet_check, lambda run: run.tag),
+        Contender(ARQ, arq_enqueue, arq_serve(0.5), arq_check, lambda _: "arq"),
+        Contender(ARQ_FAST, arq_enqueue, arq_serve(0.01), arq_check, lambda _: "arq"),
+        Contender(SAQ, saq_enqueue, saq_serve, saq_check, lambda _: "saq"),
     ]
 }
 
@@ -236,8 +290,9 @@ def _worker_process(
 
 async def measure(
     contender: Contender, admin: Redis, url: str, processes: int, args: argparse.Namespace
-) -> dict[str, Any]:
-    """One round of one contender with ``processes`` worker processes; its row."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One round of one contender with ``processes`` worker processes: its row, and the
+    commands per job the server ran, by command (the busiest first)."""
     context = multiprocessing.get_context("spawn")
     run = Round(url, f"r{uuid.uuid4().hex[:10]}", args.concurrency)
     t0 = time.perf_counter()
@@ -270,7 +325,9 @@ async def measure(
                 process.kill()
     client_cpu = sum(cpu.get(timeout=10) for _ in workers)
     await contender.check(run, args.jobs)
-    await workload.delete_prefix(admin, contender.keys)
+    await workload.delete_prefix(admin, contender.keys(run))
+    calls = {k[6:]: v / args.jobs for k, v in server.items() if k.startswith("calls ") and v}
+    busiest = dict(sorted(calls.items(), key=lambda kv: -kv[1]))
     return {
         "processes": processes,
         "contender": contender.name,
@@ -280,7 +337,7 @@ async def measure(
         "srv cmd/job": sum(v for k, v in server.items() if k.startswith("calls ")) / args.jobs,
         "srv µs/job": server["main_cpu_us"] / args.jobs,
         "repeated": tally.duplicates(),
-    }
+    }, busiest
 
 
 async def benchmark(args: argparse.Namespace, url: str) -> dict[str, Any]:
@@ -293,12 +350,15 @@ async def benchmark(args: argparse.Namespace, url: str) -> dict[str, Any]:
         warm = argparse.Namespace(**{**vars(args), "jobs": args.warmup})
         for contender in contenders:
             await measure(contender, admin, url, 1, warm)
-        rows = []
+        rows, commands = [], []
         for processes in args.processes:
             for n in range(args.rounds):
                 turn = n % len(contenders)
                 for contender in contenders[turn:] + contenders[:turn]:
-                    row = await measure(contender, admin, url, processes, args)
+                    row, busiest = await measure(contender, admin, url, processes, args)
+                    if processes == args.processes[0] and n == 0:
+                        line = ", ".join(f"{k} {v:.2f}" for k, v in list(busiest.items())[:8])
+                        commands.append({"contender": contender.name, "commands/job": line})
                     workload.log(
                         f"x{processes} round {n + 1}: {contender.name} {row['jobs/s']:,.0f} jobs/s"
                     )
@@ -308,6 +368,9 @@ async def benchmark(args: argparse.Namespace, url: str) -> dict[str, Any]:
             "workload": {k: vars(args)[k] for k in ("jobs", "concurrency", "rounds", "warmup")},
             "by round": rows,
             "median over rounds": _table(rows),
+            f"server commands per job, by command ({args.processes[0]} process, round 1)": (
+                commands
+            ),
         }
     finally:
         await admin.aclose()
@@ -320,7 +383,7 @@ def _table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         group = workload.medians([r for r in rows if r["processes"] == processes], "contender")
         speed = {row["contender"]: row["jobs/s"] for row in group}
         for row in group:
-            ratios = {f"/{peer}": row["jobs/s"] / speed[peer] for peer in (ARQ_FAST, SAQ)}
+            ratios = {f"/{p}": row["jobs/s"] / speed[p] for p in (ARQ, ARQ_FAST, SAQ) if p in speed}
             table.append({"processes": processes, **row, **ratios})
     return table
 

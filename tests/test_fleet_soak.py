@@ -49,7 +49,7 @@ from tests.soak_workflow import LAYERS, WORKFLOW, WORKFLOWS, effect_keys
 RUNS = int(os.environ.get("ATOMR_SOAK_RUNS", "1000"))
 WORKERS = 8
 CONCURRENCY = 4
-IN_FLIGHT = 48  # runs submitted and not ended, at most: the fleet keeps spare capacity
+IN_FLIGHT = 20  # runs submitted and not ended, at most: the fleet (32 slots) keeps spare ones
 LEASE_TTL = 2.0
 TAKEOVER_BOUND = LEASE_TTL + 1.0
 DOOMED = 0.03  # share of runs whose step fails every time
@@ -218,8 +218,9 @@ async def measure_takeover(
             plan.lost += sorted(pending)
             return
         await asyncio.sleep(0.02)
-        for run in sorted(pending):
-            record = await store.run_record(WORKFLOW, run)
+        runs = sorted(pending)
+        records = await asyncio.gather(*(store.run_record(WORKFLOW, run) for run in runs))
+        for run, record in zip(runs, records, strict=True):
             moved = record.lease is not None and record.lease.owner != owner
             if moved or (record.queue is not None and record.queue.state != "running"):
                 if moved:
