@@ -17,6 +17,7 @@ Every public name is importable from here.
 import logging
 
 from .errors import (
+    AnswerRefusedError,
     AtomrStateError,
     CheckpointConflictError,
     CheckpointNotFoundError,
@@ -25,9 +26,11 @@ from .errors import (
     LeaseHeldError,
     LeaseLostError,
     QueueStateError,
+    RunCancelledError,
     RunNotFoundError,
     RunNotPausedError,
     StepTimeoutError,
+    StoreConfigurationError,
     StoreOutOfMemoryError,
     StorePermissionError,
     StoreUnavailableError,
@@ -64,6 +67,7 @@ from .graph import (
 )
 from .store import (
     JSON,
+    Answer,
     Checkpointer,
     CheckpointEvent,
     CheckpointKey,
@@ -87,6 +91,8 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "JSON",
+    "Answer",
+    "AnswerRefusedError",
     "AppendList",
     "AppendMessages",
     "AtomrStateError",
@@ -124,6 +130,7 @@ __all__ = [
     "Reducer",
     "Registry",
     "RetryPolicy",
+    "RunCancelledError",
     "RunNotFoundError",
     "RunNotPausedError",
     "RunOutcome",
@@ -139,6 +146,7 @@ __all__ = [
     "StepFailure",
     "StepFn",
     "StepTimeoutError",
+    "StoreConfigurationError",
     "StoreOutOfMemoryError",
     "StorePermissionError",
     "StoreUnavailableError",

@@ -12,12 +12,30 @@ class AtomrStateError(Exception):
 class CheckpointNotFoundError(AtomrStateError, LookupError):
     """A checkpoint that an operation needs does not exist (for example the source of a fork)."""
 
-    def __init__(self, workflow_id: str, run_id: str, super_step: int) -> None:
+    def __init__(
+        self,
+        workflow_id: str,
+        run_id: str,
+        super_step: int,
+        *,
+        available: Sequence[int] = (),
+    ) -> None:
         self.workflow_id = workflow_id
         self.run_id = run_id
         self.super_step = super_step
+        self.available = tuple(available)
+        """The super-steps the run has, when the caller looked (empty otherwise)."""
+        if not self.available:
+            super().__init__(
+                f"no checkpoint for workflow {workflow_id!r}, run {run_id!r} "
+                f"at super-step {super_step}"
+            )
+            return
+        shown = ", ".join(str(step) for step in self.available[-20:])
+        more = "..., " if len(self.available) > 20 else ""
         super().__init__(
-            f"no checkpoint for workflow {workflow_id!r}, run {run_id!r} at super-step {super_step}"
+            f"run {run_id!r} of workflow {workflow_id!r} has no super-step {super_step} "
+            f"(it has {more}{shown})"
         )
 
 
@@ -41,10 +59,12 @@ class ValueEncodingError(AtomrStateError, ValueError):
 class UnknownChannelError(AtomrStateError, KeyError):
     """A write named a channel that the schema does not declare; nothing was written."""
 
-    def __init__(self, key: object, known: Iterable[str]) -> None:
+    def __init__(
+        self, key: object, known: Iterable[str], *, declared_by: str = "the schema declares"
+    ) -> None:
         self.key = key
         names = ", ".join(repr(name) for name in known) or "none"
-        super().__init__(f"unknown channel {key!r} (the schema declares: {names})")
+        super().__init__(f"unknown channel {key!r} ({declared_by}: {names})")
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -125,6 +145,31 @@ class LeaseLostError(AtomrStateError):
         )
 
 
+class RunCancelledError(AtomrStateError):
+    """Someone asked the store to cancel the run (``cancel``): a save carrying a lease,
+    or an answer, is refused and nothing is written; the run ends in state ``cancelled``."""
+
+    def __init__(self, workflow_id: str, run_id: str) -> None:
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        super().__init__(f"run {run_id!r} of workflow {workflow_id!r} was cancelled")
+
+
+class AnswerRefusedError(AtomrStateError):
+    """``record_answer`` refused the answer and stored nothing: the run is no longer at that
+    super-step (``latest`` says where it is), or that pause already has a different answer."""
+
+    def __init__(self, workflow_id: str, run_id: str, super_step: int, reason: str) -> None:
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.super_step = super_step
+        self.reason = reason
+        super().__init__(
+            f"no answer recorded for run {run_id!r} of workflow {workflow_id!r} at super-step "
+            f"{super_step}: {reason}"
+        )
+
+
 class WorkflowChangedError(AtomrStateError):
     """The workflow's steps changed in a way the run's progress cannot carry over; nothing ran."""
 
@@ -162,8 +207,19 @@ class StoreOutOfMemoryError(AtomrStateError, MemoryError):
     """
 
 
-class StorePermissionError(AtomrStateError, PermissionError):
-    """The Redis user lacks a permission the store needs (see the README's "Security" section)."""
+class StoreConfigurationError(AtomrStateError):
+    """The store's connection settings are wrong, so calling again will not help.
+
+    A TLS certificate that does not verify, credentials that Redis refuses, a database index
+    the server does not have, or a Redis user without a permission the store needs: fix the
+    settings (the URL, ``ssl_ca_certs``, the password, the user's ACL) and connect again.
+    Unlike :class:`StoreUnavailableError`, the outcome is known: nothing was written.
+    """
+
+
+class StorePermissionError(StoreConfigurationError, PermissionError):
+    """The Redis user lacks a permission the store needs (see the README's "Security" section),
+    or Redis refused its credentials."""
 
 
 class DurabilityError(AtomrStateError):
@@ -178,4 +234,50 @@ class DurabilityError(AtomrStateError):
         self.timeout_ms = timeout_ms
         super().__init__(
             f"only {confirmed} of {required} replicas confirmed the write within {timeout_ms} ms"
+        )
+
+
+class StoreLockedError(AtomrStateError):
+    """The database stayed locked by other writers past the store's wait (SQLite's
+    ``busy_timeout``, Postgres's ``lock_timeout``): nothing was written; try again."""
+
+
+class StoreDiskFullError(AtomrStateError, OSError):
+    """The database's disk (or quota) is full: nothing was written.
+
+    Free space (delete or expire runs, set a ``ttl`` or ``keep_last``) or give the database more.
+    """
+
+
+class SchemaVersionError(AtomrStateError):
+    """The database's schema is missing (run ``setup()``) or newer than this version of the
+    library knows: the store refuses to run against it rather than corrupt it."""
+
+    def __init__(self, found: int | None, known: int) -> None:
+        self.found = found
+        self.known = known
+        if found is None:
+            message = "the store's tables are missing: call setup() once to create them"
+        else:
+            message = (
+                f"the database has schema version {found}, newer than version {known} that "
+                "this atomr-redis-state knows: upgrade the library"
+            )
+        super().__init__(message)
+
+
+class ArchiveError(AtomrStateError):
+    """A run could not be archived; the source was left as it was (nothing deleted).
+
+    Raised when the target already holds different checkpoints for the run, when the copy read
+    back from the target differs from the source, or when the run changed during the copy.
+    """
+
+    def __init__(self, workflow_id: str, run_id: str, reason: str) -> None:
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.reason = reason
+        super().__init__(
+            f"run {run_id!r} of workflow {workflow_id!r} was not archived: {reason}; "
+            "the source is unchanged"
         )

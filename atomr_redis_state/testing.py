@@ -27,13 +27,21 @@ More setups, for operations testing:
   and three Sentinels (``.sentinel_addresses`` and ``.service_name`` for ``from_sentinel``).
 - Resharding: :func:`reshard` moves slots between live cluster nodes with
   ``redis-cli --cluster reshard`` (node ids from :func:`cluster_node_ids`).
+- Postgres, for the SQL store: :func:`start_postgres` / :func:`running_postgres` (or the
+  ``postgres_server`` fixture) start a throwaway Postgres with Debian's ``initdb`` and
+  ``postgres`` (``/usr/lib/postgresql/<major>/bin``), as the ``postgres`` user when run as root,
+  on a free loopback port, ``fsync=off``; :func:`postgres_pool` opens a pool on it. Without the
+  binaries the fixture skips, or fails under ``ATOMR_REQUIRE_POSTGRES=1``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -379,6 +387,7 @@ STORE_COMMANDS: tuple[str, ...] = (
     "hmget",
     "hgetall",
     "hset",
+    "hsetnx",
     "hdel",
     "zadd",
     "zrem",
@@ -683,6 +692,278 @@ def reshard(
     return result
 
 
+# Faults: a connection that dies while calls are in flight.
+
+
+@dataclass(eq=False)
+class _Link:
+    """One proxied connection: the client's and the server's stream, and replies held back."""
+
+    client: asyncio.StreamWriter
+    server: asyncio.StreamWriter
+    held: bytearray = field(default_factory=bytearray)
+    pumps: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def abort(self) -> None:
+        for pump in self.pumps:
+            pump.cancel()
+        self.client.transport.abort()
+        self.server.transport.abort()
+
+
+class CuttingProxy:
+    """A loopback TCP proxy in front of a Redis server, which a test drives to make connections
+    die while calls are in flight: deterministically, whatever the client library's timing.
+
+    :meth:`hold` keeps the server's replies back (the calls have reached the server and run
+    there); :meth:`cut` then forwards a part of what each connection holds (``fraction``: 0 cuts
+    before any reply, 0.5 in the middle of one) and kills every connection. New connections
+    (a client's retries) pass freely. ``refuse = True`` closes each new connection at once.
+    ``connections`` counts the connections accepted, ``replied`` the reply bytes forwarded.
+    Use it as ``async with CuttingProxy(server.port) as proxy: ... proxy.url ...``.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.target_port = port
+        self.port = 0
+        self.connections = 0
+        self.replied = 0
+        self.refuse = False
+        self._holding = False
+        self._links: list[_Link] = []
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    @property
+    def held(self) -> int:
+        """Reply bytes held back, over every connection."""
+        return sum(len(link.held) for link in self._links)
+
+    async def __aenter__(self) -> CuttingProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def hold(self) -> None:
+        """From now on, keep every reply back until :meth:`cut`."""
+        self._holding = True
+
+    async def wait_held(self, size: int, within: float = 30.0) -> None:
+        """Wait until ``size`` reply bytes are held back (the calls ran on the server)."""
+        deadline = time.monotonic() + within
+        while self.held < size:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {self.held} of {size} reply bytes came back")
+            await asyncio.sleep(0.005)
+
+    async def cut(self, fraction: float = 0.0) -> None:
+        """Forward ``fraction`` of each connection's held replies, then kill every connection;
+        stop holding."""
+        self._holding = False
+        links, self._links = self._links, []
+        for link in links:
+            part = bytes(link.held[: int(len(link.held) * fraction)])
+            if part:
+                link.client.write(part)
+                self.replied += len(part)
+                with contextlib.suppress(ConnectionError):
+                    await link.client.drain()
+            link.abort()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        if self.refuse:
+            writer.transport.abort()
+            return
+        upstream_reader, upstream = await asyncio.open_connection("127.0.0.1", self.target_port)
+        link = _Link(writer, upstream)
+        self._links.append(link)
+        link.pumps = [
+            asyncio.create_task(self._pump(reader, upstream, None)),
+            asyncio.create_task(self._pump(upstream_reader, writer, link)),
+        ]
+
+    async def _pump(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, replies: _Link | None
+    ) -> None:
+        """Copy ``source`` to ``sink``; ``replies``: this is the server's side of that link."""
+        try:
+            while data := await source.read(65536):
+                if replies is not None and (self._holding or replies.held):
+                    replies.held += data
+                    continue
+                sink.write(data)
+                if replies is not None:
+                    self.replied += len(data)
+                await sink.drain()
+        except ConnectionError:
+            pass
+        finally:
+            sink.close()
+
+
+REQUIRE_POSTGRES_ENV = "ATOMR_REQUIRE_POSTGRES"
+POSTGRES_BINARIES = ("initdb", "postgres", "pg_isready")
+
+
+def postgres_required() -> bool:
+    """True in CI: missing Postgres binaries must fail the tests, not skip them."""
+    return os.environ.get(REQUIRE_POSTGRES_ENV, "") not in ("", "0")
+
+
+def postgres_bindir() -> Path | None:
+    """Where ``initdb`` and ``postgres`` are: Debian's ``/usr/lib/postgresql/<major>/bin``
+    (the newest major; not on ``PATH``), else ``PATH``; None when they are missing."""
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    on_path = shutil.which("initdb")
+    if on_path is not None:
+        candidates.append(Path(on_path).parent)
+    for bindir in candidates:
+        if all((bindir / name).is_file() for name in POSTGRES_BINARIES):
+            return bindir
+    return None
+
+
+@dataclass
+class PostgresServer:
+    """A throwaway Postgres (``initdb`` + ``postgres``) on 127.0.0.1:port, in a temporary
+    directory, with ``fsync=off``, trust authentication for user ``postgres`` on loopback and no
+    Unix socket. Run as the ``postgres`` user when started as root (``initdb`` refuses root);
+    stopped by pid."""
+
+    port: int
+    directory: Path
+    bindir: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_server_user(self) -> dict[str, Any]:
+        """Popen options that run a command as ``postgres`` when this process is root."""
+        if os.geteuid() != 0:
+            return {}
+        return {"user": "postgres", "group": "postgres", "extra_groups": []}
+
+    def start(self) -> PostgresServer:
+        data = self.directory / "data"
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "postgres", "postgres")
+        initdb = subprocess.run(
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            capture_output=True,
+            timeout=120,
+            **self._as_server_user(),
+        )
+        if initdb.returncode != 0:
+            output = (initdb.stdout + initdb.stderr).decode(errors="replace")
+            raise RuntimeError(f"initdb failed:\n{output[-4000:]}")
+        log_path = self.directory / "postgres.log"
+        log = open(log_path, "wb")  # noqa: SIM115
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(self.port),
+            "unix_socket_directories": "",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "max_connections": "200",
+        }
+        options = [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
+        self.process = subprocess.Popen(
+            [str(self.bindir / "postgres"), "-D", str(data), *options],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            **self._as_server_user(),
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while not self._ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                log_text = log_path.read_text(errors="replace")
+                raise RuntimeError(f"postgres on port {self.port} did not start:\n{log_text}")
+            time.sleep(0.05)
+        return self
+
+    def _ready(self) -> bool:
+        check = subprocess.run(
+            [str(self.bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+            capture_output=True,
+        )
+        return check.returncode == 0
+
+    def stop(self) -> None:
+        """Stop the server by its pid (a fast shutdown), and remove its directory."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_postgres(bindir: Path | None = None) -> PostgresServer:
+    """Start a throwaway Postgres on a free loopback port (see :class:`PostgresServer`)."""
+    bindir = bindir or postgres_bindir()
+    if bindir is None:
+        raise RuntimeError(
+            "Postgres binaries (initdb, postgres) not found: apt-get install postgresql"
+        )
+    directory = Path(tempfile.mkdtemp(prefix="atomr-pg-"))
+    return PostgresServer(free_port(), directory, bindir).start()
+
+
+@contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """A throwaway Postgres for the ``with`` block (``.url`` to connect)."""
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def postgres_pool(url: str, *, max_size: int = 10) -> Any:
+    """An open ``psycopg_pool.AsyncConnectionPool`` on ``url``, as the Postgres store wants it
+    (autocommit connections); close it with ``await pool.close()``."""
+    from psycopg_pool import AsyncConnectionPool
+
+    pool = AsyncConnectionPool(
+        url, min_size=1, max_size=max_size, kwargs={"autocommit": True}, open=False
+    )
+    await pool.open(wait=True)
+    return pool
+
+
 if importlib.util.find_spec("pytest") is not None:
     import pytest
 
@@ -694,6 +975,19 @@ if importlib.util.find_spec("pytest") is not None:
             if redis_required():
                 pytest.fail(f"{reason} ({REQUIRE_REDIS_ENV} is set, so this is a failure)")
             pytest.skip(reason)
+
+    @pytest.fixture(scope="session")
+    def postgres_server() -> Iterator[PostgresServer]:
+        """A throwaway Postgres of the test session's own (``.url`` to connect). Skips the test
+        without Debian's postgresql binaries, or fails it under ATOMR_REQUIRE_POSTGRES=1."""
+        if postgres_bindir() is None:
+            reason = "Postgres binaries (initdb, postgres) missing: apt-get install postgresql"
+            if postgres_required():
+                pytest.fail(f"{reason} ({REQUIRE_POSTGRES_ENV} is set, so this is a failure)")
+            pytest.skip(reason)
+        server = start_postgres()
+        yield server
+        server.stop()
 
     @pytest.fixture(scope="session")
     def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:

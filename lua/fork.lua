@@ -6,7 +6,8 @@
 -- ARGV[4] the workflow's event channel   ARGV[5] the event to publish (JSON; '' = none)
 -- ARGV[6] the fork snapshot's "<timestamp> <label>" (its field in the meta hash)
 -- ARGV[7..] field, value, ... (the edits, then the fork's label, timestamp and ':w' = its run id)
--- The fork shares its source's slot (same lineage tag), so every key is in one slot.
+-- The fork shares its source's slot (same lineage tag), so every key is in one slot (the
+-- workflow registry bucket index_run derives from KEYS[4] has the same hash tag).
 -- Checks first, and no write happens before every check that can fail has passed: a missing
 -- source fails with NOTFOUND; a fork target run that exists fails with CONFLICT, unless it is
 -- this very fork (its snapshot's ':w' is this run id: a retry), which returns 0 and writes

@@ -60,24 +60,14 @@ local function thread_at(i)
   }
 end
 
--- Split data into pieces of the lengths listed (comma-separated) in lens.
-local function pieces(lens, data)
-  local out, at = {}, 1
-  for n in string.gmatch(lens, '%d+') do
-    local len = tonumber(n)
-    out[#out + 1] = string.sub(data, at, at + len - 1)
-    at = at + len
-  end
-  return out
-end
-
 local function run_key(t, run)
   return t.bucket .. 'r:' .. run
 end
 
--- cmd key list[1..#list], in chunks of 1000 values (Lua's unpack fails near 8,000 values).
-local function chunked(cmd, key, list)
-  for i = 1, #list, 1000 do
+-- cmd key list[first..#list] (first defaults to 1), in chunks of 1000 values (Lua's unpack
+-- fails near 8,000 values).
+local function chunked(cmd, key, list, first)
+  for i = first or 1, #list, 1000 do
     redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
   end
 end

@@ -3,8 +3,8 @@
 -- KEYS[1] the thread's cps key, KEYS[2] its key prefix (see lg_common.lua).
 -- ARGV[1] ttl in ms ('0' = none)   ARGV[2] thread id (escaped)   ARGV[3] member ns \0 checkpoint_id
 -- ARGV[4] run id (escaped, '' = none)   ARGV[5] the record: run \2 refs \2 type \0 payload
--- ARGV[6] lengths (comma-separated) of the pieces of ARGV[7]: blob field, value, field, value, ...
--- (field ns \0 channel \0 version; the blobs of unchanged channels are not sent)
+-- ARGV[6..] blob field, value, field, value, ... (field ns \0 channel \0 version; the blobs of
+-- unchanged channels are not sent)
 -- Guarantees, atomically: the checkpoint is listed once in its namespace and its record replaced
 -- whole (a re-put under another run leaves that run's index); blobs are keyed by channel version,
 -- so no blob of another checkpoint is rewritten when versions are unique per branch; the run
@@ -28,7 +28,7 @@ if redis.call('ZADD', t.cps, 0, member) == 0 then
   end
 end
 redis.call('HSET', t.cp, member, rec)
-chunked('HSET', t.b, pieces(ARGV[6], ARGV[7]))
+chunked('HSET', t.b, ARGV, 6)
 if run ~= '' then
   redis.call('ZADD', t.rm, 0, run .. '\0' .. member)
   index_add(run_key(t, run), deadline, 'SADD', thread)

@@ -9,7 +9,8 @@
 -- (unless it waits in the queue with this very answer: a retry, returning 'queued'); 'again' on a
 -- queued or running run returns that state and writes nothing, and on a run neither failed,
 -- blocked nor never queued fails with STATE <state>. NOPERM and OOM fail before any write.
--- Then, atomically: the run leaves every index of its bucket, keeps the answer ('answer') or has
+-- Then, atomically: the run leaves every index of its bucket, keeps the answer ('answer', for the
+-- pause at its latest super-step: answer_step, as record_answer.lua keeps it) or has
 -- its attempts and reason reset ('again'), and is queued at now + delay (event queued).
 local record, steps = KEYS[6], KEYS[7]
 local mode, run_id = ARGV[1], ARGV[5]
@@ -17,10 +18,11 @@ local mode, run_id = ARGV[1], ARGV[5]
 if redis.call('EXISTS', steps) == 0 then
   return redis.error_reply('RUNNOTFOUND the run has no checkpoint')
 end
-local f = redis.call('HMGET', record, 'state', 'answer')
+local f = redis.call('HMGET', record, 'state', 'answer', 'answer_step')
 local state = f[1]
+local paused_at = redis.call('ZREVRANGE', steps, 0, 0)[1]
 if mode == 'answer' then
-  if state == 'queued' and f[2] == ARGV[2] then
+  if state == 'queued' and f[2] == ARGV[2] and f[3] == paused_at then
     return 'queued'
   end
   if state and state ~= 'paused' then
@@ -41,7 +43,7 @@ end
 refuse_if_out_of_memory(steps)
 unindex(run_id)
 if mode == 'answer' then
-  redis.call('HSET', record, 'answer', ARGV[2])
+  redis.call('HSET', record, 'answer', ARGV[2], 'answer_step', paused_at)
 else
   redis.call('HSET', record, 'attempts', 0)
   redis.call('HDEL', record, 'reason')

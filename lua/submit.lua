@@ -33,7 +33,8 @@ redis.call('DEL', snapshot, meta)
 hset_pairs(snapshot, 8)
 redis.call('ZADD', steps, 0, 0)
 redis.call('HSET', meta, 0, ARGV[6])
-redis.call('HDEL', record, 'note', 'reason', 'cancel', 'answer', 'settled', 'expired')
+redis.call('HDEL', record, 'note', 'reason', 'cancel', 'answer', 'answer_step', 'settled',
+  'expired')
 redis.call('HSET', record, 'state', 'queued', 'attempts', 0, 'ready', int(now + delay))
 local deadline = nil
 if ttl > 0 then

@@ -6,9 +6,13 @@
 - ``redis-acl``: RedisCheckpointer on a redis-server of its own, connected as a Redis user that has
   exactly the store's ACL (``atomr_redis_state.testing.store_acl``) and nothing more
 - ``cluster``: RedisCheckpointer on a 3-master Redis Cluster these tests start, via RedisCluster
+- ``sqlite``: SqliteCheckpointer on a file of the test's own (every store ``make`` gives shares it)
+- ``postgres``: PostgresCheckpointer on a throwaway Postgres these tests start, in a schema of the
+  test's own
 
 Without redis-server on PATH the real-Redis tests skip, unless ATOMR_REQUIRE_REDIS=1 (set by
-.ci/run), which makes them fail instead.
+.ci/run), which makes them fail instead; likewise the Postgres tests without Debian's postgresql
+binaries, unless ATOMR_REQUIRE_POSTGRES=1.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import fakeredis
@@ -25,10 +30,13 @@ import pytest
 from redis.asyncio import Redis, RedisCluster
 
 from atomr_redis_state import Checkpointer, InMemoryCheckpointer, RedisCheckpointer
+from atomr_redis_state.store.sql import SqliteCheckpointer
 from atomr_redis_state.testing import (
+    PostgresServer,
     RedisClusterServers,
     RedisServer,
     grant_prefix,
+    postgres_pool,
     require_binaries,
     run_as_admin,
     start_server,
@@ -38,7 +46,7 @@ from atomr_redis_state.testing import (
 PIPELINING = os.environ.get("ATOMR_TEST_PIPELINING", "1") != "0"
 """Whether the Redis stores under test pipeline automatically (CI runs the suite both ways)."""
 
-BACKENDS = ["memory", "fakeredis", "redis", "redis-acl", "cluster"]
+BACKENDS = ["memory", "fakeredis", "redis", "redis-acl", "cluster", "sqlite", "postgres"]
 REDIS_BACKENDS = ["fakeredis", "redis", "redis-acl", "cluster"]
 
 
@@ -54,10 +62,19 @@ class Backend:
     """The client ``make`` hands to checkpointers (``client`` when None)."""
     grant: Callable[[str], None] | None = None
     """Gives the store's Redis user a prefix before ``make`` uses it (``redis-acl``)."""
+    sql: Callable[..., Any] | None = None
+    """Makes a SQL store (``ttl=``, ``keep_last=``) on the test's own database (set up)."""
+    opened: list[Any] = field(default_factory=list, repr=False)
+    """The SQL stores ``make`` made, closed when the test ends."""
 
     @property
     def is_redis(self) -> bool:
         return self.client is not None
+
+    @property
+    def is_shared(self) -> bool:
+        """True when every store ``make`` gives sees the same data (all but ``memory``)."""
+        return self.client is not None or self.sql is not None
 
     def make(
         self,
@@ -66,6 +83,10 @@ class Backend:
         ttl: float | timedelta | None = None,
         keep_last: int | None = None,
     ) -> Checkpointer:
+        if self.sql is not None:
+            store: Checkpointer = self.sql(ttl=ttl, keep_last=keep_last)
+            self.opened.append(store)
+            return store
         if self.client is None:
             return InMemoryCheckpointer(ttl=ttl, keep_last=keep_last)
         prefix = prefix or self.prefix
@@ -135,6 +156,25 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         await backend.client.acl_deluser(user)
         await backend.client.aclose()
         assert denied == [], f"the store's ACL refused: {denied}"
+    elif name == "sqlite":
+        path = request.getfixturevalue("tmp_path") / "store.db"
+        await SqliteCheckpointer(path).setup()
+        backend = Backend(name, sql=partial(SqliteCheckpointer, path))
+        yield backend
+        for store in backend.opened:
+            await store.aclose()
+    elif name == "postgres":
+        postgres: PostgresServer = request.getfixturevalue("postgres_server")
+        schema = f"t{uuid.uuid4().hex[:10]}"
+        from atomr_redis_state.store.sql import PostgresCheckpointer
+
+        pool = await postgres_pool(postgres.url)
+        await PostgresCheckpointer(pool, schema=schema).setup()
+        backend = Backend(name, sql=partial(PostgresCheckpointer, pool, schema=schema))
+        yield backend
+        for store in backend.opened:
+            await store.aclose()
+        await pool.close()
     else:
         cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
         client = RedisCluster.from_url(cluster.url)

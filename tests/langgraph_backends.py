@@ -9,7 +9,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import fakeredis
@@ -19,6 +18,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from redis.asyncio import Redis, RedisCluster
 
 from atomr_redis_state.langgraph import AsyncRedisStateSaver, RedisStateSaver
+from atomr_redis_state.langgraph._core import Ttl
 from atomr_redis_state.testing import RedisClusterServers, RedisServer
 
 SAVER_BACKENDS = ["fakeredis", "redis", "cluster"]
@@ -37,15 +37,13 @@ class SaverBackend:
     def make(
         self,
         *,
-        ttl: float | timedelta | None = None,
+        ttl: Ttl = None,
         serde: SerializerProtocol | None = None,
         prefix: str | None = None,
     ) -> AsyncRedisStateSaver:
         return AsyncRedisStateSaver(self.client, prefix=prefix or self.prefix, ttl=ttl, serde=serde)
 
-    def make_sync(
-        self, *, ttl: float | timedelta | None = None, prefix: str | None = None
-    ) -> RedisStateSaver:
+    def make_sync(self, *, ttl: Ttl = None, prefix: str | None = None) -> RedisStateSaver:
         return RedisStateSaver(self.sync_client, prefix=prefix or self.prefix, ttl=ttl)
 
     async def raw_keys(self, prefix: str | None = None) -> list[bytes]:

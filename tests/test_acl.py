@@ -217,6 +217,7 @@ async def workload(user: User, admin: Redis, prefix: str) -> list[BaseException]
         await asyncio.sleep(0.25)
         await attempt(plain.list_runs(WF, limit=2))
         await attempt(plain.list_runs(WF))
+        await attempt(plain.list_workflows())  # the registry buckets, then EXISTS
         # Leases.
         lease = await attempt(plain.acquire_lease(WF, "a", "w1", 30))
         await attempt(plain.acquire_lease(WF, "a", "w1", 30))  # the same owner again
@@ -230,6 +231,12 @@ async def workload(user: User, admin: Redis, prefix: str) -> list[BaseException]
             if lease is not None:
                 await attempt(plain.release_lease(lease))
         await attempt(plain.run_record(WF, "a"))
+        # Answers and cancel requests (HSETNX keeps the first request's time).
+        latest = await attempt(plain.latest(WF, "a"))
+        at = 0 if latest is None else latest.key.super_step
+        await attempt(plain.record_answer(WF, "a", "yes", super_step=at))
+        await attempt(plain.cancel(WF, "a"))
+        await attempt(plain.cancel(WF, "a"))
         await queue_workload(plain, ephemeral, attempt)
         # Scripts flushed (a restart, a failover): redis-py loads them again.
         await admin.script_flush()
@@ -383,7 +390,7 @@ def test_the_acl_line_for_the_readme() -> None:
     assert store_acl_line("atomr", "secret", "myapp") == (
         "ACL SETUSER atomr reset on >secret ~myapp:* &myapp:* +evalsha +script|load +time "
         "+exists +get +set +del +copy +pexpireat +pexpiretime +persist +hget +hmget +hgetall "
-        "+hset +hdel +zadd +zrem +zcard +zscore +zrange +zrevrange +zrevrangebyscore "
+        "+hset +hsetnx +hdel +zadd +zrem +zcard +zscore +zrange +zrevrange +zrevrangebyscore "
         "+zremrangebyrank +spublish +hincrby +zcount +zremrangebyscore +zrangebylex +ssubscribe"
     )
     assert store_acl_line("atomr", "secret", "myapp", replicas=True).endswith(" +wait")

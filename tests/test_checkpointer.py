@@ -15,6 +15,7 @@ from atomr_redis_state import (
     new_run_id,
     new_workflow_id,
 )
+from tests.conftest import Backend
 
 WF = "wf-contract"
 
@@ -222,3 +223,50 @@ async def test_fork_of_a_missing_checkpoint_raises_and_writes_nothing(
     with pytest.raises(CheckpointNotFoundError, match=r"'r1'.*super-step 7"):
         await checkpointer.fork(CheckpointKey(WF, "r1", 7), {"a": 1})
     assert await checkpointer.list_runs(WF) == ["r1"]
+
+
+async def test_list_workflows_lists_each_workflow_with_runs_once_in_order(
+    backend: Backend,
+) -> None:
+    store = backend.make()
+    other_prefix = backend.make(prefix=f"{backend.prefix}-other")
+    for workflow in ("wf-b", "wf-a:x", "wf-c{1}"):
+        for run in ("r1", "r2", "r3"):
+            await store.save(Snapshot(CheckpointKey(workflow, run, 0), {}))
+    await store.fork(CheckpointKey("wf-b", "r1", 0))
+    await other_prefix.save(Snapshot(CheckpointKey("wf-elsewhere", "r", 0), {}))
+    assert await store.list_workflows() == ["wf-a:x", "wf-b", "wf-c{1}"]
+    assert await store.list_workflows(limit=2) == ["wf-a:x", "wf-b"]
+    assert await store.list_workflows(after="wf-b") == ["wf-c{1}"]
+    assert await other_prefix.list_workflows() == ["wf-elsewhere"]
+
+
+async def test_a_workflow_whose_runs_are_all_deleted_is_no_longer_listed(
+    backend: Backend,
+) -> None:
+    store = backend.make()
+    await store.save(Snapshot(CheckpointKey("wf-gone", "r1", 0), {}))
+    await store.save(Snapshot(CheckpointKey("wf-kept", "r1", 0), {}))
+    await store.save(Snapshot(CheckpointKey("wf-kept", "r2", 0), {}))
+    await store.delete_run("wf-gone", "r1")
+    await store.delete_run("wf-kept", "r1")
+    assert await store.list_workflows() == ["wf-kept"]
+    assert await store.list_workflows(limit=1) == ["wf-kept"]
+
+
+async def test_list_workflows_pages_past_workflows_that_are_gone(backend: Backend) -> None:
+    store = backend.make()
+    for index in range(6):
+        await store.save(Snapshot(CheckpointKey(f"wf-{index}", "r", 0), {}))
+    for index in (0, 1, 3):
+        await store.delete_run(f"wf-{index}", "r")
+    assert await store.list_workflows(limit=2) == ["wf-2", "wf-4"]
+    assert await store.list_workflows(limit=2, after="wf-4") == ["wf-5"]
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+async def test_list_workflows_refuses_a_limit_below_one(
+    checkpointer: Checkpointer, limit: int
+) -> None:
+    with pytest.raises(ValueError, match="limit"):
+        await checkpointer.list_workflows(limit=limit)

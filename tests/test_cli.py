@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -12,16 +14,22 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from atomr_redis_state.testing import RedisServer, free_port
+from atomr_redis_state.testing import RedisClusterServers, RedisServer, free_port
 
 CLI = [sys.executable, "-m", "atomr_redis_state.cli"]
 IDS_AND_TIMES = re.compile(r"run-[0-9a-f-]+(~fork-[0-9a-f]*)?|\d\d:\d\d:\d\d\.\d{3}")
 
 
-def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "100"}
+def cli(
+    *args: str, timeout: float = 30, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    given = env or {}
+    environment = {**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "100", **given}
+    for name in ("ATOMR_REDIS_URL", "ATOMR_PREFIX", "ATOMR_CLUSTER"):
+        if name not in given:
+            environment.pop(name, None)
     return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+        [*CLI, *args], capture_output=True, text=True, timeout=timeout, env=environment, check=False
     )
 
 
@@ -103,6 +111,54 @@ async def test_demo_runs_on_a_real_redis_server_under_a_prefix_of_its_own(
         assert all(0 < ttl <= 240_000 for ttl in ttls)
     finally:
         await client.aclose()
+
+
+def inspection_commands(output: str) -> list[list[str]]:
+    """The commands the demo prints to inspect what it wrote, as argument lists."""
+    lines = [line.strip() for line in output.splitlines()]
+    return [shlex.split(line)[1:] for line in lines if line.startswith("atomr-redis-state ")]
+
+
+def test_demo_under_a_given_prefix_prints_commands_that_inspect_what_it_wrote(
+    redis_server: RedisServer,
+) -> None:
+    done = cli("demo", "--redis-url", redis_server.url, "--prefix", "demo-here", timeout=60)
+    assert done.returncode == 0, done.stderr
+    commands = inspection_commands(done.stdout)
+    assert [c[0] for c in commands] == ["runs", "history", "show", "diff", "watch"]
+    run_id = commands[1][2]
+    runs = cli(*commands[0], "--json")
+    assert runs.returncode == 0, runs.stderr
+    listed = [row["run_id"] for row in json.loads(runs.stdout)["runs"]]
+    assert run_id in listed
+    assert "--prefix demo-here" in done.stdout
+    diff = cli(*commands[3], "--json")
+    assert diff.returncode == 0, diff.stderr
+
+
+def test_demo_reads_the_store_options_from_the_environment(redis_server: RedisServer) -> None:
+    env = {"ATOMR_REDIS_URL": redis_server.url, "ATOMR_PREFIX": "demo-env"}
+    done = cli("demo", env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"store: {redis_server.url}, key prefix 'demo-env'" in done.stdout
+    commands = inspection_commands(done.stdout)
+    assert commands[0] == ["runs", "demo-trip-planner"]  # the environment says where
+    runs = cli(*commands[0], "--json", env=env)
+    assert len(json.loads(runs.stdout)["runs"]) == 2
+
+
+def test_demo_on_a_cluster(redis_cluster: RedisClusterServers) -> None:
+    done = cli("demo", "--redis-url", redis_cluster.url, "--cluster", timeout=90)
+    assert done.returncode == 0, done.stderr
+    assert "(cluster)" in done.stdout
+    assert "Total EUR 1150." in flat(done.stdout)
+    assert inspection_commands(done.stdout)[0][-1] == "--cluster"
+
+
+def test_demo_on_fakeredis_says_its_runs_are_gone_and_how_to_keep_them() -> None:
+    out = flat(cli("demo").stdout)
+    assert "are gone" in out
+    assert "atomr-redis-state demo --redis-url" in out
 
 
 def test_two_demos_on_one_server_do_not_share_keys(redis_server: RedisServer) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from atomr_redis_state.cli.diff import Change, diff_channels, diff_values, format_path
 from atomr_redis_state.store.types import JSON
+from atomr_redis_state.views.diff import Change, diff_channels, diff_values, format_path
 
 
 def test_channels_added_removed_and_changed() -> None:

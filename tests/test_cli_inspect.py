@@ -7,7 +7,7 @@ import json
 import pytest
 
 from atomr_redis_state import Checkpointer, CheckpointKey, Snapshot
-from tests.test_cli_support import WF, FakeStores, Seeded, flat, seed
+from tests.test_cli_support import BOX_DRAWING, WF, FakeStores, Seeded, flat, seed
 
 
 @pytest.fixture
@@ -199,7 +199,14 @@ def test_diff_across_a_run_and_its_fork_as_json(fake: FakeStores, seeded: Seeded
     done = fake.invoke("diff", WF, seeded.done, "1", seeded.fork, "1", "--json")
     assert done.exit_code == 0, done.output
     document = json.loads(done.stdout)
-    assert document["from"] == {"run_id": seeded.done, "super_step": 1, "label": "layer:0"}
+    assert document["format_version"] == 1
+    assert document["kind"] == "diff"
+    assert {k: document["from"][k] for k in ("run_id", "super_step", "label")} == {
+        "run_id": seeded.done,
+        "super_step": 1,
+        "label": "layer:0",
+    }
+    assert isinstance(document["from"]["timestamp_ms"], int)
     assert document["to"]["run_id"] == seeded.fork
     assert document["changes"] == [
         {"kind": "changed", "path": ["plan", "days"], "old": 3, "new": 5},
@@ -251,6 +258,8 @@ def test_delete_with_yes_does_not_ask_and_keeps_forks(fake: FakeStores, seeded: 
     done = fake.invoke("delete", WF, seeded.done, "--yes", "--json")
     assert done.exit_code == 0, done.output
     assert json.loads(done.stdout) == {
+        "format_version": 1,
+        "kind": "delete",
         "workflow_id": WF,
         "run_id": seeded.done,
         "deleted": True,
@@ -284,3 +293,104 @@ def test_every_command_has_help(fake: FakeStores) -> None:
         assert "--redis-url URL" in sub.stdout
         assert "ATOMR_REDIS_URL" in sub.stdout
     assert "STEP_A [RUN_B] STEP_B" in fake.invoke("diff", "--help").stdout
+
+
+def test_workflows_lists_the_workflows_under_the_prefix(fake: FakeStores, seeded: Seeded) -> None:
+    fake.run(lambda store: seed(store, "wf-other"))
+    done = fake.invoke("workflows")
+    assert done.exit_code == 0, done.output
+    assert done.stdout.split() == ["wf-cli", "wf-other"]
+    page = json.loads(fake.invoke("workflows", "--json", "--limit", "1").stdout)
+    assert page["workflows"] == [{"workflow_id": "wf-cli"}]
+    assert page["next_after"] == "wf-cli"
+    assert "more workflows: --after wf-cli" in fake.invoke("workflows", "--limit", "1").stdout
+    empty = fake.invoke("workflows", "--prefix", "elsewhere")
+    assert "no workflows under prefix 'elsewhere'" in empty.stdout
+
+
+def test_a_wide_terminal_gets_a_table_and_a_narrow_one_a_line_per_field(
+    fake: FakeStores, seeded: Seeded
+) -> None:
+    wide = fake.invoke("runs", WF, columns=200).stdout
+    assert BOX_DRAWING.search(wide)
+    narrow = fake.invoke("runs", WF, columns=60).stdout
+    assert not BOX_DRAWING.search(narrow)
+    assert seeded.fork in narrow.splitlines()
+    assert "run-done completed 2" in flat(narrow)
+    assert "(fork) forked 1" in flat(narrow)
+    assert "paused at second (inside)" in flat(narrow)
+
+
+def test_a_diff_of_a_megabyte_string_shows_where_it_differs(fake: FakeStores) -> None:
+    big = "x" * 1_000_000
+
+    async def write(store: Checkpointer) -> None:
+        await store.save(Snapshot(CheckpointKey(WF, "run-big", 0), {"text": big + "a"}))
+        await store.save(Snapshot(CheckpointKey(WF, "run-big", 1), {"text": big + "b"}))
+
+    fake.run(write)
+    done = fake.invoke("diff", WF, "run-big", "0", "1")
+    assert done.exit_code == 0, done.output
+    out = flat(done.stdout)
+    assert "~ changed text: string of 1000001 chars, differs at 1000000:" in out
+    assert "…" + "x" * 40 + "[-a-]{+b+}" in out
+    assert len(done.stdout) < 1000
+
+
+def test_a_string_diff_in_the_middle_shows_the_text_around_it(fake: FakeStores) -> None:
+    async def write(store: Checkpointer) -> None:
+        await store.save(Snapshot(CheckpointKey(WF, "run-s", 0), {"note": "the cat sat"}))
+        await store.save(Snapshot(CheckpointKey(WF, "run-s", 1), {"note": "the dog sat"}))
+
+    fake.run(write)
+    out = flat(fake.invoke("diff", WF, "run-s", "0", "1").stdout)
+    assert "differs at 4: the [-cat-]{+dog+} sat" in out
+
+
+def test_control_and_bidi_characters_from_the_store_are_printed_escaped(
+    fake: FakeStores,
+) -> None:
+    evil = "run-\u202eevil\x1b[2J"
+
+    async def write(store: Checkpointer) -> None:
+        await store.save(
+            Snapshot(CheckpointKey(WF, evil, 0), {"v\u2066": "a\u202eb"}, label="x\u200by")
+        )
+
+    fake.run(write)
+    outputs = [
+        fake.invoke("runs", WF).stdout,
+        fake.invoke("runs", WF, columns=40).stdout,
+        fake.invoke("history", WF, evil).stdout,
+        fake.invoke("show", WF, evil).stdout,
+        fake.invoke("show", WF, evil, "--json").stdout,
+        fake.invoke("workflows").stdout,
+        fake.invoke("show", WF, evil, "7").stderr,
+    ]
+    for out in outputs:
+        for raw in ("\u202e", "\u2066", "\x1b", "\u200b"):
+            assert raw not in out, (raw, out)
+    assert "run-\\u202eevil\\x1b[2J" in outputs[0]
+    assert "x\\u200by" in outputs[2]
+    assert json.loads(outputs[4])["run_id"] == evil  # the JSON is the same value
+
+
+def test_fork_refuses_a_channel_the_checkpoint_does_not_have(
+    fake: FakeStores, seeded: Seeded
+) -> None:
+    done = fake.invoke("fork", WF, seeded.done, "1", "--set", 'plna="short"')
+    assert done.exit_code == 1
+    assert "unknown channel 'plna' (the checkpoint to fork has: " in done.stderr
+    assert "'approval', 'messages', 'plan'" in done.stderr
+    assert fake.run(lambda store: store.list_runs(WF)) == sorted(
+        [seeded.done, seeded.paused, seeded.failed, seeded.fork]
+    )
+
+
+def test_fork_adds_a_channel_with_new_channel(fake: FakeStores, seeded: Seeded) -> None:
+    done = fake.invoke("fork", WF, seeded.done, "1", "--set", "extra=1", "--new-channel", "--json")
+    assert done.exit_code == 0, done.output
+    new_run = json.loads(done.stdout)["run_id"]
+    snapshot = fake.run(lambda store: store.latest(WF, new_run))
+    assert snapshot is not None
+    assert snapshot.values["extra"] == 1

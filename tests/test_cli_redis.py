@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
+import pathlib
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import pytest
 
-from atomr_redis_state import Checkpointer
+from atomr_redis_state import Checkpointer, CheckpointKey, Snapshot, new_run_id
 from atomr_redis_state.testing import RedisClusterServers, RedisServer, free_port
 from tests.test_cli_support import (
     CLI,
@@ -52,6 +57,35 @@ def test_runs_history_show_and_diff(redis_server: RedisServer, prefix: str, seed
         command("diff", WF, seeded.done, "1", seeded.fork, "1", "--json", *where).stdout
     )
     assert [c["path"] for c in diff["changes"]] == [["plan", "days"], ["plan", "stops"]]
+
+
+def test_at_80_columns_through_a_pipe_every_uuid_run_id_stays_whole_on_one_line(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    async def uuid_runs(store: Checkpointer) -> list[str]:
+        run = new_run_id()
+        await store.save(Snapshot(CheckpointKey(WF, run, 0), {"plan": None}, label="init"))
+        fork = await store.fork(CheckpointKey(WF, run, 0))
+        return [run, fork, await store.fork(CheckpointKey(WF, fork, 0))]
+
+    run, fork, fork_of_fork = run_on(redis_server.url, prefix, uuid_runs)
+    where = store_args(redis_server.url, prefix)
+    narrow = {"COLUMNS": "80"}
+    runs = command("runs", WF, *where, env=narrow)
+    assert runs.returncode == 0, runs.stderr
+    lines = runs.stdout.decode().splitlines()
+    assert all(len(line.rstrip()) <= 80 for line in lines), lines
+    for run_id in (run, fork, fork_of_fork):
+        assert run_id in lines
+    assert f"{run} idle 0" in flat(runs.stdout)
+    assert f"{fork_of_fork} (fork) forked 0" in flat(runs.stdout)
+    history = command("history", WF, fork_of_fork, *where, env=narrow).stdout.decode()
+    assert f"forked from {fork}" in flat(history)
+    assert fork in history.split()
+    forked_into = command("history", WF, fork, *where, env=narrow).stdout.decode()
+    assert f"forked from {run}" in flat(forked_into)
+    assert f"forked into {fork_of_fork}" in flat(forked_into)
+    assert fork_of_fork in forked_into.split()
 
 
 def test_the_environment_names_the_server_and_prefix(
@@ -115,6 +149,9 @@ def test_an_unreachable_server_is_a_one_line_error(name: str) -> None:
     assert err.startswith("Error: cannot reach Redis at redis://user:***@127.0.0.1:")
     assert "s3cret" not in err
     assert "Traceback" not in err
+    assert "call again" not in err  # write-path advice: a read never says it
+    assert "outcome" not in err
+    assert "may or may not" not in err
 
 
 def test_a_malformed_url_is_a_one_line_error() -> None:
@@ -132,7 +169,52 @@ def test_cluster_against_a_standalone_server_is_a_one_line_error(
     assert done.returncode == 1
     err = done.stderr.decode()
     assert err.count("\n") == 1
-    assert err.startswith("Error: RedisClusterException: ")
+    assert err == (
+        f"Error: the server at {redis_server.url} is not a Redis Cluster node: "
+        "leave out --cluster\n"
+    )
+
+
+@pytest.mark.parametrize("name", ["runs", "workflows", "history", "show"])
+def test_a_cluster_node_without_cluster_says_to_pass_it(
+    redis_cluster: RedisClusterServers, name: str
+) -> None:
+    args = {"runs": [WF], "workflows": [], "history": [WF, "r"], "show": [WF, "r"]}
+    done = command(name, *args[name], "--redis-url", redis_cluster.url)
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert "is a Redis Cluster node: pass --cluster" in err, err
+    assert err.count("\n") == 1
+
+
+def test_rediss_against_a_plain_port_fails_within_seconds_and_says_why(
+    redis_server: RedisServer,
+) -> None:
+    url = f"rediss://127.0.0.1:{redis_server.port}/0"
+    started = time.monotonic()
+    done = command("runs", WF, "--redis-url", url)
+    assert time.monotonic() - started < 12  # was about 20 s: four attempts of 5 s
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert err.startswith(f"Error: cannot reach Redis at {url}: ")
+    assert "if the server does not use TLS, use redis://" in err
+
+
+def test_a_port_that_is_not_redis_is_named(tmp_path: pathlib.Path) -> None:
+    port = free_port()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        done = command("runs", WF, "--redis-url", f"redis://127.0.0.1:{port}/0")
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = done.stderr.decode()
+    assert done.returncode == 1
+    assert err.startswith(f"Error: the server at redis://127.0.0.1:{port}/0 does not answer")
+    assert "is that the Redis port?" in err
 
 
 def test_verbose_logs_go_to_standard_error(redis_server: RedisServer) -> None:
@@ -180,7 +262,7 @@ def test_export_from_redis_imports_into_a_cluster_exactly(
         seeded.done: "completed",
         seeded.paused: "paused",
         seeded.failed: "failed",
-        seeded.fork: "running",
+        seeded.fork: "forked",
     }
 
 

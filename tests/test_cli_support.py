@@ -124,8 +124,8 @@ class FakeStores:
 
         return asyncio.run(main())
 
-    def invoke(self, *args: str, input: str | bytes | None = None) -> Result:
-        runner = CliRunner(env={"COLUMNS": "200"})
+    def invoke(self, *args: str, input: str | bytes | None = None, columns: int = 200) -> Result:
+        runner = CliRunner(env={"COLUMNS": str(columns)})
         return runner.invoke(cli, list(args), obj=CliEnv(self.open), input=input)
 
 

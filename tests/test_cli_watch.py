@@ -6,9 +6,11 @@ import json
 import threading
 import time
 
+import click
 from click.testing import Result
 
-from atomr_redis_state import Checkpointer, CheckpointKey, Snapshot
+from atomr_redis_state import Checkpointer, CheckpointEvent, CheckpointKey, Snapshot
+from atomr_redis_state.cli.watch import _json, _line
 from tests.test_cli_support import WF, FakeStores, seed
 
 
@@ -71,3 +73,20 @@ def test_watch_stops_quietly_after_its_timeout() -> None:
     done = fake.invoke("watch", WF, "--timeout", "0.2")
     assert done.exit_code == 0
     assert done.stdout == ""
+
+
+def test_a_gap_is_a_line_of_its_own_and_a_json_object() -> None:
+    gap = CheckpointEvent("gap", WF, "", None, "", 1_796_000_000_000)
+    line = click.unstyle(_line(gap))
+    assert "gap" in line
+    assert "events may be missing here: Redis dropped the subscription" in line
+    assert json.loads(_json(gap)) == {
+        "format_version": 1,
+        "kind": "gap",
+        "workflow_id": WF,
+        "run_id": "",
+        "super_step": None,
+        "label": "",
+        "timestamp_ms": 1_796_000_000_000,
+        "source_run_id": None,
+    }

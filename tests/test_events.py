@@ -4,19 +4,23 @@ they happen (published by the same atomic scripts), to subscribers of a workflow
 from __future__ import annotations
 
 import asyncio
+import logging
+import pathlib
 import sys
 from collections.abc import AsyncIterator
 
 import pytest
+from redis.asyncio import Redis
 
 from atomr_redis_state import (
     CheckpointConflictError,
     Checkpointer,
     CheckpointEvent,
     CheckpointKey,
+    RedisCheckpointer,
     Snapshot,
 )
-from atomr_redis_state.testing import RedisServer
+from atomr_redis_state.testing import RedisServer, start_server
 from tests.conftest import Backend
 
 WF = "wf-events"
@@ -137,3 +141,42 @@ async def test_a_watch_sees_saves_made_by_another_process(
         ("saved", "far", 1),
         ("saved", "far", 2),
     ]
+
+
+async def test_a_subscription_redis_drops_is_restored_with_a_gap_event(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start_server(tmp_path)
+    admin = Redis.from_url(server.url)
+    try:
+        async with (
+            RedisCheckpointer.from_url(server.url, prefix="gap") as store,
+            store.watch(WF) as events,
+        ):
+            for step in range(3):
+                await store.save(snap("r", step))
+            # A subscriber that reads slower than the publishers: once 64 KB wait for it
+            # past what the sockets hold, Redis closes its connection.
+            await admin.config_set("client-output-buffer-limit", "pubsub 65536 32768 0")
+            channel = store.keys.run(WF, "r").events
+            for _ in range(100):
+                await admin.spublish(channel, b"x" * 100_000)
+            for step in range(3, 6):  # published while nobody listens: lost
+                await store.save(snap("r", step))
+            with caplog.at_level(logging.WARNING, logger="atomr_redis_state"):
+                seen = await take(events, 4)
+            assert [(e.kind, e.super_step) for e in seen] == [
+                ("saved", 0),
+                ("saved", 1),
+                ("saved", 2),
+                ("gap", None),
+            ]
+            assert (seen[-1].workflow_id, seen[-1].run_id) == (WF, "")
+            assert "Redis dropped the subscription" in caplog.text
+            assert f"workflow {WF}" in caplog.text
+            await store.save(snap("after", 0))
+            [after] = await take(events, 1)
+            assert (after.kind, after.run_id) == ("saved", "after")
+    finally:
+        await admin.aclose()
+        server.stop()

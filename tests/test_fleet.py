@@ -239,15 +239,18 @@ async def test_a_run_deleted_mid_layer_does_not_come_back(checkpointer: Checkpoi
         await runner(checkpointer, [Step("a", delete_it)]).run()
 
 
-async def test_a_run_that_expired_mid_layer_does_not_come_back(backend: Backend) -> None:
+async def test_a_run_that_expired_while_its_worker_stalled_does_not_come_back(
+    backend: Backend,
+) -> None:
     store = backend.make(ttl=SHORT)
 
     async def outlive(ctx: StepContext) -> Writes:
-        await asyncio.sleep(2 * SHORT + 0.2)
+        await asyncio.sleep(4 * SHORT + 0.2)
         return {"log": "late"}
 
+    stalled: Any = Crashed(store)  # its lease is never renewed: the run expires with it
     with pytest.raises((LeaseLostError, RunNotFoundError)):
-        await runner(store, [Step("a", outlive)], lease_ttl=10).start()
+        await runner(stalled, [Step("a", outlive)], lease_ttl=SHORT).start()
     assert await store.latest(WF, RUN) is None
     assert await store.list_runs(WF) == []
 
@@ -271,7 +274,8 @@ async def test_a_resumed_run_is_back_on_the_ttl(backend: Backend) -> None:
     tools = Tools()
     await runner(store, tools.with_question()).start()
     await asyncio.sleep(2 * SHORT + 0.2)
-    await runner(store, tools.with_question()).resume("yes")
+    # A lease keeps its run at least as long as itself: one shorter than the ttl here.
+    await runner(store, tools.with_question(), lease_ttl=SHORT).resume("yes")
     await asyncio.sleep(2 * SHORT + 0.2)
     assert await store.latest(WF, RUN) is None
 
@@ -437,6 +441,42 @@ async def test_status_of_a_completed_run(checkpointer: Checkpointer) -> None:
     await runner(checkpointer, Tools().chain()).start()
     status = await runner(checkpointer, Tools().chain()).status()
     assert (status.state, status.super_step, status.pause) == ("completed", 3, None)
+
+
+async def test_a_run_whose_worker_died_mid_way_is_stalled_once_its_lease_passes(
+    checkpointer: Checkpointer,
+) -> None:
+    tools = Tools()
+    tools.gate = asyncio.Event()
+    crashed: Any = Crashed(checkpointer)
+    doomed = asyncio.create_task(runner(crashed, tools.chain(), lease_ttl=SHORT).start())
+    await tools.entered.wait()
+    doomed.cancel()
+    await asyncio.gather(doomed, return_exceptions=True)
+    assert (await runner(checkpointer, tools.chain()).status()).state == "running"
+    await asyncio.sleep(SHORT + 0.1)
+    status = await runner(checkpointer, tools.chain()).status()
+    assert (status.state, status.lease) == ("stalled", None)
+
+
+async def test_a_fork_nobody_has_run_is_forked_until_a_worker_runs_it(
+    checkpointer: Checkpointer,
+) -> None:
+    tools = Tools()
+    await runner(checkpointer, tools.chain()).start()
+    fork = await checkpointer.fork(CheckpointKey(WF, RUN, 1))
+    assert (await runner(checkpointer, tools.chain(), run_id=fork).status()).state == "forked"
+    await runner(checkpointer, tools.chain(), run_id=fork).run()
+    assert (await runner(checkpointer, tools.chain(), run_id=fork).status()).state == "completed"
+
+
+async def test_a_run_written_with_plain_save_is_idle_unless_leased(
+    checkpointer: Checkpointer,
+) -> None:
+    await checkpointer.save(Snapshot(CheckpointKey(WF, RUN, 0), {"log": []}))
+    assert (await runner(checkpointer, []).status()).state == "idle"
+    await checkpointer.acquire_lease(WF, RUN, "my-own-worker", 30)
+    assert (await runner(checkpointer, []).status()).state == "running"
 
 
 async def test_status_of_a_failed_run_names_the_error(checkpointer: Checkpointer) -> None:

@@ -333,7 +333,7 @@ async def test_list_without_a_config_covers_every_thread(
     for thread in ("t1", "t2", "t3"):
         await put(saver, thread, {"a": thread}, {"a": 1})
     found = [t.config["configurable"]["thread_id"] async for t in saver.alist(None)]
-    assert found == ["t1", "t2", "t3"]
+    assert found == ["t3", "t2", "t1"]  # newest first
     assert len([t async for t in saver.alist(None, limit=2)]) == 2
 
 

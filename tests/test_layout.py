@@ -3,9 +3,11 @@ module, and the Lua scripts shipped with the package."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import pkgutil
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +94,20 @@ def test_the_scripts_load_from_the_package() -> None:
     from atomr_redis_state.store.redis.scripts import script_source
 
     assert "redis.call" in script_source("save")
+
+
+def test_the_views_import_no_click_rich_web_framework_nor_a_front_end() -> None:
+    views = Path(atomr_redis_state.__file__).parent / "views"
+    banned = {"click", "rich", "starlette", "fastapi", "aiohttp", "uvicorn", "jinja2"}
+    for path in views.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.ImportFrom) and node.level == 2 and node.module:
+                names = [f"atomr_redis_state.{node.module}"]
+            for name in names:
+                assert name.split(".")[0] not in banned, f"{path.name} imports {name}"
+                assert not name.startswith(("atomr_redis_state.cli", "atomr_redis_state.ui"))

@@ -163,9 +163,9 @@ async def test_a_run_deleted_under_its_lease_does_not_come_back(
     assert await checkpointer.latest(WF, "r") is None
 
 
-async def test_a_run_that_expired_under_its_lease_does_not_come_back(backend: Backend) -> None:
+async def test_a_run_that_expired_after_its_lease_does_not_come_back(backend: Backend) -> None:
     cp = backend.make(ttl=SHORT)
-    lease = await started(cp, "r", ttl=30)
+    lease = await started(cp, "r", ttl=SHORT)  # never renewed
     await asyncio.sleep(2 * SHORT + 0.15)
     with pytest.raises((LeaseLostError, RunNotFoundError)):
         await cp.save(snap("r", 1), exclusive=True, lease=lease)

@@ -238,7 +238,7 @@ async def test_runner_calls_layers_and_steps_make_nested_spans(
     outcome = await runner.start({})
     assert outcome.completed
     call = telemetry.named("atomr.runner.start")
-    assert [s.name for s in call] == ["atomr.runner.start wf"]
+    assert [s.name for s in call] == ["atomr.runner.start"]
     assert attributes(call[0])["atomr.run.state"] == "completed"
     layers = telemetry.named("atomr.layer ")
     assert [(s.name, attributes(s)["atomr.layer.steps"]) for s in layers] == [
@@ -292,7 +292,50 @@ async def test_runs_ending_paused_and_failed_are_counted(
     assert ended == {"paused": 1, "failed": 1}
     ask = telemetry.named("atomr.step ask")[0]
     assert ask.status.status_code is StatusCode.UNSET  # a pause is no error
-    assert attributes(ask)["error.type"] == "atomr_redis_state.errors.Interrupt"
+    assert "error.type" not in attributes(ask)
+    assert attributes(ask)["atomr.step.paused"] is True
+
+
+async def test_a_refused_start_is_no_failed_run(
+    telemetry: Otel, fake_store: RedisCheckpointer
+) -> None:
+    await StatefulRunner("wf", "r", [Step("plan", _plan)], SCHEMA, fake_store).start({})
+    again = otel.instrument_runner(
+        StatefulRunner("wf", "r", [Step("plan", _plan)], SCHEMA, fake_store),
+        **telemetry.providers,
+    )
+    with pytest.raises(CheckpointConflictError):
+        await again.start({})
+    assert telemetry.points("atomr.runner.runs") == []
+    [refused] = telemetry.points("atomr.runner.refusals")
+    assert refused.value == 1
+    assert refused.attributes["error.type"].endswith("CheckpointConflictError")
+    [call] = telemetry.named("atomr.runner.start")
+    assert attributes(call)["atomr.run.refused"] is True
+    assert "atomr.run.state" not in attributes(call)
+
+
+async def test_span_names_carry_no_ids(telemetry: Otel, fake_store: RedisCheckpointer) -> None:
+    for run in ("run-a", "run-b"):
+        runner = StatefulRunner(f"wf-{run}", run, [Step("plan", _plan)], SCHEMA, fake_store)
+        await otel.instrument_runner(runner, **telemetry.providers).start({})
+    names = {span.name for span in telemetry.finished()}
+    assert not any("run-" in name or "wf-" in name for name in names), names
+
+
+async def test_beside_redis_instrumentation_the_store_makes_no_client_spans(
+    telemetry: Otel, fake_store: RedisCheckpointer
+) -> None:
+    store = otel.instrument(fake_store, client_spans=False, **telemetry.providers)
+    await store.save(Snapshot(CheckpointKey("wf", "run-1", 0), {}))
+    [save] = telemetry.finished()
+    assert save.name == "atomr.save"
+    assert save.kind is SpanKind.INTERNAL
+    assert not any(k.startswith(("db.", "server.")) for k in attributes(save))
+    assert attributes(save)["atomr.operation"] == "atomr.save"
+    assert telemetry.points("db.client.operation.duration") == []
+    [duration] = telemetry.points("atomr.store.operation.duration")
+    assert duration.count == 1
 
 
 async def test_the_run_status_gauge_counts_runs_by_state(
@@ -309,14 +352,19 @@ async def test_the_run_status_gauge_counts_runs_by_state(
         (p.attributes["atomr.workflow_id"], p.attributes["atomr.run.state"]): p.value
         for p in telemetry.points("atomr.runs")
     }
-    assert gauge == {
-        ("wf-a", "running"): 1,  # the fork, not run further
+    expected = {
+        (workflow, state): 0
+        for workflow in ("wf-a", "wf-empty")
+        for state in STATES
+        if state != "not_found"
+    }
+    expected |= {
+        ("wf-a", "forked"): 1,  # the fork, not run further
         ("wf-a", "paused"): 1,
         ("wf-a", "completed"): 1,
         ("wf-a", "failed"): 1,
-        **{("wf-a", state): 0 for state in ("queued", "blocked", "cancelled")},
-        **{("wf-empty", state): 0 for state in STATES if state != "not_found"},
     }
+    assert gauge == expected
 
 
 async def test_the_queue_depth_gauge_counts_each_workflows_runs_by_queue_part(
@@ -390,4 +438,4 @@ async def test_a_runner_with_a_telemetry_hook_gets_it_instead_of_being_wrapped(
     assert "_call" not in vars(runner)
     assert isinstance(runner.checkpointer, otel.InstrumentedCheckpointer)
     await runner.start({})
-    assert [s.name for s in telemetry.named("atomr.runner.")] == ["atomr.runner.start wf"]
+    assert [s.name for s in telemetry.named("atomr.runner.")] == ["atomr.runner.start"]

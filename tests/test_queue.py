@@ -15,6 +15,7 @@ import pytest
 
 from atomr_redis_state import (
     JSON,
+    Answer,
     Checkpointer,
     CheckpointEvent,
     CheckpointKey,
@@ -123,7 +124,6 @@ async def test_a_claim_takes_the_earliest_ready_run_with_its_lease(
     assert claim.lease.owner == "w1"
     assert claim.attempts == 0
     assert not claim.taken_over
-    assert not claim.has_answer
     record = await checkpointer.run_record(WF, "a")
     assert record.lease == claim.lease
     assert record.queue is not None
@@ -325,8 +325,8 @@ async def test_an_answer_queues_a_paused_run_and_reaches_the_next_claim(
     assert await checkpointer.resume_run(WF, "r1", {"approved": True}) == "queued"
     resumed = await claim_within(checkpointer, 2)
     assert resumed is not None
-    assert resumed.has_answer
-    assert resumed.answer == {"approved": True}
+    record = await checkpointer.run_record(WF, "r1")
+    assert record.answer == Answer(0, {"approved": True})
 
 
 async def test_an_answer_survives_a_failed_attempt(checkpointer: Checkpointer) -> None:
@@ -337,16 +337,14 @@ async def test_an_answer_survives_a_failed_attempt(checkpointer: Checkpointer) -
     await checkpointer.resume_run(WF, "r1", "yes")
     failed = await claim_within(checkpointer, 2)
     assert failed is not None
-    assert failed.answer == "yes"
     await checkpointer.finish(failed.lease, "retry", retry_in=0.01, max_attempts=3)
     again = await claim_within(checkpointer, 2)
     assert again is not None
-    assert again.has_answer
-    assert again.answer == "yes"
+    assert (await checkpointer.run_record(WF, "r1")).answer == Answer(0, "yes")
     await checkpointer.finish(again.lease, "completed")
     record = await checkpointer.run_record(WF, "r1")
     assert record.queue is not None
-    assert not record.queue.has_answer
+    assert record.answer is None
 
 
 async def test_an_answer_for_a_run_not_paused_is_refused(checkpointer: Checkpointer) -> None:
@@ -383,7 +381,7 @@ async def test_cancelling_a_running_run_flags_it_until_its_worker_lets_go(
     assert await checkpointer.cancel(WF, "r1") == "running"
     record = await checkpointer.run_record(WF, "r1")
     assert record.queue is not None
-    assert record.queue.cancel_requested
+    assert record.cancel_requested_at_ms is not None
     assert await checkpointer.finish(claim.lease, "retry", max_attempts=3) == "cancelled"
     assert await checkpointer.claim(WF, "w1", 30) is None
 

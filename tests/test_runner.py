@@ -94,7 +94,7 @@ def runner(
 
 def second_worker(backend: Backend, checkpointer: Checkpointer) -> Checkpointer:
     """Another worker's view of the same store: its own checkpointer where there can be one."""
-    return backend.make() if backend.is_redis else checkpointer
+    return backend.make() if backend.is_shared else checkpointer
 
 
 async def history(store: Checkpointer, run_id: str = RUN) -> list[tuple[int, str]]:

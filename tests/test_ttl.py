@@ -96,7 +96,8 @@ async def test_every_key_of_a_run_and_its_forks_has_one_deadline(backend: Backen
     forked = await cp.fork(CheckpointKey(WF, "r", 1))
     await cp.save(snap(forked, 2))
     times = await expiry_times(backend)
-    assert len(times) == 3 + 1 + 1 + 2 + 1 + 1 + 1  # hashes, steps, meta, the fork's, index
+    # hashes, steps, meta, the fork's, the run index, the workflow registry
+    assert len(times) == 3 + 1 + 1 + 2 + 1 + 1 + 1 + 1
     assert all(t > 0 for t in times.values()), times
     run_keys = {k: t for k, t in times.items() if b":r:" in k}
     assert len(set(run_keys.values())) == 1, run_keys
@@ -131,10 +132,12 @@ async def test_a_refresh_moves_every_key_of_the_run_together(backend: Backend) -
     await asyncio.sleep(TTL + 0.05)  # less than ttl left: the next save refreshes
     await cp.save(snap("r", 10))
     times = await expiry_times(backend)
-    run_times = {t for k, t in times.items() if not k.endswith(b":runs")}
+    indexes = (b":runs", b":workflows")
+    run_times = {t for k, t in times.items() if not k.endswith(indexes)}
     assert len(run_times) == 1
-    index_time = next(t for k, t in times.items() if k.endswith(b":runs"))
-    assert index_time >= run_times.pop()
+    run_time = run_times.pop()
+    for suffix in indexes:
+        assert next(t for k, t in times.items() if k.endswith(suffix)) >= run_time
 
 
 @pytest.mark.parametrize("backend", REDIS_BACKENDS, indirect=True)
@@ -153,6 +156,17 @@ async def test_list_runs_never_shows_an_expired_run(backend: Backend) -> None:
     forked = await cp.fork(CheckpointKey(WF, "r", 0))  # outlives r, and so does the run index
     await asyncio.sleep(TTL * 0.9)
     assert await cp.list_runs(WF) == [forked]
+
+
+async def test_list_workflows_never_shows_a_workflow_whose_runs_expired(
+    backend: Backend,
+) -> None:
+    store = backend.make(ttl=TTL)
+    await store.save(snap("r", 0))
+    await store.save(Snapshot(CheckpointKey("wf-kept", "r", 0), {}), hold="forever")
+    assert await store.list_workflows() == sorted([WF, "wf-kept"])
+    await asyncio.sleep(2 * TTL + 0.15)
+    assert await store.list_workflows() == ["wf-kept"]
 
 
 @pytest.mark.parametrize("backend", REDIS_BACKENDS, indirect=True)

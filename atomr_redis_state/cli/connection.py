@@ -11,18 +11,41 @@ from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 import click
+from redis.exceptions import AskError, InvalidResponse, RedisClusterException, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import AtomrStateError, StoreUnavailableError
 from ..store.checkpointer import Checkpointer
-from ..store.redis.checkpointer import RedisCheckpointer
+from ..store.redis.connect import default_retry
+from ..store.url import is_redis_url, open_store
+from ..views import escape_text
 
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "redis://localhost:6379/0"
 DEFAULT_PREFIX = "atomr"
+
+CONNECT_TIMEOUT = 2.0
+"""Seconds an operator command waits to connect (a wrong port, ``rediss://`` against a plain
+port) before it says so; the library's own default is redis-py's, longer."""
+
+COMMAND_TIMEOUT = 30.0
+"""Seconds an operator command waits for a reply."""
+
+CONNECT_RETRIES = 1
+"""Times an operator command retries a failed connection or command (each store call is safe
+to retry): enough for a blip, few enough to fail within seconds."""
+
+
+def operator_client_options() -> dict[str, Any]:
+    """The redis-py options of an operator command's client: short timeouts, one retry."""
+    return {
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": COMMAND_TIMEOUT,
+        "retry": default_retry(CONNECT_RETRIES),
+    }
+
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -42,10 +65,13 @@ Opener = Callable[[StoreOptions], AbstractAsyncContextManager[Checkpointer]]
 """Opens the store for one command and closes it after."""
 
 
-def open_redis(options: StoreOptions) -> AbstractAsyncContextManager[Checkpointer]:
-    """The default :data:`Opener`: a :class:`RedisCheckpointer` with a client of its own."""
-    return RedisCheckpointer.from_url(
-        options.url, cluster=options.cluster, prefix=options.prefix, ttl=options.ttl
+def open_url(options: StoreOptions) -> AbstractAsyncContextManager[Checkpointer]:
+    """The default :data:`Opener`: the store the URL names (Redis, Postgres, SQLite; see
+    :func:`~..store.url.store_from_url`), with connections of its own (a Redis client with the
+    operator commands' short timeouts)."""
+    extra = operator_client_options() if is_redis_url(options.url) else {}
+    return open_store(
+        options.url, cluster=options.cluster, prefix=options.prefix, ttl=options.ttl, **extra
     )
 
 
@@ -53,7 +79,7 @@ def open_redis(options: StoreOptions) -> AbstractAsyncContextManager[Checkpointe
 class CliEnv:
     """What the command line runs against; tests pass their own as ``obj`` (fakeredis)."""
 
-    opener: Opener = open_redis
+    opener: Opener = open_url
 
 
 def store_options(command: Callable[P, T]) -> Callable[P, T]:
@@ -67,7 +93,10 @@ def store_options(command: Callable[P, T]) -> Callable[P, T]:
             default=DEFAULT_URL,
             show_default=True,
             show_envvar=True,
-            help="The Redis server (any node of a cluster with --cluster).",
+            help=(
+                "The store: a Redis URL (any node of a cluster with --cluster), "
+                "postgresql://... or sqlite:///path.db."
+            ),
         ),
         click.option(
             "--prefix",
@@ -100,9 +129,16 @@ def options_of(url: str, prefix: str, cluster: bool, ttl: float | None = None) -
 
 
 def run_with_store(
-    options: StoreOptions, work: Callable[[Checkpointer], Coroutine[Any, Any, T]]
+    options: StoreOptions,
+    work: Callable[[Checkpointer], Coroutine[Any, Any, T]],
+    *,
+    writes: bool = False,
 ) -> T:
-    """Open the store, run ``work`` on it, close it; turn any failure into a one-line error."""
+    """Open the store, run ``work`` on it, close it; turn any failure into a one-line error.
+
+    ``writes`` says the work changes the store: when Redis cannot be reached mid-way, the
+    message then says the change may or may not have been made (a read says no such thing).
+    """
     env = click.get_current_context().find_object(CliEnv) or CliEnv()
 
     async def main() -> T:
@@ -115,25 +151,58 @@ def run_with_store(
 
     try:
         return asyncio.run(main())
-    except (click.ClickException, click.exceptions.Exit, click.Abort):
+    except click.ClickException as exc:
+        if type(exc) is click.ClickException:  # a failure the work described: it may quote ids
+            raise click.ClickException(escape_text(exc.message)) from None
         raise
-    except (RedisConnectionError, RedisTimeoutError, StoreUnavailableError, OSError) as exc:
-        log.debug("cannot reach Redis", exc_info=True)
-        raise click.ClickException(
-            f"cannot reach Redis at {safe_url(options.url)}: {one_line(exc)}"
-        ) from None
-    except AtomrStateError as exc:
-        log.debug("store error", exc_info=True)
-        raise click.ClickException(one_line(exc)) from None
-    except RedisError as exc:
-        log.debug("Redis error", exc_info=True)
-        raise click.ClickException(f"Redis error: {one_line(exc)}") from None
-    except (ValueError, TypeError) as exc:  # an argument the store refused
-        log.debug("bad argument", exc_info=True)
-        raise click.ClickException(one_line(exc)) from None
-    except Exception as exc:  # anything else: still one line (-vv logs the traceback)
+    except (click.exceptions.Exit, click.Abort):
+        raise
+    except Exception as exc:
         log.debug("command failed", exc_info=True)
-        raise click.ClickException(f"{type(exc).__name__}: {one_line(exc)}") from None
+        message = failure_message(exc, options, writes=writes)
+        raise click.ClickException(escape_text(message)) from None
+
+
+def failure_message(exc: Exception, options: StoreOptions, *, writes: bool = False) -> str:
+    """One line saying what went wrong and, where it is known, what to do about it."""
+    where = safe_url(options.url)
+    cause = exc.__cause__ if isinstance(exc, StoreUnavailableError) else exc
+    if _is_redirect(exc) or _is_redirect(cause):
+        return (
+            f"the server at {where} is a Redis Cluster node: pass --cluster "
+            "(or set ATOMR_CLUSTER=1)"
+        )
+    if isinstance(exc, RedisClusterException) and "not enabled" in str(exc):
+        return f"the server at {where} is not a Redis Cluster node: leave out --cluster"
+    if isinstance(exc, InvalidResponse):
+        return (
+            f"the server at {where} does not answer as Redis does ({one_line(exc)}): "
+            "is that the Redis port?"
+        )
+    if isinstance(
+        exc, (RedisConnectionError, RedisTimeoutError, StoreUnavailableError, OSError)
+    ) and isinstance(cause, BaseException):
+        message = f"cannot reach Redis at {where}: {one_line(cause).rstrip('.')}"
+        if isinstance(cause, RedisTimeoutError) and options.url.startswith("rediss://"):
+            message += " (if the server does not use TLS, use redis://)"
+        if writes and "connecting to" not in str(cause):  # lost after the command was sent
+            message += "; the change may or may not have been made: look before running it again"
+        return message
+    if isinstance(exc, AtomrStateError):
+        return one_line(exc)
+    if isinstance(exc, RedisError):
+        return f"Redis error at {where}: {one_line(exc)}"
+    if isinstance(exc, (ValueError, TypeError)):  # an argument the store refused
+        return one_line(exc)
+    return f"{type(exc).__name__}: {one_line(exc)}"
+
+
+def _is_redirect(exc: BaseException | None) -> bool:
+    """A MOVED or ASK reply: the server is a cluster node and the key lives elsewhere."""
+    if isinstance(exc, AskError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RedisError) and text.startswith(("MOVED ", "ASK "))
 
 
 def safe_url(url: str) -> str:

@@ -221,7 +221,8 @@ class DemoScript:
             table.add_row(str(meta.super_step), label, _describe(meta.label), saved_at[:-3])
         self.console.print(table)
 
-    async def play(self) -> None:
+    async def play(self) -> tuple[str, str]:
+        """Play every scene; the ids of the run and of its fork."""
         run_id = new_run_id()
         self.say(f"workflow {WORKFLOW_ID}, run {run_id}")
         for index, layer in enumerate(LAYERS):
@@ -233,6 +234,7 @@ class DemoScript:
         self.heading("5. run history")
         await self.history("original run", run_id)
         await self.history("fork", fork_id)
+        return run_id, fork_id
 
 
 def _describe(label: str) -> str:
@@ -261,6 +263,7 @@ def _abbreviated(label: str) -> str:
     return f"{kind}:{detail[:12]}..." if kind == "fork-of" and len(detail) > 12 else label
 
 
-async def run_demo(connect: Connect, console: Console) -> None:
-    """Play the whole demo against the store ``connect`` opens."""
-    await DemoScript(connect, console).play()
+async def run_demo(connect: Connect, console: Console) -> tuple[str, str]:
+    """Play the whole demo against the store ``connect`` opens; the ids of the run and of its
+    fork."""
+    return await DemoScript(connect, console).play()

@@ -1,9 +1,13 @@
-"""Inspection commands: ``runs``, ``history``, ``show``, ``diff``, ``fork`` and ``delete``."""
+"""Inspection commands: ``runs``, ``history``, ``show``, ``diff``, ``fork`` and ``delete``.
+
+The documents come from :mod:`..views` (``--json`` prints them as they are); this module only
+lays them out for a terminal.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from typing import cast
 
 import click
 import orjson
@@ -11,33 +15,84 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import RunNotFoundError
-from ..graph.outcomes import RunStatus
-from ..observability.runs import is_fork, lineage_forks, summarise_run
 from ..store.checkpointer import Checkpointer
-from ..store.types import JSON, CheckpointKey, CheckpointMeta, Snapshot
+from ..store.types import JSON, CheckpointKey, Snapshot
+from ..views import (
+    FORMAT_VERSION,
+    Document,
+    check_fork_edits,
+    diff_json,
+    format_path,
+    history_view,
+    load_snapshot,
+    runs_view,
+    snapshot_json,
+    workflows_view,
+)
 from .connection import options_of, run_with_store, store_options
-from .diff import Change, diff_channels, format_path
 from .render import (
     compact,
     console,
     echo_json,
     fold,
     pretty,
-    snapshot_json,
-    status_detail,
-    status_json,
+    print_table_or_records,
+    safe,
     when,
 )
 
 log = logging.getLogger(__name__)
 
-STATUS_CONCURRENCY = 16
-"""Runs whose status ``runs`` reads at once."""
-
 STEP = click.IntRange(min=0)
-FORK_LABEL = "fork-of:"
+
+LABEL_WIDTH = 40
+"""Characters of a label a table shows (a fork's label names its source run: ``history``
+shows it whole)."""
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+
+
+@click.command()
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1, max=10_000),
+    default=100,
+    show_default=True,
+    help="Workflows per page.",
+)
+@click.option("--after", metavar="WORKFLOW", help="Start after this workflow id (the next page).")
+@json_option
+@store_options
+def workflows(
+    limit: int,
+    after: str | None,
+    as_json: bool,
+    url: str,
+    prefix: str,
+    cluster: bool,
+) -> None:
+    """List the workflows that have runs under the prefix, in id order.
+
+    The output ends with the --after to pass for the next page; `runs WORKFLOW` lists a
+    workflow's runs.
+    """
+
+    async def work(store: Checkpointer) -> Document:
+        return await workflows_view(store, limit=limit, after=after)
+
+    document = run_with_store(options_of(url, prefix, cluster), work)
+    if as_json:
+        echo_json(document)
+        return
+    out = console()
+    rows = document["workflows"]
+    if not rows:
+        out.print(Text(safe(f"no workflows under prefix {prefix!r}")))
+        return
+    for row in rows:
+        out.print(Text(safe(row["workflow_id"])))
+    if document["next_after"] is not None:
+        out.print(Text(safe(f"more workflows: --after {document['next_after']}")))
 
 
 @click.command()
@@ -67,59 +122,56 @@ def runs(
     the next page. Forks (run ids with ~fork-) are marked.
     """
 
-    async def work(store: Checkpointer) -> tuple[list[RunStatus], str | None]:
-        page = await store.list_runs(workflow, limit=limit + 1, after=after)
-        more = len(page) > limit
-        page = page[:limit]
-        gate = asyncio.Semaphore(STATUS_CONCURRENCY)
+    async def work(store: Checkpointer) -> Document:
+        return await runs_view(store, workflow, limit=limit, after=after)
 
-        async def status(run_id: str) -> RunStatus:
-            async with gate:
-                return await summarise_run(store, workflow, run_id)
-
-        statuses = await asyncio.gather(*(status(run_id) for run_id in page))
-        return list(statuses), page[-1] if more else None
-
-    statuses, next_after = run_with_store(options_of(url, prefix, cluster), work)
+    document = run_with_store(options_of(url, prefix, cluster), work)
     if as_json:
-        rows = [{**status_json(s), "fork": is_fork(s.run_id)} for s in statuses]
-        echo_json({"workflow_id": workflow, "runs": rows, "next_after": next_after})
+        echo_json(document)
         return
     out = console()
-    if not statuses:
-        out.print(Text(f"no runs of workflow {workflow!r} under prefix {prefix!r}"))
+    rows: list[Document] = document["runs"]
+    if not rows:
+        out.print(Text(safe(f"no runs of workflow {workflow!r} under prefix {prefix!r}")))
         return
-    table = Table(title=Text(f"runs of workflow {workflow!r}"), title_justify="left")
-    table.add_column("run", overflow="fold")
-    for column in ("status", "step", "label", "saved at (UTC)"):
+    title = Text(safe(f"runs of workflow {workflow!r}"))
+    table = Table(title=title, title_justify="left")
+    table.add_column("run", no_wrap=True)
+    for column in ("status", "step"):
         table.add_column(column, no_wrap=True)
+    table.add_column("label", no_wrap=True, overflow="ellipsis", max_width=LABEL_WIDTH)
+    table.add_column("saved at (UTC)", no_wrap=True)
     table.add_column("detail", overflow="fold")
-    for s in statuses:
-        run_text = Text(s.run_id)
-        if is_fork(s.run_id):
-            run_text.append(" (fork)", style="cyan")
-        table.add_row(
-            run_text,
-            Text(s.state, style=_STATE_STYLES.get(s.state, "")),
-            Text("-" if s.super_step is None else str(s.super_step)),
-            Text(s.label or ""),
-            Text(when(s.updated_at_ms)),
-            Text(status_detail(s)),
+    records = []
+    for row in rows:
+        run_id = Text(safe(row["run_id"]), style="bold")
+        fork = Text("(fork)" if row["fork"] else "", style="cyan")
+        step = row["super_step"]
+        cells = [
+            Text(row["state"], style=_TONE_STYLES.get(row["badge"]["tone"], "")),
+            Text("-" if step is None else str(step)),
+            Text(safe(row["label"] or "")),
+            Text(when(row["updated_at_ms"])),
+        ]
+        detail = Text(safe(row["detail"]))
+        table.add_row(Text.assemble(run_id, " ", fork) if fork.plain else run_id, *cells, detail)
+        state, step_text, label, saved = cells  # as lines, the label (maybe long) goes last
+        records.append(
+            (run_id, [fork, state, step_text, saved, label], [detail] if row["detail"] else [])
         )
-    out.print(table)
-    if next_after is not None:
-        out.print(Text(f"more runs: --after {next_after}"))
+    print_table_or_records(out, table, title, records)
+    if document["next_after"] is not None:
+        out.print(Text(safe(f"more runs: --after {document['next_after']}")))
 
 
-_STATE_STYLES = {
-    "queued": "cyan",
-    "blocked": "magenta",
-    "cancelled": "dim",
-    "running": "blue",
-    "paused": "yellow",
-    "completed": "green",
-    "failed": "red",
-    "not_found": "dim",
+_TONE_STYLES = {
+    "active": "blue",
+    "waiting": "cyan",
+    "attention": "yellow",
+    "warning": "magenta",
+    "danger": "red",
+    "success": "green",
+    "muted": "dim",
 }
 
 
@@ -146,60 +198,31 @@ def history(
     run was forked from is marked with that fork's id.
     """
 
-    async def work(store: Checkpointer) -> tuple[list[CheckpointMeta], dict[int, list[str]]]:
-        metas = await store.list(workflow, run, limit=limit, before=before)
-        if not metas and not await store.list(workflow, run, limit=1):
-            raise RunNotFoundError(workflow, run)
-        return metas, await _forks_by_step(store, workflow, run)
+    async def work(store: Checkpointer) -> Document:
+        return await history_view(store, workflow, run, limit=limit, before=before)
 
-    metas, forks = run_with_store(options_of(url, prefix, cluster), work)
+    document = run_with_store(options_of(url, prefix, cluster), work)
     if as_json:
-        rows: list[JSON] = [
-            {
-                "super_step": m.super_step,
-                "label": m.label,
-                "timestamp_ms": m.timestamp_ms,
-                "fork_of": _fork_source(m.label),
-                "forked_into": list(forks.get(m.super_step, [])),
-            }
-            for m in metas
-        ]
-        echo_json({"workflow_id": workflow, "run_id": run, "checkpoints": rows})
+        echo_json(document)
         return
     out = console()
-    table = Table(title=Text(f"run {run!r} of workflow {workflow!r}"), title_justify="left")
+    title = Text(safe(f"run {run!r} of workflow {workflow!r}"))
+    table = Table(title=title, title_justify="left")
     for column in ("step", "label", "saved at (UTC)"):
         table.add_column(column, no_wrap=True)
-    table.add_column("fork", overflow="fold")
-    for m in metas:
+    table.add_column("steps run", overflow="fold")
+    table.add_column("fork", no_wrap=True)
+    records = []
+    for row in document["checkpoints"]:
         marks = []
-        source = _fork_source(m.label)
-        if source is not None:
-            marks.append(f"forked from {source}")
-        marks += [f"forked into {fork}" for fork in forks.get(m.super_step, [])]
-        table.add_row(
-            Text(str(m.super_step)),
-            Text(m.label),
-            Text(when(m.timestamp_ms)),
-            Text("\n".join(marks)),
-        )
-    out.print(table)
-
-
-def _fork_source(label: str) -> str | None:
-    return label[len(FORK_LABEL) :] if label.startswith(FORK_LABEL) else None
-
-
-async def _forks_by_step(store: Checkpointer, workflow: str, run: str) -> dict[int, list[str]]:
-    """The forks made from ``run``, by the super-step they were made from."""
-    forks: dict[int, list[str]] = {}
-    for other in await lineage_forks(store, workflow, run):
-        if not is_fork(other):
-            continue
-        metas = await store.list(workflow, other)
-        if metas and metas[0].label == FORK_LABEL + run:
-            forks.setdefault(metas[0].super_step, []).append(other)
-    return forks
+        if row["fork_of"] is not None:
+            marks.append(Text(safe(f"forked from {row['fork_of']}"), style="cyan"))
+        marks += [Text(safe(f"forked into {fork}"), style="cyan") for fork in row["forked_into"]]
+        step, label = Text(str(row["super_step"]), style="bold"), Text(safe(row["label"]))
+        saved, ran = Text(when(row["timestamp_ms"])), Text(safe(", ".join(row["steps"] or [])))
+        table.add_row(step, label, saved, ran, Text("\n").join(marks))
+        records.append((step, [label, saved, ran], marks))
+    print_table_or_records(out, table, title, records, same_line=True)
 
 
 @click.command()
@@ -224,7 +247,7 @@ def show(
     """Show a snapshot's channels (the latest, or super-step STEP), pretty-printed."""
 
     async def work(store: Checkpointer) -> Snapshot:
-        return await _snapshot(store, workflow, run, step)
+        return await load_snapshot(store, workflow, run, step)
 
     snapshot = run_with_store(options_of(url, prefix, cluster), work)
     if as_json:
@@ -233,41 +256,26 @@ def show(
     out = console()
     out.print(
         Text(
-            f"workflow {workflow!r}, run {run!r}, super-step {snapshot.key.super_step} "
-            f"({snapshot.label or 'no label'}), saved {when(snapshot.timestamp_ms)} UTC"
+            safe(
+                f"workflow {workflow!r}, run {run!r}, super-step {snapshot.key.super_step} "
+                f"({snapshot.label or 'no label'}), saved {when(snapshot.timestamp_ms)} UTC"
+            )
         )
     )
     table = Table(show_lines=True)
     table.add_column("channel", overflow="fold")
     table.add_column("value", overflow="fold")
     for channel, value in sorted(snapshot.values.items()):
-        table.add_row(Text(channel), Text(fold(pretty(value), full=full)))
+        table.add_row(Text(safe(channel)), Text(safe(fold(pretty(value), full=full), lines=True)))
     if metadata:
         for name, value in sorted(snapshot.metadata.items()):
-            table.add_row(Text(f"(metadata) {name}"), Text(fold(pretty(value), full=full)))
+            table.add_row(
+                Text(safe(f"(metadata) {name}")),
+                Text(safe(fold(pretty(value), full=full), lines=True)),
+            )
     out.print(table)
     if not snapshot.values:
         out.print(Text("(no channels)"))
-
-
-async def _snapshot(store: Checkpointer, workflow: str, run: str, step: int | None) -> Snapshot:
-    """The snapshot at ``step`` (the latest if None); a one-line error when there is none."""
-    if step is None:
-        latest = await store.latest(workflow, run)
-        if latest is None:
-            raise RunNotFoundError(workflow, run)
-        return latest
-    snapshot = await store.load(CheckpointKey(workflow, run, step))
-    if snapshot is not None:
-        return snapshot
-    metas = await store.list(workflow, run)
-    if not metas:
-        raise RunNotFoundError(workflow, run)
-    steps = ", ".join(str(m.super_step) for m in metas[-20:])
-    more = "..., " if len(metas) > 20 else ""
-    raise click.ClickException(
-        f"run {run!r} of workflow {workflow!r} has no super-step {step} (it has {more}{steps})"
-    )
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
@@ -298,29 +306,25 @@ def diff(
     step_a = _step_argument(steps[0], "STEP_A")
     step_b = _step_argument(steps[-1], "STEP_B")
 
-    async def work(store: Checkpointer) -> tuple[Snapshot, Snapshot]:
-        return (
-            await _snapshot(store, workflow, run, step_a),
-            await _snapshot(store, workflow, run_b, step_b),
-        )
+    async def work(store: Checkpointer) -> Document:
+        old = await load_snapshot(store, workflow, run, step_a)
+        new = await load_snapshot(store, workflow, run_b, step_b)
+        return diff_json(old, new)
 
-    old, new = run_with_store(options_of(url, prefix, cluster), work)
-    changes = diff_channels(old.values, new.values)
+    document = run_with_store(options_of(url, prefix, cluster), work)
     if as_json:
-        echo_json(
-            {
-                "workflow_id": workflow,
-                "from": {"run_id": run, "super_step": step_a, "label": old.label},
-                "to": {"run_id": run_b, "super_step": step_b, "label": new.label},
-                "changes": [change.to_json() for change in changes],
-            }
-        )
+        echo_json(document)
         return
+    changes = cast(list[dict[str, JSON]], document["changes"])
+    old_label = cast(dict[str, JSON], document["from"])["label"]
+    new_label = cast(dict[str, JSON], document["to"])["label"]
     out = console()
     out.print(
         Text(
-            f"{run}@{step_a} ({old.label or 'no label'}) -> "
-            f"{run_b}@{step_b} ({new.label or 'no label'}): {len(changes)} change(s)"
+            safe(
+                f"{run}@{step_a} ({old_label or 'no label'}) -> "
+                f"{run_b}@{step_b} ({new_label or 'no label'}): {len(changes)} change(s)"
+            )
         )
     )
     for change in changes:
@@ -340,19 +344,48 @@ def _step_argument(text: str, name: str) -> int:
 _MARKS = {"added": ("+", "green"), "appended": ("+", "green"), "removed": ("-", "red")}
 
 
-def _change_text(change: Change, full: bool) -> Text:
-    mark, style = _MARKS.get(change.kind, ("~", "yellow"))
-    text = Text(f"{mark} {change.kind:<8} {format_path(change.path)}: ", style=style)
+def _change_text(change: dict[str, JSON], full: bool) -> Text:
+    kind = str(change["kind"])
+    mark, style = _MARKS.get(kind, ("~", "yellow"))
+    path = format_path(cast(list[str | int], change["path"]))
+    text = Text(safe(f"{mark} {kind:<8} {path}: "), style=style)
     limit = 200
-    if change.kind == "changed":
-        text.append(fold(compact(change.old), full=full, limit=limit))
+    region = change.get("string")
+    if isinstance(region, dict) and not full:
+        text.append(_string_change(region))
+    elif kind == "changed":
+        text.append(safe(fold(compact(change["old"]), full=full, limit=limit)))
         text.append(" -> ")
-        text.append(fold(compact(change.new), full=full, limit=limit))
-    elif change.kind == "removed":
-        text.append(fold(compact(change.old), full=full, limit=limit))
+        text.append(safe(fold(compact(change["new"]), full=full, limit=limit)))
+    elif kind == "removed":
+        text.append(safe(fold(compact(change["old"]), full=full, limit=limit)))
     else:
-        text.append(fold(compact(change.new), full=full, limit=limit))
+        text.append(safe(fold(compact(change["new"]), full=full, limit=limit)))
     return text
+
+
+def _string_change(region: dict[str, JSON]) -> Text:
+    """A changed string as the region that differs, in the text around it:
+    ``at 999999 of 1000000 chars: …xxx[-a-]{+b+}``."""
+    start = cast(int, region["start"])
+    old_length = cast(int, region["old_length"])
+    new_length = cast(int, region["new_length"])
+    sizes = f"{old_length}" if old_length == new_length else f"{old_length} -> {new_length}"
+    text = Text(f"string of {sizes} chars, differs at {start}: ")
+    before, after = str(region["before"]), str(region["after"])
+    text.append(("…" if start > len(before) else "") + _inner(before))
+    for side, style, opening, closing in (("old", "red", "[-", "-]"), ("new", "green", "{+", "+}")):
+        cut = cast(int, region[f"{side}_cut"])
+        part = _inner(str(region[side])) + (f"…(+{cut} chars)" if cut else "")
+        text.append(f"{opening}{part}{closing}", style=style)
+    old_stop = cast(int, region["old_stop"])
+    text.append(_inner(after) + ("…" if old_stop + len(after) < old_length else ""))
+    return text
+
+
+def _inner(text: str) -> str:
+    """A piece of a string as it is inside a JSON string (quotes and escapes), made safe."""
+    return safe(compact(text)[1:-1])
 
 
 @click.command()
@@ -366,6 +399,11 @@ def _change_text(change: Change, full: bool) -> Text:
     metavar="CHANNEL=JSON",
     help="Set a channel of the fork to a JSON value (repeatable), e.g. --set 'plan=\"short\"'.",
 )
+@click.option(
+    "--new-channel",
+    is_flag=True,
+    help="Let --set add channels the checkpoint does not have (refused by default: a typo).",
+)
 @json_option
 @store_options
 def fork(
@@ -373,28 +411,39 @@ def fork(
     run: str,
     step: int,
     edits: tuple[str, ...],
+    new_channel: bool,
     as_json: bool,
     url: str,
     prefix: str,
     cluster: bool,
 ) -> None:
-    """Fork super-step STEP of RUN into a new run, with edits; print the new run id."""
+    """Fork super-step STEP of RUN into a new run, with edits; print the new run id.
+
+    --set may only name channels the checkpoint has, unless --new-channel.
+    """
     changes = dict(_edit(text) for text in edits)
 
     async def work(store: Checkpointer) -> str:
-        return await store.fork(CheckpointKey(workflow, run, step), changes)
+        key = CheckpointKey(workflow, run, step)
+        if changes and not new_channel:
+            source = await store.load(key)
+            if source is not None:  # else fork says the checkpoint is missing
+                check_fork_edits(source, changes)
+        return await store.fork(key, changes)
 
-    new_run = run_with_store(options_of(url, prefix, cluster), work)
+    new_run = run_with_store(options_of(url, prefix, cluster), work, writes=True)
     if as_json:
         echo_json(
             {
+                "format_version": FORMAT_VERSION,
+                "kind": "fork",
                 "workflow_id": workflow,
                 "run_id": new_run,
                 "from": {"run_id": run, "super_step": step},
             }
         )
         return
-    console().print(Text(f"forked {run}@{step} into {new_run}"))
+    console().print(Text(safe(f"forked {run}@{step} into {new_run}")))
 
 
 def _edit(text: str) -> tuple[str, JSON]:
@@ -434,10 +483,10 @@ def delete(
 
     found = run_with_store(options, count)
     if not found:
-        raise click.ClickException(str(RunNotFoundError(workflow, run)))
+        raise click.ClickException(safe(str(RunNotFoundError(workflow, run))))
     if not yes:
         click.confirm(
-            f"Delete run {run!r} of workflow {workflow!r} ({found} checkpoint(s))?",
+            safe(f"Delete run {run!r} of workflow {workflow!r} ({found} checkpoint(s))?"),
             abort=True,
             err=True,
         )
@@ -445,13 +494,20 @@ def delete(
     async def work(store: Checkpointer) -> bool:
         return await store.delete_run(workflow, run)
 
-    deleted = run_with_store(options, work)
+    deleted = run_with_store(options, work, writes=True)
     log.info("deleted run %s of workflow %s: %s", run, workflow, deleted)
     if as_json:
         echo_json(
-            {"workflow_id": workflow, "run_id": run, "deleted": deleted, "checkpoints": found}
+            {
+                "format_version": FORMAT_VERSION,
+                "kind": "delete",
+                "workflow_id": workflow,
+                "run_id": run,
+                "deleted": deleted,
+                "checkpoints": found,
+            }
         )
         return
     if not deleted:
-        raise click.ClickException(f"run {run!r} of workflow {workflow!r} was already gone")
-    console().print(Text(f"deleted run {run} of workflow {workflow} ({found} checkpoint(s))"))
+        raise click.ClickException(safe(f"run {run!r} of workflow {workflow!r} was already gone"))
+    console().print(Text(safe(f"deleted run {run} of workflow {workflow} ({found} checkpoint(s))")))

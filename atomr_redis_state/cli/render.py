@@ -8,9 +8,13 @@ from typing import Any
 import click
 import orjson
 from rich.console import Console
+from rich.measure import Measurement
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
 
-from ..graph.outcomes import RunStatus
-from ..store.types import JSON, Snapshot
+from ..store.types import JSON
+from ..views import escape_json, escape_text
 
 FOLD_AT = 400
 """Characters of a value shown before it is folded (``--full`` shows everything)."""
@@ -61,67 +65,61 @@ def fold(text: str, *, full: bool, limit: int = FOLD_AT, lines: int = FOLD_LINES
 
 
 def echo_json(document: Any) -> None:
-    """Print ``document`` as one JSON document, for scripts."""
-    click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+    """Print ``document`` as one JSON document, for scripts (bidi and format characters
+    escaped: the same JSON, safe on a terminal)."""
+    click.echo(escape_json(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()))
 
 
-def snapshot_json(snapshot: Snapshot) -> dict[str, JSON]:
-    """A snapshot as a JSON object (channels in name order)."""
-    key = snapshot.key
-    return {
-        "workflow_id": key.workflow_id,
-        "run_id": key.run_id,
-        "super_step": key.super_step,
-        "label": snapshot.label,
-        "timestamp_ms": snapshot.timestamp_ms,
-        "values": dict(sorted(snapshot.values.items())),
-        "metadata": snapshot.metadata,
-    }
+def safe(text: str, *, lines: bool = False) -> str:
+    """``text`` from the store, with control, bidi and format characters escaped so it cannot
+    restyle or reorder the terminal; ``lines`` keeps line breaks (multi-line values)."""
+    return escape_text(text, keep_newlines=lines)
 
 
-def status_json(status: RunStatus) -> dict[str, JSON]:
-    """A :class:`RunStatus` as a JSON object."""
-    pause = status.pause
-    lease = status.lease
-    error = status.last_error
-    return {
-        "run_id": status.run_id,
-        "state": status.state,
-        "super_step": status.super_step,
-        "label": status.label,
-        "updated_at_ms": status.updated_at_ms,
-        "pause": None
-        if pause is None
-        else {
-            "step": pause.step,
-            "kind": pause.kind,
-            "payload": pause.payload,
-            "layer": pause.layer,
-        },
-        "lease": None
-        if lease is None
-        else {"owner": lease.owner, "expires_at_ms": lease.expires_at_ms, "token": lease.token},
-        "last_error": None
-        if error is None
-        else {
-            "step": error.step,
-            "error_type": error.error_type,
-            "message": error.message,
-            "attempts": error.attempts,
-            "super_step": error.super_step,
-            "at_ms": error.at_ms,
-        },
-    }
+UNBOUNDED = 1_000_000
+"""A width no table reaches: to measure a table's natural width."""
+
+FOLDED_WIDTH = 24
+"""The narrowest a table's folding column (free text, folded over lines) may get."""
+
+Record = tuple[Text, list[Text], list[Text]]
+"""One row of a table laid out as lines: its key (a run id, a step), its short cells, and
+longer lines (details, fork marks)."""
 
 
-def status_detail(status: RunStatus) -> str:
-    """What a human wants to know beside the state: the pause, the failure, the lease."""
-    parts = []
-    if status.pause is not None:
-        parts.append(f"paused at {status.pause.step} ({status.pause.kind})")
-    if status.last_error is not None:
-        e = status.last_error
-        parts.append(f"{e.step} failed: {e.error_type} after {e.attempts} attempt(s)")
-    if status.lease is not None:
-        parts.append(f"leased by {status.lease.owner}")
-    return "; ".join(parts)
+def print_table_or_records(
+    out: Console, table: Table, title: Text, records: list[Record], *, same_line: bool = False
+) -> None:
+    """Print ``table`` when it fits the console's width, else each row as a few lines.
+
+    A table squeezed into 80 columns (a default terminal, any pipe) folds its widest column and
+    drops others; a run id folded over several lines cannot be copied. As lines, the key is
+    printed whole on its own line (``same_line``: followed by the cells), the cells on the next,
+    then each longer line, indented.
+    """
+    if _narrowest(out, table) <= out.width:
+        out.print(table)
+        return
+    out.print(title)
+    for key, cells, longer in records:
+        short = Text("  ").join(cell for cell in cells if cell.plain)
+        if same_line:
+            out.print(Text.assemble(key, "  ", short))
+        else:
+            out.print(key)
+            out.print(Padding(short, (0, 0, 0, 2), expand=False))
+        for line in longer:
+            out.print(Padding(line, (0, 0, 0, 2), expand=False))
+
+
+def _narrowest(out: Console, table: Table) -> int:
+    """The width ``table`` needs with every cell whole, but for its folding columns (free text
+    such as a detail) at :data:`FOLDED_WIDTH` at most."""
+    folding = [c for c in table.columns if c.overflow == "fold" and c.max_width is None]
+    for column in folding:
+        column.max_width = FOLDED_WIDTH
+    try:
+        return Measurement.get(out, out.options.update_width(UNBOUNDED), table).maximum
+    finally:
+        for column in folding:
+            column.max_width = None

@@ -219,7 +219,7 @@ def import_(
                 lease = await store.acquire_lease(workflow, run_id, IMPORT_OWNER, 30)
                 await store.release_lease(lease, note=note)
 
-        run_with_store(options_of(url, prefix, cluster, ttl), work)
+        run_with_store(options_of(url, prefix, cluster, ttl), work, writes=True)
     log.info("imported %d checkpoint(s) of %d run(s)", checkpoints, len(runs))
     err_console().print(f"imported {checkpoints} checkpoint(s) of {len(runs)} run(s)")
 

@@ -9,11 +9,18 @@ import click
 import orjson
 
 from ..store.checkpointer import Checkpointer
-from ..store.types import JSON, CheckpointEvent
+from ..store.types import CheckpointEvent
+from ..views import escape_json, event_json
 from .connection import options_of, run_with_store, store_options
-from .render import when
+from .render import safe, when
 
-_STYLES = {"saved": "blue", "paused": "yellow", "forked": "cyan", "deleted": "red"}
+_STYLES = {
+    "saved": "blue",
+    "paused": "yellow",
+    "forked": "cyan",
+    "deleted": "red",
+    "gap": "magenta",
+}
 
 
 @click.command()
@@ -46,16 +53,20 @@ def watch(
     """Print checkpoints of a workflow (or of RUN) as they are saved, by any worker.
 
     Saves, pauses, forks and deletions, from the moment it starts (until Ctrl-C, --count
-    or --timeout). It is a live tail, not a log: read `history` for what came before.
+    or --timeout). It is a live tail, not a log: read `history` for what came before. A
+    `gap` line says Redis dropped the subscription (a reader too slow, a lost connection)
+    and events may be missing there: read `runs`/`history` again.
     """
     scope = f"workflow {workflow!r}" if run is None else f"run {run!r} of workflow {workflow!r}"
 
     async def work(store: Checkpointer) -> None:
         async with store.watch(workflow, run) as events:
-            click.echo(f"watching {scope} (Ctrl-C to stop)", err=True)
+            click.echo(safe(f"watching {scope} (Ctrl-C to stop)"), err=True)
             seen = 0
             async for event in events:
                 click.echo(_json(event) if as_json else _line(event))
+                if event.kind == "gap":
+                    continue  # not a change: it does not count towards --count
                 seen += 1
                 if count is not None and seen >= count:
                     return
@@ -70,26 +81,25 @@ def watch(
         click.echo("stopped", err=True)
 
 
+GAP_TEXT = (
+    "events may be missing here: Redis dropped the subscription and it was restored "
+    "(read runs or history for what changed)"
+)
+
+
 def _line(event: CheckpointEvent) -> str:
     kind = click.style(f"{event.kind:<7}", fg=_STYLES.get(event.kind))
-    parts = [when(event.timestamp_ms), kind, event.run_id]
+    if event.kind == "gap":
+        return "  ".join([when(event.timestamp_ms), kind, GAP_TEXT])
+    parts = [when(event.timestamp_ms), kind, safe(event.run_id)]
     if event.super_step is not None:
         parts.append(f"step {event.super_step}")
     if event.label:
-        parts.append(event.label)
+        parts.append(safe(event.label))
     if event.source_run_id is not None:
-        parts.append(f"(from {event.source_run_id})")
+        parts.append(f"(from {safe(event.source_run_id)})")
     return "  ".join(parts)
 
 
 def _json(event: CheckpointEvent) -> str:
-    document: dict[str, JSON] = {
-        "kind": event.kind,
-        "workflow_id": event.workflow_id,
-        "run_id": event.run_id,
-        "super_step": event.super_step,
-        "label": event.label,
-        "timestamp_ms": event.timestamp_ms,
-        "source_run_id": event.source_run_id,
-    }
-    return orjson.dumps(document).decode()
+    return escape_json(orjson.dumps(event_json(event)).decode())

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..errors import LeaseLostError, WorkerStopping, WorkflowChangedError
+from ..errors import LeaseLostError, RunCancelledError, WorkerStopping, WorkflowChangedError
 from ..graph.outcomes import RunOutcome
 from ..graph.progress import Progress
 from ..graph.runner import default_owner
@@ -306,7 +306,7 @@ class Worker:
             " (a takeover: its worker's lease expired)" if claim.taken_over else "",
             claim.attempts + 1,
         )
-        if claim.cancel_requested:
+        if lease.cancel_requested:
             await self._finish(workflow, claim, "released")
             return
         runner = workflow.runner(
@@ -317,10 +317,9 @@ class Worker:
             on_checkpoint=self._checkpointed,
             telemetry=self.telemetry,
         )
-        answer = {"answer": claim.answer} if claim.has_answer else {}
         try:
-            outcome = await runner.run_claimed(lease, **answer)
-        except WorkerStopping:
+            outcome = await runner.run_claimed(lease)
+        except (WorkerStopping, RunCancelledError):
             await self._finish(workflow, claim, "released")
         except asyncio.CancelledError:
             await self._finish(workflow, claim, "released")

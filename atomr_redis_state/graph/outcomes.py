@@ -14,12 +14,27 @@ itself paused (``ctx.interrupt()`` or :class:`~atomr_redis_state.errors.Interrup
 KINDS: tuple[PauseKind, ...] = ("before", "inside", "after")
 
 RunStatusState = Literal[
-    "not_found", "queued", "running", "paused", "completed", "failed", "blocked", "cancelled"
+    "not_found",
+    "queued",
+    "running",
+    "stalled",
+    "forked",
+    "idle",
+    "paused",
+    "completed",
+    "failed",
+    "blocked",
+    "cancelled",
 ]
-"""``running`` covers a run being worked on and one whose worker stopped mid-way (see the lease).
-A run submitted to the fleet's queue can also be ``queued`` (waiting for a worker, maybe until a
-retry's time), ``blocked`` (the workflow changed under it) or ``cancelled``; its ``failed`` is a
-dead letter, out of attempts (see :attr:`RunStatus.queue`)."""
+"""Where a run stands: ``running`` while a worker holds its lease; ``stalled`` when the runner
+was mid-way and nobody holds it (its worker died or stopped: ``run()`` takes it over);
+``forked`` for a fork nobody has run yet; ``idle`` for a run whose latest checkpoint was written
+with plain ``save`` (no runner record) and that nobody holds; ``paused``, ``completed``,
+``failed``; ``cancelled`` for a run someone asked to cancel (``cancel``) that nobody
+holds any more; ``not_found`` when it has no checkpoint. A run submitted to the fleet's queue
+can also be ``queued`` (waiting for a worker, maybe until a retry's time), ``blocked`` (the
+workflow changed under it) or ``cancelled``; its ``failed`` is a dead letter, out of attempts
+(see :attr:`RunStatus.queue`)."""
 
 
 @dataclass(frozen=True, slots=True)

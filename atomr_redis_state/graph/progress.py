@@ -20,7 +20,8 @@ import orjson
 
 from ..errors import AtomrStateError
 from ..store.checkpointer import Checkpointer
-from ..store.types import JSON
+from ..store.ids import FORK_LABEL
+from ..store.types import JSON, Answer
 from .outcomes import KINDS, Pause, PauseKind, RunStatus, RunStatusState, StepFailure
 from .steps import Step
 
@@ -52,6 +53,13 @@ class Progress:
     pending: Pending = field(default_factory=dict)
     pause_after: str | None = None
     """This layer checkpoint is owed an ``interrupt_after`` pause at the next super-step."""
+    origins: dict[str, int] = field(default_factory=dict)
+    """For each step of an interrupted layer that has not finished (it failed or paused), the
+    super-step its layer first ran from: it runs again with that ``super_step`` in its context,
+    so ``(run_id, super_step, step)`` names it however many checkpoints come in between."""
+    resumes: dict[str, JSON] = field(default_factory=dict)
+    """Steps still owed a resume value (an answer), and the value: kept in the checkpoints of
+    layers that run first (steps added to an earlier layer by a deploy)."""
 
     def encode(self) -> dict[str, JSON]:
         record: dict[str, JSON] = {
@@ -71,6 +79,10 @@ class Progress:
             record["pending"] = encode_pending(self.pending)
         if self.pause_after is not None:
             record["pause_after"] = self.pause_after
+        if self.origins:
+            record["origins"] = cast(JSON, self.origins)
+        if self.resumes:
+            record["resumes"] = self.resumes
         return record
 
     @classmethod
@@ -108,6 +120,9 @@ class Progress:
         if not isinstance(done, list):
             raise TypeError(f"bad done steps {done!r}")
         after = record.get("pause_after")
+        resumes = record.get("resumes") or {}
+        if not isinstance(resumes, dict):
+            raise TypeError(f"bad resumes {resumes!r}")
         return cls(
             _text(record["workflow"]),
             tuple(_text(name) for name in done),
@@ -115,6 +130,8 @@ class Progress:
             pause,
             decode_pending(record.get("pending")),
             None if after is None else _text(after),
+            decode_origins(record.get("origins")),
+            resumes,
         )
 
 
@@ -126,6 +143,8 @@ class FailureNote:
     pending: Pending
     attempts: dict[str, int]
     """Attempts made so far per step of the layer that did not finish."""
+    origins: dict[str, int] = field(default_factory=dict)
+    """The super-step each unfinished step first ran from (see :attr:`Progress.origins`)."""
 
     def encode(self) -> dict[str, JSON]:
         f = self.failure
@@ -140,6 +159,7 @@ class FailureNote:
             },
             "pending": encode_pending(self.pending),
             "attempts": cast(JSON, self.attempts),
+            "origins": cast(JSON, self.origins),
         }
 
     @classmethod
@@ -164,6 +184,7 @@ class FailureNote:
                 failure,
                 decode_pending(note.get("pending")),
                 {_text(k): _count(v) for k, v in attempts.items()},
+                decode_origins(note.get("origins")),
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -175,9 +196,12 @@ async def run_status(
     """Where a run stands, from the store alone: the runner's record in its latest checkpoint,
     the failure note and the lease in the run's record (no workflow definition needed).
 
-    A run whose latest checkpoint has no runner record is ``running`` unless a failure stopped
-    it. A malformed record raises :class:`AtomrStateError`, or with ``lenient`` (operator tools
-    that look at any run) counts as no record.
+    A run that is not paused, failed or completed is ``running`` while a worker holds its
+    lease, and otherwise (see :func:`unleased_state`) ``stalled``, ``forked`` or ``idle``; a run
+    of the fleet's queue that no worker holds is as the queue says: ``queued`` (a retry waiting
+    for its time, or an answered pause), ``failed`` (a dead letter), ``blocked`` or
+    ``cancelled``. A malformed record raises :class:`AtomrStateError`, or with ``lenient``
+    (operator tools that look at any run) counts as no record.
     """
     snapshot, record = await asyncio.gather(
         store.latest(workflow_id, run_id), store.run_record(workflow_id, run_id)
@@ -194,17 +218,29 @@ async def run_status(
     note = FailureNote.decode(record.note)
     error = note.failure if note is not None and note.failure.super_step == step else None
     pause = None if progress is None else progress.pause
+    # A pause with an answer recorded for it waits for a worker, not for a human.
+    answered = pause is not None and answer_for(record.answer, step, pause) is not None
     state: RunStatusState
-    if pause is not None:
+    if progress is not None and progress.status == "completed":
+        state = "completed"
+    elif record.cancel_requested_at_ms is not None and record.lease is None:
+        state = "cancelled"
+    elif pause is not None and not answered:
         state = "paused"
     elif error is not None and record.lease is None:
         state = "failed"
-    elif progress is not None and progress.status == "completed":
-        state = "completed"
-    else:
+    elif record.lease is not None:
         state = "running"
+    else:
+        state = unleased_state(snapshot.label, progress)
     queue = record.queue
-    if queue is not None and queue.state in ("queued", "failed", "blocked", "cancelled"):
+    waiting = ("queued", "failed", "blocked", "cancelled")
+    if (
+        queue is not None
+        and queue.state in waiting
+        and record.lease is None
+        and state != "completed"
+    ):
         state = queue.state  # the fleet's word on a run no worker holds
     return RunStatus(
         workflow_id,
@@ -220,11 +256,43 @@ async def run_status(
     )
 
 
+def answer_for(answer: Answer | None, super_step: int, pause: Pause) -> Answer | None:
+    """The recorded ``answer`` if it answers ``pause``, checkpointed at ``super_step``: a pause
+    before or inside a step (an ``interrupt_after`` pause takes no answer)."""
+    if answer is None or answer.super_step != super_step or pause.kind == "after":
+        return None
+    return answer
+
+
+def unleased_state(label: str, progress: Progress | None) -> RunStatusState:
+    """The state of a run that nobody holds and that is neither paused, failed nor completed:
+
+    - ``forked``: its latest checkpoint is the copy ``fork`` made; no worker has run it yet;
+    - ``idle``: its latest checkpoint has no runner record (written with plain ``save``), so
+      nothing says whether more is to come;
+    - ``stalled``: the runner was mid-way and no worker holds the run (its worker died, lost
+      its lease, or was stopped); ``run()`` on any worker takes it over.
+    """
+    if label.startswith(FORK_LABEL):
+        return "forked"
+    if progress is None:
+        return "idle"
+    return "stalled"
+
+
 def encode_pending(pending: Pending) -> JSON:
     return {
         step: [[channel, cast(JSON, value)] for channel, value in writes]
         for step, writes in pending.items()
     }
+
+
+def decode_origins(raw: JSON) -> dict[str, int]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise TypeError(f"bad origins {raw!r}")
+    return {step: _count(super_step) for step, super_step in raw.items()}
 
 
 def decode_pending(raw: JSON) -> Pending:

@@ -12,7 +12,9 @@ over, and a fork of a checkpoint carries it too.
 Fleet safety: every call that executes steps first takes the run's lease in the store (one
 worker per run at a time), renews it in the background while steps run, carries it on every
 save (so a worker that lost it writes nothing) and releases it when the run pauses, completes or
-fails. A crashed worker's run can be taken over once its lease expires.
+fails. A crashed worker's run can be taken over once its lease expires. A run someone asked to
+cancel (``cancel``) stops at the next renewal (its steps are cancelled) or checkpoint,
+whichever comes first, with :class:`~..errors.RunCancelledError`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from functools import partial
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from ..errors import (
@@ -35,6 +36,7 @@ from ..errors import (
     Interrupt,
     LeaseHeldError,
     LeaseLostError,
+    RunCancelledError,
     RunNotFoundError,
     RunNotPausedError,
     StepTimeoutError,
@@ -44,7 +46,7 @@ from ..errors import (
 )
 from ..store.checkpointer import Checkpointer, Edits, Hold
 from ..store.codec import normalise_edits
-from ..store.types import JSON, CheckpointKey, Lease, Snapshot, now_ms
+from ..store.types import JSON, Answer, CheckpointKey, Lease, Snapshot, now_ms
 from ..store.validation import check_id, check_owner, duration_to_ms
 from .outcomes import Pause, RunOutcome, RunStatus, StepFailure
 from .progress import (
@@ -53,6 +55,7 @@ from .progress import (
     Pending,
     Progress,
     Status,
+    answer_for,
     fingerprint,
     run_status,
 )
@@ -65,9 +68,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
-NO_ANSWER = object()
-"""``run_claimed(answer=...)`` left out: no human's answer to resume with."""
 
 DEFAULT_LEASE_TTL = 30.0
 """Seconds a worker's lease lasts without renewal: how long a crashed worker's run waits."""
@@ -86,15 +86,9 @@ class _Position:
     progress: Progress
     attempts: dict[str, int] = field(default_factory=dict)
     """Attempts already made by steps of the next layer (after a failure)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Resume:
-    """The layer a ``resume()`` continues at, and the step that gets the resume value."""
-
-    layer: int
-    step: str
-    value: object
+    answer: Answer | None = None
+    """An answer recorded in the store for the pause at this checkpoint (see
+    :meth:`Checkpointer.record_answer`): the next attempt resumes the paused step with it."""
 
 
 @dataclass(slots=True)
@@ -209,7 +203,7 @@ class StatefulRunner:
 
         async def body() -> RunOutcome:
             position = await self._save(initial, "init", progress)
-            return await self._drive(position, None)
+            return await self._drive(position)
 
         return await self._with_lease(body, must_exist=False)
 
@@ -227,24 +221,18 @@ class StatefulRunner:
         status: Status = "running" if self._layers else "completed"
         return initial, Progress(self._fingerprint, (), status)
 
-    async def run_claimed(self, lease: Lease, *, answer: object = NO_ANSWER) -> RunOutcome:
+    async def run_claimed(self, lease: Lease) -> RunOutcome:
         """Continue the run under ``lease``, which a worker claimed from the queue
-        (:meth:`~..store.checkpointer.Checkpointer.claim`), instead of acquiring one; as
-        :meth:`run`, or, with ``answer`` (a human's, recorded by ``resume_run``) and the run
-        paused, as :meth:`resume` with it. The lease is renewed while steps run and released at
-        the end as usual (a failed layer leaves its note); the caller then settles the claim
+        (:meth:`~..store.checkpointer.Checkpointer.claim`), instead of acquiring one: as
+        :meth:`run`, so a paused run with a human's answer recorded (by ``resume_run`` or
+        ``record_answer``) resumes with it. The lease is renewed while steps run and released
+        at the end as usual (a failed layer leaves its note); the caller then settles the claim
         with ``finish`` (the lease's token stays the run's until someone claims it again)."""
         if (lease.workflow_id, lease.run_id) != (self.workflow_id, self.run_id):
             raise ValueError(f"the lease is on run {lease.run_id!r}, not on {self.run_id!r}")
-        call: Callable[[], Awaitable[RunOutcome]] = self.run
-        if answer is not NO_ANSWER:
-            latest = await self.checkpointer.latest(self.workflow_id, self.run_id)
-            progress = None if latest is None else Progress.decode(latest.metadata, 0)
-            if progress is not None and progress.pause is not None:
-                call = partial(self.resume, answer)
         self._claimed = lease
         try:
-            return await call()
+            return await self.run()
         finally:
             self._claimed = None
 
@@ -252,17 +240,25 @@ class StatefulRunner:
         """Continue the run from its latest checkpoint, on any worker, until it completes or
         pauses; retry a failed layer (only its steps that did not finish).
 
-        A completed or paused run executes nothing and reports where it stands. Raises
+        A completed or paused run executes nothing and reports where it stands, unless an
+        answer was recorded for its pause (:meth:`resume`, or ``record_answer`` from any
+        process) by an attempt that did not finish: then the paused step runs with it. Raises
         :class:`~..errors.RunNotFoundError` when the run has no checkpoint (it is never started
         anew: see :meth:`start`), :class:`~..errors.LeaseHeldError` while another worker holds
-        it, and :class:`~..errors.WorkflowChangedError`, before anything runs, when the steps
-        changed in a way its progress cannot carry over.
+        it, :class:`~..errors.WorkflowChangedError`, before anything runs, when the steps
+        changed in a way its progress cannot carry over, and
+        :class:`~..errors.RunCancelledError` for a run someone asked to cancel (before anything
+        runs, or once its steps are cancelled; a completed run stays completed).
         """
 
         async def body() -> RunOutcome:
             position = await self._current()
             self._check_compatible(position.progress)
-            return await self._drive(position, None)
+            pause, answer = position.progress.pause, position.answer
+            if pause is not None and answer is not None:
+                log.info("run %s: resuming %r with its recorded answer", self.run_id, pause.step)
+                position = self._answered(position, pause.step, answer.value)
+            return await self._drive(position)
 
         return await self._with_lease(body)
 
@@ -280,7 +276,10 @@ class StatefulRunner:
         paused step runs with ``value`` as its :attr:`~.steps.StepContext.resume_value` (and
         the return value of ``ctx.interrupt()``), and the steps of its layer that had finished
         keep their writes; after an ``interrupt_after`` pause the next layer runs (its own
-        ``interrupt_before`` gates still apply) and ``value`` is unused.
+        ``interrupt_before`` gates still apply) and ``value`` is unused. The answer is stored
+        with the run (``record_answer``, under the lease) before the step runs, so if the step
+        fails (or the worker dies) the next :meth:`run` on any worker resumes with it; it must
+        be strict JSON.
 
         With ``from_step`` the whole layer of that step runs next, with ``value`` for that
         step: a later step skips the layers in between; an earlier one first rolls the state
@@ -289,7 +288,8 @@ class StatefulRunner:
         Raises :class:`~..errors.RunNotPausedError` if the run is not paused,
         :class:`~..errors.RunNotFoundError` if it has no checkpoint, and
         :class:`~..errors.WorkflowChangedError` if the paused step (or one it depends on)
-        changed, so an answer is never silently dropped.
+        changed, so an answer is never silently dropped, and
+        :class:`~..errors.RunCancelledError` if someone asked to cancel the run.
         """
         changes = self._checked_edits(edits)
         if from_step is not None and from_step not in self._steps:
@@ -304,32 +304,37 @@ class StatefulRunner:
                 )
             self._check_compatible(position.progress)
             if from_step is not None:
-                position, target = await self._moved_to(position, from_step, value)
+                position = await self._moved_to(position, from_step, value)
             elif pause.kind == "after":
-                done = position.progress.done
-                position, target = replace(position, progress=self._running(done)), None
+                position = replace(position, progress=self._continued(position.progress))
             else:
-                progress = replace(
-                    self._running(position.progress.done), pending=position.progress.pending
+                await self.checkpointer.record_answer(
+                    self.workflow_id,
+                    self.run_id,
+                    value,
+                    super_step=position.state.super_step,
+                    lease=self._lease,
                 )
-                position = replace(position, progress=progress)
-                target = _Resume(self._layer_of[pause.step], pause.step, value)
+                position = self._answered(position, pause.step, value)
             state = self._edited(position.state, changes)
             position = replace(position, state=state)
             if self._next_layer(position.progress.done) is None:
                 finished = self._advanced(state)
                 progress = Progress(self._fingerprint, position.progress.done, "completed")
                 return self._outcome(await self._save(finished, f"resume:{pause.step}", progress))
-            return await self._drive(position, target)
+            return await self._drive(position)
 
         return await self._with_lease(body)
 
     async def status(self) -> RunStatus:
-        """Where the run stands, from the store: ``not_found``, ``running``, ``paused``,
-        ``completed`` or ``failed``, with its latest super-step, pause, lease and last error.
+        """Where the run stands, from the store: ``not_found``, ``running``, ``stalled``,
+        ``forked``, ``idle``, ``paused``, ``completed`` or ``failed``, with its latest
+        super-step, pause, lease and last error.
 
-        ``running`` is also a run whose worker stopped mid-way (no lease: take it over with
-        :meth:`run`); ``failed`` is a run whose last layer failed and that nobody is retrying.
+        ``running`` means a worker holds the run's lease; ``stalled`` is a run whose worker
+        stopped mid-way (no lease: take it over with :meth:`run`); ``forked`` a fork nobody has
+        run yet; ``failed`` a run whose last layer failed and that nobody is retrying (see
+        :data:`~.outcomes.RunStatusState`).
         """
         return await run_status(self.checkpointer, self.workflow_id, self.run_id)
 
@@ -361,7 +366,6 @@ class StatefulRunner:
                 must_exist=must_exist,
             )
         self._failure = None
-        log.debug("run %s: lease %d taken by %s", self.run_id, self._lease.token, self.owner)
         work = asyncio.ensure_future(body())
         keeper = asyncio.ensure_future(self._keep_lease())
         lost = False
@@ -378,7 +382,10 @@ class StatefulRunner:
         except LeaseLostError:
             lost = True
             log.warning(
-                "run %s: %s lost its lease; stopped, wrote no more", self.run_id, self.owner
+                "workflow %s run %s: %s lost its lease; stopped, wrote no more",
+                self.workflow_id,
+                self.run_id,
+                self.owner,
             )
             raise
         finally:
@@ -390,7 +397,8 @@ class StatefulRunner:
                 await self._release(lease, finished)
 
     async def _keep_lease(self) -> None:
-        """Renew the lease every third of its ttl; end (raising) only when it is lost."""
+        """Renew the lease every third of its ttl; end (raising) only when it is lost, or when
+        the renewal reports that someone asked to cancel the run."""
         while True:
             await asyncio.sleep(self.lease_ttl_ms / 3000)
             lease = self._lease
@@ -401,7 +409,20 @@ class StatefulRunner:
             except LeaseLostError:
                 raise
             except Exception as exc:  # a transient store error: the next renewal may succeed
-                log.warning("run %s: lease renewal failed (%s); retrying", self.run_id, exc)
+                log.warning(
+                    "workflow %s run %s: lease renewal failed (%s); retrying",
+                    self.workflow_id,
+                    self.run_id,
+                    exc,
+                )
+                continue
+            if self._lease.cancel_requested:
+                log.info(
+                    "workflow %s run %s: cancel requested; cancelling its steps",
+                    self.workflow_id,
+                    self.run_id,
+                )
+                raise RunCancelledError(self.workflow_id, self.run_id)
 
     async def _release(self, lease: Lease, finished: bool) -> None:
         """Release the lease: a layer that failed leaves its note, finished work clears it,
@@ -411,13 +432,18 @@ class StatefulRunner:
                 await self.checkpointer.release_lease(lease, note=self._failure)
             else:
                 await self.checkpointer.release_lease(lease, keep_note=not finished)
-            log.debug("run %s: lease %d released by %s", self.run_id, lease.token, self.owner)
         except LeaseLostError:
-            log.warning("run %s: lease lost before its release; no note kept", self.run_id)
+            log.warning(
+                "workflow %s run %s: lease lost before its release; no note kept",
+                self.workflow_id,
+                self.run_id,
+            )
         except Exception as exc:  # the lease expires on its own; never hide the work's outcome
-            log.warning("run %s: lease release failed (%s)", self.run_id, exc)
+            log.warning(
+                "workflow %s run %s: lease release failed (%s)", self.workflow_id, self.run_id, exc
+            )
 
-    async def _drive(self, position: _Position, resume: _Resume | None) -> RunOutcome:
+    async def _drive(self, position: _Position) -> RunOutcome:
         """Run layers from ``position`` until the run completes or pauses."""
         while True:
             progress = position.progress
@@ -426,64 +452,83 @@ class StatefulRunner:
             if progress.pause_after is not None:
                 step = progress.pause_after
                 pause = Pause(step, "after", None, self._layer_of.get(step, -1))
-                position = await self._pause(position.state, pause, progress.done, {})
+                position = await self._pause(position.state, self._paused(progress, pause))
                 continue
             found = self._next_layer(progress.done)
             if found is None:
                 return self._outcome(position)
             index, todo = found
-            resuming = resume if resume is not None and resume.layer == index else None
             gate = next((s.name for s in todo if s.name in self._before), None)
-            # A layer with finished steps (a retry after a failure) has passed its gate already.
-            if resuming is None and gate is not None and not progress.pending:
+            # A layer that ran before (it failed or paused, or is being resumed) has passed its
+            # gate already.
+            if gate is not None and not any(self._began(s.name, progress) for s in todo):
                 pause = Pause(gate, "before", None, index)
-                position = await self._pause(position.state, pause, progress.done, progress.pending)
+                position = await self._pause(position.state, self._paused(progress, pause))
                 continue
-            position = await self._run_layer(index, todo, position, resuming)
+            position = await self._run_layer(index, todo, position)
 
-    async def _run_layer(
-        self, index: int, todo: list[Step], position: _Position, resume: _Resume | None
-    ) -> _Position:
+    @staticmethod
+    def _began(step: str, progress: Progress) -> bool:
+        """True when ``step`` ran before without finishing its layer, or is owed an answer."""
+        return step in progress.pending or step in progress.origins or step in progress.resumes
+
+    async def _run_layer(self, index: int, todo: list[Step], position: _Position) -> _Position:
         """Run one layer's unfinished steps concurrently; checkpoint the merge, or the pause."""
         if self.telemetry is None:
-            return await self._layer(index, todo, position, resume)
+            return await self._layer(index, todo, position)
         names = [step.name for step in todo]
         start = position.state.super_step
         with self.telemetry.layer(self.workflow_id, self.run_id, index, names, start):
-            return await self._layer(index, todo, position, resume)
+            return await self._layer(index, todo, position)
 
-    async def _layer(
-        self, index: int, todo: list[Step], position: _Position, resume: _Resume | None
-    ) -> _Position:
-        before = position.state
+    async def _layer(self, index: int, todo: list[Step], position: _Position) -> _Position:
+        """Run the layer's steps that have not finished, each with the super-step its layer
+        first ran from; keep the writes of other layers' finished steps (a layer interrupted
+        before steps added to an earlier layer ran) until their own layer merges them."""
+        before, progress = position.state, position.progress
         values = before.snapshot()
-        writes: Pending = dict(position.progress.pending)
+        writes: Pending = dict(progress.pending)
+        origins = {**{step.name: before.super_step for step in todo}, **progress.origins}
         running = [step for step in todo if step.name not in writes]
         results = await asyncio.gather(
             *(
-                self._run_step(step, index, before, values, resume, position.attempts)
+                self._run_step(
+                    step, index, origins[step.name], values, progress.resumes, position.attempts
+                )
                 for step in running
             )
         )
         for result in results:
             if result.writes is not None:
                 writes[result.step.name] = result.writes
+        unfinished = {name: at for name, at in origins.items() if name not in writes}
         failed = [result for result in results if result.error is not None]
         if failed:
-            self._fail(failed[0], before.super_step, writes, results, position.attempts)
+            self._fail(failed[0], before.super_step, writes, results, position.attempts, unfinished)
         paused = next((r for r in results if r.interrupt is not None), None)
         if paused is not None:
             payload = cast(JSON, cast(Interrupt, paused.interrupt).payload)
             pause = Pause(paused.step.name, "inside", payload, index)
-            return await self._pause(before, pause, position.progress.done, writes)
+            interrupted = replace(progress, pending=writes, origins=unfinished)
+            return await self._pause(before, self._paused(interrupted, pause))
+        names = [step.name for step in todo]
         merged = self._advanced(before)
-        merged.merge_writes(pair for step in todo for pair in writes[step.name])
-        done = (*position.progress.done, *(step.name for step in todo))
-        owed = next((s.name for s in todo if s.name in self._after), None)
+        merged.merge_writes(pair for name in names for pair in writes[name])
+        done = (*progress.done, *names)
+        owed = next((name for name in names if name in self._after), None)
         finished = owed is None and self._next_layer(done) is None
         status: Status = "completed" if finished else "running"
-        progress = Progress(self._fingerprint, done, status, pause_after=owed)
-        return await self._save(merged, f"layer:{index}", progress)
+        merged_progress = Progress(
+            self._fingerprint,
+            done,
+            status,
+            pending=_without(writes, names),
+            pause_after=owed,
+            origins=_without(unfinished, names),
+            resumes=_without(progress.resumes, names),
+        )
+        saved = await self._save(merged, f"layer:{index}", merged_progress)
+        return replace(saved, attempts=_without(position.attempts, names))
 
     def _fail(
         self,
@@ -492,8 +537,10 @@ class StatefulRunner:
         writes: Pending,
         results: builtins.list[_StepResult],
         earlier: Mapping[str, int],
+        origins: dict[str, int],
     ) -> None:
-        """Leave the failure and the finished writes in the note, and raise the step's error."""
+        """Leave the failure, the finished writes and where the unfinished steps first ran in
+        the note, and raise the step's error."""
         error = cast(Exception, first.error)
         attempts = dict(earlier)
         attempts.update(
@@ -509,9 +556,11 @@ class StatefulRunner:
             attempts[first.step.name],
             now_ms(),
         )
-        self._failure = FailureNote(failure, writes, attempts).encode()
+        self._failure = FailureNote(failure, writes, attempts, origins).encode()
         log.warning(
-            "run %s: step %r failed after %d attempt(s): %s: %s; kept %d finished step(s)",
+            "workflow %s run %s: step %r failed after %d attempt(s): %s: %s; "
+            "kept %d finished step(s)",
+            self.workflow_id,
             self.run_id,
             failure.step,
             failure.attempts,
@@ -525,9 +574,9 @@ class StatefulRunner:
         self,
         step: Step,
         index: int,
-        state: RunState,
+        super_step: int,
         values: dict[str, JSON],
-        resume: _Resume | None,
+        resumes: Mapping[str, JSON],
         earlier: Mapping[str, int],
     ) -> _StepResult:
         """Run one step with its retry policy and timeout; never raises but cancellation."""
@@ -539,8 +588,8 @@ class StatefulRunner:
                 step.name,
                 index,
                 values,
-                state.super_step,
-                *((resume.value,) if resume is not None and resume.step == step.name else ()),
+                super_step,
+                *((resumes[step.name],) if step.name in resumes else ()),
                 workflow_id=self.workflow_id,
                 run_id=self.run_id,
                 attempt=earlier.get(step.name, 0) + attempts,
@@ -554,7 +603,8 @@ class StatefulRunner:
                     return _StepResult(step, attempts, error=exc)
                 delay = policy.delay(attempts)
                 log.info(
-                    "run %s: step %r attempt %d failed (%s: %s); retrying in %.2f s",
+                    "workflow %s run %s: step %r attempt %d failed (%s: %s); retrying in %.2f s",
+                    self.workflow_id,
                     self.run_id,
                     step.name,
                     context.attempt,
@@ -596,11 +646,14 @@ class StatefulRunner:
                 raise UnknownChannelError(channel, self.schema.keys())
         return pairs
 
-    async def _pause(
-        self, state: RunState, pause: Pause, done: tuple[str, ...], pending: Pending
-    ) -> _Position:
+    def _paused(self, progress: Progress, pause: Pause) -> Progress:
+        """``progress`` paused at ``pause``: a step that paused again has used its answer."""
+        paused = replace(self._continued(progress), status="paused", pause=pause)
+        return replace(paused, resumes=_without(progress.resumes, [pause.step]))
+
+    async def _pause(self, state: RunState, progress: Progress) -> _Position:
         """Checkpoint a pause as a super-step of its own, on top of ``state``; hold the run."""
-        progress = Progress(self._fingerprint, done, "paused", pause, pending)
+        pause = cast(Pause, progress.pause)
         label = {"before": "interrupt-before", "inside": "interrupt", "after": "interrupt-after"}
         position = await self._save(
             self._advanced(state),
@@ -608,7 +661,13 @@ class StatefulRunner:
             progress,
             hold=self._pause_hold,
         )
-        log.info("run %s: paused %s step %r", self.run_id, pause.kind, pause.step)
+        log.info(
+            "workflow %s run %s: paused %s step %r",
+            self.workflow_id,
+            self.run_id,
+            pause.kind,
+            pause.step,
+        )
         return position
 
     async def _save(
@@ -625,7 +684,8 @@ class StatefulRunner:
         return _Position(state, progress)
 
     async def _current(self) -> _Position:
-        """The run's latest checkpoint, with the retry state a failed layer left."""
+        """The run's latest checkpoint, with the retry state a failed layer left and the
+        answer recorded for its pause."""
         snapshot, record = await asyncio.gather(
             self.checkpointer.latest(self.workflow_id, self.run_id),
             self.checkpointer.run_record(self.workflow_id, self.run_id),
@@ -633,15 +693,35 @@ class StatefulRunner:
         if snapshot is None:
             raise RunNotFoundError(self.workflow_id, self.run_id)
         position = self._position(snapshot)
+        if record.cancel_requested_at_ms is not None and position.progress.status != "completed":
+            raise RunCancelledError(self.workflow_id, self.run_id)
+        step = snapshot.key.super_step
+        pause = position.progress.pause
+        answer = None if pause is None else answer_for(record.answer, step, pause)
         note = FailureNote.decode(record.note)
-        if (
-            note is not None
-            and note.failure.super_step == snapshot.key.super_step
-            and position.progress.pause is None
-        ):
-            progress = replace(position.progress, pending=note.pending)
-            return _Position(position.state, progress, note.attempts)
-        return position
+        # A failed layer's note counts unless the run paused since (an answered pause failed).
+        retrying = pause is None or answer is not None
+        if note is not None and note.failure.super_step == step and retrying:
+            progress = replace(position.progress, pending=note.pending, origins=note.origins)
+            return _Position(position.state, progress, note.attempts, answer)
+        return replace(position, answer=answer)
+
+    def _answered(self, position: _Position, step: str, value: object) -> _Position:
+        """The paused run, running again, its paused ``step`` owed ``value``."""
+        progress = self._continued(position.progress)
+        resumes = {**progress.resumes, step: cast(JSON, value)}
+        return replace(position, progress=replace(progress, resumes=resumes))
+
+    def _continued(self, progress: Progress) -> Progress:
+        """``progress`` running on: the steps done, the writes kept, where unfinished steps
+        first ran and the answers owed carry over."""
+        return Progress(
+            self._fingerprint,
+            progress.done,
+            pending=progress.pending,
+            origins=progress.origins,
+            resumes=progress.resumes,
+        )
 
     def _position(self, snapshot: Snapshot, super_step: int | None = None) -> _Position:
         step = snapshot.key.super_step
@@ -650,14 +730,12 @@ class StatefulRunner:
         state = RunState.from_snapshot(self.schema, snapshot.values, at)
         return _Position(state, progress)
 
-    async def _moved_to(
-        self, position: _Position, step: str, value: object
-    ) -> tuple[_Position, _Resume]:
-        """Where ``resume(from_step=step)`` continues: rolled back to before the step's layer
-        when it already ran, or with the layers before it skipped."""
+    async def _moved_to(self, position: _Position, step: str, value: object) -> _Position:
+        """Where ``resume(from_step=step)`` continues, ``step`` owed ``value``: rolled back to
+        before the step's layer when it already ran, or with the layers before it skipped."""
         layer = self._layer_of[step]
         done = position.progress.done
-        target = _Resume(layer, step, value)
+        resumes = {step: cast(JSON, value)}
         if step not in done:
             skipped = tuple(
                 s.name
@@ -665,7 +743,8 @@ class StatefulRunner:
                 for s in layer_steps
                 if s.name not in done
             )
-            return _Position(position.state, self._running((*done, *skipped))), target
+            progress = replace(self._running((*done, *skipped)), resumes=resumes)
+            return _Position(position.state, progress)
         latest = position.state.super_step
         for meta in reversed(await self.checkpointer.list(self.workflow_id, self.run_id)):
             snapshot = await self.checkpointer.load(meta.key)
@@ -676,7 +755,7 @@ class StatefulRunner:
                 kept = tuple(
                     s for s in earlier.progress.done if self._layer_of.get(s, layer) < layer
                 )
-                return replace(earlier, progress=self._running(kept)), target
+                return replace(earlier, progress=replace(self._running(kept), resumes=resumes))
         raise CheckpointNotFoundError(self.workflow_id, self.run_id, 0)
 
     def _check_compatible(self, progress: Progress) -> None:
@@ -757,3 +836,13 @@ class StatefulRunner:
             f"StatefulRunner(workflow_id={self.workflow_id!r}, run_id={self.run_id!r}, "
             f"owner={self.owner!r})"
         )
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _without(mapping: Mapping[K, V], keys: Iterable[K]) -> dict[K, V]:
+    """A copy of ``mapping`` without ``keys``."""
+    dropped = set(keys)
+    return {key: value for key, value in mapping.items() if key not in dropped}

@@ -145,7 +145,8 @@ class StepContext:
     """What a step sees: its run, the state as it was before its layer, and any resume value.
 
     ``(workflow_id, run_id, super_step, step)`` names one execution of a step in a run and
-    stays the same when the layer is retried, so it makes a good idempotency key for a side
+    stays the same when the layer is retried or the step resumed (even after steps a deploy
+    added to an earlier layer ran in between), so it makes a good idempotency key for a side
     effect; ``attempt`` counts the step's attempts (from 1) over every retry of its layer.
     """
 
@@ -175,7 +176,8 @@ class StepContext:
         self.step = step
         self.layer = layer
         self.super_step = super_step
-        """The super-step of the checkpoint this layer starts from."""
+        """The super-step of the checkpoint this step's layer first ran from (a retried or
+        resumed step keeps the one of its first attempt)."""
         self.workflow_id = workflow_id
         self.run_id = run_id
         self.attempt = attempt

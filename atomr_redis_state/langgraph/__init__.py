@@ -17,4 +17,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .aio import AsyncRedisStateSaver
 from .sync import RedisStateSaver
 
-__all__ = ["AsyncRedisStateSaver", "RedisStateSaver"]
+AsyncRedisSaver = AsyncRedisStateSaver
+"""langgraph-checkpoint-redis's name for the async saver: migrating code changes only its import."""
+RedisSaver = RedisStateSaver
+"""langgraph-checkpoint-redis's name for the sync saver: migrating code changes only its import."""
+
+__all__ = ["AsyncRedisSaver", "AsyncRedisStateSaver", "RedisSaver", "RedisStateSaver"]

@@ -9,7 +9,8 @@ the logic is written once.
 from __future__ import annotations
 
 import random
-from collections.abc import Generator, Sequence
+from collections import Counter
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar, cast
@@ -47,14 +48,37 @@ STRATEGIES = ("keep_latest", "delete")
 _REFS: dict[tuple[str, Any], str] = {}
 
 
-def _ref(channel: str, version: Any) -> str:
-    """``channel \\0 version``, escaped (memoised: a version stays in many checkpoints)."""
-    ref = _REFS.get((channel, version))
-    if ref is None:
-        if len(_REFS) >= 65_536:
-            _REFS.clear()
-        ref = _REFS[channel, version] = f"{escape(channel)}\x00{escape(str(version))}"
+def _newest_first(item: CheckpointTuple) -> tuple[str, str, str]:
+    """Sort key of a listed checkpoint: its id, then namespace and thread (sort reversed)."""
+    conf = item.config["configurable"]
+    return (conf["checkpoint_id"], conf["checkpoint_ns"], str(conf["thread_id"]))
+
+
+def _id_and_ns(member: Any) -> tuple[bytes, bytes]:
+    """The escaped checkpoint id and namespace of a cps member (``ns \\0 checkpoint_id``)."""
+    ns, _, checkpoint_id = bytes(member).partition(b"\x00")
+    return checkpoint_id, ns
+
+
+def _ref(item: tuple[str, Any]) -> str:
+    """``channel \\0 version`` of a ``(channel, version)`` item, escaped; memoised in
+    :data:`_REFS` (a version stays in many checkpoints), which callers read first."""
+    if len(_REFS) >= 65_536:
+        _REFS.clear()
+    channel, version = item
+    ref = _REFS[item] = f"{escape(channel)}\x00{escape(str(version))}"
     return ref
+
+
+_KINDS: dict[str, bytes] = {}
+
+
+def _kind(kind: str) -> bytes:
+    """``kind \\0``, the head of a stored value (memoised: serializers have few kinds)."""
+    head = _KINDS.get(kind)
+    if head is None:
+        head = _KINDS[kind] = kind.encode() + b"\x00"
+    return head
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +88,6 @@ class Call:
     script: str
     keys: list[str]
     args: list[Any]
-    wire: bytes = b""
-    """``keys`` already packed (RESP bulk strings), when the caller has them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +108,39 @@ Request = Call | Calls | Pipe
 Op = Generator[Request, Any, T]
 
 
+Ttl = float | timedelta | Mapping[str, Any] | None
+"""A saver's ``ttl=``: seconds, a timedelta, or langgraph-checkpoint-redis's dict form
+``{"default_ttl": minutes}`` (see :func:`ttl_seconds`)."""
+
+_TTL_KEYS = ("default_ttl", "refresh_on_read")
+
+
+def ttl_seconds(ttl: Ttl) -> float | timedelta | None:
+    """``ttl`` in seconds (or as a timedelta), from any :data:`Ttl` form.
+
+    The dict form is langgraph-checkpoint-redis's: ``default_ttl`` in **minutes** (None or
+    absent: no ttl). Its ``refresh_on_read=True`` is refused: here reads never move a thread's
+    deadline, every write does."""
+    if not isinstance(ttl, Mapping):
+        return ttl
+    unknown = sorted(str(key) for key in ttl if key not in _TTL_KEYS)
+    if unknown:
+        raise ValueError(f"unknown ttl setting(s) {unknown}: this saver takes {list(_TTL_KEYS)}")
+    if ttl.get("refresh_on_read"):
+        raise ValueError(
+            "ttl refresh_on_read=True is not supported: reads never move a thread's deadline "
+            "here, every write does (see the README's ttl notes)"
+        )
+    minutes = ttl.get("default_ttl")
+    if minutes is None:
+        return None
+    if isinstance(minutes, bool) or not isinstance(minutes, int | float):
+        raise TypeError(
+            f"ttl default_ttl must be a number of minutes, not {type(minutes).__name__}"
+        )
+    return minutes * 60.0
+
+
 class RedisSaverCore(BaseCheckpointSaver[str]):
     """The shared part of :class:`.AsyncRedisStateSaver` and :class:`.RedisStateSaver`."""
 
@@ -93,13 +148,13 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
         self,
         *,
         prefix: str = "atomr",
-        ttl: float | timedelta | None = None,
+        ttl: Ttl = None,
         serde: SerializerProtocol | None = None,
         cluster: bool = False,
     ) -> None:
         super().__init__(serde=serde)
         self.keys = LangGraphKeys(prefix)
-        self.ttl_ms = ttl_to_ms(ttl)
+        self.ttl_ms = ttl_to_ms(ttl_seconds(ttl))
         self.cluster = cluster
         self._ttl_arg = str(self.ttl_ms or 0)
 
@@ -121,10 +176,6 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
         return f"{number + 1:016}.{random.getrandbits(64):016x}"
 
     # Values
-
-    def _dump(self, value: Any) -> bytes:
-        kind, data = self.serde.dumps_typed(value)
-        return kind.encode() + b"\x00" + data
 
     def _load(self, raw: bytes) -> Any:
         kind, _, data = raw.partition(b"\x00")
@@ -184,17 +235,24 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
 
     # Operations
 
-    def _op_get_tuple(self, config: RunnableConfig) -> Op[CheckpointTuple | None]:
+    def _get_call(self, config: RunnableConfig) -> Call:
+        """The script call that reads the checkpoint ``config`` names (its newest without an id)."""
         conf = config["configurable"]
-        thread_id = conf["thread_id"]
-        thread = self.keys.thread(str(thread_id))
+        thread = self.keys.thread(str(conf["thread_id"]))
         ns = escape(conf.get("checkpoint_ns", ""))
         checkpoint_id = get_checkpoint_id(config)
         member = f"{ns}\x00{escape(checkpoint_id)}" if checkpoint_id else ""
-        reply = yield Call("get", thread.keys, [ns, member], thread.wire)
+        return Call("get", thread.keys, [ns, member])
+
+    def _got(self, config: RunnableConfig, reply: Any) -> CheckpointTuple | None:
+        """The checkpoint tuple of a ``get`` call's reply."""
         if not reply:
             return None
-        return self._tuple(thread_id, reply)
+        return self._tuple(config["configurable"]["thread_id"], reply)
+
+    def _op_get_tuple(self, config: RunnableConfig) -> Op[CheckpointTuple | None]:
+        reply = yield self._get_call(config)
+        return self._got(config, reply)
 
     def _op_list(
         self,
@@ -222,12 +280,10 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
         pages = yield Pipe([("ZRANGE", index, 0, -1) for index in self.keys.thread_indexes()])
         threads = sorted({unescape(bytes(t).decode()) for page in pages for t in page})
         found: list[CheckpointTuple] = []
-        for thread_id in threads:
-            left = None if limit is None else limit - len(found)
-            if left is not None and left <= 0:
-                break
-            found += yield from self._op_list_thread(thread_id, None, None, before_id, filter, left)
-        return found
+        for thread in threads:
+            found += yield from self._op_list_thread(thread, None, None, before_id, filter, limit)
+        found.sort(key=_newest_first, reverse=True)
+        return found if limit is None else found[:limit]
 
     def _op_list_thread(
         self,
@@ -238,25 +294,35 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
         filter: dict[str, Any] | None,
         limit: int | None,
     ) -> Op[list[CheckpointTuple]]:
+        """A thread's checkpoints in namespace ``ns`` (every namespace when None), newest
+        (highest checkpoint id) first.
+
+        The script returns each namespace's newest ``page`` checkpoints below a bound. Without a
+        ``filter`` one page of ``limit`` per namespace holds the newest ``limit`` overall. With
+        one, pages of at least :data:`_PAGE` follow each other: what a page shows above the
+        lowest checkpoint id that a full namespace page reached is complete, and the next page
+        starts at that id."""
         thread = self.keys.thread(str(thread_id))
-        before_arg = ""
-        if ns is None:
-            upper: str | bytes = "+"
-            lower = "-"
-            before_arg = escape(before_id) if before_id else ""
-        else:
-            ns_e = escape(ns)
-            lower = f"[{ns_e}\x00"
-            upper = f"({ns_e}\x00{escape(before_id)}" if before_id else f"({ns_e}\x01"
+        head = ["", "1"] if ns is None else [escape(ns), "0"]
         only = escape(checkpoint_id) if checkpoint_id else ""
+        bound = f"({escape(before_id)}" if before_id else ""
         found: list[CheckpointTuple] = []
         while True:
-            wanted = 0 if limit is None else limit - len(found)
-            page = wanted if not filter or wanted == 0 else max(wanted, _PAGE)
-            reply = yield Call(
-                "list", thread.keys, [upper, lower, str(page), before_arg, only], thread.wire
-            )
-            for entry in reply:
+            wanted = None if limit is None else limit - len(found)
+            page = (wanted or 0) if not filter or wanted is None else max(wanted, _PAGE)
+            reply = yield Call("list", thread.keys, [*head, bound, str(page), only])
+            entries = [(*_id_and_ns(entry[0]), entry) for entry in reply]
+            reached = None
+            if filter and page:
+                counts = Counter(ns_e for _, ns_e, _ in entries)
+                # Per namespace the reply is newest first: the last entry is its lowest id.
+                lowest = {ns_e: id_e for id_e, ns_e, _ in entries}
+                full = [lowest[ns_e] for ns_e, count in counts.items() if count >= page]
+                reached = max(full, default=None)
+            entries.sort(key=lambda item: item[:2], reverse=True)
+            for id_e, _, entry in entries:
+                if reached is not None and id_e <= reached:
+                    break
                 item = self._tuple(thread_id, entry)
                 if filter and not all(
                     item.metadata.get(key) == value for key, value in filter.items()
@@ -265,9 +331,9 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
                 found.append(item)
                 if limit is not None and len(found) >= limit:
                     return found
-            if page == 0 or len(reply) < page:
+            if reached is None:
                 return found
-            upper = b"(" + bytes(reply[-1][0])
+            bound = "[" + reached.decode()
 
     def _op_put(
         self,
@@ -276,48 +342,58 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> Op[RunnableConfig]:
+        call, stored = self._put_call(config, checkpoint, metadata, new_versions)
+        yield call
+        return stored
+
+    def _put_call(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> tuple[Call, RunnableConfig]:
+        """The script call that stores a checkpoint, and the config naming it."""
         conf = config["configurable"]
         thread_id = conf["thread_id"]
         thread = self.keys.thread(str(thread_id))
         ns = conf.get("checkpoint_ns", "")
         ns_e = escape(ns)
-        skeleton = {k: v for k, v in checkpoint.items() if k != "channel_values"}
-        values = checkpoint["channel_values"]
+        skeleton: dict[str, Any] = dict(checkpoint)
+        values = skeleton.pop("channel_values")
         meta = get_serializable_checkpoint_metadata(config, metadata)
         run = meta.get("run_id")
         run_e = "" if run is None else escape(str(run))
+        known = _REFS
         refs = "\x01".join(
-            [_ref(channel, version) for channel, version in checkpoint["channel_versions"].items()]
+            [known.get(item) or _ref(item) for item in checkpoint["channel_versions"].items()]
         )
-        record = f"{run_e}\x02{refs}\x02".encode() + self._dump(
-            [skeleton, meta, conf.get("checkpoint_id")]
-        )
-        lengths: list[int] = []
-        pieces: list[bytes] = []
-        head = ns_e + "\x00"
-        dump = self._dump
-        for channel, version in new_versions.items():
-            field = (head + _ref(channel, version)).encode()
-            value = dump(values[channel]) if channel in values else _EMPTY
-            lengths += (len(field), len(value))
-            pieces += (field, value)
+        dumps = self.serde.dumps_typed
+        kind, data = dumps([skeleton, meta, conf.get("checkpoint_id")])
+        record = b"".join((f"{run_e}\x02{refs}\x02".encode(), _kind(kind), data))
         args: list[Any] = [
             self._ttl_arg,
             thread.escaped,
             f"{ns_e}\x00{escape(checkpoint['id'])}",
             run_e,
             record,
-            ",".join(map(str, lengths)),
-            b"".join(pieces),
         ]
-        yield Call("put", thread.keys, args, thread.wire)
-        return {
+        head = ns_e + "\x00"
+        for item in new_versions.items():
+            args.append((head + (known.get(item) or _ref(item))).encode())
+            if item[0] in values:
+                kind, data = dumps(values[item[0]])
+                args.append(_kind(kind) + data)
+            else:
+                args.append(_EMPTY)
+        stored: RunnableConfig = {
             "configurable": {
                 "thread_id": thread_id,
                 "checkpoint_ns": ns,
                 "checkpoint_id": checkpoint["id"],
             }
         }
+        return Call("put", thread.keys, args), stored
 
     def _op_put_writes(
         self,
@@ -326,30 +402,41 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str,
     ) -> Op[None]:
+        call = self._put_writes_call(config, writes, task_id, task_path)
+        if call is not None:
+            yield call
+        return None
+
+    def _put_writes_call(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str,
+    ) -> Call | None:
+        """The script call that stores a task's writes (None when there are none)."""
         if not writes:
             return None
         conf = config["configurable"]
         thread = self.keys.thread(str(conf["thread_id"]))
         ns_e = escape(conf.get("checkpoint_ns", ""))
-        task_e = escape(task_id)
+        task_head = escape(task_id) + "\x00"
         tail = f"\x00{escape(task_path)}\x00"
-        lengths: list[int] = []
-        pieces: list[bytes] = []
-        for idx, (channel, value) in enumerate(writes):
-            index = WRITES_IDX_MAP.get(channel, idx)
-            key = f"{task_e}\x00{index}\x00".encode()
-            payload = f"{escape(channel)}{tail}".encode() + self._dump(value)
-            lengths += (len(key), len(payload), 1)
-            pieces += (key, payload, b"1" if index < 0 else b"0")
+        dumps = self.serde.dumps_typed
         args: list[Any] = [
             self._ttl_arg,
             thread.escaped,
             f"{ns_e}\x00{escape(conf['checkpoint_id'])}\x00",
-            ",".join(map(str, lengths)),
-            b"".join(pieces),
         ]
-        yield Call("put_writes", thread.keys, args, thread.wire)
-        return None
+        for idx, (channel, value) in enumerate(writes):
+            index = WRITES_IDX_MAP.get(channel, idx)
+            kind, data = dumps(value)
+            args += (
+                f"{task_head}{index}\x00",
+                (escape(channel) + tail).encode() + _kind(kind) + data,
+                "1" if index < 0 else "0",
+            )
+        return Call("put_writes", thread.keys, args)
 
     def _op_prune(self, thread_ids: Sequence[str], strategy: str) -> Op[None]:
         if strategy not in STRATEGIES:

@@ -6,7 +6,7 @@ import asyncio
 import builtins
 import hashlib
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
-from datetime import timedelta
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from langchain_core.runnables import RunnableConfig
@@ -19,17 +19,27 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..store.redis.connect import client_from_url
+from ..store.redis.pipeline import pack
 from . import scripts
-from ._core import Call, Calls, Op, Pipe, RedisSaverCore, Request
+from ._core import Call, Calls, Op, Pipe, RedisSaverCore, Request, Ttl
 
 T = TypeVar("T")
 
-_BATCH = 16
-"""At most this many calls leave in one write: a batch goes out as soon as it is full, so the
-server works on one batch while the client prepares the next."""
+_EVALSHA = b"EVALSHA"
+
+_IN_FLIGHT = 2
+"""At most this many batches on the wire at once (the server works on one while the next
+one's replies are read and the one after is gathered)."""
+
+_BATCH = 128
+"""At most this many calls in one batch."""
+
+_BATCH_BYTES = 512 * 1024
+"""At most this many bytes of packed calls in one batch (one call may be larger)."""
 
 _CONCURRENT_CALLS = 16
 """At most this many script calls in flight for one multi-slot operation on a cluster."""
@@ -55,7 +65,7 @@ class AsyncRedisStateSaver(RedisSaverCore):
         client: Redis | RedisCluster | Any,
         *,
         prefix: str = "atomr",
-        ttl: float | timedelta | None = None,
+        ttl: Ttl = None,
         serde: SerializerProtocol | None = None,
     ) -> None:
         _check_client(client, asynchronous=True)
@@ -66,16 +76,14 @@ class AsyncRedisStateSaver(RedisSaverCore):
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(scripts.source(name)) for name in scripts.NAMES
         }
-        # EVALSHA <sha> 2, the head of every packed call (every script declares two keys, but
-        # lg_delete_runs, which goes through redis-py).
-        self._heads = {
-            name: b"$7\r\nEVALSHA\r\n$40\r\n%b\r\n$1\r\n2\r\n"
-            % hashlib.sha1(scripts.source(name).encode()).hexdigest().encode()
+        self._shas = {
+            name: hashlib.sha1(scripts.source(name).encode()).hexdigest().encode()
             for name in scripts.NAMES
         }
-        # A plain redis.asyncio.Redis with a connection pool gets script calls packed here and
-        # sent on a pooled connection: the same EVALSHA on the wire, at about two thirds of the
-        # client CPU of redis-py's generic command path. Anything else goes through redis-py.
+        # A plain redis.asyncio.Redis with a connection pool gets script calls packed here (by
+        # hiredis) and sent in batches on pooled connections (see _Batcher): the same EVALSHA on
+        # the wire, at a fraction of the client CPU of redis-py's generic command path.
+        # Anything else goes through redis-py.
         self._direct = type(client) is Redis and getattr(client, "connection", None) is None
         # Shared with the copies LangGraph makes (``with_allowlist`` is a shallow copy).
         self._batcher = _Batcher(client)
@@ -92,7 +100,7 @@ class AsyncRedisStateSaver(RedisSaverCore):
         *,
         cluster: bool = False,
         prefix: str = "atomr",
-        ttl: float | timedelta | None = None,
+        ttl: Ttl = None,
         serde: SerializerProtocol | None = None,
         **client_options: Any,
     ) -> AsyncRedisStateSaver:
@@ -103,6 +111,34 @@ class AsyncRedisStateSaver(RedisSaverCore):
         saver = cls(client, prefix=prefix, ttl=ttl, serde=serde)
         saver._owns_client = True
         return saver
+
+    @classmethod
+    @asynccontextmanager
+    async def from_conn_string(
+        cls,
+        conn_string: str,
+        *,
+        cluster: bool = False,
+        prefix: str = "atomr",
+        ttl: Ttl = None,
+        serde: SerializerProtocol | None = None,
+        **client_options: Any,
+    ) -> AsyncIterator[AsyncRedisStateSaver]:
+        """``async with AsyncRedisStateSaver.from_conn_string(url) as saver:``, the shape of
+        langgraph-checkpoint-redis's and langgraph-checkpoint-postgres's savers: a saver on a
+        client of its own (as :meth:`from_url` makes it), closed when the block ends."""
+        async with cls.from_url(
+            conn_string, cluster=cluster, prefix=prefix, ttl=ttl, serde=serde, **client_options
+        ) as saver:
+            yield saver
+
+    async def setup(self) -> None:
+        """Does nothing, and is there so that code written for other savers runs unchanged
+        (``await saver.setup()``): the Redis layout needs no schema, index or migration; keys
+        are made by the first write."""
+
+    async def asetup(self) -> None:
+        """Does nothing (see :meth:`setup`)."""
 
     async def aclose(self) -> None:
         """Close the client if this saver created it (see :meth:`from_url`)."""
@@ -118,7 +154,7 @@ class AsyncRedisStateSaver(RedisSaverCore):
     # The async API
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await self._run(self._op_get_tuple(config))
+        return self._got(config, await self._call(self._get_call(config)))
 
     async def alist(
         self,
@@ -139,7 +175,9 @@ class AsyncRedisStateSaver(RedisSaverCore):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        return await self._run(self._op_put(config, checkpoint, metadata, new_versions))
+        call, stored = self._put_call(config, checkpoint, metadata, new_versions)
+        await self._call(call)
+        return stored
 
     async def aput_writes(
         self,
@@ -148,7 +186,9 @@ class AsyncRedisStateSaver(RedisSaverCore):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        await self._run(self._op_put_writes(config, writes, task_id, task_path))
+        call = self._put_writes_call(config, writes, task_id, task_path)
+        if call is not None:
+            await self._call(call)
 
     async def adelete_thread(self, thread_id: str) -> None:
         await self._run(self._op_prune([thread_id], "delete"))
@@ -234,16 +274,11 @@ class AsyncRedisStateSaver(RedisSaverCore):
         try:
             request = next(op)
             while True:
-                if self._direct and type(request) is Call and len(request.keys) == 2:
-                    reply = await self._direct_call(request)
-                else:
-                    reply = await self._execute(request)
-                request = op.send(reply)
+                request = op.send(await self._execute(request))
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
 
     async def _execute(self, request: Request) -> Any:
-        await self._cluster_ready()
         if isinstance(request, Call):
             return await self._call(request)
         if isinstance(request, Calls):
@@ -255,50 +290,32 @@ class AsyncRedisStateSaver(RedisSaverCore):
 
             return await asyncio.gather(*(one(call) for call in request.calls))
         pipe: Pipe = request
+        await self._cluster_ready()
         async with self.client.pipeline(transaction=False) as pipeline:
             for command in pipe.commands:
                 pipeline.execute_command(*command)
             return await pipeline.execute()
 
     async def _call(self, call: Call) -> Any:
-        """Call a script, retrying once on NOSCRIPT.
-
-        redis-py already reloads a script on NOSCRIPT; on ``RedisCluster`` the retried EVALSHA
-        has been seen to fail again while the load reaches every primary (redis-py issue 3935).
-        """
-        if self._direct and len(call.keys) == 2:
-            return await self._direct_call(call)
+        """Call a script: packed and batched (see :class:`_Batcher`) on a plain client, through
+        redis-py otherwise. Either way, on NOSCRIPT the script is loaded and the call sent once
+        more (redis-py's own reload on ``RedisCluster`` has been seen to fail again while the
+        load reaches every primary: redis-py issue 3935)."""
+        self._loop = asyncio.get_running_loop()
+        if self._direct:
+            sha = self._shas[call.script]
+            packed = pack((_EVALSHA, sha, len(call.keys), *call.keys, *call.args))
+            try:
+                return await self._batcher.submit(packed)
+            except NoScriptError:
+                await self.client.script_load(scripts.source(call.script))
+                return await self._batcher.submit(packed)
+        await self._cluster_ready()
         script = self._scripts[call.script]
         try:
             return await script(keys=call.keys, args=call.args)
         except NoScriptError:
             return await script(keys=call.keys, args=call.args)
-
-    async def _direct_call(self, call: Call) -> Any:
-        try:
-            return await self._send(call)
-        except NoScriptError:
-            await self.client.script_load(scripts.source(call.script))
-            return await self._send(call)
-
-    async def _send(self, call: Call) -> Any:
-        """EVALSHA ``call`` on a pooled connection.
-
-        Calls made in the same event-loop iteration (LangGraph saves a checkpoint and the writes
-        of parallel tasks concurrently) leave in one write on one connection and their replies
-        are read in order: each call is still one EVALSHA with one reply, in one round trip.
-        """
-        out = [b"*%d\r\n" % (len(call.keys) + len(call.args) + 3), self._heads[call.script]]
-        if call.wire:
-            out.append(call.wire)
-            args: Sequence[Any] = call.args
-        else:
-            args = (*call.keys, *call.args)
-        for arg in args:
-            part = arg if type(arg) is bytes else arg.encode()
-            out += (b"$%d\r\n" % len(part), part, b"\r\n")
-        packed = b"".join(out)
-        return await self._batcher.send(packed)
 
     async def _cluster_ready(self) -> None:
         """Initialise a RedisCluster client once, before its first command (a no-op otherwise)."""
@@ -319,37 +336,44 @@ class _ClusterStart:
 
 
 class _Batcher:
-    """Sends the packed commands made in the same event-loop iteration (up to ``_BATCH`` at a
-    time) in one write on one pooled connection, and reads their replies in order. A batch whose
-    connection fails is sent once more, on a fresh connection, for its unanswered calls."""
+    """Sends packed script calls in batches: each batch is one write on one pooled connection,
+    and its replies are read in order. At most :data:`_IN_FLIGHT` batches are on the wire at
+    once; the calls made meanwhile wait and leave together in the next batch (Redis runs
+    commands one at a time, so they would wait there anyway), which keeps writes few and large
+    under load and adds no wait when the saver is idle. A batch whose connection fails is sent
+    once more, on a fresh connection, for its unanswered calls."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
         self.pending: builtins.list[tuple[bytes, asyncio.Future[Any]]] = []
+        self.scheduled = False
+        self.in_flight = 0
         self.flushing: set[asyncio.Task[None]] = set()
 
-    async def send(self, packed: bytes) -> Any:
+    def submit(self, packed: bytes) -> asyncio.Future[Any]:
+        """Queue one packed call; the future of its reply."""
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
         self.pending.append((packed, reply))
-        if len(self.pending) == 1:
+        if not self.scheduled and self.in_flight < _IN_FLIGHT:
+            self.scheduled = True
             loop.call_soon(self._flush_pending)
-        elif len(self.pending) >= _BATCH:
-            self._flush_pending()
-        return await reply
+        return reply
 
     def _flush_pending(self) -> None:
-        if not self.pending:
-            return
-        batch, self.pending = self.pending, []
-        task = asyncio.get_running_loop().create_task(self._flush(batch))
-        self.flushing.add(task)
-        task.add_done_callback(self.flushing.discard)
+        self.scheduled = False
+        loop = asyncio.get_running_loop()
+        while self.pending and self.in_flight < _IN_FLIGHT:
+            batch, self.pending = _cut(self.pending)
+            self.in_flight += 1
+            task = loop.create_task(self._flush(batch))
+            self.flushing.add(task)
+            task.add_done_callback(self.flushing.discard)
 
     async def _flush(self, batch: builtins.list[tuple[bytes, asyncio.Future[Any]]]) -> None:
         try:
             await self._exchange(batch)
-        except (ConnectionError, TimeoutError):
+        except (ConnectionError, RedisTimeoutError):
             # Once more on a fresh connection, for the calls still unanswered: every script
             # gives the same result when it runs twice (a reply may have been lost after it ran).
             left = [item for item in batch if not item[1].done()]
@@ -359,27 +383,37 @@ class _Batcher:
                 _fail(left, exc)
         except BaseException as exc:
             _fail(batch, exc)
+        finally:
+            self.in_flight -= 1
+            if self.pending and not self.scheduled:
+                # After the callers just answered have run: their next calls join the batch.
+                self.scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush_pending)
 
     async def _exchange(self, batch: builtins.list[tuple[bytes, asyncio.Future[Any]]]) -> None:
+        """Write ``batch`` on a pooled connection and read its replies in order, within one
+        deadline for the whole batch (the connection's ``socket_timeout``)."""
         pool = self.client.connection_pool
         connection = await pool.get_connection()
         try:
-            await connection.send_packed_command([packed for packed, _ in batch])
-            parser = getattr(connection, "_parser", None)
-            if (
-                _HIREDIS_PARSER is not None
-                and type(parser) is _HIREDIS_PARSER
-                and (connection.socket_timeout is None and connection.protocol in (None, 2, "2"))
-            ):
-                await _read_replies(parser, batch)
-            else:
-                for _, reply in batch:
-                    try:
-                        value = await connection.read_response()
-                    except ResponseError as exc:
-                        _settle(reply, exc)
-                    else:
-                        _settle(reply, value)
+            async with asyncio.timeout(connection.socket_timeout):
+                await connection.send_packed_command([packed for packed, _ in batch])
+                parser = getattr(connection, "_parser", None)
+                if _reads_directly(parser, connection.protocol):
+                    await _read_replies(parser, batch)
+                else:
+                    for _, reply in batch:
+                        try:
+                            value = await connection.read_response()
+                        except ResponseError as exc:
+                            _settle(reply, exc)
+                        else:
+                            _settle(reply, value)
+        except TimeoutError:
+            await connection.disconnect(nowait=True)
+            raise RedisTimeoutError(
+                f"Timeout: a batch of {len(batch)} call(s) took over {connection.socket_timeout} s"
+            ) from None
         except BaseException:
             # Replies may still be on their way: never reuse the connection.
             await connection.disconnect(nowait=True)
@@ -396,21 +430,55 @@ except ImportError:  # pragma: no cover - another redis-py layout
     _NOT_ENOUGH_DATA = None
 
 
+def _reads_directly(parser: Any, protocol: Any) -> bool:
+    """Whether :func:`_read_replies` can take the replies from ``parser``: redis-py's hiredis
+    parser, on RESP2 (no push messages) or on RESP3 with a hiredis that marks push messages
+    (so they go to redis-py's handler, as ``read_response`` would send them)."""
+    if _HIREDIS_PARSER is None or type(parser) is not _HIREDIS_PARSER:
+        return False
+    if protocol in (None, 2, "2"):
+        return True
+    return getattr(parser, "_hiredis_PushNotificationType", None) is not None and hasattr(
+        parser, "handle_push_response"
+    )
+
+
 async def _read_replies(
     parser: Any, batch: builtins.list[tuple[bytes, asyncio.Future[Any]]]
 ) -> None:
-    """Take the batch's replies from redis-py's hiredis parser as they arrive: the same parser
-    and error mapping as ``Connection.read_response``, without its per-reply coroutine. Only
-    used with RESP2 and no socket timeout (no push messages, no read deadline to keep)."""
+    """Take the batch's replies from redis-py's hiredis parser as they arrive: the same parser,
+    error mapping and push handling as ``Connection.read_response``, without its per-reply
+    coroutine and timer (the caller keeps one deadline for the whole batch)."""
     reader = parser._reader
+    push = getattr(parser, "_hiredis_PushNotificationType", None)
     for _, reply in batch:
-        value = reader.gets()
-        while value is _NOT_ENOUGH_DATA:
-            await parser.read_from_socket()
+        while True:
             value = reader.gets()
+            while value is _NOT_ENOUGH_DATA:
+                await parser.read_from_socket()
+                value = reader.gets()
+            if push is None or type(value) is not push:
+                break
+            await parser.handle_push_response(value)
         if isinstance(value, ConnectionError):
             raise value
         _settle(reply, value)
+
+
+def _cut(
+    pending: builtins.list[tuple[bytes, asyncio.Future[Any]]],
+) -> tuple[
+    builtins.list[tuple[bytes, asyncio.Future[Any]]],
+    builtins.list[tuple[bytes, asyncio.Future[Any]]],
+]:
+    """The first batch of ``pending`` (at most ``_BATCH`` calls and ``_BATCH_BYTES`` bytes, at
+    least one call), and the rest."""
+    size = 0
+    for count, (packed, _) in enumerate(pending):
+        size += len(packed)
+        if count == _BATCH or (count and size > _BATCH_BYTES):
+            return pending[:count], pending[count:]
+    return pending, []
 
 
 def _settle(reply: asyncio.Future[Any], value: Any) -> None:

@@ -81,8 +81,6 @@ class ThreadKeys:
     escaped: str
     """The escaped thread id, as stored in the indexes."""
     bucket: int
-    wire: bytes
-    """The keys and the escaped thread id as RESP bulk strings, for packing a script call."""
 
 
 class LangGraphKeys:
@@ -100,9 +98,7 @@ class LangGraphKeys:
         bucket = bucket_of(thread_id)
         head = self.bucket_prefix(bucket)
         base = f"{head}t:{escaped}:"
-        keys = [f"{base}cps", base]
-        wire = b"".join(b"$%d\r\n%b\r\n" % (len(b), b) for b in (k.encode() for k in keys))
-        return ThreadKeys(keys, escaped, bucket, wire)
+        return ThreadKeys([f"{base}cps", base], escaped, bucket)
 
     def run_key(self, bucket: int, run_id: str) -> str:
         """The run-index key of ``run_id`` in one bucket."""

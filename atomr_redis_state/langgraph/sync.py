@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
-from datetime import timedelta
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from langchain_core.runnables import RunnableConfig
@@ -21,7 +21,7 @@ from redis.exceptions import NoScriptError
 
 from ..store.redis.connect import sync_client_from_url
 from . import scripts
-from ._core import Call, Calls, Op, Pipe, RedisSaverCore, Request
+from ._core import Call, Calls, Op, Pipe, RedisSaverCore, Request, Ttl
 from .aio import _check_client
 
 T = TypeVar("T")
@@ -41,7 +41,7 @@ class RedisStateSaver(RedisSaverCore):
         client: Redis | RedisCluster | Any,
         *,
         prefix: str = "atomr",
-        ttl: float | timedelta | None = None,
+        ttl: Ttl = None,
         serde: SerializerProtocol | None = None,
     ) -> None:
         _check_client(client, asynchronous=False)
@@ -61,7 +61,7 @@ class RedisStateSaver(RedisSaverCore):
         *,
         cluster: bool = False,
         prefix: str = "atomr",
-        ttl: float | timedelta | None = None,
+        ttl: Ttl = None,
         serde: SerializerProtocol | None = None,
         **client_options: Any,
     ) -> RedisStateSaver:
@@ -72,6 +72,34 @@ class RedisStateSaver(RedisSaverCore):
         saver = cls(client, prefix=prefix, ttl=ttl, serde=serde)
         saver._owns_client = True
         return saver
+
+    @classmethod
+    @contextmanager
+    def from_conn_string(
+        cls,
+        conn_string: str,
+        *,
+        cluster: bool = False,
+        prefix: str = "atomr",
+        ttl: Ttl = None,
+        serde: SerializerProtocol | None = None,
+        **client_options: Any,
+    ) -> Iterator[RedisStateSaver]:
+        """``with RedisStateSaver.from_conn_string(url) as saver:``, the shape of
+        langgraph-checkpoint-redis's and langgraph-checkpoint-postgres's savers: a saver on a
+        client of its own (as :meth:`from_url` makes it), closed when the block ends."""
+        with cls.from_url(
+            conn_string, cluster=cluster, prefix=prefix, ttl=ttl, serde=serde, **client_options
+        ) as saver:
+            yield saver
+
+    def setup(self) -> None:
+        """Does nothing, and is there so that code written for other savers runs unchanged
+        (``saver.setup()``): the Redis layout needs no schema, index or migration; keys are
+        made by the first write."""
+
+    async def asetup(self) -> None:
+        """Does nothing (see :meth:`setup`)."""
 
     def close(self) -> None:
         """Close the client if this saver created it (see :meth:`from_url`)."""

@@ -42,7 +42,15 @@ except ImportError as exc:  # pragma: no cover: exercised in a subprocess by the
 
 import orjson
 
-from ..errors import CheckpointConflictError, Interrupt, LeaseHeldError, LeaseLostError
+from ..errors import (
+    CheckpointConflictError,
+    Interrupt,
+    LeaseHeldError,
+    LeaseLostError,
+    RunNotFoundError,
+    RunNotPausedError,
+    WorkflowChangedError,
+)
 from ..graph.outcomes import RunOutcome
 from ..graph.runner import StatefulRunner
 from ..graph.steps import StepContext
@@ -58,6 +66,16 @@ SCOPE = "atomr_redis_state"
 
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 """The buckets OpenTelemetry's conventions advise for ``db.client.operation.duration``."""
+
+REFUSALS: tuple[type[Exception], ...] = (
+    CheckpointConflictError,
+    LeaseHeldError,
+    RunNotFoundError,
+    RunNotPausedError,
+    WorkflowChangedError,
+)
+"""What ``start``/``run``/``resume`` raise when they refuse to run at all (the run exists,
+another worker holds it, it is not there or not paused, the steps changed): not a failed run."""
 
 T = TypeVar("T")
 C = TypeVar("C", bound=Checkpointer)
@@ -93,6 +111,20 @@ class Telemetry:
             unit="By",
             description="Encoded size of the snapshots saved and read (channels and metadata).",
         )
+        self.store_duration = self.meter.create_histogram(
+            "atomr.store.operation.duration",
+            unit="s",
+            description=(
+                "Duration of checkpoint store operations, when the store's spans leave the "
+                "database-client conventions to redis-py's own instrumentation."
+            ),
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.refusals = self.meter.create_counter(
+            "atomr.runner.refusals",
+            unit="{call}",
+            description="start/run/resume calls refused before running anything, by error type.",
+        )
         self.retries = self.meter.create_counter(
             "atomr.runner.step.retries",
             unit="{retry}",
@@ -125,17 +157,28 @@ def instrument(
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
     measure_sizes: bool = True,
+    client_spans: bool = True,
 ) -> InstrumentedCheckpointer:
     """Wrap ``checkpointer`` so that every call makes a span and feeds the store metrics.
 
     The wrapper is a :class:`~atomr_redis_state.Checkpointer` itself; anything else (``client``,
     ``aclose``, ``async with``) goes through to the wrapped store. ``measure_sizes`` records the
     encoded size of the snapshots saved and read (one extra JSON encoding per call).
+
+    ``client_spans=False`` is for running beside redis-py's own OpenTelemetry instrumentation
+    (``opentelemetry-instrumentation-redis``), which already makes a CLIENT span per Redis
+    command: the store's spans become INTERNAL, without the ``db.*``/``server.*`` attributes,
+    and their durations go to ``atomr.store.operation.duration`` instead of
+    ``db.client.operation.duration``. Database calls are then counted once, by redis-py's
+    spans, which nest under the store's logical ``atomr.*`` spans.
     """
     if isinstance(checkpointer, InstrumentedCheckpointer):
         return checkpointer
     return InstrumentedCheckpointer(
-        checkpointer, _telemetry(tracer_provider, meter_provider), measure_sizes=measure_sizes
+        checkpointer,
+        _telemetry(tracer_provider, meter_provider),
+        measure_sizes=measure_sizes,
+        client_spans=client_spans,
     )
 
 
@@ -143,14 +186,25 @@ class InstrumentedCheckpointer:
     """A :class:`~atomr_redis_state.Checkpointer` that traces and measures another one."""
 
     def __init__(
-        self, inner: Checkpointer, telemetry: Telemetry, *, measure_sizes: bool = True
+        self,
+        inner: Checkpointer,
+        telemetry: Telemetry,
+        *,
+        measure_sizes: bool = True,
+        client_spans: bool = True,
     ) -> None:
         self.inner = inner
         self.telemetry = telemetry
         self.measure_sizes = measure_sizes
+        self.client_spans = client_spans
         self._base = _connection_attributes(inner)
         namespace = self._base.get("db.namespace")
         self._target = f" {namespace}" if namespace is not None else ""
+        if not client_spans:  # redis-py's instrumentation describes the database calls
+            self._base = {k: v for k, v in self._base.items() if k.startswith("atomr.")}
+            self._target = ""
+        self._kind = SpanKind.CLIENT if client_spans else SpanKind.INTERNAL
+        self._duration = telemetry.duration if client_spans else telemetry.store_duration
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -179,7 +233,8 @@ class InstrumentedCheckpointer:
         super_step: int | None = None,
     ) -> T:
         name = f"atomr.{operation}"
-        attributes: dict[str, Any] = {**self._base, "db.operation.name": name}
+        operation_key = "db.operation.name" if self.client_spans else "atomr.operation"
+        attributes: dict[str, Any] = {**self._base, operation_key: name}
         span_attributes = dict(attributes)
         for key, value in (
             ("atomr.workflow_id", workflow_id),
@@ -191,7 +246,7 @@ class InstrumentedCheckpointer:
         started = time.perf_counter()
         with self.telemetry.tracer.start_as_current_span(
             name + self._target,
-            kind=SpanKind.CLIENT,
+            kind=self._kind,
             attributes=span_attributes,
             record_exception=True,
             set_status_on_exception=True,
@@ -205,18 +260,19 @@ class InstrumentedCheckpointer:
                 conflict = _conflict_kind(exc)
                 if conflict is not None:
                     self.telemetry.conflicts.add(
-                        1, {**self._base, "db.operation.name": name, "atomr.conflict": conflict}
+                        1, {**self._base, operation_key: name, "atomr.conflict": conflict}
                     )
                 raise
             finally:
-                self.telemetry.duration.record(time.perf_counter() - started, attributes)
+                self._duration.record(time.perf_counter() - started, attributes)
 
     def _measure(self, span: Span | None, operation: str, snapshot: _Snapshot | None) -> None:
         if snapshot is None or not self.measure_sizes:
             return
         size = _encoded_size(snapshot)
+        operation_key = "db.operation.name" if self.client_spans else "atomr.operation"
         self.telemetry.snapshot_bytes.record(
-            size, {**self._base, "db.operation.name": f"atomr.{operation}"}
+            size, {**self._base, operation_key: f"atomr.{operation}"}
         )
         if span is not None and span.is_recording():
             span.set_attribute("atomr.snapshot.bytes", size)
@@ -283,6 +339,9 @@ class InstrumentedCheckpointer:
             workflow_id=workflow_id,
         )
 
+    async def list_workflows(self, **options: Any) -> builtins.list[str]:
+        return await self._traced("list_workflows", lambda: self.inner.list_workflows(**options))
+
     async def delete_run(self, workflow_id: str, run_id: str) -> bool:
         return await self._traced(
             "delete_run",
@@ -344,9 +403,10 @@ class RunnerTelemetry:
 
     @contextlib.contextmanager
     def call(self, method: str, workflow_id: str, run_id: str) -> Iterator[Span]:
-        """A span around ``start``/``run``/``resume``."""
+        """A span around ``start``/``run``/``resume`` (named by the method alone: the ids are
+        attributes, so span names stay few)."""
         with self.telemetry.tracer.start_as_current_span(
-            f"atomr.runner.{method} {workflow_id}",
+            f"atomr.runner.{method}",
             kind=SpanKind.INTERNAL,
             attributes={"atomr.workflow_id": workflow_id, "atomr.run_id": run_id},
         ) as span:
@@ -361,6 +421,13 @@ class RunnerTelemetry:
         self.telemetry.runs_ended.add(
             1, {"atomr.workflow_id": workflow_id, "atomr.run.state": state}
         )
+
+    def refused(self, span: Span, workflow_id: str, error: BaseException) -> None:
+        """Count a call refused before it ran anything (see :data:`REFUSALS`): the run did not
+        fail, it was left as it was."""
+        error_type = _error_type(error)
+        span.set_attribute("atomr.run.refused", True)
+        self.telemetry.refusals.add(1, {"atomr.workflow_id": workflow_id, "error.type": error_type})
 
     @contextlib.contextmanager
     def layer(
@@ -402,11 +469,13 @@ class RunnerTelemetry:
         ) as span:
             try:
                 yield span
+            except Interrupt:  # a pause is no error: error-rate views must not count it
+                span.set_attribute("atomr.step.paused", True)
+                raise
             except BaseException as exc:
                 span.set_attribute("error.type", _error_type(exc))
-                if not isinstance(exc, Interrupt):  # a pause is no error
-                    span.record_exception(exc)
-                    span.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
+                span.record_exception(exc)
+                span.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
                 raise
 
 
@@ -415,15 +484,20 @@ def instrument_runner(
     *,
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
+    client_spans: bool = True,
 ) -> StatefulRunner:
-    """Trace ``runner``'s calls, layers and step attempts, and instrument its store.
+    """Trace ``runner``'s calls, layers and step attempts, and instrument its store
+    (``client_spans`` as for :func:`instrument`).
 
     Returns the same runner, its ``telemetry`` hooks set to a :class:`RunnerTelemetry`.
     """
     telemetry = _telemetry(tracer_provider, meter_provider)
     hooks = RunnerTelemetry(telemetry)
     runner.checkpointer = instrument(
-        runner.checkpointer, tracer_provider=tracer_provider, meter_provider=meter_provider
+        runner.checkpointer,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        client_spans=client_spans,
     )
     for method in ("start", "run", "resume"):
         setattr(runner, method, _traced_call(runner, method, hooks))
@@ -441,6 +515,9 @@ def _traced_call(
         with hooks.call(method, runner.workflow_id, runner.run_id) as span:
             try:
                 outcome = await original(*args, **kwargs)
+            except REFUSALS as refusal:
+                hooks.refused(span, runner.workflow_id, refusal)
+                raise
             except Exception:
                 hooks.ended(span, runner.workflow_id, None)
                 raise

@@ -12,6 +12,7 @@ from .ids import new_run_id, new_workflow_id
 from .memory import InMemoryCheckpointer
 from .types import (
     JSON,
+    Answer,
     CheckpointEvent,
     CheckpointKey,
     CheckpointMeta,
@@ -23,6 +24,7 @@ from .types import (
 
 __all__ = [
     "JSON",
+    "Answer",
     "BaseCheckpointer",
     "CheckpointEvent",
     "CheckpointKey",

@@ -9,6 +9,8 @@ half-written. Backends implement the underscore methods on already-encoded field
 from __future__ import annotations
 
 import builtins
+import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -16,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Literal, Protocol, cast, runtime_checkable
 
 from .codec import decode_fields, encode_channels, encode_meta, encode_value, normalise_edits
-from .ids import fork_run_id, lineage_root
+from .ids import FORK_LABEL, fork_run_id, lineage_root
 from .types import (
     JSON,
     OUTCOMES,
@@ -42,6 +44,8 @@ from .validation import (
     duration_to_ms,
     not_before_to_delay_ms,
 )
+
+log = logging.getLogger(__name__)
 
 Edits = Mapping[str, object] | Iterable[tuple[str, object]]
 """Channel edits for :meth:`Checkpointer.fork`: a mapping, or (channel, value) pairs."""
@@ -80,9 +84,12 @@ class Checkpointer(Protocol):
         With ``lease``, the save is refused with :class:`~..errors.LeaseLostError` unless that
         lease is still the run's live lease, and with :class:`~..errors.RunNotFoundError` when
         the run no longer exists (except at super-step 0, the save that creates a run). Without
-        one, a run leased by a worker refuses it with :class:`~..errors.LeaseHeldError`.
-        ``hold`` keeps every key of the run for that long from now (or forever), overriding
-        ``ttl`` until the next save without ``hold``: for runs waiting on a human.
+        one, a run leased by a worker refuses it with :class:`~..errors.LeaseHeldError`. A save
+        carrying a lease on a run someone asked to cancel (:meth:`cancel`) is refused
+        with :class:`~..errors.RunCancelledError`. The lease is checked before an ``exclusive``
+        save's conflict, so a stale worker always gets ``LeaseLostError``. ``hold`` keeps every
+        key of the run for that long from now (or forever), overriding ``ttl`` until the next
+        save without ``hold``: for runs waiting on a human.
         """
         ...
 
@@ -126,6 +133,12 @@ class Checkpointer(Protocol):
         """Run ids of the workflow that have a snapshot, ascending; ``after`` pages on."""
         ...
 
+    async def list_workflows(
+        self, *, limit: int = 100, after: str | None = None
+    ) -> builtins.list[str]:
+        """Workflow ids with at least one live run in this store, ascending; ``after`` pages on."""
+        ...
+
     async def delete_run(self, workflow_id: str, run_id: str) -> bool:
         """Remove every snapshot of the run, and its lease; True when there was a snapshot."""
         ...
@@ -149,7 +162,13 @@ class Checkpointer(Protocol):
         ...
 
     async def renew_lease(self, lease: Lease) -> Lease:
-        """Extend a live lease by its ttl from now; :class:`~..errors.LeaseLostError` if lost."""
+        """Extend a live lease by its ttl from now; :class:`~..errors.LeaseLostError` if lost.
+
+        The run's keys never expire while its lease is live: when the run's shared deadline
+        would come before the lease's (or, with a ``ttl``, less than ``ttl`` from now), every
+        key of the run moves to one later deadline together. The renewed lease's
+        ``cancel_requested`` says whether someone asked to cancel the run: its holder stops.
+        """
         ...
 
     async def release_lease(
@@ -164,7 +183,32 @@ class Checkpointer(Protocol):
         ...
 
     async def run_record(self, workflow_id: str, run_id: str) -> RunRecord:
-        """The run's live lease (or None) and the note its last lease holder left."""
+        """The run's live lease (or None), the note its last lease holder left, the answer
+        recorded for it (if any) and when someone asked to cancel it (if anyone did)."""
+        ...
+
+    async def record_answer(
+        self,
+        workflow_id: str,
+        run_id: str,
+        value: object,
+        *,
+        super_step: int,
+        lease: Lease | None = None,
+    ) -> None:
+        """Keep a human's answer to the run paused at ``super_step``, durably, without running it.
+
+        Atomic, one round trip, safe to send again: stored in the run's record (see
+        :attr:`RunRecord.answer`) only if the run's latest super-step is still ``super_step``;
+        the next ``StatefulRunner.run()`` (on any worker) resumes the paused step with it, and
+        it survives that attempt failing. Refused, with nothing written, by
+        :class:`~..errors.RunNotFoundError` (no run), :class:`~..errors.AnswerRefusedError` (the
+        run moved past ``super_step``, or, without a lease, that pause already has a different
+        answer: the first answer wins), :class:`~..errors.RunCancelledError`, and as ``save``
+        is: :class:`~..errors.LeaseHeldError` while someone else holds the run, and
+        :class:`~..errors.LeaseLostError` when ``lease`` is not the live lease. With its lease,
+        a runner that resumes the run replaces the answer with its own.
+        """
         ...
 
     def watch(
@@ -175,7 +219,9 @@ class Checkpointer(Protocol):
         ``async with store.watch(wf) as events: async for event in events: ...``: the
         subscription is in place when the ``with`` block starts. Events are notifications, not
         a log: one that happens while nobody is subscribed (or while a subscriber is
-        disconnected) is not delivered later; read the store for the state itself.
+        disconnected) is not delivered later; read the store for the state itself. When Redis
+        drops the subscription and it is restored, a ``gap`` event marks where events may
+        have been lost.
         """
         ...
 
@@ -255,9 +301,17 @@ class Checkpointer(Protocol):
 
     async def cancel(self, workflow_id: str, run_id: str) -> QueueState:
         """Stop a run: a queued, paused, failed, blocked or never-queued run leaves the queue at
-        once (``cancelled``, event ``cancelled``); a running one is flagged and ``running`` is
-        returned: its worker stops at its next checkpoint or renewal, and it ends
-        ``cancelled``. A completed or cancelled run is left as it is (its state is returned).
+        once (``cancelled``, event ``cancelled``); a running one (claimed, or held by an inline
+        runner) is flagged and ``running`` is returned: its worker stops at its next checkpoint
+        or renewal, and it ends ``cancelled``. A completed or cancelled run is left as it is
+        (its state is returned); a run with no checkpoint raises
+        :class:`~..errors.RunNotFoundError`.
+
+        One round trip, safe to send again. The flag lives in the run's record
+        (:attr:`RunRecord.cancel_requested_at_ms`, the first request's time) until the run is
+        deleted or expires: every later save carrying a lease is refused with
+        :class:`~..errors.RunCancelledError` and every lease granted or renewed reports it
+        (:attr:`Lease.cancel_requested`).
         """
         ...
 
@@ -346,9 +400,20 @@ class BaseCheckpointer(ABC):
         event = CheckpointEvent(
             kind, key.workflow_id, key.run_id, key.super_step, snapshot.label, snapshot.timestamp_ms
         )
+        started = time.perf_counter()
         await self._save(
             key, fields, exclusive=bool(exclusive), lease=lease, hold_ms=hold_ms, event=event
         )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "workflow %s run %s: saved super-step %d (%s, %d bytes) in %.1f ms",
+                key.workflow_id,
+                key.run_id,
+                key.super_step,
+                snapshot.label or "no label",
+                sum(map(len, fields)),
+                (time.perf_counter() - started) * 1000,
+            )
 
     async def load(self, key: CheckpointKey) -> Snapshot | None:
         _check_key(key)
@@ -393,7 +458,7 @@ class BaseCheckpointer(ABC):
                 f"run_id {run_id!r} is not a fork id of run {from_key.run_id!r}: "
                 "make it with fork_run_id(source_run_id)"
             )
-        label, timestamp_ms = f"fork-of:{from_key.run_id}", now_ms()
+        label, timestamp_ms = f"{FORK_LABEL}{from_key.run_id}", now_ms()
         fields = encode_channels(normalise_edits(edits))
         fields += encode_meta(label, timestamp_ms)
         event = CheckpointEvent(
@@ -405,7 +470,18 @@ class BaseCheckpointer(ABC):
             timestamp_ms,
             from_key.run_id,
         )
+        started = time.perf_counter()
         await self._fork(from_key, run_id, fields, event)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "workflow %s run %s: forked super-step %d into %s (%d bytes of edits) in %.1f ms",
+                from_key.workflow_id,
+                from_key.run_id,
+                from_key.super_step,
+                run_id,
+                sum(map(len, fields)),
+                (time.perf_counter() - started) * 1000,
+            )
         return run_id
 
     async def list_runs(
@@ -416,6 +492,14 @@ class BaseCheckpointer(ABC):
         if after is not None and not isinstance(after, str):
             raise TypeError(f"after must be a run id (str), not {type(after).__name__}")
         return await self._list_runs(workflow_id, limit=limit, after=after)
+
+    async def list_workflows(
+        self, *, limit: int = 100, after: str | None = None
+    ) -> builtins.list[str]:
+        check_positive_int(limit, "limit")
+        if after is not None and not isinstance(after, str):
+            raise TypeError(f"after must be a workflow id (str), not {type(after).__name__}")
+        return await self._list_workflows(limit=limit, after=after)
 
     async def delete_run(self, workflow_id: str, run_id: str) -> bool:
         check_id(workflow_id, "workflow_id")
@@ -438,9 +522,18 @@ class BaseCheckpointer(ABC):
         ttl_ms = duration_to_ms(ttl, "lease ttl")
         if ttl_ms is None:
             raise TypeError("a lease needs a ttl")
-        return await self._acquire_lease(
+        lease = await self._acquire_lease(
             workflow_id, run_id, owner, ttl_ms, must_exist=bool(must_exist)
         )
+        log.info(
+            "workflow %s run %s: lease %d taken by %s for %d ms",
+            workflow_id,
+            run_id,
+            lease.token,
+            owner,
+            ttl_ms,
+        )
+        return lease
 
     async def renew_lease(self, lease: Lease) -> Lease:
         _check_lease(lease)
@@ -453,12 +546,38 @@ class BaseCheckpointer(ABC):
         if keep_note and note is not None:
             raise ValueError("give a note, or keep_note=True, not both")
         encoded = None if note is None else encode_value("note", note)
-        return await self._release_lease(lease, encoded, keep_note=bool(keep_note))
+        released = await self._release_lease(lease, encoded, keep_note=bool(keep_note))
+        log.info(
+            "workflow %s run %s: lease %d %s by %s",
+            lease.workflow_id,
+            lease.run_id,
+            lease.token,
+            "released" if released else "already gone when released",
+            lease.owner,
+        )
+        return released
 
     async def run_record(self, workflow_id: str, run_id: str) -> RunRecord:
         check_id(workflow_id, "workflow_id")
         check_id(run_id, "run_id")
         return await self._run_record(workflow_id, run_id)
+
+    async def record_answer(
+        self,
+        workflow_id: str,
+        run_id: str,
+        value: object,
+        *,
+        super_step: int,
+        lease: Lease | None = None,
+    ) -> None:
+        check_id(workflow_id, "workflow_id")
+        check_id(run_id, "run_id")
+        check_super_step(super_step)
+        if lease is not None:
+            _check_lease_of(lease, workflow_id, run_id)
+        encoded = encode_value("answer", value)
+        await self._record_answer(workflow_id, run_id, super_step, encoded, lease)
 
     @abstractmethod
     async def _save(
@@ -502,6 +621,10 @@ class BaseCheckpointer(ABC):
         """Up to ``limit`` live run ids above ``after``, ascending."""
 
     @abstractmethod
+    async def _list_workflows(self, *, limit: int, after: str | None) -> builtins.list[str]:
+        """Up to ``limit`` ids of workflows with a live run, above ``after``, ascending."""
+
+    @abstractmethod
     async def _delete_run(self, workflow_id: str, run_id: str, event: CheckpointEvent) -> bool:
         """Remove every key of the run atomically; True when it had a snapshot."""
 
@@ -521,7 +644,13 @@ class BaseCheckpointer(ABC):
 
     @abstractmethod
     async def _run_record(self, workflow_id: str, run_id: str) -> RunRecord:
-        """The live lease and the note."""
+        """The live lease, the note, the answer and the cancel request."""
+
+    @abstractmethod
+    async def _record_answer(
+        self, workflow_id: str, run_id: str, super_step: int, value: bytes, lease: Lease | None
+    ) -> None:
+        """Store the encoded answer for ``super_step`` if the run is still there, atomically."""
 
     def watch(
         self, workflow_id: str, run_id: str | None = None
@@ -727,11 +856,13 @@ for _method in (
     "list",
     "fork",
     "list_runs",
+    "list_workflows",
     "delete_run",
     "acquire_lease",
     "renew_lease",
     "release_lease",
     "run_record",
+    "record_answer",
     "watch",
     "submit",
     "claim",

@@ -7,6 +7,7 @@ starts with ``:`` is stored under ``:`` + name, so no channel name can clash wit
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import orjson
 
 from ..errors import ValueEncodingError
-from .types import JSON, CheckpointEvent
+from .types import JSON, CheckpointEvent, Lease
 
 MAX_DEPTH = 254
 """How deeply lists and objects may nest (orjson's limit)."""
@@ -260,3 +261,14 @@ def decode_event(data: bytes) -> CheckpointEvent | None:
         )
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return None
+
+
+def write_token(fields: Iterable[bytes], lease: Lease | None) -> str:
+    """A token naming one exclusive write: the same snapshot (and lease) gives the same token,
+    so a save sent again after a lost reply finds its own write instead of a conflict."""
+    hasher = hashlib.blake2b(digest_size=8)
+    for field in fields:
+        hasher.update(len(field).to_bytes(4, "big"))
+        hasher.update(field)
+    hasher.update(b"" if lease is None else str(lease.token).encode())
+    return hasher.hexdigest()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import uuid
 
+FORK_LABEL = "fork-of:"
+"""The label ``fork`` gives the checkpoint it makes, followed by the source run id."""
+
 FORK_MARKER = "~fork-"
 """Separates a fork's lineage root from its own suffix in the run ids :meth:`fork` makes."""
 

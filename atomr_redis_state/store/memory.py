@@ -18,16 +18,19 @@ from typing import cast
 import orjson
 
 from ..errors import (
+    AnswerRefusedError,
     CheckpointConflictError,
     CheckpointNotFoundError,
     LeaseHeldError,
     LeaseLostError,
     QueueStateError,
+    RunCancelledError,
     RunNotFoundError,
 )
 from .checkpointer import HOLD_FOREVER, BaseCheckpointer, Fields, Stored, WakeUps
 from .codec import LABEL_FIELD, TIMESTAMP_FIELD, pairs_of
 from .types import (
+    Answer,
     CheckpointEvent,
     CheckpointKey,
     Claim,
@@ -49,9 +52,9 @@ class _Run:
     """One run: its snapshots, its shared deadline, and its lease record."""
 
     steps: dict[int, dict[bytes, bytes]] = field(default_factory=dict)
-    writers: dict[int, int | None] = field(default_factory=dict)
-    """The lease token each exclusively saved snapshot was saved under (0: none; None: the
-    snapshot was not saved exclusively)."""
+    writers: dict[int, int | str | None] = field(default_factory=dict)
+    """Who wrote each snapshot, as the Redis store's ``:w`` field tells: the lease token of an
+    exclusive save (0: none), the run id of the fork that made it, or None (a plain save)."""
     deadline_ms: int | None = None
     fence: int = 0
     owner: str | None = None
@@ -59,6 +62,10 @@ class _Run:
     lease_until_ms: int = 0
     lease_ttl_ms: int = 0
     note: bytes | None = None
+    answer: tuple[int, bytes] | None = None
+    """The recorded answer: the super-step it answers and its encoded value."""
+    cancel_ms: int | None = None
+    """When a cancel was first requested."""
     queue_state: QueueState | None = None
     """The run's queue state (None: never submitted); the fields below are its record."""
     attempts: int = 0
@@ -66,8 +73,6 @@ class _Run:
     leased_until_ms: int | None = None
     """The run's score in the lease-deadline index while a worker holds it."""
     reason: bytes | None = None
-    cancel: bool = False
-    answer: bytes | None = None
     settled: int = 0
     """The lease token whose claim ``finish`` settled: a retried finish changes nothing."""
     expired: bool = False
@@ -159,11 +164,15 @@ class InMemoryCheckpointer(BaseCheckpointer):
         stored = dict(pairs_of(list(fields)))
         # As the Redis store's token: an exclusive save names its write by content and lease.
         writer = (0 if lease is None else lease.token) if exclusive else None
-        if exclusive and run is not None and key.super_step in run.steps:
-            if run.steps[key.super_step] == stored and run.writers.get(key.super_step) == writer:
-                return  # this very save, sent again: as the Redis store, not a conflict
-            raise CheckpointConflictError(key.workflow_id, key.run_id, key.super_step)
+        existing = run.steps.get(key.super_step) if exclusive and run is not None else None
+        if run is not None and existing == stored and run.writers.get(key.super_step) == writer:
+            return  # this very save, sent again: as the Redis store, not a conflict
+        # The lease before the conflict: a stale worker always learns that its lease is lost.
         self._check_lease(run, key, lease)
+        if lease is not None and run is not None and run.cancel_ms is not None:
+            raise RunCancelledError(key.workflow_id, key.run_id)
+        if existing is not None:
+            raise CheckpointConflictError(key.workflow_id, key.run_id, key.super_step)
         now = self._clock()
         if run is None:
             run = self._new_run(key.workflow_id, key.run_id, self._fresh_deadline())
@@ -175,6 +184,8 @@ class InMemoryCheckpointer(BaseCheckpointer):
             and not _expires_after(run, now + self.ttl_ms)
         ):
             run.deadline_ms = now + 2 * self.ttl_ms
+            if lease is not None:  # never before the lease's deadline, as on Redis
+                run.deadline_ms = max(run.deadline_ms, run.lease_until_ms)
         if hold_ms is not None:
             run.deadline_ms = None if hold_ms == HOLD_FOREVER else now + hold_ms
         run.steps[key.super_step] = stored
@@ -211,7 +222,7 @@ class InMemoryCheckpointer(BaseCheckpointer):
     ) -> None:
         target = self._live_run(from_key.workflow_id, new_run_id)
         if target is not None:
-            if from_key.super_step in target.steps:
+            if target.writers.get(from_key.super_step) == new_run_id:
                 return  # this very fork, asked for again with the same run id
             raise CheckpointConflictError(from_key.workflow_id, new_run_id, from_key.super_step)
         source = await self._load(from_key)
@@ -223,7 +234,7 @@ class InMemoryCheckpointer(BaseCheckpointer):
         copy.update(pairs_of(list(fields)))
         run = self._new_run(from_key.workflow_id, new_run_id, self._fresh_deadline())
         run.steps[from_key.super_step] = copy
-        run.writers[from_key.super_step] = None
+        run.writers[from_key.super_step] = new_run_id
         self._publish(event)
 
     async def _list_runs(
@@ -235,6 +246,15 @@ class InMemoryCheckpointer(BaseCheckpointer):
             if (after is None or run_id > after) and self._live_run(workflow_id, run_id)
         )
         return run_ids[:limit]
+
+    async def _list_workflows(self, *, limit: int, after: str | None) -> builtins.list[str]:
+        workflow_ids = sorted(
+            workflow_id
+            for workflow_id, runs in builtins.list(self._workflows.items())
+            if (after is None or workflow_id > after)
+            and any(self._live_run(workflow_id, run_id) for run_id in builtins.list(runs))
+        )
+        return workflow_ids[:limit]
 
     async def _delete_run(self, workflow_id: str, run_id: str, event: CheckpointEvent) -> bool:
         run = self._record(workflow_id, run_id)
@@ -272,18 +292,40 @@ class InMemoryCheckpointer(BaseCheckpointer):
             self._last_token = run.fence
             run.owner, run.token = owner, run.fence
         run.lease_until_ms, run.lease_ttl_ms = now + ttl_ms, ttl_ms
-        if not run.steps and run.deadline_ms is not None:
-            run.deadline_ms = max(run.deadline_ms, run.lease_until_ms)
-        return Lease(workflow_id, run_id, owner, run.token, run.lease_until_ms, ttl_ms)
+        self._keep_for_lease(run, now)
+        return Lease(
+            workflow_id,
+            run_id,
+            owner,
+            run.token,
+            run.lease_until_ms,
+            ttl_ms,
+            run.cancel_ms is not None,
+        )
 
     async def _renew_lease(self, lease: Lease) -> Lease:
         run = self._record(lease.workflow_id, lease.run_id)
         if run is None or self._holder(run) is None or run.token != lease.token:
             raise LeaseLostError(lease.workflow_id, lease.run_id, lease.token)
-        run.lease_until_ms = self._clock() + lease.ttl_ms
-        if not run.steps and run.deadline_ms is not None:
-            run.deadline_ms = max(run.deadline_ms, run.lease_until_ms)
-        return replace(lease, expires_at_ms=run.lease_until_ms)
+        now = self._clock()
+        run.lease_until_ms = now + lease.ttl_ms
+        self._keep_for_lease(run, now)
+        return replace(
+            lease, expires_at_ms=run.lease_until_ms, cancel_requested=run.cancel_ms is not None
+        )
+
+    def _keep_for_lease(self, run: _Run, now: int) -> None:
+        """A live lease keeps its run, by the Redis store's rule: when the run's deadline comes
+        before the lease's, or less than ``ttl`` from now, it moves to the later of
+        ``now + 2 * ttl`` and the lease's deadline plus its ttl. A run not saved yet lives as
+        long as its lease."""
+        if run.deadline_ms is None:
+            return
+        until, ttl = run.lease_until_ms, self.ttl_ms or 0
+        if not run.steps:
+            run.deadline_ms = max(run.deadline_ms, until)
+        elif run.deadline_ms < max(now + ttl, until):
+            run.deadline_ms = max(now + 2 * ttl, until + run.lease_ttl_ms)
 
     async def _release_lease(self, lease: Lease, note: bytes | None, *, keep_note: bool) -> bool:
         run = self._record(lease.workflow_id, lease.run_id)
@@ -306,10 +348,39 @@ class InMemoryCheckpointer(BaseCheckpointer):
         lease = None
         if holder is not None:
             lease = Lease(
-                workflow_id, run_id, holder, run.token, run.lease_until_ms, run.lease_ttl_ms
+                workflow_id,
+                run_id,
+                holder,
+                run.token,
+                run.lease_until_ms,
+                run.lease_ttl_ms,
+                run.cancel_ms is not None,
             )
+        answer = None
+        if run.answer is not None:
+            answer = Answer(run.answer[0], orjson.loads(run.answer[1]))
         note = None if run.note is None else orjson.loads(run.note)
-        return RunRecord(lease, note, self._queue_record(run))
+        return RunRecord(lease, note, answer, run.cancel_ms, self._queue_record(run))
+
+    async def _record_answer(
+        self, workflow_id: str, run_id: str, super_step: int, value: bytes, lease: Lease | None
+    ) -> None:
+        run = self._live_run(workflow_id, run_id)
+        if run is None:
+            raise RunNotFoundError(workflow_id, run_id)
+        self._check_lease(run, CheckpointKey(workflow_id, run_id, super_step), lease)
+        if run.cancel_ms is not None:
+            raise RunCancelledError(workflow_id, run_id)
+        latest = max(run.steps)
+        if latest != super_step:
+            reason = f"the run is at super-step {latest}"
+            raise AnswerRefusedError(workflow_id, run_id, super_step, reason)
+        # Without a lease, the first answer to a pause wins (a retry sends the same one).
+        answered = run.answer is not None and run.answer[0] == super_step
+        if lease is None and answered and run.answer != (super_step, value):
+            reason = "that pause already has a different answer"
+            raise AnswerRefusedError(workflow_id, run_id, super_step, reason)
+        run.answer = (super_step, value)
 
     @staticmethod
     def _queue_record(run: _Run) -> QueueRecord | None:
@@ -320,9 +391,6 @@ class InMemoryCheckpointer(BaseCheckpointer):
             run.attempts,
             run.ready_at_ms if run.queue_state == "queued" else None,
             None if run.reason is None else orjson.loads(run.reason),
-            run.cancel,
-            run.answer is not None,
-            None if run.answer is None else orjson.loads(run.answer),
         )
 
     # The ready queue: the same rules as lua/claim.lua, finish.lua, requeue.lua and cancel.lua.
@@ -341,7 +409,7 @@ class InMemoryCheckpointer(BaseCheckpointer):
         run.steps[0] = dict(pairs_of(list(fields)))
         run.writers[0] = None
         run.queue_state, run.attempts, run.ready_at_ms = "queued", 0, now + delay_ms
-        run.reason, run.cancel, run.answer, run.expired = None, False, None, False
+        run.reason, run.cancel_ms, run.answer, run.expired = None, None, None, False
         self._publish(event)
         self._announce("queued", key.workflow_id, key.run_id)
         self._wake(key.workflow_id)
@@ -368,14 +436,7 @@ class InMemoryCheckpointer(BaseCheckpointer):
         run.queue_state, run.leased_until_ms = "running", lease.expires_at_ms
         taken_over, run.expired = run.expired, False
         self._announce("claimed", workflow_id, run_id, owner)
-        return Claim(
-            lease,
-            run.attempts,
-            run.cancel,
-            run.answer is not None,
-            None if run.answer is None else orjson.loads(run.answer),
-            taken_over,
-        )
+        return Claim(lease, run.attempts, taken_over)
 
     def _expire_claim(self, workflow_id: str, run_id: str, run: _Run, now: int) -> None:
         """A claimed run whose deadline passed: its index entry follows a renewed lease;
@@ -386,7 +447,7 @@ class InMemoryCheckpointer(BaseCheckpointer):
         run.leased_until_ms = None
         if run.queue_state != "running":
             return
-        if run.cancel:
+        if run.cancel_ms is not None:
             run.queue_state = "cancelled"
             self._announce("cancelled", workflow_id, run_id)
             return
@@ -410,7 +471,7 @@ class InMemoryCheckpointer(BaseCheckpointer):
         now = self._clock()
         run.owner, run.lease_until_ms, run.leased_until_ms = None, 0, None
         run.settled = lease.token
-        if run.cancel and outcome != "completed":
+        if run.cancel_ms is not None and outcome != "completed":
             run.queue_state, run.answer = "cancelled", None
             self._announce("cancelled", workflow_id, run_id)
             return "cancelled"
@@ -449,11 +510,14 @@ class InMemoryCheckpointer(BaseCheckpointer):
             raise RunNotFoundError(workflow_id, run_id)
         state = run.queue_state
         if answer is not None:
-            if state == "queued" and run.answer == answer:
+            answered = (max(run.steps), answer)
+            if state == "queued" and run.answer == answered:
                 return "queued"  # this very answer, sent again
             if state not in (None, "paused"):
                 raise QueueStateError(workflow_id, run_id, state, "take an answer")
-            run.answer = answer
+            if run.cancel_ms is not None:
+                raise RunCancelledError(workflow_id, run_id)
+            run.answer = answered
         else:
             if state in ("queued", "running"):
                 return state
@@ -472,8 +536,9 @@ class InMemoryCheckpointer(BaseCheckpointer):
         state = run.queue_state
         if state in ("completed", "cancelled"):
             return cast(QueueState, state)
+        if run.cancel_ms is None:
+            run.cancel_ms = self._clock()
         if state == "running" or self._holder(run) is not None:
-            run.cancel = True
             return "running"
         run.queue_state, run.answer = "cancelled", None
         self._announce("cancelled", workflow_id, run_id)

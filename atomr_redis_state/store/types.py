@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
-from .validation import check_id, check_super_step, check_text
+from .validation import check_id, check_super_step, check_text, check_timestamp_ms
 
 JSON: TypeAlias = "bool | int | float | str | list[JSON] | dict[str, JSON] | None"
 """A strict JSON value: what a channel may hold."""
@@ -66,11 +66,7 @@ class Snapshot:
         if not isinstance(self.metadata, dict):
             raise TypeError(f"metadata must be a dict, not {type(self.metadata).__name__}")
         check_text(self.label, "label")
-        ts = self.timestamp_ms
-        if isinstance(ts, bool) or not isinstance(ts, int):
-            raise TypeError(f"timestamp_ms must be an int, not {type(ts).__name__}")
-        if ts < 0:
-            raise ValueError(f"timestamp_ms must be >= 0, got {ts}")
+        check_timestamp_ms(self.timestamp_ms)
 
     @property
     def meta(self) -> CheckpointMeta:
@@ -93,6 +89,19 @@ class Lease:
     token: int
     expires_at_ms: int
     ttl_ms: int
+    cancel_requested: bool = False
+    """Someone asked to cancel the run (:meth:`Checkpointer.cancel`), as the store knew
+    when it granted or renewed this lease: the holder should stop, since its next save carrying
+    the lease will be refused with :class:`~..errors.RunCancelledError`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A human's answer to a paused run, kept in the run's record (see
+    :meth:`Checkpointer.record_answer`): for the pause checkpointed at ``super_step``."""
+
+    super_step: int
+    value: JSON
 
 
 QueueState = Literal["queued", "running", "paused", "completed", "failed", "blocked", "cancelled"]
@@ -136,21 +145,22 @@ class QueueRecord:
     """For a queued run: when it becomes claimable (store clock)."""
     reason: JSON = None
     """Why it last failed or was blocked (what ``finish`` was given)."""
-    cancel_requested: bool = False
-    """A running run was asked to stop: it ends ``cancelled`` when its worker lets it go."""
-    has_answer: bool = False
-    """A human's answer waits for the next claim (see :meth:`Checkpointer.requeue`)."""
-    answer: JSON = None
 
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:
-    """What the store keeps about a run besides its snapshots: its live lease and a note."""
+    """What the store keeps about a run besides its snapshots: its live lease, a note, an answer
+    waiting to be used and whether someone asked to cancel the run."""
 
     lease: Lease | None
     """The lease held on the run right now, or None (never held, released or expired)."""
     note: JSON
     """The note stored by the last :meth:`Checkpointer.release_lease` (None if none)."""
+    answer: Answer | None = None
+    """The last answer recorded by :meth:`Checkpointer.record_answer` (it applies only while the
+    run's latest super-step is ``answer.super_step``)."""
+    cancel_requested_at_ms: int | None = None
+    """When :meth:`Checkpointer.cancel` was first called (store clock), or None."""
     queue: QueueRecord | None = None
     """The run's place in its workflow's queue; None for a run never submitted."""
 
@@ -160,12 +170,9 @@ class Claim:
     """A run handed to a worker by :meth:`Checkpointer.claim`, under ``lease``."""
 
     lease: Lease
+    """The run's lease; ``lease.cancel_requested`` when someone asked to cancel the run."""
     attempts: int
     """Failed claims of the run before this one."""
-    cancel_requested: bool = False
-    has_answer: bool = False
-    """A human's answer was recorded for the run: resume it with ``answer``."""
-    answer: JSON = None
     taken_over: bool = False
     """The run was claimed before and its worker's lease expired (a crashed worker)."""
 
@@ -210,13 +217,16 @@ EventKind = Literal[
     "blocked",
     "cancelled",
     "completed",
+    "gap",
 ]
 """What happened to a run: a snapshot saved (``paused``: a snapshot that pauses the run for a
 human), a fork made (the event is the new run's), or the run deleted. The queue adds: the run
 ``queued`` (submitted, resumed or requeued), ``claimed`` by a worker (label: the owner),
 ``released`` by it unfinished, its lease expired with it (``lease_expired``: a crashed worker,
 claimable again), a failure that will be retried (``retrying``) or a dead letter (``failed``),
-``blocked``, ``cancelled``, ``completed``."""
+``blocked``, ``cancelled``, ``completed``. ``gap`` is no change: the watch itself says events
+may have been missed just before it (Redis dropped the subscription, for a reader too slow or a
+lost connection, and it was restored): re-read the store."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,8 +236,9 @@ class CheckpointEvent:
     kind: EventKind
     workflow_id: str
     run_id: str
+    """The run that changed (for ``gap``: the run watched, or ``""`` for a whole workflow)."""
     super_step: int | None
-    """The snapshot saved or forked into; None for ``deleted``."""
+    """The snapshot saved or forked into; None for ``deleted`` and ``gap``."""
     label: str
     timestamp_ms: int
     """When it happened (the snapshot's timestamp, or the store's clock for ``deleted``)."""

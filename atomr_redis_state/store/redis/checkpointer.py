@@ -8,7 +8,6 @@ safe to send again after a lost reply: it answers as the first would have.
 from __future__ import annotations
 
 import builtins
-import hashlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -25,15 +24,18 @@ from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import ResponseError
 
 from ...errors import (
+    AnswerRefusedError,
     CheckpointConflictError,
     CheckpointNotFoundError,
     LeaseHeldError,
     LeaseLostError,
+    RunCancelledError,
     RunNotFoundError,
 )
 from ..checkpointer import BaseCheckpointer, Fields, Stored, WakeUps
-from ..codec import WRITE_TOKEN_FIELD, encode_event, pairs_of
+from ..codec import WRITE_TOKEN_FIELD, encode_event, pairs_of, write_token
 from ..types import (
+    Answer,
     CheckpointEvent,
     CheckpointKey,
     Claim,
@@ -46,7 +48,12 @@ from ..types import (
 )
 from ..validation import check_positive_int, duration_to_ms, ttl_to_ms
 from .calls import CLUSTER_RETRY_BUDGET, Calls
-from .connect import client_from_sentinel, client_from_url
+from .connect import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_POOL_TIMEOUT,
+    client_from_sentinel,
+    client_from_url,
+)
 from .keys import KeyLayout, RunKeys
 from .queue import RedisQueue, queue_record
 from .scripts import Scripts
@@ -64,7 +71,8 @@ class RedisCheckpointer(BaseCheckpointer):
     client this closes).
 
     ``ttl`` (seconds or a timedelta) makes runs ephemeral: a run's keys expire together, no
-    earlier than ``ttl`` and no later than ``2 * ttl`` after its last save. ``keep_last`` keeps
+    earlier than ``ttl`` and no later than ``2 * ttl`` after its last save, and never while a
+    lease on it is live (see :meth:`renew_lease`). ``keep_last`` keeps
     only the highest ``keep_last`` super-steps of each run, trimmed atomically on save.
     ``replicas=N`` makes every write return only once N replicas have it (``WAIT``, sent in the
     same round trip), raising :class:`~...errors.DurabilityError` when fewer confirm within
@@ -137,6 +145,8 @@ class RedisCheckpointer(BaseCheckpointer):
         retry_for: float | timedelta = CLUSTER_RETRY_BUDGET,
         retry: Retry | None = None,
         pipelining: bool = True,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
         **client_options: Any,
     ) -> RedisCheckpointer:
         """Connect to ``url`` (``redis://``, ``rediss://`` for TLS; ``cluster=True`` for Redis
@@ -146,8 +156,21 @@ class RedisCheckpointer(BaseCheckpointer):
         :func:`~.connect.default_retry`, 3 retries with exponential backoff and jitter); every
         store operation is safe to retry. ``client_options`` go to redis-py (for example
         ``ssl_ca_certs=``, ``socket_timeout=``).
+
+        The client opens at most ``max_connections`` connections (per node on a cluster). With
+        pipelining, concurrent calls share them, a batch per connection; with
+        ``pipelining=False`` each call in flight holds one. Past the limit a call waits up to
+        ``pool_timeout`` seconds for a free connection, then fails with
+        :class:`~...errors.StoreUnavailableError` (on a cluster it is retried for ``retry_for``).
         """
-        client = client_from_url(url, cluster=cluster, retry=retry, options=client_options)
+        client = client_from_url(
+            url,
+            cluster=cluster,
+            retry=retry,
+            options=client_options,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
+        )
         store = cls(
             client,
             prefix=prefix,
@@ -176,6 +199,8 @@ class RedisCheckpointer(BaseCheckpointer):
         retry: Retry | None = None,
         sentinel_options: dict[str, Any] | None = None,
         pipelining: bool = True,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
         **client_options: Any,
     ) -> RedisCheckpointer:
         """Use the primary that Redis Sentinel names ``service_name``, found again after a
@@ -184,7 +209,8 @@ class RedisCheckpointer(BaseCheckpointer):
         ``sentinels`` are ``(host, port)`` addresses; ``sentinel_options`` go to the
         connections to the Sentinels (for example their password), ``client_options`` to those
         to the primary. With ``replicas=1`` a save returns only once a replica has it, so an
-        acknowledged save survives the primary's failure.
+        acknowledged save survives the primary's failure. ``max_connections`` and
+        ``pool_timeout``: as in :meth:`from_url`.
         """
         client, sentinel = client_from_sentinel(
             sentinels,
@@ -192,6 +218,8 @@ class RedisCheckpointer(BaseCheckpointer):
             retry=retry,
             sentinel_options=sentinel_options,
             options=client_options,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
         )
         store = cls(
             client,
@@ -240,7 +268,7 @@ class RedisCheckpointer(BaseCheckpointer):
         if exclusive:
             # The snapshot's own digest: a save sent again (by redis-py after a lost reply, or
             # by its caller after an error) finds its own write instead of a conflict.
-            token = _digest(fields, lease)
+            token = write_token(fields, lease)
             fields = [*fields, WRITE_TOKEN_FIELD, token.encode()]
         try:
             await self._calls.script(
@@ -269,13 +297,15 @@ class RedisCheckpointer(BaseCheckpointer):
                 durable=True,
             )
         except ResponseError as exc:
-            code, _, detail = str(exc).partition(" ")
+            code = str(exc).partition(" ")[0]
             if code == "CONFLICT":
-                log.info("run %s: super-step %s already checkpointed", key.run_id, step)
+                log.info(
+                    "workflow %s run %s: super-step %s already checkpointed",
+                    key.workflow_id,
+                    key.run_id,
+                    step,
+                )
                 raise CheckpointConflictError(key.workflow_id, key.run_id, key.super_step) from None
-            if code == "LEASEHELD":
-                until, _, owner = detail.partition(" ")
-                raise LeaseHeldError(key.workflow_id, key.run_id, owner, int(until)) from None
             _raise_run_error(exc, key.workflow_id, key.run_id, lease)
             raise
 
@@ -422,6 +452,32 @@ class RedisCheckpointer(BaseCheckpointer):
                 pipe.exists(key)
             return cast(builtins.list[int], await pipe.execute())
 
+    async def _list_workflows(self, *, limit: int, after: str | None) -> builtins.list[str]:
+        registry = self.keys.workflow_registry_buckets()
+        live: builtins.list[str] = []
+        cursor = after
+        while len(live) < limit:
+            wanted = limit - len(live)
+            low = b"-" if cursor is None else b"(" + cursor.encode("utf-8")
+            pages = await self._calls.run(partial(self._index_pages, registry, low, wanted))
+            buckets: dict[str, builtins.list[int]] = {}
+            for bucket, page in enumerate(pages):
+                for member in page:
+                    buckets.setdefault(member.decode("utf-8"), []).append(bucket)
+            candidates = sorted(buckets)[:wanted]
+            if not candidates:
+                break
+            # A registry entry outlives the workflow's runs in that bucket (expired, deleted):
+            # the workflow counts while any of its run-index buckets exists.
+            pairs = [(w, self.keys.run_index_bucket(w, b)) for w in candidates for b in buckets[w]]
+            exists = await self._calls.run(partial(self._exists_each, [k for _, k in pairs]))
+            found = {w for (w, _), present in zip(pairs, exists, strict=True) if present}
+            live += [w for w in candidates if w in found]
+            if len(candidates) < wanted:
+                break
+            cursor = candidates[-1]
+        return live
+
     async def _delete_run(self, workflow_id: str, run_id: str, event: CheckpointEvent) -> bool:
         run = self.keys.run(workflow_id, run_id)
         removed = await self._calls.script(
@@ -439,8 +495,8 @@ class RedisCheckpointer(BaseCheckpointer):
         try:
             reply = await self._calls.script(
                 self._scripts.acquire_lease,
-                [run.record, run.steps],
-                [owner, str(ttl_ms), "1" if must_exist else "0"],
+                [run.record, run.steps, run.snapshot_prefix, run.meta, run.run_index],
+                [owner, str(ttl_ms), "1" if must_exist else "0", self._ttl_arg, run_id],
                 durable=True,
             )
         except ResponseError as exc:
@@ -448,21 +504,21 @@ class RedisCheckpointer(BaseCheckpointer):
             raise
         if reply[0] == b"held":
             raise LeaseHeldError(workflow_id, run_id, reply[1].decode(), int(reply[2]))
-        log.info("run %s: lease %s taken by %s", run_id, reply[0].decode(), owner)
-        return Lease(workflow_id, run_id, owner, int(reply[0]), int(reply[1]), ttl_ms)
+        token, until, cancel = reply
+        return Lease(workflow_id, run_id, owner, int(token), int(until), ttl_ms, cancel == 1)
 
     async def _renew_lease(self, lease: Lease) -> Lease:
         run = self.keys.run(lease.workflow_id, lease.run_id)
         try:
-            until = await self._calls.script(
+            until, cancel = await self._calls.script(
                 self._scripts.renew_lease,
-                [run.record, run.steps],
-                [str(lease.token), str(lease.ttl_ms)],
+                [run.record, run.steps, run.snapshot_prefix, run.meta, run.run_index],
+                [str(lease.token), str(lease.ttl_ms), self._ttl_arg, lease.run_id],
             )
         except ResponseError as exc:
             _raise_run_error(exc, lease.workflow_id, lease.run_id, lease)
             raise
-        return replace(lease, expires_at_ms=int(until))
+        return replace(lease, expires_at_ms=int(until), cancel_requested=cancel == 1)
 
     async def _release_lease(self, lease: Lease, note: bytes | None, *, keep_note: bool) -> bool:
         run = self.keys.run(lease.workflow_id, lease.run_id)
@@ -475,19 +531,50 @@ class RedisCheckpointer(BaseCheckpointer):
         )
         if not released and note is not None:
             raise LeaseLostError(lease.workflow_id, lease.run_id, lease.token)
-        log.info("run %s: lease %d released by %s", lease.run_id, lease.token, lease.owner)
         return bool(released)
 
     async def _run_record(self, workflow_id: str, run_id: str) -> RunRecord:
         run = self.keys.run(workflow_id, run_id)
-        now, owner, token, until, ttl, note, *queued = await self._calls.script(
-            self._scripts.run_record, [run.record], []
-        )
+        reply = await self._calls.script(self._scripts.run_record, [run.record], [])
+        now, owner, token, until, ttl, note, answer_step, answer, cancel, *queued = reply
+        cancel_ms = None if cancel is None else int(cancel)
         lease = None
         if owner is not None and int(until) > int(now):
-            lease = Lease(workflow_id, run_id, owner.decode(), int(token), int(until), int(ttl))
+            lease = Lease(
+                workflow_id,
+                run_id,
+                owner.decode(),
+                int(token),
+                int(until),
+                int(ttl),
+                cancel_ms is not None,
+            )
+        recorded = None
+        if answer_step is not None:
+            recorded = Answer(int(answer_step), orjson.loads(answer))
         note = None if note is None else orjson.loads(note)
-        return RunRecord(lease, note, queue_record(queued))
+        return RunRecord(lease, note, recorded, cancel_ms, queue_record(queued))
+
+    async def _record_answer(
+        self, workflow_id: str, run_id: str, super_step: int, value: bytes, lease: Lease | None
+    ) -> None:
+        run = self.keys.run(workflow_id, run_id)
+        try:
+            await self._calls.script(
+                self._scripts.record_answer,
+                [run.record, run.steps],
+                [str(super_step), value, "" if lease is None else str(lease.token)],
+                durable=True,
+            )
+        except ResponseError as exc:
+            code, _, detail = str(exc).partition(" ")
+            if code == "NOTAT":
+                reason = f"the run is at super-step {int(detail)}"
+                raise AnswerRefusedError(workflow_id, run_id, super_step, reason) from None
+            if code == "ANSWERED":
+                raise AnswerRefusedError(workflow_id, run_id, super_step, detail) from None
+            _raise_run_error(exc, workflow_id, run_id, lease)
+            raise
 
     # The ready queue: see .queue for how it is laid out and how workers find work.
 
@@ -559,23 +646,19 @@ class RedisCheckpointer(BaseCheckpointer):
             await subscription.aclose()
 
 
-def _digest(fields: Fields, lease: Lease | None) -> str:
-    """A token that names this exact write: the same snapshot (and lease) gives the same one."""
-    hasher = hashlib.blake2b(digest_size=8)
-    for field in fields:
-        hasher.update(len(field).to_bytes(4, "big"))
-        hasher.update(field)
-    hasher.update(b"" if lease is None else str(lease.token).encode())
-    return hasher.hexdigest()
-
-
 def _raise_run_error(
     exc: ResponseError, workflow_id: str, run_id: str, lease: Lease | None
 ) -> None:
-    """Turn a script's LEASELOST or RUNNOTFOUND refusal into its typed error."""
-    code = str(exc).partition(" ")[0]
+    """Turn a script's LEASELOST, LEASEHELD, CANCELLED or RUNNOTFOUND refusal into its typed
+    error."""
+    code, _, detail = str(exc).partition(" ")
     if code == "LEASELOST":
         raise LeaseLostError(workflow_id, run_id, 0 if lease is None else lease.token) from None
+    if code == "LEASEHELD":
+        until, _, owner = detail.partition(" ")
+        raise LeaseHeldError(workflow_id, run_id, owner, int(until)) from None
+    if code == "CANCELLED":
+        raise RunCancelledError(workflow_id, run_id) from None
     if code == "RUNNOTFOUND":
         raise RunNotFoundError(workflow_id, run_id) from None
 

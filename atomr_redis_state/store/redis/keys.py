@@ -5,9 +5,14 @@ Layout (``P`` = prefix, ``T`` = slot tag, ``W``/``R`` = escaped workflow/run id)
     P:{T}:W:R:steps      sorted set: member and score = super-step, one per snapshot of the run
     P:{T}:W:R:snap:<n>   hash: the snapshot at super-step n (one field per channel, :label, :ts)
     P:{T}:W:R:meta       hash: super-step n -> "<ts> <label>" of each snapshot (what list reads)
-    P:{T}:W:R:run        hash: the run's lease (owner, token, until, ttl), fencing counter, note
+    P:{T}:W:R:run        hash: the run's lease (owner, token, until, ttl), fencing counter (fence),
+                         note, answer (answer_step, answer) and cancel request (cancel: ms)
     P:{T}:W:R:deleted    string, for a minute after delete_run: its token and answer
     P:{T}:W:runs         sorted set (all scores 0): run ids of workflow W whose tag is T
+    P:{T}:workflows      sorted set (all scores 0): workflow ids with runs whose tag is T (the
+                         registry ``list_workflows`` reads; kept by the scripts that index a
+                         run, and read together with each W's ``runs`` set, which says whether
+                         the workflow still has runs there)
     P:{T}:W:events       shard channel (pub/sub, not a key): events of workflow W's runs in T
 
 The ready queue (see :mod:`.queue`); a run's queue state lives in its record hash::
@@ -42,6 +47,11 @@ from functools import lru_cache
 from ..ids import lineage_root
 from ..validation import check_prefix
 
+CANCEL_FIELD = "cancel"
+"""The field of a run's record hash that flags a cancel request (its value: the server's clock
+in ms when first requested). Any script that sets it makes the run cancelled: leased saves are
+refused and lease renewals report it."""
+
 SLOT_BUCKETS = 256
 """How many slot tags runs are spread over. Changing it moves every run's keys."""
 
@@ -73,7 +83,8 @@ class RunKeys:
     run_index: str
     """The run-index bucket that lists this run."""
     record: str
-    """The run's record hash: its lease, fencing counter and note."""
+    """The run's record hash: its lease, fencing counter and note; ``answer_step`` and
+    ``answer`` (a recorded answer, see ``record_answer``); ``cancel`` (:data:`CANCEL_FIELD`)."""
     deleted: str
     """Set for a minute by ``delete_run``, so a retried delete gets the same answer."""
     events: str
@@ -173,6 +184,15 @@ class KeyLayout:
     def event_channels(self, workflow_id: str) -> list[str]:
         """Every event channel of a workflow, one per slot tag."""
         return self._per_bucket(workflow_id, "events")
+
+    def run_index_bucket(self, workflow_id: str, bucket: int) -> str:
+        """The run-index bucket of a workflow with slot tag ``bucket``."""
+        return f"{self.prefix}:{{{bucket:02x}}}:{escape(workflow_id)}:runs"
+
+    def workflow_registry_buckets(self) -> list[str]:
+        """Every workflow registry bucket of the prefix, one per slot tag (``index_run`` in
+        ``lua/_common.lua`` derives the same key from a run-index bucket's)."""
+        return [f"{self.prefix}:{{{b:02x}}}:workflows" for b in range(SLOT_BUCKETS)]
 
     def _per_bucket(self, workflow_id: str, name: str) -> list[str]:
         workflow = escape(workflow_id)

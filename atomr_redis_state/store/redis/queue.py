@@ -156,16 +156,24 @@ class RedisQueue:
             reply = await self._calls.script(
                 self._scripts.claim,
                 keys.declared(),
-                [owner, str(ttl_ms), workflow_id, keys.events],
+                [owner, str(ttl_ms), workflow_id, keys.events, self._ttl_arg],
             )
-            run_id, token, expires, attempts, cancel, answer, expired, next_at, now = reply
+            run_id, token, expires, attempts, cancel, expired, next_at, now = reply
             if generation is not None:
                 await self._settle(workflow_id, bucket, generation, next_at)
             if next_at is not None and int(next_at) <= int(now) and run_id is not None:
                 due.buckets.append((bucket, None))  # more is ready there: come back in turn
             if run_id is None:
                 continue
-            lease = Lease(workflow_id, run_id.decode(), owner, int(token), int(expires), ttl_ms)
+            lease = Lease(
+                workflow_id,
+                run_id.decode(),
+                owner,
+                int(token),
+                int(expires),
+                ttl_ms,
+                cancel == b"1",
+            )
             taken_over = expired == b"1"
             log.info(
                 "run %s of %s claimed by %s (token %d%s)",
@@ -175,14 +183,7 @@ class RedisQueue:
                 lease.token,
                 ", a takeover" if taken_over else "",
             )
-            return Claim(
-                lease,
-                int(attempts),
-                cancel == b"1",
-                answer is not None,
-                None if answer is None else orjson.loads(answer),
-                taken_over,
-            )
+            return Claim(lease, int(attempts), taken_over)
         return None
 
     async def finish(
@@ -435,8 +436,8 @@ class _RedisWakeUps:
 
 
 def queue_record(fields: builtins.list[Any]) -> QueueRecord | None:
-    """The queue record of a run from ``run_record.lua``'s state..answer fields."""
-    state, attempts, ready, reason, cancel, answer = fields
+    """The queue record of a run from ``run_record.lua``'s state..reason fields."""
+    state, attempts, ready, reason = fields
     if state is None:
         return None
     decoded: QueueState = state.decode()
@@ -445,9 +446,6 @@ def queue_record(fields: builtins.list[Any]) -> QueueRecord | None:
         0 if attempts is None else int(attempts),
         None if ready is None or decoded != "queued" else int(ready),
         None if reason is None else orjson.loads(reason),
-        cancel == b"1",
-        answer is not None,
-        None if answer is None else orjson.loads(answer),
     )
 
 

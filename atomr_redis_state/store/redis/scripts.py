@@ -46,6 +46,7 @@ class Scripts:
     renew_lease: AsyncScript
     release_lease: AsyncScript
     run_record: AsyncScript
+    record_answer: AsyncScript
     submit: AsyncScript
     claim: AsyncScript
     finish: AsyncScript

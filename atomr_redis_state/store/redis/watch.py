@@ -3,18 +3,26 @@
 Subscribing waits for Redis to confirm every channel, so a refusal (a user without the channel
 permission) fails when the watch opens, and an event published right after it opened is
 delivered. Every failure is the library's typed error, as for any other store call.
+
+When Redis drops the subscription (a reader slower than the publishers fills the client's
+output buffer; a lost connection), redis-py reconnects and subscribes again on its own, and the
+events published in between are lost. The watch notices the reconnection and yields a ``gap``
+event where the loss happened (logged at WARNING), so the caller can re-read the store.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
 from ..codec import decode_event
-from ..types import CheckpointEvent
+from ..types import CheckpointEvent, now_ms
 from .calls import Calls
+
+log = logging.getLogger(__name__)
 
 CONFIRM_WITHIN = 5.0
 """Seconds to wait for Redis to confirm the subscriptions."""
@@ -39,12 +47,43 @@ class Subscription:
         receive = self._pubsub.get_sharded_message if calls.cluster else self._pubsub.get_message
         self._receive = receive
         self._early: list[dict[str, Any]] = []
+        self._connections: set[int] = set()
+        self._gap = False
 
     async def open(self) -> None:
         """Subscribe, and wait until Redis has confirmed every channel."""
         await self._calls.run(self._calls.ready)
         await self._calls.run(partial(self._pubsub.ssubscribe, *self._channels))
         await self._calls.run(self._confirmed)
+        self._watch_connections()
+
+    def _watch_connections(self) -> None:
+        """Be told when a connection of the subscription reconnects (on a cluster, one per node,
+        made as the client subscribes there)."""
+        pubsubs = [self._pubsub, *getattr(self._pubsub, "node_pubsub_mapping", {}).values()]
+        for pubsub in pubsubs:
+            connection = getattr(pubsub, "connection", None)
+            if connection is None or id(connection) in self._connections:
+                continue
+            self._connections.add(id(connection))
+            register = getattr(connection, "register_connect_callback", None)
+            if register is not None:
+                register(self._reconnected)
+
+    def _reconnected(self, connection: Any) -> None:
+        self._gap = True
+
+    def _gap_event(self) -> CheckpointEvent:
+        self._gap = False
+        scope = f"workflow {self._workflow_id}"
+        if self._run_id is not None:
+            scope = f"run {self._run_id} of {scope}"
+        log.warning(
+            "watch of %s: Redis dropped the subscription and it was restored; events published "
+            "in between were lost (re-read the store)",
+            scope,
+        )
+        return CheckpointEvent("gap", self._workflow_id, self._run_id or "", None, "", now_ms())
 
     async def _confirmed(self) -> None:
         confirmed = 0
@@ -67,6 +106,9 @@ class Subscription:
                 message = await self._calls.run(
                     partial(self._receive, ignore_subscribe_messages=True, timeout=1.0)
                 )
+                self._watch_connections()
+            if self._gap:
+                yield self._gap_event()
             if message is None or message.get("type") != "smessage":
                 continue
             event = decode_event(message["data"])

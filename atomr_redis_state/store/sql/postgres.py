@@ -1,0 +1,493 @@
+"""The Postgres checkpointer: the Redis store's semantics in tables of a schema of your own.
+
+Every operation is one round trip: a write calls one server-side function (created by
+:meth:`PostgresCheckpointer.setup`, see ``postgres_functions.sql``), which checks and writes in
+one transaction, row-locking the run as Redis runs one script at a time; a read is one
+statement. Connections come from a psycopg ``AsyncConnectionPool`` in autocommit mode (each call
+its own transaction: no ``BEGIN``/``COMMIT`` round trips). Events go out with ``NOTIFY`` from
+the writing transaction, so a watcher hears of a change exactly when it commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import hashlib
+import inspect
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any, NoReturn
+
+import orjson
+
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+    from psycopg_pool import AsyncConnectionPool
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "PostgresCheckpointer needs psycopg 3 and psycopg-pool: "
+        "pip install 'atomr-redis-state[postgres]'"
+    ) from exc
+
+from ...errors import (
+    CheckpointConflictError,
+    CheckpointNotFoundError,
+    LeaseHeldError,
+    LeaseLostError,
+    RunNotFoundError,
+    SchemaVersionError,
+    StoreDiskFullError,
+    StoreLockedError,
+    StoreOutOfMemoryError,
+    StorePermissionError,
+    StoreUnavailableError,
+)
+from ..checkpointer import BaseCheckpointer, Fields, Stored
+from ..codec import decode_event, encode_event, write_token
+from ..types import CheckpointEvent, CheckpointKey, Lease, RunRecord
+from ..validation import check_positive_int, ttl_to_ms
+from .postgres_schema import (
+    SCHEMA_VERSION,
+    functions_sql,
+    migration_sql,
+    quote_identifier,
+)
+from .rows import check_no_nul, row_of, stored_of
+
+log = logging.getLogger(__name__)
+
+_LIVE = "(r.deadline_ms IS NULL OR r.deadline_ms > {s}.atomr_now())"
+
+
+class PostgresCheckpointer(BaseCheckpointer):
+    """Checkpoints in Postgres, shared by every worker that uses the same database and schema.
+
+    ``conninfo`` is a DSN or URL (``postgresql://user@host/db``), for a pool this store opens on
+    first use and :meth:`aclose` closes (``max_size`` connections at most); or a
+    ``psycopg_pool.AsyncConnectionPool`` of your own, used and not closed (its connections are
+    put in autocommit mode). Call :meth:`setup` once (it is safe to call again, also from many
+    processes at once) to create or migrate the tables and functions in ``schema``; a store
+    refuses a schema without them, or one newer than it knows, with
+    :class:`~...errors.SchemaVersionError`.
+
+    ``ttl`` and ``keep_last`` behave as on :class:`~..redis.RedisCheckpointer`, on the database
+    server's clock: a run expires whole, invisible from its deadline on, its rows deleted
+    lazily by later writes. A lost connection raises :class:`~...errors.StoreUnavailableError`;
+    every operation is safe to call again. Ids, labels and owners cannot hold the character
+    U+0000 (Postgres text cannot); channel values can.
+
+    Each snapshot's channels are kept twice: as their exact JSON text (what is read back) and
+    as ``jsonb``, to query with SQL. ``jsonb=False`` skips the second copy: measured inside
+    the database, a save of a 6.5 KB state took 60 us instead of 100 us of server time.
+    """
+
+    def __init__(
+        self,
+        conninfo: str | AsyncConnectionPool[Any],
+        *,
+        schema: str = "atomr",
+        ttl: float | timedelta | None = None,
+        keep_last: int | None = None,
+        max_size: int = 10,
+        jsonb: bool = True,
+    ) -> None:
+        if not isinstance(schema, str) or not schema or len(schema.encode()) > 63:
+            raise ValueError(f"schema must be a name of 1 to 63 bytes, not {schema!r}")
+        check_no_nul([schema], "schema")
+        self.schema = schema
+        self.ttl_ms = ttl_to_ms(ttl)
+        self.keep_last = None if keep_last is None else check_positive_int(keep_last, "keep_last")
+        self.jsonb = bool(jsonb)
+        if isinstance(conninfo, AsyncConnectionPool):
+            self.pool = conninfo
+            self._owns_pool = False
+        elif isinstance(conninfo, str):
+            self.pool = AsyncConnectionPool(
+                conninfo,
+                min_size=1,
+                max_size=check_positive_int(max_size, "max_size"),
+                kwargs={"autocommit": True},
+                open=False,
+            )
+            self._owns_pool = True
+        else:
+            raise TypeError(
+                "conninfo must be a DSN (str) or a psycopg_pool.AsyncConnectionPool, "
+                f"not {type(conninfo).__name__}"
+            )
+        self._opened = False
+        self._checked = False
+        self._open_lock = asyncio.Lock()
+        s = quote_identifier(schema)
+        live = _LIVE.format(s=s)
+        self._sql = {
+            "save": f"SELECT {s}.atomr_save("
+            "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "fork": f"SELECT {s}.atomr_fork(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "delete_run": f"SELECT {s}.atomr_delete_run(%s, %s, %s, %s)",
+            "acquire_lease": f"SELECT {s}.atomr_acquire_lease(%s, %s, %s, %s, %s)",
+            "renew_lease": f"SELECT {s}.atomr_renew_lease(%s, %s, %s, %s)",
+            "release_lease": f"SELECT {s}.atomr_release_lease(%s, %s, %s, %s, %s)",
+            "load": "SELECT s.channels_json, s.label, s.timestamp_ms, s.metadata "
+            f"FROM {s}.atomr_snapshots s JOIN {s}.atomr_runs r "
+            "ON r.workflow_id = s.workflow_id AND r.run_id = s.run_id "
+            f"WHERE s.workflow_id = %s AND s.run_id = %s AND s.step = %s AND {live}",
+            "latest": "SELECT s.step, s.channels_json, s.label, s.timestamp_ms, s.metadata "
+            f"FROM {s}.atomr_snapshots s JOIN {s}.atomr_runs r "
+            "ON r.workflow_id = s.workflow_id AND r.run_id = s.run_id "
+            f"WHERE s.workflow_id = %s AND s.run_id = %s AND {live} "
+            "ORDER BY s.step DESC LIMIT 1",
+            "list": "SELECT s.step, s.timestamp_ms, s.label "
+            f"FROM {s}.atomr_snapshots s JOIN {s}.atomr_runs r "
+            "ON r.workflow_id = s.workflow_id AND r.run_id = s.run_id "
+            f"WHERE s.workflow_id = %s AND s.run_id = %s AND s.step < %s AND {live} "
+            "ORDER BY s.step DESC LIMIT %s",
+            "list_runs": f"SELECT r.run_id FROM {s}.atomr_runs r WHERE r.workflow_id = %s "
+            f"AND r.run_id > %s AND r.steps > 0 AND {live} ORDER BY r.run_id LIMIT %s",
+            "run_record": f"SELECT n.now, r.owner, r.token, r.lease_until_ms, "
+            f"r.lease_ttl_ms, r.note FROM (SELECT {s}.atomr_now() AS now) n "
+            f"LEFT JOIN {s}.atomr_runs r ON r.workflow_id = %s AND r.run_id = %s "
+            "AND (r.deadline_ms IS NULL OR r.deadline_ms > n.now)",
+            "event": f"SELECT payload FROM {s}.atomr_events WHERE id = %s",
+            "version": f"SELECT version FROM {s}.atomr_schema",
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"PostgresCheckpointer(schema={self.schema!r}, ttl_ms={self.ttl_ms}, "
+            f"keep_last={self.keep_last})"
+        )
+
+    async def setup(self) -> None:
+        """Create the schema, tables, indexes and functions, or migrate them to this version.
+
+        One transaction, serialised across processes by an advisory lock; needs no superuser
+        (``CREATE`` on the database only if the schema does not exist yet).
+        """
+        s = quote_identifier(self.schema)
+        async with self._connection(check=False) as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", ("atomr:" + self.schema,)
+            )
+            exists = await conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+            )
+            if await exists.fetchone() is None:
+                await conn.execute(f"CREATE SCHEMA {s}")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {s}.atomr_schema (version integer NOT NULL)"
+            )
+            found = await (await conn.execute(self._sql["version"])).fetchone()
+            version = 0 if found is None else int(found[0])
+            if version > SCHEMA_VERSION:
+                raise SchemaVersionError(version, SCHEMA_VERSION)
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                await conn.execute(migration_sql(step, self.schema))
+            await conn.execute(functions_sql(self.schema))
+            await conn.execute(f"DELETE FROM {s}.atomr_schema")
+            await conn.execute(
+                f"INSERT INTO {s}.atomr_schema (version) VALUES (%s)", (SCHEMA_VERSION,)
+            )
+        self._checked = True
+
+    async def aclose(self) -> None:
+        """Close the pool this store opened (a pool given to it is left open)."""
+        if self._owns_pool and self._opened:
+            await self.pool.close()
+            self._opened = False
+
+    async def __aenter__(self) -> PostgresCheckpointer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @asynccontextmanager
+    async def _connection(self, *, check: bool = True) -> AsyncIterator[Any]:
+        """A pooled autocommit connection; the schema version checked on first use."""
+        try:
+            if self._owns_pool and not self._opened:
+                async with self._open_lock:
+                    if not self._opened:
+                        await self.pool.open(wait=False)
+                        self._opened = True
+            async with self.pool.connection() as conn:
+                if not conn.autocommit:
+                    await conn.set_autocommit(True)
+                if check and not self._checked:
+                    await self._check_schema(conn)
+                yield conn
+        except psycopg.Error as exc:
+            _raise_typed(exc)
+
+    async def _check_schema(self, conn: Any) -> None:
+        try:
+            found = await (await conn.execute(self._sql["version"])).fetchone()
+        except pg_errors.UndefinedTable:
+            raise SchemaVersionError(None, SCHEMA_VERSION) from None
+        version = None if found is None else int(found[0])
+        if version is None or version > SCHEMA_VERSION:
+            raise SchemaVersionError(version, SCHEMA_VERSION)
+        self._checked = True
+
+    async def _one(self, query: str, params: Sequence[Any]) -> Any:
+        """The first row of one statement's result (None if none)."""
+        async with self._connection() as conn:
+            cursor = await conn.execute(self._sql[query], params)
+            return await cursor.fetchone()
+
+    async def _all(self, query: str, params: Sequence[Any]) -> builtins.list[Any]:
+        async with self._connection() as conn:
+            cursor = await conn.execute(self._sql[query], params)
+            rows: builtins.list[Any] = await cursor.fetchall()
+            return rows
+
+    def _channel(self, workflow_id: str) -> str:
+        """The workflow's NOTIFY channel: an identifier of this schema and workflow."""
+        digest = hashlib.blake2b(f"{self.schema}\x00{workflow_id}".encode(), digest_size=16)
+        return "atomr_" + digest.hexdigest()
+
+    async def _save(
+        self,
+        key: CheckpointKey,
+        fields: Fields,
+        *,
+        exclusive: bool,
+        lease: Lease | None,
+        hold_ms: int | None,
+        event: CheckpointEvent,
+    ) -> None:
+        wf, run_id, step = key.workflow_id, key.run_id, key.super_step
+        row = row_of(fields)
+        check_no_nul([wf, run_id, row.label], "ids and labels")
+        try:
+            await self._one(
+                "save",
+                (
+                    wf,
+                    run_id,
+                    step,
+                    row.timestamp_ms,
+                    row.label,
+                    row.channels.decode(),
+                    self.jsonb and row.jsonb_safe,
+                    None if row.metadata is None else row.metadata.decode(),
+                    write_token(fields, lease) if exclusive else None,
+                    None if lease is None else lease.token,
+                    hold_ms,
+                    self.ttl_ms,
+                    self.keep_last,
+                    self._channel(wf),
+                    encode_event(event).decode(),
+                ),
+            )
+        except psycopg.Error as exc:
+            _raise_refusal(exc, wf, run_id, step, lease)
+
+    async def _load(self, key: CheckpointKey) -> Stored | None:
+        check_no_nul([key.workflow_id, key.run_id], "ids")
+        found = await self._one("load", (key.workflow_id, key.run_id, key.super_step))
+        return None if found is None else stored_of(*found)
+
+    async def _latest(self, workflow_id: str, run_id: str) -> tuple[int, Stored] | None:
+        check_no_nul([workflow_id, run_id], "ids")
+        found = await self._one("latest", (workflow_id, run_id))
+        return None if found is None else (found[0], stored_of(*found[1:]))
+
+    async def _list(
+        self, workflow_id: str, run_id: str, *, limit: int | None, before: int | None
+    ) -> builtins.list[tuple[int, int, str]]:
+        check_no_nul([workflow_id, run_id], "ids")
+        rows = await self._all(
+            "list", (workflow_id, run_id, 2**63 - 1 if before is None else before, limit)
+        )
+        rows.reverse()
+        return rows
+
+    async def _fork(
+        self, from_key: CheckpointKey, new_run_id: str, fields: Fields, event: CheckpointEvent
+    ) -> None:
+        wf, step = from_key.workflow_id, from_key.super_step
+        edits = row_of(fields)
+        check_no_nul([wf, from_key.run_id, new_run_id, edits.label], "ids and labels")
+        try:
+            await self._one(
+                "fork",
+                (
+                    wf,
+                    from_key.run_id,
+                    new_run_id,
+                    step,
+                    edits.timestamp_ms,
+                    edits.label,
+                    edits.channels.decode(),
+                    self.jsonb and edits.jsonb_safe,
+                    self.ttl_ms,
+                    self._channel(wf),
+                    encode_event(event).decode(),
+                ),
+            )
+        except psycopg.Error as exc:
+            if exc.sqlstate == "ARCNF":
+                raise CheckpointNotFoundError(wf, from_key.run_id, step) from None
+            _raise_refusal(exc, wf, new_run_id, step, None)
+
+    async def _list_runs(
+        self, workflow_id: str, *, limit: int, after: str | None
+    ) -> builtins.list[str]:
+        check_no_nul([workflow_id, after or ""], "ids")
+        rows = await self._all("list_runs", (workflow_id, after or "", limit))
+        return [run_id for (run_id,) in rows]
+
+    async def _delete_run(self, workflow_id: str, run_id: str, event: CheckpointEvent) -> bool:
+        check_no_nul([workflow_id, run_id], "ids")
+        found = await self._one(
+            "delete_run",
+            (workflow_id, run_id, self._channel(workflow_id), encode_event(event).decode()),
+        )
+        return bool(found[0])
+
+    async def _acquire_lease(
+        self, workflow_id: str, run_id: str, owner: str, ttl_ms: int, *, must_exist: bool
+    ) -> Lease:
+        check_no_nul([workflow_id, run_id, owner], "ids and owners")
+        try:
+            found = await self._one(
+                "acquire_lease", (workflow_id, run_id, owner, ttl_ms, must_exist)
+            )
+        except psycopg.Error as exc:
+            _raise_refusal(exc, workflow_id, run_id, 0, None)
+        token, until = found[0]
+        log.info("run %s: lease %d taken by %s", run_id, token, owner)
+        return Lease(workflow_id, run_id, owner, token, until, ttl_ms)
+
+    async def _renew_lease(self, lease: Lease) -> Lease:
+        check_no_nul([lease.workflow_id, lease.run_id], "ids")
+        try:
+            found = await self._one(
+                "renew_lease", (lease.workflow_id, lease.run_id, lease.token, lease.ttl_ms)
+            )
+        except psycopg.Error as exc:
+            _raise_refusal(exc, lease.workflow_id, lease.run_id, 0, lease)
+        return replace(lease, expires_at_ms=found[0])
+
+    async def _release_lease(self, lease: Lease, note: bytes | None, *, keep_note: bool) -> bool:
+        check_no_nul([lease.workflow_id, lease.run_id], "ids")
+        action = "keep" if keep_note else "clear" if note is None else "set"
+        found = await self._one(
+            "release_lease",
+            (
+                lease.workflow_id,
+                lease.run_id,
+                lease.token,
+                action,
+                None if note is None else note.decode(),
+            ),
+        )
+        if not found[0] and note is not None:
+            raise LeaseLostError(lease.workflow_id, lease.run_id, lease.token)
+        log.info("run %s: lease %d released by %s", lease.run_id, lease.token, lease.owner)
+        return bool(found[0])
+
+    async def _run_record(self, workflow_id: str, run_id: str) -> RunRecord:
+        check_no_nul([workflow_id, run_id], "ids")
+        now, owner, token, until, ttl, note = await self._one("run_record", (workflow_id, run_id))
+        lease = None
+        if owner is not None and until > now:
+            lease = Lease(workflow_id, run_id, owner, token, until, ttl)
+        return RunRecord(lease, None if note is None else orjson.loads(note))
+
+    @asynccontextmanager
+    async def _watch(
+        self, workflow_id: str, run_id: str | None
+    ) -> AsyncIterator[AsyncIterator[CheckpointEvent]]:
+        check_no_nul([workflow_id, run_id or ""], "ids")
+        if self._owns_pool and not self._opened:
+            async with self._connection():
+                pass
+        try:
+            conninfo, kwargs = await _pool_params(self.pool)
+            listener = await psycopg.AsyncConnection.connect(
+                conninfo, **{**kwargs, "autocommit": True}
+            )
+            await listener.execute(f"LISTEN {self._channel(workflow_id)}")
+        except psycopg.Error as exc:
+            _raise_typed(exc)
+
+        async def events() -> AsyncIterator[CheckpointEvent]:
+            try:
+                async for notice in listener.notifies():
+                    payload = notice.payload
+                    if payload.startswith("#"):
+                        found = await self._one("event", (int(payload[1:]),))
+                        if found is None:
+                            continue  # kept for a minute only: events are not a log
+                        payload = found[0]
+                    event = decode_event(payload.encode())
+                    if event is not None and event.is_about(workflow_id, run_id):
+                        yield event
+            except psycopg.Error as exc:
+                _raise_typed(exc)
+
+        try:
+            yield events()
+        finally:
+            await listener.close()
+
+
+async def _pool_params(pool: AsyncConnectionPool[Any]) -> tuple[str, dict[str, Any]]:
+    """The connection string and options of the pool's connections (for a LISTEN connection
+    of a watcher's own: a pooled one cannot wait for notifications)."""
+    conninfo: Any = pool.conninfo
+    kwargs: Any = pool.kwargs
+    if callable(conninfo):
+        conninfo = conninfo()
+    if callable(kwargs):
+        kwargs = kwargs()
+    if inspect.isawaitable(conninfo):
+        conninfo = await conninfo
+    if inspect.isawaitable(kwargs):
+        kwargs = await kwargs
+    return str(conninfo), dict(kwargs or {})
+
+
+def _raise_refusal(
+    exc: psycopg.Error, workflow_id: str, run_id: str, step: int, lease: Lease | None
+) -> NoReturn:
+    """Raise the typed error for a function's own refusal (its SQLSTATE, see
+    ``postgres_functions.sql``), which only the caller can name: it knows the key."""
+    code, diag = exc.sqlstate, exc.diag
+    if code == "ARCON":
+        log.info("run %s: super-step %s already checkpointed", run_id, step)
+        raise CheckpointConflictError(workflow_id, run_id, step) from None
+    if code == "ARHLD":
+        owner, until = diag.message_hint or "", int(diag.message_detail or 0)
+        raise LeaseHeldError(workflow_id, run_id, owner, until) from None
+    if code == "ARLST":
+        raise LeaseLostError(workflow_id, run_id, 0 if lease is None else lease.token) from None
+    if code == "ARRNF":
+        raise RunNotFoundError(workflow_id, run_id) from None
+    raise exc
+
+
+def _raise_typed(exc: psycopg.Error) -> NoReturn:
+    """Raise the library's error for a database failure (the original kept as its cause)."""
+    if (exc.sqlstate or "").startswith("AR"):
+        raise exc  # a function's refusal: the caller names it (_raise_refusal)
+    if isinstance(exc, pg_errors.UndefinedTable | pg_errors.UndefinedFunction):
+        raise SchemaVersionError(None, SCHEMA_VERSION) from exc
+    if isinstance(exc, pg_errors.DiskFull):
+        raise StoreDiskFullError(f"the Postgres database's disk is full: {exc}") from exc
+    if isinstance(exc, pg_errors.OutOfMemory):
+        raise StoreOutOfMemoryError(f"the Postgres server is out of memory: {exc}") from exc
+    if isinstance(exc, pg_errors.LockNotAvailable | pg_errors.QueryCanceled):
+        raise StoreLockedError(f"the run stayed locked past the lock timeout: {exc}") from exc
+    if isinstance(exc, pg_errors.InsufficientPrivilege):
+        raise StorePermissionError(f"the Postgres user lacks a privilege: {exc}") from exc
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        raise StoreUnavailableError(f"Postgres could not be reached: {exc}") from exc
+    raise exc

@@ -1,0 +1,368 @@
+"""What only the SQL stores have: schema management, the rows they keep (exact JSON text beside
+a queryable form), lazy sweeping of expired runs, events across processes, and typed errors for
+a locked database, a full disk and a lost connection."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from atomr_redis_state import (
+    JSON,
+    CheckpointKey,
+    Snapshot,
+    StoreUnavailableError,
+)
+from atomr_redis_state.errors import SchemaVersionError, StoreDiskFullError, StoreLockedError
+from atomr_redis_state.store.sql import PostgresCheckpointer, SqliteCheckpointer
+from atomr_redis_state.testing import PostgresServer, postgres_pool
+from tests.conftest import Backend
+
+WF = "wf-sql"
+SQL_BACKENDS = ["sqlite", "postgres"]
+both = pytest.mark.parametrize("backend", SQL_BACKENDS, indirect=True)
+
+AnyStore = SqliteCheckpointer | PostgresCheckpointer
+
+
+def snap(run: str, step: int, label: str = "", **values: Any) -> Snapshot:
+    return Snapshot(CheckpointKey(WF, run, step), values or {"step": step}, label)
+
+
+async def query(store: AnyStore, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Rows of a raw query on the store's database (``?`` placeholders, the store's tables)."""
+    if isinstance(store, SqliteCheckpointer):
+
+        def run() -> list[tuple[Any, ...]]:
+            with sqlite3.connect(store.path) as conn:
+                return conn.execute(sql.replace("{s}.", ""), params).fetchall()
+
+        return await asyncio.to_thread(run)
+    async with store.pool.connection() as conn:
+        text = sql.replace("?", "%s").replace("{s}", f'"{store.schema}"')
+        cursor = await conn.execute(text, params)
+        rows: list[tuple[Any, ...]] = await cursor.fetchall()
+        return rows
+
+
+def make(backend: Backend, **options: Any) -> AnyStore:
+    store = backend.make(**options)
+    assert isinstance(store, SqliteCheckpointer | PostgresCheckpointer)
+    return store
+
+
+@both
+async def test_setup_is_safe_to_run_again(backend: Backend) -> None:
+    store = make(backend)
+    await store.save(snap("r", 0))
+    await store.setup()
+    await store.setup()
+    assert (await store.latest(WF, "r")) is not None
+    assert await query(store, "SELECT version FROM {s}.atomr_schema") == [(1,)]
+
+
+@both
+async def test_a_store_refuses_a_newer_schema(backend: Backend) -> None:
+    store = make(backend)
+    await store.save(snap("r", 0))
+    await raw_write(make(backend), "UPDATE {s}.atomr_schema SET version = 99")
+    newer = make(backend)
+    with pytest.raises(SchemaVersionError, match="99"):
+        await newer.latest(WF, "r")
+    with pytest.raises(SchemaVersionError, match="upgrade"):
+        await newer.setup()
+
+
+async def raw_write(store: AnyStore, sql: str) -> None:
+    if isinstance(store, SqliteCheckpointer):
+
+        def run() -> None:
+            with sqlite3.connect(store.path) as conn:
+                conn.execute(sql.replace("{s}.", ""))
+
+        await asyncio.to_thread(run)
+        return
+    async with store.pool.connection() as conn:
+        await conn.execute(sql.replace("{s}", f'"{store.schema}"'))
+
+
+@both
+async def test_values_are_kept_as_their_exact_json_text(backend: Backend) -> None:
+    store = make(backend)
+    values: dict[str, JSON] = {
+        "zero": -0.0,
+        "huge": 1e308,
+        "big": 2**64 - 1,
+        "nul": "a\x00b",
+        "s": "é",
+    }
+    await store.save(Snapshot(CheckpointKey(WF, "r", 0), values))
+    found = await store.latest(WF, "r")
+    assert found is not None
+    assert found.values == values
+    assert repr(found.values["zero"]) == "-0.0"
+
+
+@both
+async def test_channels_can_be_queried_in_sql(backend: Backend) -> None:
+    store = make(backend)
+    await store.save(snap("r", 0, status="acting", n=3))
+    await store.save(snap("nul", 0, status="a\x00b"))
+    await store.fork(CheckpointKey(WF, "r", 0), {"status": "forked"}, run_id="r~fork-1")
+    if isinstance(store, SqliteCheckpointer):
+        sql = "SELECT run_id, json_extract(channels, '$.status') FROM atomr_snapshots"
+    else:
+        sql = "SELECT run_id, channels->>'status' FROM {s}.atomr_snapshots"
+    rows = dict(await query(store, sql + " ORDER BY run_id"))
+    assert rows["r"] == "acting"
+    assert rows["r~fork-1"] == "forked"
+    if isinstance(store, PostgresCheckpointer):
+        # jsonb cannot hold U+0000: there the queryable column is NULL, the exact text is kept.
+        assert rows["nul"] is None
+    found = await store.latest(WF, "nul")
+    assert found is not None
+    assert found.values["status"] == "a\x00b"
+
+
+@both
+async def test_an_expired_run_is_invisible_at_once_and_its_rows_go_later(
+    backend: Backend,
+) -> None:
+    store = make(backend, ttl=0.2)
+    for step in range(3):
+        await store.save(snap("r", step))
+    await asyncio.sleep(0.55)
+    assert await store.latest(WF, "r") is None
+    assert await store.list(WF, "r") == []
+    assert await store.list_runs(WF) == []
+    rows = "SELECT step FROM {s}.atomr_snapshots WHERE run_id = ? ORDER BY step"
+    assert await query(store, rows, "r") == [(0,), (1,), (2,)]
+    await store.save(snap("r", 7))
+    assert await query(store, rows, "r") == [(7,)]
+    assert [m.super_step for m in await store.list(WF, "r")] == [7]
+
+
+@both
+async def test_a_watch_sees_saves_made_by_another_process(backend: Backend) -> None:
+    store = make(backend)
+    if isinstance(store, SqliteCheckpointer):
+        opening = f"SqliteCheckpointer({store.path!r})"
+    else:
+        conninfo = store.pool.conninfo
+        opening = f"PostgresCheckpointer({conninfo!r}, schema={store.schema!r})"
+    script = (
+        "import asyncio\n"
+        "from atomr_redis_state import CheckpointKey, Snapshot\n"
+        "from atomr_redis_state.store.sql import PostgresCheckpointer, SqliteCheckpointer\n"
+        "async def main():\n"
+        f"    async with {opening} as store:\n"
+        "        for step in range(3):\n"
+        f"            await store.save(Snapshot(CheckpointKey({WF!r}, 'far', step), {{}}))\n"
+        "asyncio.run(main())\n"
+    )
+    async with store.watch(WF) as events:
+        process = await asyncio.create_subprocess_exec(sys.executable, "-c", script)
+        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+        seen = await take(events, 3)
+    assert [(e.kind, e.run_id, e.super_step) for e in seen] == [
+        ("saved", "far", 0),
+        ("saved", "far", 1),
+        ("saved", "far", 2),
+    ]
+
+
+@both
+async def test_an_event_too_long_to_notify_still_arrives(backend: Backend) -> None:
+    store = make(backend)
+    label = "x" * 20_000  # a Postgres NOTIFY payload holds 8,000 bytes at most
+    async with store.watch(WF, "r") as events:
+        await store.save(snap("r", 0, label))
+        (event,) = await take(events, 1)
+    assert (event.run_id, event.super_step, event.label) == ("r", 0, label)
+
+
+async def take(events: AsyncIterator[Any], count: int) -> list[Any]:
+    async def collect() -> list[Any]:
+        return [await anext(events) for _ in range(count)]
+
+    return await asyncio.wait_for(collect(), timeout=15)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_locked_sqlite_file_is_a_typed_error_and_nothing_is_written(
+    backend: Backend, tmp_path: Path
+) -> None:
+    path = tmp_path / "locked.db"
+    store = SqliteCheckpointer(path, busy_timeout=0.1)
+    await store.setup()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreLockedError, match="locked"):
+            await store.save(snap("r", 0))
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert await store.latest(WF, "r") is None
+    await store.save(snap("r", 0))
+    assert await store.latest(WF, "r") is not None
+    await store.aclose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_full_sqlite_disk_is_a_typed_error_and_nothing_is_written(
+    backend: Backend, tmp_path: Path
+) -> None:
+    store = SqliteCheckpointer(tmp_path / "full.db")
+    await store.setup()
+    await store.save(snap("r", 0))
+    # The file may not grow past its size now: as a full disk does, SQLite answers SQLITE_FULL.
+    await store._run(lambda conn: conn.execute("PRAGMA max_page_count = 1").fetchall())
+    with pytest.raises(StoreDiskFullError, match="full"):
+        await store.save(snap("r", 1, blob="x" * 100_000))
+    assert [m.super_step for m in await store.list(WF, "r")] == [0]
+    await store.aclose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_sqlite_store_without_its_tables_says_to_run_setup(
+    backend: Backend, tmp_path: Path
+) -> None:
+    async with SqliteCheckpointer(tmp_path / "empty.db") as store:
+        with pytest.raises(SchemaVersionError, match="setup"):
+            await store.latest(WF, "r")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_an_in_memory_sqlite_store_works_and_watches(backend: Backend) -> None:
+    async with SqliteCheckpointer(":memory:") as store:
+        await store.setup()
+        async with store.watch(WF) as events:
+            await store.save(snap("r", 0))
+            (event,) = await take(events, 1)
+        assert (event.kind, event.run_id) == ("saved", "r")
+        assert (await store.latest(WF, "r")) is not None
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_postgres_schemas_keep_stores_apart(
+    backend: Backend, postgres_server: PostgresServer
+) -> None:
+    pool = await postgres_pool(postgres_server.url)
+    stores = [PostgresCheckpointer(pool, schema=f"s{uuid.uuid4().hex[:8]}") for _ in range(2)]
+    for store in stores:
+        await store.setup()
+    await stores[0].save(snap("r", 0))
+    assert await stores[1].latest(WF, "r") is None
+    assert await stores[1].list_runs(WF) == []
+    with pytest.raises(SchemaVersionError, match="setup"):
+        await PostgresCheckpointer(pool, schema="never_set_up").latest(WF, "r")
+    await pool.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_postgres_setup_needs_no_superuser(
+    backend: Backend, postgres_server: PostgresServer
+) -> None:
+    user = f"app{uuid.uuid4().hex[:8]}"
+    admin = await postgres_pool(postgres_server.url)
+    async with admin.connection() as conn:
+        await conn.execute(f"CREATE ROLE {user} LOGIN NOSUPERUSER")
+        await conn.execute(f"GRANT CREATE ON DATABASE postgres TO {user}")
+    await admin.close()
+    url = postgres_server.url.replace("postgres@", f"{user}@", 1)
+    async with PostgresCheckpointer(url, schema=f"own_{user}") as store:
+        await store.setup()
+        await store.save(snap("r", 0))
+        assert (await store.latest(WF, "r")) is not None
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_lost_postgres_connection_is_a_typed_error_and_the_next_call_works(
+    backend: Backend, postgres_server: PostgresServer
+) -> None:
+    store = make(backend)
+    await store.save(snap("r", 0))
+    admin = await postgres_pool(postgres_server.url)
+    async with admin.connection() as conn:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )
+    await admin.close()
+    with pytest.raises(StoreUnavailableError):
+        await store.save(snap("r", 1))
+    for _ in range(20):  # the pool drops the broken connections as it meets them
+        try:
+            await store.save(snap("r", 1))
+            break
+        except StoreUnavailableError:
+            await asyncio.sleep(0.05)
+    assert [m.super_step for m in await store.list(WF, "r")] == [0, 1]
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_postgres_refuses_nul_in_ids_before_writing(backend: Backend) -> None:
+    store = make(backend)
+    with pytest.raises(ValueError, match="U\\+0000"):
+        await store.save(snap("r\x00", 0))
+    with pytest.raises(ValueError, match="U\\+0000"):
+        await store.save(snap("r", 0, "lab\x00el"))
+    assert await store.list_runs(WF) == []
+
+
+def test_the_readme_sqlite_example_runs_as_written(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## SQLite and Postgres stores") :]
+    found = re.search(r"```python\n(.*?)```", section, re.S)
+    assert found is not None
+    script = tmp_path / "example.py"
+    script.write_text(found.group(1))
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "{'step': 0}\n"
+    assert (tmp_path / "runs.db").exists()
+
+
+@both
+async def test_a_closed_store_says_so(backend: Backend) -> None:
+    store = make(backend)
+    await store.save(snap("r", 0))
+    await store.aclose()
+    await store.aclose()  # closing twice is fine
+    if isinstance(store, SqliteCheckpointer):
+        with pytest.raises(StoreUnavailableError, match="closed"):
+            await store.latest(WF, "r")
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_postgres_without_jsonb_keeps_only_the_exact_text(
+    backend: Backend, postgres_server: PostgresServer
+) -> None:
+    pool = await postgres_pool(postgres_server.url)
+    store = PostgresCheckpointer(pool, schema=f"j{uuid.uuid4().hex[:8]}", jsonb=False)
+    await store.setup()
+    await store.save(snap("r", 0, status="acting"))
+    await store.fork(CheckpointKey(WF, "r", 0), {"status": "forked"}, run_id="r~fork-1")
+    rows = await query(store, "SELECT run_id, channels FROM {s}.atomr_snapshots ORDER BY run_id")
+    assert rows == [("r", None), ("r~fork-1", None)]
+    found = await store.latest(WF, "r~fork-1")
+    assert found is not None
+    assert found.values == {"status": "forked"}
+    await pool.close()
