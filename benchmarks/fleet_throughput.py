@@ -1,9 +1,9 @@
 """Throughput of a worker fleet: single-step runs through the fleet's worker pool vs arq and saq.
 
 ``python -m benchmarks.fleet_throughput --help``, and see benchmarks/README.md. Needs saq (the
-``bench`` extra) and arq, installed without its pins (it caps redis-py below 6, which lacks
-the sharded pub/sub the fleet's wake-ups use): ``pip install -e '.[cli,bench]' && pip install
---no-deps 'arq>=0.28'``.
+``bench-queues`` extra) and arq, installed without its pins (it caps redis-py below 6, whose
+asyncio client lacks the sharded pub/sub the fleet's wake-ups use):
+``pip install -e '.[cli,bench-queues]' && pip install --no-deps 'arq>=0.28'``.
 
 Every contender drains the same number of jobs of the same trivial function (it counts its call
 in a counter shared by the processes and returns) from a queue filled beforehand, with 1, 2 and
