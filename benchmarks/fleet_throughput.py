@@ -326,6 +326,9 @@ async def measure(
             await asyncio.to_thread(process.join, 60)
             if process.exitcode is None:
                 process.kill()
+    failed = [process.exitcode for process in workers if process.exitcode != 0]
+    if failed:
+        raise BenchmarkError(f"{contender.name}: worker processes failed, exit codes {failed}")
     client_cpu = sum(cpu.get(timeout=10) for _ in workers)
     await contender.check(run, args.jobs)
     await workload.delete_prefix(admin, contender.keys(run))
