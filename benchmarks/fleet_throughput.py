@@ -323,13 +323,17 @@ async def measure(
     finally:
         stop.set()
         for process in workers:
-            await asyncio.to_thread(process.join, 60)
-            if process.exitcode is None:
+            await asyncio.to_thread(process.join, 30)
+            if process.exitcode is None:  # measured already; its CPU time is lost
+                workload.log(f"{contender.name}: a worker process did not stop: killed")
                 process.kill()
-    failed = [process.exitcode for process in workers if process.exitcode != 0]
+                await asyncio.to_thread(process.join)
+    failed = [process.exitcode for process in workers if process.exitcode not in (0, -9)]
     if failed:
         raise BenchmarkError(f"{contender.name}: worker processes failed, exit codes {failed}")
-    client_cpu = sum(cpu.get(timeout=10) for _ in workers)
+    stopped = [process for process in workers if process.exitcode == 0]
+    used = [cpu.get(timeout=10) for _ in stopped]
+    client_cpu = sum(used) / len(used) * len(workers) if used else None
     await contender.check(run, args.jobs)
     await workload.delete_prefix(admin, contender.keys(run))
     calls = {k[6:]: v / args.jobs for k, v in server.items() if k.startswith("calls ") and v}
@@ -339,7 +343,7 @@ async def measure(
         "contender": contender.name,
         "jobs/s": args.jobs / seconds,
         "enqueue/s": args.jobs / enqueue_seconds,
-        "cli µs/job": client_cpu / args.jobs * 1e6,
+        "cli µs/job": None if client_cpu is None else client_cpu / args.jobs * 1e6,
         "srv cmd/job": sum(v for k, v in server.items() if k.startswith("calls ")) / args.jobs,
         "srv µs/job": server["main_cpu_us"] / args.jobs,
         "repeated": tally.duplicates(),
