@@ -21,10 +21,22 @@ from atomr_redis_state import (
     Writes,
 )
 from atomr_redis_state.fleet import Backoff, Fleet, Registry, Worker, Workflow, load_target
+from tests.conftest import Backend
 
 WF = "wf-pool"
 SCHEMA = StateSchema.builder().add("log", AppendList(), []).add_lww("answer").build()
 FAST = Backoff(base=0.01, cap=0.05)
+
+
+NO_QUEUE = ("sqlite", "postgres")
+"""Stores without a ready queue yet: they raise QueueUnsupportedError (tested in test_queue)."""
+
+
+@pytest.fixture
+def checkpointer(backend: Backend) -> Checkpointer:
+    if backend.name in NO_QUEUE:
+        pytest.skip(f"the {backend.name} store has no ready queue yet")
+    return backend.make()
 
 
 class Tools:
@@ -37,6 +49,10 @@ class Tools:
         self.entered = asyncio.Event()
         self.running = 0
         self.most_running = 0
+
+    def open_gate(self) -> None:
+        assert self.gate is not None
+        self.gate.set()
 
     def step(self, name: str, *deps: str) -> Step:
         async def fn(ctx: StepContext) -> Writes:
@@ -72,6 +88,15 @@ class Tools:
     def workflow(self, *steps: Step, **options: Any) -> Workflow:
         steps = steps or (self.step("a"), self.step("b", "a"))
         return Workflow(WF, steps, SCHEMA, backoff=options.pop("backoff", FAST), **options)
+
+
+async def gated_run(store: Checkpointer) -> tuple[Tools, Workflow, Fleet, str]:
+    """A submitted run of a -> b whose steps wait at a gate the test opens."""
+    tools = Tools()
+    tools.gate = asyncio.Event()
+    workflow = tools.workflow()
+    fleet = Fleet(store, workflow)
+    return tools, workflow, fleet, await fleet.submit(workflow)
 
 
 def worker(store: Checkpointer, workflow: Workflow, **options: Any) -> Worker:
@@ -255,17 +280,13 @@ async def test_a_cancelled_run_never_runs(checkpointer: Checkpointer) -> None:
 
 
 async def test_a_run_cancelled_while_running_ends_cancelled(checkpointer: Checkpointer) -> None:
-    tools = Tools()
-    tools.gate = asyncio.Event()
-    workflow = tools.workflow()
-    fleet = Fleet(checkpointer, workflow)
-    run_id = await fleet.submit(workflow)
+    tools, workflow, fleet, run_id = await gated_run(checkpointer)
     tools.failures["a"] = 1  # the attempt in flight fails: a cancelled run is not retried
     pool = worker(checkpointer, workflow)
     running = asyncio.ensure_future(pool.run(burst=True))
     await tools.entered.wait()
     assert await fleet.cancel(workflow, run_id) == "running"
-    tools.gate.set()
+    tools.open_gate()
     await asyncio.wait_for(running, 10)
     assert (await fleet.status(workflow, run_id)).state == "cancelled"
     assert pool.stats.cancelled == 1
@@ -274,16 +295,12 @@ async def test_a_run_cancelled_while_running_ends_cancelled(checkpointer: Checkp
 async def test_a_graceful_stop_releases_the_run_at_its_next_checkpoint(
     checkpointer: Checkpointer,
 ) -> None:
-    tools = Tools()
-    tools.gate = asyncio.Event()
-    workflow = tools.workflow()
-    fleet = Fleet(checkpointer, workflow)
-    run_id = await fleet.submit(workflow)
+    tools, workflow, fleet, run_id = await gated_run(checkpointer)
     first = worker(checkpointer, workflow, worker_id="first")
     running = asyncio.ensure_future(first.run())
     await tools.entered.wait()
     first.stop()
-    tools.gate.set()  # layer "a" finishes and is checkpointed; then the run is let go
+    tools.open_gate()  # layer "a" finishes and is checkpointed; then the run is let go
     await asyncio.wait_for(running, 10)
     assert first.stats.released == 1
     status = await fleet.status(workflow, run_id)
@@ -298,11 +315,7 @@ async def test_a_graceful_stop_releases_the_run_at_its_next_checkpoint(
 async def test_a_stop_past_the_grace_period_releases_the_run_at_once(
     checkpointer: Checkpointer,
 ) -> None:
-    tools = Tools()
-    tools.gate = asyncio.Event()  # never set: the layer never ends by itself
-    workflow = tools.workflow()
-    fleet = Fleet(checkpointer, workflow)
-    run_id = await fleet.submit(workflow)
+    tools, workflow, fleet, run_id = await gated_run(checkpointer)  # the gate stays shut
     pool = worker(checkpointer, workflow, grace=0.2)
     running = asyncio.ensure_future(pool.run())
     await tools.entered.wait()
@@ -341,11 +354,7 @@ async def test_a_crashed_workers_run_is_taken_over_within_a_second_of_its_lease(
 async def test_a_live_worker_is_listed_with_its_runs_and_gone_after_it_stops(
     checkpointer: Checkpointer,
 ) -> None:
-    tools = Tools()
-    tools.gate = asyncio.Event()
-    workflow = tools.workflow()
-    fleet = Fleet(checkpointer, workflow)
-    run_id = await fleet.submit(workflow)
+    tools, workflow, _, run_id = await gated_run(checkpointer)
     pool = worker(checkpointer, workflow, worker_id="w-1")
     running = asyncio.ensure_future(pool.run())
     await tools.entered.wait()
@@ -357,7 +366,7 @@ async def test_a_live_worker_is_listed_with_its_runs_and_gone_after_it_stops(
     assert info["runs"] == [{"workflow_id": WF, "run_id": run_id}]
     assert info["workflows"] == [WF]
     pool.stop()
-    tools.gate.set()
+    tools.open_gate()
     await asyncio.wait_for(running, 10)
     assert await checkpointer.workers() == []
 
@@ -437,7 +446,7 @@ async def test_max_in_flight_caps_the_whole_fleet(checkpointer: Checkpointer) ->
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)  # time for a third claim, were the cap not there
         assert tools.running == 2
-        tools.gate.set()
+        tools.open_gate()
         for run_id in runs:
             await asyncio.wait_for(
                 _until_settled(pool[0], fleet, run_id, {"completed"}, run=False), 30
