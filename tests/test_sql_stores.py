@@ -113,6 +113,22 @@ async def test_values_are_kept_as_their_exact_json_text(backend: Backend) -> Non
 
 
 @both
+async def test_forks_keep_exact_values_and_their_edits(backend: Backend) -> None:
+    store = make(backend)
+    values: dict[str, JSON] = {"nul": "a\x00b", "zero": -0.0, "status": "acting", "n": 1}
+    await store.save(Snapshot(CheckpointKey(WF, "r", 0), values))
+    first = await store.fork(CheckpointKey(WF, "r", 0), {"status": "forked", "new": 1e308})
+    second = await store.fork(CheckpointKey(WF, first, 0), {"status": "again", "nul": "\x00"})
+    empty = await store.fork(CheckpointKey(WF, second, 0))
+    found = [await store.latest(WF, run) for run in (first, second, empty)]
+    assert [f and f.values for f in found] == [
+        {"nul": "a\x00b", "zero": -0.0, "status": "forked", "n": 1, "new": 1e308},
+        {"nul": "\x00", "zero": -0.0, "status": "again", "n": 1, "new": 1e308},
+        {"nul": "\x00", "zero": -0.0, "status": "again", "n": 1, "new": 1e308},
+    ]
+
+
+@both
 async def test_channels_can_be_queried_in_sql(backend: Backend) -> None:
     store = make(backend)
     await store.save(snap("r", 0, status="acting", n=3))
@@ -149,6 +165,21 @@ async def test_an_expired_run_is_invisible_at_once_and_its_rows_go_later(
     await store.save(snap("r", 7))
     assert await query(store, rows, "r") == [(7,)]
     assert [m.super_step for m in await store.list(WF, "r")] == [7]
+
+
+@both
+async def test_starting_a_run_deletes_the_rows_of_runs_that_expired(backend: Backend) -> None:
+    store = make(backend, ttl=0.2)
+    await store.save(snap("old", 0))
+    await store.save(snap("old", 1))
+    await asyncio.sleep(0.55)
+    count = "SELECT count(*) FROM {s}.atomr_snapshots WHERE run_id = ?"
+    await store.save(snap("other", 0))  # "other" is new: the save sweeps
+    assert await query(store, count, "old") == [(0,)]
+    assert await query(store, "SELECT count(*) FROM {s}.atomr_runs WHERE run_id = ?", "old") == [
+        (0,)
+    ]
+    assert await query(store, count, "other") == [(1,)]
 
 
 @both

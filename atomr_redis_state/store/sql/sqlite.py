@@ -54,11 +54,8 @@ T = TypeVar("T")
 EVENTS_KEPT = 10_000
 """How many recent events the file keeps for watchers (pruned every 1,000 events)."""
 
-SWEEP_EVERY_MS = 1_000
-"""How often (at most) a store's writes also delete runs that expired."""
-
-SWEEP_BATCH = 200
-"""How many expired runs one sweep deletes at most."""
+SWEEP_BATCH = 100
+"""How many expired runs a write that creates a run deletes at most (the lazy sweep)."""
 
 _LIVE = "(deadline_ms IS NULL OR deadline_ms > ?)"
 
@@ -116,7 +113,8 @@ class SqliteCheckpointer(BaseCheckpointer):
     Call :meth:`setup` once to create (or migrate) the tables; a store refuses a file without
     them, or with a newer schema, with :class:`~...errors.SchemaVersionError`. ``ttl`` and
     ``keep_last`` behave as on :class:`~..redis.RedisCheckpointer`: a run expires whole (its
-    rows are invisible from its deadline on and deleted lazily, by later writes). Leases and
+    rows are invisible from its deadline on, and deleted by the next write to it, or by the
+    next save or fork that starts a run, which deletes up to 100 expired runs). Leases and
     deadlines use the machine's clock, which every process sharing the file shares.
     ``busy_timeout`` is how long a write waits for another writer's lock; ``synchronous`` is
     SQLite's setting (``"NORMAL"``: a commit survives the process crashing, and may be lost to a
@@ -150,7 +148,6 @@ class SqliteCheckpointer(BaseCheckpointer):
         self._conn: sqlite3.Connection | None = None
         self._checked = False
         self._closed = False
-        self._last_sweep_ms = 0
 
     @property
     def in_memory(self) -> bool:
@@ -215,9 +212,6 @@ class SqliteCheckpointer(BaseCheckpointer):
         try:
             now = self._clock()
             result = work(now)
-            if now - self._last_sweep_ms >= SWEEP_EVERY_MS:
-                self._last_sweep_ms = now
-                _sweep(conn, now)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -306,6 +300,8 @@ class SqliteCheckpointer(BaseCheckpointer):
                 run.steps -= trimmed
             _store_record(conn, wf, run_id, run, is_new)
             _publish(conn, wf, run_id, payload)
+            if is_new:
+                _sweep(conn, now)
 
         await self._run(lambda conn: self._write(conn, lambda now: save(now, conn)))
 
@@ -410,6 +406,8 @@ class SqliteCheckpointer(BaseCheckpointer):
             )
             _store_record(conn, wf, new_run_id, run, target is None)
             _publish(conn, wf, new_run_id, payload)
+            if target is None:
+                _sweep(conn, now)
 
         await self._run(lambda conn: self._write(conn, lambda now: fork(now, conn)))
 
