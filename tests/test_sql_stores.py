@@ -397,3 +397,23 @@ async def test_postgres_without_jsonb_keeps_only_the_exact_text(
     assert found is not None
     assert found.values == {"status": "forked"}
     await pool.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_postgres_run_locked_past_lock_timeout_is_a_typed_error(
+    backend: Backend, postgres_server: PostgresServer
+) -> None:
+    schema = f"l{uuid.uuid4().hex[:8]}"
+    url = f"{postgres_server.url}?options=-c%20lock_timeout%3D100"
+    async with PostgresCheckpointer(url, schema=schema) as store:
+        await store.setup()
+        await store.save(snap("r", 0))
+        admin = await postgres_pool(postgres_server.url)
+        async with admin.connection() as conn, conn.transaction():
+            await conn.execute(
+                f'SELECT 1 FROM "{schema}".atomr_runs WHERE run_id = %s FOR UPDATE', ("r",)
+            )
+            with pytest.raises(StoreLockedError, match="lock"):
+                await store.save(snap("r", 1))
+        await admin.close()
+        assert [m.super_step for m in await store.list(WF, "r")] == [0]
