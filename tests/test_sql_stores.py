@@ -417,3 +417,18 @@ async def test_a_postgres_run_locked_past_lock_timeout_is_a_typed_error(
                 await store.save(snap("r", 1))
         await admin.close()
         assert [m.super_step for m in await store.list(WF, "r")] == [0]
+
+
+def test_without_psycopg_the_postgres_store_says_which_extra_to_install() -> None:
+    script = (
+        "import sys\n"
+        "sys.modules['psycopg'] = None\n"
+        "try:\n"
+        "    from atomr_redis_state.store.sql import PostgresCheckpointer\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert "atomr-redis-state[postgres]" in done.stdout
