@@ -83,7 +83,7 @@ from .store.redis import RedisCheckpointer
 from .store.sql.sqlite import SqliteCheckpointer
 
 if TYPE_CHECKING:
-    from .store.sql.postgres import PostgresCheckpointer
+    from .store.sql.postgres import PostgresCheckpointer as PostgresCheckpointer
 
 # The library logs (conflicts, retries, leases, pauses, failures) under "atomr_redis_state" and
 # prints nothing unless the application configures logging.
@@ -93,7 +93,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 def __getattr__(name: str) -> object:
     """``PostgresCheckpointer``, imported on first use: it needs the ``[postgres]`` extra."""
     if name == "PostgresCheckpointer":
-        from .store.sql.postgres import PostgresCheckpointer
+        from .store.sql.postgres import PostgresCheckpointer as PostgresCheckpointer
 
         return PostgresCheckpointer
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
