@@ -146,8 +146,19 @@ class StoreOutOfMemoryError(AtomrStateError, MemoryError):
     """
 
 
-class StorePermissionError(AtomrStateError, PermissionError):
-    """The Redis user lacks a permission the store needs (see the README's "Security" section)."""
+class StoreConfigurationError(AtomrStateError):
+    """The store's connection settings are wrong, so calling again will not help.
+
+    A TLS certificate that does not verify, credentials that Redis refuses, a database index
+    the server does not have, or a Redis user without a permission the store needs: fix the
+    settings (the URL, ``ssl_ca_certs``, the password, the user's ACL) and connect again.
+    Unlike :class:`StoreUnavailableError`, the outcome is known: nothing was written.
+    """
+
+
+class StorePermissionError(StoreConfigurationError, PermissionError):
+    """The Redis user lacks a permission the store needs (see the README's "Security" section),
+    or Redis refused its credentials."""
 
 
 class DurabilityError(AtomrStateError):

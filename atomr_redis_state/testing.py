@@ -36,6 +36,8 @@ More setups, for operations testing:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -835,6 +837,123 @@ async def postgres_pool(url: str, *, max_size: int = 10) -> Any:
     )
     await pool.open(wait=True)
     return pool
+# Faults: a connection that dies while calls are in flight.
+
+
+@dataclass(eq=False)
+class _Link:
+    """One proxied connection: the client's and the server's stream, and replies held back."""
+
+    client: asyncio.StreamWriter
+    server: asyncio.StreamWriter
+    held: bytearray = field(default_factory=bytearray)
+    pumps: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def abort(self) -> None:
+        for pump in self.pumps:
+            pump.cancel()
+        self.client.transport.abort()
+        self.server.transport.abort()
+
+
+class CuttingProxy:
+    """A loopback TCP proxy in front of a Redis server, which a test drives to make connections
+    die while calls are in flight: deterministically, whatever the client library's timing.
+
+    :meth:`hold` keeps the server's replies back (the calls have reached the server and run
+    there); :meth:`cut` then forwards a part of what each connection holds (``fraction``: 0 cuts
+    before any reply, 0.5 in the middle of one) and kills every connection. New connections
+    (a client's retries) pass freely. ``refuse = True`` closes each new connection at once.
+    ``connections`` counts the connections accepted, ``replied`` the reply bytes forwarded.
+    Use it as ``async with CuttingProxy(server.port) as proxy: ... proxy.url ...``.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.target_port = port
+        self.port = 0
+        self.connections = 0
+        self.replied = 0
+        self.refuse = False
+        self._holding = False
+        self._links: list[_Link] = []
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    @property
+    def held(self) -> int:
+        """Reply bytes held back, over every connection."""
+        return sum(len(link.held) for link in self._links)
+
+    async def __aenter__(self) -> CuttingProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def hold(self) -> None:
+        """From now on, keep every reply back until :meth:`cut`."""
+        self._holding = True
+
+    async def wait_held(self, size: int, within: float = 30.0) -> None:
+        """Wait until ``size`` reply bytes are held back (the calls ran on the server)."""
+        deadline = time.monotonic() + within
+        while self.held < size:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {self.held} of {size} reply bytes came back")
+            await asyncio.sleep(0.005)
+
+    async def cut(self, fraction: float = 0.0) -> None:
+        """Forward ``fraction`` of each connection's held replies, then kill every connection;
+        stop holding."""
+        self._holding = False
+        links, self._links = self._links, []
+        for link in links:
+            part = bytes(link.held[: int(len(link.held) * fraction)])
+            if part:
+                link.client.write(part)
+                self.replied += len(part)
+                with contextlib.suppress(ConnectionError):
+                    await link.client.drain()
+            link.abort()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        if self.refuse:
+            writer.transport.abort()
+            return
+        upstream_reader, upstream = await asyncio.open_connection("127.0.0.1", self.target_port)
+        link = _Link(writer, upstream)
+        self._links.append(link)
+        link.pumps = [
+            asyncio.create_task(self._pump(reader, upstream, None)),
+            asyncio.create_task(self._pump(upstream_reader, writer, link)),
+        ]
+
+    async def _pump(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, replies: _Link | None
+    ) -> None:
+        """Copy ``source`` to ``sink``; ``replies``: this is the server's side of that link."""
+        try:
+            while data := await source.read(65536):
+                if replies is not None and (self._holding or replies.held):
+                    replies.held += data
+                    continue
+                sink.write(data)
+                if replies is not None:
+                    self.replied += len(data)
+                await sink.drain()
+        except ConnectionError:
+            pass
+        finally:
+            sink.close()
 
 
 if importlib.util.find_spec("pytest") is not None:

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from atomr_redis_state import Checkpointer, CheckpointKey, Snapshot
+from atomr_redis_state.store.validation import MAX_TIMESTAMP_MS
 
 ODD_IDS = [
     "a:b",
@@ -86,12 +87,25 @@ def test_bad_checkpoint_keys_are_refused(args: tuple[Any, ...], error: type[Exce
         {"values": {"a": 1}, "label": 5},
         {"values": {"a": 1}, "timestamp_ms": -1},
         {"values": {"a": 1}, "timestamp_ms": 1.5},
+        {"values": {"a": 1}, "timestamp_ms": True},
+        {"values": {"a": 1}, "timestamp_ms": 2**63},
+        {"values": {"a": 1}, "timestamp_ms": 10**30},
     ],
     ids=repr,
 )
 def test_bad_snapshots_are_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises((TypeError, ValueError)):
         Snapshot(CheckpointKey("wf", "r", 0), **kwargs)
+
+
+@pytest.mark.parametrize("timestamp_ms", [0, 2**53 + 1, MAX_TIMESTAMP_MS], ids=repr)
+async def test_every_timestamp_a_snapshot_takes_is_kept_exactly(
+    checkpointer: Checkpointer, timestamp_ms: int
+) -> None:
+    saved = Snapshot(CheckpointKey("wf", "r", 0), {"a": 1}, timestamp_ms=timestamp_ms)
+    await checkpointer.save(saved)
+    assert await checkpointer.latest("wf", "r") == saved
+    assert [m.timestamp_ms for m in await checkpointer.list("wf", "r")] == [timestamp_ms]
 
 
 async def test_save_needs_a_snapshot(checkpointer: Checkpointer) -> None:

@@ -10,15 +10,12 @@ import fakeredis
 import pytest
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import Connection
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from atomr_redis_state import (
     CheckpointConflictError,
     CheckpointKey,
     RedisCheckpointer,
     Snapshot,
-    StoreUnavailableError,
 )
 from atomr_redis_state.store.redis.pipeline import SOLO_BYTES, AutoPipeline, ClusterAutoPipeline
 from atomr_redis_state.testing import RedisClusterServers, RedisServer
@@ -160,24 +157,6 @@ async def test_a_lost_connection_is_retried_for_every_unanswered_caller(
         assert all(s is not None and s.key.super_step == 0 for s in found)
         await store.delete_run(WF, "r")
         await admin.aclose()
-
-
-async def test_without_retries_every_caller_of_a_lost_batch_gets_a_typed_error(
-    redis_server: RedisServer,
-) -> None:
-    no_retry = Retry(NoBackoff(), 0)
-    async with RedisCheckpointer.from_url(
-        redis_server.url, prefix="pipe-noretry", retry=no_retry
-    ) as store:
-        await store.latest(WF, "r")
-        admin = Redis.from_url(redis_server.url)
-        await admin.client_kill_filter(_type="normal", skipme=True)
-        await admin.aclose()
-        failed = await asyncio.gather(
-            *(store.latest(WF, "r") for _ in range(4)), return_exceptions=True
-        )
-        assert all(isinstance(f, StoreUnavailableError) for f in failed), failed
-        assert await store.latest(WF, "r") is None  # and the store works again
 
 
 async def test_pipelining_can_be_turned_off(client: Redis) -> None:

@@ -11,8 +11,6 @@ from typing import Any, cast
 import pytest
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import Connection
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError
 
 from atomr_redis_state import (
@@ -22,7 +20,6 @@ from atomr_redis_state import (
     RedisCheckpointer,
     Snapshot,
     StoreOutOfMemoryError,
-    StoreUnavailableError,
 )
 from atomr_redis_state.store.ids import fork_run_id
 from atomr_redis_state.testing import RedisClusterServers, RedisServer, running_server
@@ -144,6 +141,29 @@ async def test_a_caller_retrying_a_fork_with_its_run_id_gets_the_same_fork(
     assert await store.list_runs(WF) == sorted(["r", fork_id])
 
 
+async def test_a_fork_id_whose_run_already_holds_that_step_by_a_save_is_a_conflict(
+    backend: Backend,
+) -> None:
+    store = backend.make()
+    await store.save(snap("r", 0, x=0))
+    fork_id = fork_run_id("r")
+    await store.save(snap(fork_id, 0, x="saved, not forked"))
+    with pytest.raises(CheckpointConflictError):
+        await store.fork(CheckpointKey(WF, "r", 0), {"x": 1}, run_id=fork_id)
+    copy = await store.load(CheckpointKey(WF, fork_id, 0))
+    assert copy is not None
+    assert copy.values["x"] == "saved, not forked"
+
+
+async def test_a_fork_overwritten_by_a_save_is_no_longer_that_fork(backend: Backend) -> None:
+    store = backend.make()
+    await store.save(snap("r", 0))
+    fork_id = await store.fork(CheckpointKey(WF, "r", 0), {"x": 1})
+    await store.save(snap(fork_id, 0, x=2))
+    with pytest.raises(CheckpointConflictError):
+        await store.fork(CheckpointKey(WF, "r", 0), {"x": 1}, run_id=fork_id)
+
+
 async def test_a_fork_id_of_another_lineage_is_refused(backend: Backend) -> None:
     store = backend.make()
     await store.save(snap("r", 0))
@@ -183,19 +203,6 @@ async def test_from_url_clients_retry_by_default(redis_server: RedisServer) -> N
         await store.save(snap("r", 1), exclusive=True)  # reconnects and retries, no error
         assert [m.super_step for m in await store.list(WF, "r")] == [0, 1]
         await store.delete_run(WF, "r")
-
-
-async def test_without_retries_a_dropped_connection_is_a_typed_error(
-    redis_server: RedisServer,
-) -> None:
-    no_retry = Retry(NoBackoff(), 0)
-    async with RedisCheckpointer.from_url(redis_server.url, prefix="x", retry=no_retry) as store:
-        await store.latest(WF, "r")
-        admin = Redis.from_url(redis_server.url)
-        await admin.client_kill_filter(_type="normal", skipme=True)
-        await admin.aclose()
-        with pytest.raises(StoreUnavailableError, match="call again"):
-            await store.latest(WF, "r")
 
 
 async def test_over_maxmemory_every_write_is_refused_whole() -> None:

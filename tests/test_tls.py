@@ -22,7 +22,7 @@ from atomr_redis_state import (
     StateSchema,
     Step,
     StepContext,
-    StoreUnavailableError,
+    StoreConfigurationError,
     Writes,
 )
 from atomr_redis_state.testing import RedisTlsServer, start_tls_server
@@ -112,11 +112,11 @@ async def test_a_runner_completes_a_run_over_tls(store: RedisCheckpointer) -> No
 async def test_an_unknown_certificate_authority_is_refused_with_a_typed_error(
     redis_tls_server: RedisTlsServer,
 ) -> None:
-    """Without the CA the handshake fails: a typed StoreUnavailableError, not an ssl error."""
+    """Without the CA the handshake fails: a typed StoreConfigurationError, not an ssl error."""
     async with RedisCheckpointer.from_url(
         redis_tls_server.url, prefix="tls-no-ca", socket_timeout=2
     ) as cp:
-        with pytest.raises(StoreUnavailableError, match="CERTIFICATE_VERIFY_FAILED"):
+        with pytest.raises(StoreConfigurationError, match="CERTIFICATE_VERIFY_FAILED"):
             await cp.latest(WF, "r")
 
 

@@ -34,9 +34,9 @@ class _Run:
     """One run: its snapshots, its shared deadline, and its lease record."""
 
     steps: dict[int, dict[bytes, bytes]] = field(default_factory=dict)
-    writers: dict[int, int | None] = field(default_factory=dict)
-    """The lease token each exclusively saved snapshot was saved under (0: none; None: the
-    snapshot was not saved exclusively)."""
+    writers: dict[int, int | str | None] = field(default_factory=dict)
+    """Who wrote each snapshot, as the Redis store's ``:w`` field tells: the lease token of an
+    exclusive save (0: none), the run id of the fork that made it, or None (a plain save)."""
     deadline_ms: int | None = None
     fence: int = 0
     owner: str | None = None
@@ -180,7 +180,7 @@ class InMemoryCheckpointer(BaseCheckpointer):
     ) -> None:
         target = self._live_run(from_key.workflow_id, new_run_id)
         if target is not None:
-            if from_key.super_step in target.steps:
+            if target.writers.get(from_key.super_step) == new_run_id:
                 return  # this very fork, asked for again with the same run id
             raise CheckpointConflictError(from_key.workflow_id, new_run_id, from_key.super_step)
         source = await self._load(from_key)
@@ -192,7 +192,7 @@ class InMemoryCheckpointer(BaseCheckpointer):
         copy.update(pairs_of(list(fields)))
         run = self._new_run(from_key.workflow_id, new_run_id, self._fresh_deadline())
         run.steps[from_key.super_step] = copy
-        run.writers[from_key.super_step] = None
+        run.writers[from_key.super_step] = new_run_id
         self._publish(event)
 
     async def _list_runs(

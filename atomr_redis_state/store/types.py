@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
-from .validation import check_id, check_super_step, check_text
+from .validation import check_id, check_super_step, check_text, check_timestamp_ms
 
 JSON: TypeAlias = "bool | int | float | str | list[JSON] | dict[str, JSON] | None"
 """A strict JSON value: what a channel may hold."""
@@ -66,11 +66,7 @@ class Snapshot:
         if not isinstance(self.metadata, dict):
             raise TypeError(f"metadata must be a dict, not {type(self.metadata).__name__}")
         check_text(self.label, "label")
-        ts = self.timestamp_ms
-        if isinstance(ts, bool) or not isinstance(ts, int):
-            raise TypeError(f"timestamp_ms must be an int, not {type(ts).__name__}")
-        if ts < 0:
-            raise ValueError(f"timestamp_ms must be >= 0, got {ts}")
+        check_timestamp_ms(self.timestamp_ms)
 
     @property
     def meta(self) -> CheckpointMeta:

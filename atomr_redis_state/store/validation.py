@@ -30,6 +30,21 @@ def check_super_step(value: object) -> int:
     return value
 
 
+MAX_TIMESTAMP_MS = 2**63 - 1
+"""The largest timestamp every store holds: a signed 64-bit integer (what Redis integers,
+orjson and SQL ``BIGINT`` take)."""
+
+
+def check_timestamp_ms(value: object) -> int:
+    """Validate a timestamp in milliseconds since the epoch: an int (not a bool) in
+    0..2**63-1, so that every store accepts and refuses the same ones."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"timestamp_ms must be an int, not {type(value).__name__}")
+    if not 0 <= value <= MAX_TIMESTAMP_MS:
+        raise ValueError(f"timestamp_ms must be in 0..{MAX_TIMESTAMP_MS}, got {value}")
+    return value
+
+
 def check_text(value: object, what: str) -> str:
     """Validate free text such as a label: a string that encodes as UTF-8."""
     if not isinstance(value, str):

@@ -11,6 +11,7 @@ import asyncio
 import builtins
 import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
@@ -19,6 +20,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
     AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
     ClusterDownError,
     ClusterError,
     ConnectionError,
@@ -32,11 +34,12 @@ from redis.exceptions import (
 
 from ...errors import (
     DurabilityError,
+    StoreConfigurationError,
     StoreOutOfMemoryError,
     StorePermissionError,
     StoreUnavailableError,
 )
-from .pipeline import AutoPipeline, ClusterAutoPipeline
+from .pipeline import ATTEMPTS, AutoPipeline, ClusterAutoPipeline, client_attempts
 
 T = TypeVar("T")
 
@@ -52,6 +55,38 @@ PERMISSION_HINT = (
     "grant the store's Redis user the ACL in the README's Security section "
     "(scripts need +evalsha +script|load +time, and keys ~<prefix>:*)"
 )
+
+
+_CONFIGURATION_PROBLEMS = (
+    (
+        "CERTIFICATE_VERIFY_FAILED",
+        "the Redis server's TLS certificate does not verify: check "
+        "ssl_ca_certs (the CA that signed it) and the host name in the URL",
+    ),
+    ("DB index is out of range", "the server has no such database: check the index in the URL"),
+    ("invalid DB index", "the server has no such database: check the index in the URL"),
+    ("Invalid Database", "the server has no such database: check the index in the URL"),
+    (
+        "SELECT is not allowed in cluster mode",
+        "Redis Cluster has only database 0: leave the index out of the URL",
+    ),
+)
+"""Text in a redis-py error that marks a setting no retry will fix, and what to do about it."""
+
+
+def configuration_problem(exc: BaseException) -> str | None:
+    """What is wrong with the connection settings, when ``exc`` (or an error it was raised
+    from) says so; None for a failure that may pass (a lost connection, a timeout)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return _CONFIGURATION_PROBLEMS[0][1]
+        text = str(seen)
+        for marker, problem in _CONFIGURATION_PROBLEMS:
+            if marker in text:
+                return problem
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def can_pipeline(client: Any) -> bool:
@@ -130,6 +165,7 @@ class Calls:
         """Run ``operation`` (one or more commands), with typed errors and cluster retries."""
         started = time.monotonic()
         attempt = 0
+        tried = 0  # with the client's own retries
         while True:
             attempt += 1
             try:
@@ -142,18 +178,22 @@ class Calls:
                 ) from exc
             except NoPermissionError as exc:
                 raise StorePermissionError(f"{exc}; {PERMISSION_HINT}") from exc
-            except AuthenticationError as exc:
+            except (AuthenticationError, AuthenticationWrongNumberOfArgsError) as exc:
                 raise StorePermissionError(f"Redis refused the credentials: {exc}") from exc
             except (*_UNAVAILABLE, AttributeError) as exc:
+                problem = configuration_problem(exc)
+                if problem is not None:
+                    raise StoreConfigurationError(f"{problem} ({exc})") from exc
                 # AttributeError: redis-py's cluster client can drop a connection that another
                 # call is using while it re-reads the slot map during a reshard. Whether or not
                 # that call ran, running it again is safe: every call is idempotent.
                 if isinstance(exc, AttributeError) and not self.cluster:
                     raise
                 elapsed = time.monotonic() - started
+                tried += getattr(exc, ATTEMPTS, None) or client_attempts(self.client, exc)
                 if not self.cluster or elapsed >= self.retry_for:
                     raise StoreUnavailableError(
-                        f"Redis unavailable after {attempt} attempt(s) in {elapsed:.1f} s "
+                        f"Redis unavailable after {tried} attempt(s) in {elapsed:.1f} s "
                         f"({type(exc).__name__}: {exc}); the outcome is unknown: call again "
                         "with the same arguments"
                     ) from exc
@@ -161,6 +201,9 @@ class Calls:
                 log.info("cluster call failed (%r); retrying in %.2f s", exc, delay)
                 await asyncio.sleep(delay)
             except ResponseError as exc:
+                problem = configuration_problem(exc)
+                if problem is not None:
+                    raise StoreConfigurationError(f"{problem} ({exc})") from exc
                 if "can't run this command" in str(exc) or "no permissions" in str(exc):
                     raise StorePermissionError(
                         f"the Redis user may not run a command the store needs ({exc}); "

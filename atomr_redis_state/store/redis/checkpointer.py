@@ -35,7 +35,12 @@ from ..codec import WRITE_TOKEN_FIELD, encode_event, pairs_of, write_token
 from ..types import CheckpointEvent, CheckpointKey, Lease, RunRecord
 from ..validation import check_positive_int, duration_to_ms, ttl_to_ms
 from .calls import CLUSTER_RETRY_BUDGET, Calls
-from .connect import client_from_sentinel, client_from_url
+from .connect import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_POOL_TIMEOUT,
+    client_from_sentinel,
+    client_from_url,
+)
 from .keys import KeyLayout, RunKeys
 from .scripts import Scripts
 from .watch import Subscription
@@ -124,6 +129,8 @@ class RedisCheckpointer(BaseCheckpointer):
         retry_for: float | timedelta = CLUSTER_RETRY_BUDGET,
         retry: Retry | None = None,
         pipelining: bool = True,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
         **client_options: Any,
     ) -> RedisCheckpointer:
         """Connect to ``url`` (``redis://``, ``rediss://`` for TLS; ``cluster=True`` for Redis
@@ -133,8 +140,21 @@ class RedisCheckpointer(BaseCheckpointer):
         :func:`~.connect.default_retry`, 3 retries with exponential backoff and jitter); every
         store operation is safe to retry. ``client_options`` go to redis-py (for example
         ``ssl_ca_certs=``, ``socket_timeout=``).
+
+        The client opens at most ``max_connections`` connections (per node on a cluster). With
+        pipelining, concurrent calls share them, a batch per connection; with
+        ``pipelining=False`` each call in flight holds one. Past the limit a call waits up to
+        ``pool_timeout`` seconds for a free connection, then fails with
+        :class:`~...errors.StoreUnavailableError` (on a cluster it is retried for ``retry_for``).
         """
-        client = client_from_url(url, cluster=cluster, retry=retry, options=client_options)
+        client = client_from_url(
+            url,
+            cluster=cluster,
+            retry=retry,
+            options=client_options,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
+        )
         store = cls(
             client,
             prefix=prefix,
@@ -163,6 +183,8 @@ class RedisCheckpointer(BaseCheckpointer):
         retry: Retry | None = None,
         sentinel_options: dict[str, Any] | None = None,
         pipelining: bool = True,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
         **client_options: Any,
     ) -> RedisCheckpointer:
         """Use the primary that Redis Sentinel names ``service_name``, found again after a
@@ -171,7 +193,8 @@ class RedisCheckpointer(BaseCheckpointer):
         ``sentinels`` are ``(host, port)`` addresses; ``sentinel_options`` go to the
         connections to the Sentinels (for example their password), ``client_options`` to those
         to the primary. With ``replicas=1`` a save returns only once a replica has it, so an
-        acknowledged save survives the primary's failure.
+        acknowledged save survives the primary's failure. ``max_connections`` and
+        ``pool_timeout``: as in :meth:`from_url`.
         """
         client, sentinel = client_from_sentinel(
             sentinels,
@@ -179,6 +202,8 @@ class RedisCheckpointer(BaseCheckpointer):
             retry=retry,
             sentinel_options=sentinel_options,
             options=client_options,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
         )
         store = cls(
             client,

@@ -45,10 +45,12 @@ from redis.crc import key_slot
 from redis.exceptions import (
     AskError,
     ClusterDownError,
+    MaxConnectionsError,
     NoScriptError,
     ResponseError,
     TryAgainError,
 )
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 MAX_BATCH = 128
@@ -162,25 +164,51 @@ class AutoPipeline:
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: Batch, route: Any) -> None:
+        pool = self.client.connection_pool
+        try:
+            connection = await pool.get_connection()
+        except BaseException as exc:  # not sent; the pool's connect retried by the client's policy
+            if isinstance(exc, Exception):
+                setattr(exc, ATTEMPTS, client_attempts(self.client, exc))
+            _fail(batch, exc)
+            return
         retry = self.client.get_retry()
+        failed = 0
+        given: list[Any] = [connection]
+
+        async def count(error: Exception) -> None:
+            nonlocal failed
+            failed += 1
+
         try:
             if retry is None:
-                await self._exchange(batch)
+                await self._exchange(batch, given.pop())
             else:
                 await retry.call_with_retry(
-                    lambda: self._exchange([c for c in batch if not c.future.done()]),
-                    _ignore,
+                    lambda: self._exchange(
+                        [c for c in batch if not c.future.done()], given.pop() if given else None
+                    ),
+                    count,
                 )
         except BaseException as exc:  # every unanswered caller gets the batch's failure
+            if isinstance(exc, Exception):
+                setattr(exc, ATTEMPTS, max(failed, 1))
             _fail(batch, exc)
+        finally:
+            for unused in given:
+                await pool.release(unused)
 
-    async def _exchange(self, batch: Batch) -> None:
-        """One write of ``batch`` on a pooled connection, then its replies in order, all within
-        the connection's ``socket_timeout`` (one deadline for the whole batch)."""
-        if not batch:
-            return
+    async def _exchange(self, batch: Batch, connection: Any) -> None:
+        """One write of ``batch`` on ``connection`` (None: a pooled one), then its replies in
+        order, all within the connection's ``socket_timeout`` (one deadline for the whole
+        batch)."""
         pool = self.client.connection_pool
-        connection = await pool.get_connection()
+        if not batch:
+            if connection is not None:
+                await pool.release(connection)
+            return
+        if connection is None:
+            connection = await pool.get_connection()
         try:
             await _exchange_on(connection, batch, ())
         finally:
@@ -364,5 +392,25 @@ def _fail(batch: Batch, exc: BaseException) -> None:
                 call.future.set_exception(exc)
 
 
-async def _ignore(error: Exception) -> None:
-    """The retry policy's failure hook: the failed connection was dropped already."""
+ATTEMPTS = "atomr_attempts"
+"""The attribute on a batch's failure that says how often its calls were tried."""
+
+
+def client_attempts(client: Any, error: BaseException) -> int:
+    """How many times ``client`` tried a call that failed with ``error``: once, plus the
+    retries of its policy when that policy retries such errors (redis-py retries a connection
+    error or a timeout until the policy gives up)."""
+    getter = getattr(client, "get_retry", None)
+    policy = getter() if getter is not None else getattr(client, "retry", None)
+    if policy is None or not isinstance(error, _RETRIED) or _pool_exhausted(error):
+        return 1
+    retries = int(policy.get_retries())
+    return 1 + max(retries, 0)
+
+
+_RETRIED = (RedisConnectionError, RedisTimeoutError)
+
+
+def _pool_exhausted(error: BaseException) -> bool:
+    """The pool had no connection to give (nothing was sent, nothing retried)."""
+    return isinstance(error, MaxConnectionsError) or str(error) == "No connection available."
