@@ -837,6 +837,8 @@ async def postgres_pool(url: str, *, max_size: int = 10) -> Any:
     )
     await pool.open(wait=True)
     return pool
+
+
 # Faults: a connection that dies while calls are in flight.
 
 
