@@ -432,3 +432,13 @@ def test_without_psycopg_the_postgres_store_says_which_extra_to_install() -> Non
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True
     )
     assert "atomr-redis-state[postgres]" in done.stdout
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_watching_a_sqlite_file_without_tables_says_to_run_setup(
+    backend: Backend, tmp_path: Path
+) -> None:
+    async with SqliteCheckpointer(tmp_path / "empty.db") as store:
+        with pytest.raises(SchemaVersionError, match="setup"):
+            async with store.watch(WF):
+                pass

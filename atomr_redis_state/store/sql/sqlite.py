@@ -531,6 +531,7 @@ class SqliteCheckpointer(BaseCheckpointer):
 
             yield await _subscribe(poll, workflow_id, run_id, self.poll_interval, None)
             return
+        await self._run(lambda conn: None)  # the schema checked
         watcher = ThreadPoolExecutor(1, thread_name_prefix="atomr-sqlite-watch")
         loop = asyncio.get_running_loop()
         conn = await loop.run_in_executor(watcher, lambda: connect(self.path, self.busy_timeout_ms))
