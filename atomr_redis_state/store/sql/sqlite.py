@@ -23,7 +23,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import astuple, dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
 
@@ -62,22 +62,45 @@ _LIVE = "(deadline_ms IS NULL OR deadline_ms > ?)"
 _RUN_COLUMNS = "deadline_ms, steps, fence, owner, token, lease_until_ms, lease_ttl_ms, note"
 
 
-@dataclass(slots=True)
 class _Run:
-    """A run's row in ``atomr_runs`` (fields in the order of ``_RUN_COLUMNS``), read and
-    written within one transaction."""
+    """A run's row in ``atomr_runs``, read and written within one transaction."""
 
-    deadline_ms: int | None = None
-    steps: int = 0
-    fence: int = 0
-    owner: str | None = None
-    token: int = 0
-    lease_until_ms: int = 0
-    lease_ttl_ms: int = 0
-    note: str | None = None
+    __slots__ = (
+        "deadline_ms",
+        "fence",
+        "lease_ttl_ms",
+        "lease_until_ms",
+        "note",
+        "owner",
+        "steps",
+        "token",
+    )
+
+    def __init__(self, row: tuple[Any, ...] | None = None) -> None:
+        if row is None:
+            row = (None, 0, 0, None, 0, 0, 0, None)
+        (
+            self.deadline_ms,
+            self.steps,
+            self.fence,
+            self.owner,
+            self.token,
+            self.lease_until_ms,
+            self.lease_ttl_ms,
+            self.note,
+        ) = row
 
     def values(self) -> tuple[Any, ...]:
-        return astuple(self)
+        return (
+            self.deadline_ms,
+            self.steps,
+            self.fence,
+            self.owner,
+            self.token,
+            self.lease_until_ms,
+            self.lease_ttl_ms,
+            self.note,
+        )
 
     def holder(self, now: int) -> str | None:
         """The owner of the live lease, or None."""
@@ -603,7 +626,7 @@ def _live_record(
     ).fetchone()
     if row is None:
         return None
-    run = _Run(*row)
+    run = _Run(row)
     if run.deadline_ms is not None and run.deadline_ms <= now:
         if drop:
             _drop(conn, workflow_id, run_id)
