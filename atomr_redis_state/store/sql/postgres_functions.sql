@@ -171,9 +171,10 @@ END
 $$;
 
 -- fork (fork.lua): copy one snapshot into a new run, with edits (p_edits: a JSON object of
--- channels set over the source's, as the codec wrote it: no whitespace around its braces). The source is never changed. A target run that exists is a
--- conflict, unless its snapshot was written by this very fork (write token = its run id: a
--- retry), which returns 0 and writes nothing.
+-- channels set over the source's, as the codec wrote it: no whitespace around its braces). The
+-- source is never changed. A target run that exists is a conflict, unless its snapshot was
+-- written by this very fork (write token = its run id: a retry), which returns 0 and writes
+-- nothing.
 CREATE OR REPLACE FUNCTION @schema@.atomr_fork(
   p_wf text, p_source text, p_target text, p_step bigint, p_ts bigint, p_label text,
   p_edits text, p_jsonb boolean, p_ttl bigint, p_channel text, p_event text
