@@ -23,7 +23,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import astuple, dataclass, fields, replace
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar, cast
 
@@ -106,16 +106,7 @@ class _Run:
     """1 when queued again because its worker's lease expired: the next claim is a takeover."""
 
     def values(self) -> tuple[Any, ...]:
-        return (
-            self.deadline_ms,
-            self.steps,
-            self.fence,
-            self.owner,
-            self.token,
-            self.lease_until_ms,
-            self.lease_ttl_ms,
-            self.note,
-        )
+        return astuple(self)
 
     def holder(self, now: int) -> str | None:
         """The owner of the live lease, or None."""
