@@ -233,7 +233,8 @@ async def test_list_workflows_lists_each_workflow_with_runs_once_in_order(
         for run in ("r1", "r2", "r3"):
             await store.save(Snapshot(CheckpointKey(workflow, run, 0), {}))
     await store.fork(CheckpointKey("wf-b", "r1", 0))
-    if backend.sql is None:  # a SQL store has no prefix: its database (or schema) is its own
+    # Another tenant: a key prefix on Redis (a schema or a file on SQL: test_sql_stores.py).
+    if backend.sql is None:
         other_prefix = backend.make(prefix=f"{backend.prefix}-other")
         await other_prefix.save(Snapshot(CheckpointKey("wf-elsewhere", "r", 0), {}))
         assert await other_prefix.list_workflows() == ["wf-elsewhere"]
