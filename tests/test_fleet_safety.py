@@ -564,8 +564,8 @@ async def test_an_answer_owed_past_an_added_layer_survives_a_failure(
     assert len(set(r.runs_of("ask"))) == 1
 
 
-@pytest.mark.parametrize("backend", ["postgres"], indirect=True)  # SQLite: test_sql_stores.py
-async def test_setup_brings_a_first_version_sql_store_to_answers(
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_setup_brings_a_first_version_postgres_store_to_answers(
     backend: Backend,
 ) -> None:
     store = make(backend)
