@@ -486,3 +486,22 @@ async def test_a_worker_archives_the_runs_it_completes(checkpointer: Checkpointe
     assert archived is not None
     assert archived.values["log"] == ["in", "a", "b"]
     assert [m.label for m in await archive.list(WF, done)] == ["init", "layer:0", "layer:1"]
+
+
+async def test_a_cancelled_run_stops_mid_step_at_its_next_renewal(
+    checkpointer: Checkpointer,
+) -> None:
+    tools, workflow, fleet, run_id = await gated_run(checkpointer)  # the gate stays shut
+    pool = worker(checkpointer, workflow, lease_ttl=0.6)  # renewed every 0.2 s
+    running = asyncio.ensure_future(pool.run())
+    try:
+        await tools.entered.wait()
+        assert await fleet.cancel(workflow, run_id) == "running"
+        await asyncio.wait_for(_until_settled(pool, fleet, run_id, {"cancelled"}, run=False), 10)
+    finally:
+        pool.stop()
+        await asyncio.wait_for(running, 10)
+    assert pool.stats.cancelled == 1
+    assert tools.calls == {(run_id, "a"): 1}  # stopped inside "a"; "b" never ran
+    record = await checkpointer.run_record(WF, run_id)
+    assert record.lease is None

@@ -247,6 +247,10 @@ class Checkpointer(Protocol):
         through the lease-deadline index, never by a scan. On Redis the claim itself is one
         script on one slot bucket; the buckets that need a claim come from the workflow's hint
         index (see :mod:`.redis.queue`).
+
+        A claim whose reply is lost (a dropped connection) is not answered again: its run
+        stays leased to ``owner`` until the lease expires, then the next claim takes it over.
+        It never runs on two workers at once, and waits at most one lease ttl.
         """
         ...
 
