@@ -559,3 +559,37 @@ async def test_a_failed_attempt_not_yet_settled_is_not_a_dead_letter(
     assert (await run_status(checkpointer, WF, "r1")).state == "stalled"
     await checkpointer.finish(claim.lease, "failed", reason="boom")
     assert (await run_status(checkpointer, WF, "r1")).state == "failed"
+
+
+async def test_finish_stores_clears_or_keeps_the_note_as_release_lease_does(
+    checkpointer: Checkpointer,
+) -> None:
+    await checkpointer.submit(init("r1"))
+    claim = await checkpointer.claim(WF, "w1", 30)
+    assert claim is not None
+    await checkpointer.finish(claim.lease, "retry", retry_in=0.01, max_attempts=5, note={"n": 1})
+    record = await checkpointer.run_record(WF, "r1")
+    assert record.note == {"n": 1}
+    assert record.lease is None
+    claim = await claim_within(checkpointer, 2)
+    assert claim is not None
+    await checkpointer.finish(claim.lease, "released")  # keeps it
+    assert (await checkpointer.run_record(WF, "r1")).note == {"n": 1}
+    claim = await claim_within(checkpointer, 2)
+    assert claim is not None
+    await checkpointer.finish(claim.lease, "completed", keep_note=False)
+    assert (await checkpointer.run_record(WF, "r1")).note is None
+
+
+async def test_many_concurrent_submits_share_the_pipeline(
+    backend: Backend, checkpointer: Checkpointer
+) -> None:
+    """300 submits at once (each with its hint update) on a client of 100 connections: the
+    automatic pipeline batches them; the store never takes a connection per call."""
+    if backend.name not in ("redis", "redis-acl"):
+        pytest.skip("only a pipelined standalone client batches calls")
+    runs = [f"r{i}" for i in range(300)]
+    created = await asyncio.gather(*(checkpointer.submit(init(run)) for run in runs))
+    assert all(created)
+    assert (await checkpointer.queue_depth(WF)).ready == len(runs)
+    assert sorted(await claim_all(checkpointer)) == sorted(runs)

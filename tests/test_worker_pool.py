@@ -151,11 +151,17 @@ async def test_many_runs_are_shared_by_workers_and_each_step_runs_once(
 
 async def test_a_worker_runs_at_most_its_concurrency(checkpointer: Checkpointer) -> None:
     tools = Tools()
+    tools.gate = asyncio.Event()
     workflow = tools.workflow(tools.step("a"))
     fleet = Fleet(checkpointer, workflow)
     for i in range(8):
         await fleet.submit(workflow, run_id=f"r{i}")
-    await worker(checkpointer, workflow, concurrency=3).run(burst=True)
+    running = asyncio.ensure_future(worker(checkpointer, workflow, concurrency=3).run(burst=True))
+    await _until_running(tools, 3)
+    await asyncio.sleep(0.5)  # time for a fourth claim, were the limit not there
+    assert tools.running == 3
+    tools.open_gate()
+    await asyncio.wait_for(running, 30)
     assert tools.most_running == 3
     assert len(tools.calls) == 8
 
@@ -413,6 +419,15 @@ def test_backoff_grows_exponentially_with_jitter() -> None:
         assert len(set(delays)) > 1
 
 
+async def _until_running(tools: Tools, count: int) -> None:
+    """Wait until ``count`` steps are running at once."""
+    for _ in range(400):
+        if tools.running >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{count} steps never ran at once")
+
+
 async def _until_settled(
     pool: Worker, fleet: Fleet, run_id: str, states: set[str], *, run: bool = True
 ) -> None:
@@ -440,10 +455,7 @@ async def test_max_in_flight_caps_the_whole_fleet(checkpointer: Checkpointer) ->
     pool = [worker(checkpointer, workflow, concurrency=4) for _ in range(2)]
     running = [asyncio.ensure_future(w.run()) for w in pool]
     try:
-        for _ in range(200):
-            if tools.running == 2:
-                break
-            await asyncio.sleep(0.05)
+        await _until_running(tools, 2)
         await asyncio.sleep(0.5)  # time for a third claim, were the cap not there
         assert tools.running == 2
         tools.open_gate()
@@ -457,3 +469,22 @@ async def test_max_in_flight_caps_the_whole_fleet(checkpointer: Checkpointer) ->
         await asyncio.gather(*running)
     assert tools.most_running == 2
     assert len(tools.calls) == 6
+
+
+async def test_a_cancelled_run_stops_mid_step_at_its_next_renewal(
+    checkpointer: Checkpointer,
+) -> None:
+    tools, workflow, fleet, run_id = await gated_run(checkpointer)  # the gate stays shut
+    pool = worker(checkpointer, workflow, lease_ttl=0.6)  # renewed every 0.2 s
+    running = asyncio.ensure_future(pool.run())
+    try:
+        await tools.entered.wait()
+        assert await fleet.cancel(workflow, run_id) == "running"
+        await asyncio.wait_for(_until_settled(pool, fleet, run_id, {"cancelled"}, run=False), 10)
+    finally:
+        pool.stop()
+        await asyncio.wait_for(running, 10)
+    assert pool.stats.cancelled == 1
+    assert tools.calls == {(run_id, "a"): 1}  # stopped inside "a"; "b" never ran
+    record = await checkpointer.run_record(WF, run_id)
+    assert record.lease is None

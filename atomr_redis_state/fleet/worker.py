@@ -319,11 +319,6 @@ class Worker:
         )
         try:
             outcome = await runner.run_claimed(lease)
-        except (WorkerStopping, RunCancelledError):
-            await self._finish(workflow, claim, "released")
-        except asyncio.CancelledError:
-            await self._finish(workflow, claim, "released")
-            raise
         except LeaseLostError:
             self.stats.lost += 1
             log.warning(
@@ -332,19 +327,33 @@ class Worker:
                 lease.run_id,
                 workflow.id,
             )
+            return
+        except asyncio.CancelledError:
+            await self._finish(workflow, claim, "released", settlement=runner.settlement)
+            raise
+        except (WorkerStopping, RunCancelledError):
+            ended: tuple[Outcome, JSON] = ("released", None)  # a cancelled run ends cancelled
         except WorkflowChangedError as exc:
-            reason: JSON = {"error": type(exc).__name__, "changes": list(exc.changes)}
-            await self._finish(workflow, claim, "blocked", reason)
+            ended = ("blocked", {"error": type(exc).__name__, "changes": list(exc.changes)})
         except Exception as exc:
-            reason = {"error": type(exc).__name__, "message": str(exc)[:2000]}
-            await self._finish(workflow, claim, "retry", reason)
+            ended = ("retry", {"error": type(exc).__name__, "message": str(exc)[:2000]})
         else:
-            await self._finish(workflow, claim, _settled(outcome))
+            ended = (_settled(outcome), None)
+        await self._finish(workflow, claim, *ended, settlement=runner.settlement)
 
     async def _finish(
-        self, workflow: Workflow, claim: Claim, outcome: Outcome, reason: JSON = None
+        self,
+        workflow: Workflow,
+        claim: Claim,
+        outcome: Outcome,
+        reason: JSON = None,
+        *,
+        settlement: tuple[JSON, bool] = (None, False),
     ) -> None:
+        """Settle the claim, releasing its lease with what the runner left (``settlement``:
+        a failed layer's note, and whether the work finished), in one round trip."""
         lease = claim.lease
+        note, finished = settlement
         retry_in = workflow.backoff.delay(claim.attempts + 1)
         try:
             state = await self.store.finish(
@@ -353,6 +362,8 @@ class Worker:
                 reason=reason,
                 retry_in=retry_in,
                 max_attempts=workflow.max_attempts,
+                note=note,
+                keep_note=note is None and not finished,
             )
         except LeaseLostError:
             self.stats.lost += 1

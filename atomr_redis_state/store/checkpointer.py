@@ -247,6 +247,10 @@ class Checkpointer(Protocol):
         through the lease-deadline index, never by a scan. On Redis the claim itself is one
         script on one slot bucket; the buckets that need a claim come from the workflow's hint
         index (see :mod:`.redis.queue`).
+
+        A claim whose reply is lost (a dropped connection) is not answered again: its run
+        stays leased to ``owner`` until the lease expires, then the next claim takes it over.
+        It never runs on two workers at once, and waits at most one lease ttl.
         """
         ...
 
@@ -258,6 +262,8 @@ class Checkpointer(Protocol):
         reason: JSON = None,
         retry_in: float | timedelta | None = None,
         max_attempts: int | None = None,
+        note: JSON = None,
+        keep_note: bool = True,
     ) -> QueueState:
         """End the claim ``lease`` stands for, releasing the lease; return the run's queue
         state after it.
@@ -266,6 +272,9 @@ class Checkpointer(Protocol):
         once: a graceful shutdown); ``retry`` (one more failed attempt: queued again after
         ``retry_in``, or ``failed`` once ``max_attempts`` attempts have failed); ``failed`` (a
         dead letter at once); ``blocked`` (the workflow changed; until :meth:`requeue`).
+        ``note`` and ``keep_note`` release the lease as :meth:`release_lease` does, in the same
+        round trip: a ``note`` is stored (a failed layer's), else ``keep_note=False`` clears
+        it, and by default the note stays as it is.
         ``reason`` (JSON) says why, for ``status()`` and the CLI. A run whose cancellation was
         requested ends ``cancelled`` instead, unless it completed.
 
@@ -698,6 +707,8 @@ class BaseCheckpointer(ABC):
         reason: JSON = None,
         retry_in: float | timedelta | None = None,
         max_attempts: int | None = None,
+        note: JSON = None,
+        keep_note: bool = True,
     ) -> QueueState:
         _check_lease(lease)
         if outcome not in OUTCOMES:
@@ -706,7 +717,11 @@ class BaseCheckpointer(ABC):
         if max_attempts is not None:
             check_positive_int(max_attempts, "max_attempts")
         encoded = None if reason is None else encode_value("reason", reason)
-        return await self._finish(lease, outcome, encoded, retry_ms, max_attempts or 0)
+        kept = None if note is None else encode_value("note", note)
+        keep = bool(keep_note) and note is None
+        return await self._finish(
+            lease, outcome, encoded, retry_ms, max_attempts or 0, kept, keep_note=keep
+        )
 
     async def resume_run(
         self,
@@ -815,8 +830,12 @@ class BaseCheckpointer(ABC):
         reason: bytes | None,
         retry_ms: int,
         max_attempts: int,
+        note: bytes | None,
+        *,
+        keep_note: bool,
     ) -> QueueState:
-        """Settle the claim: release the lease and move the run by ``outcome``."""
+        """Settle the claim: release the lease (storing, clearing or keeping the note) and move
+        the run by ``outcome``."""
         raise QueueUnsupportedError(self)
 
     async def _requeue(

@@ -461,6 +461,9 @@ class InMemoryCheckpointer(BaseCheckpointer):
         reason: bytes | None,
         retry_ms: int,
         max_attempts: int,
+        note: bytes | None,
+        *,
+        keep_note: bool,
     ) -> QueueState:
         workflow_id, run_id = lease.workflow_id, lease.run_id
         run = self._record(workflow_id, run_id)
@@ -471,6 +474,8 @@ class InMemoryCheckpointer(BaseCheckpointer):
         now = self._clock()
         run.owner, run.lease_until_ms, run.leased_until_ms = None, 0, None
         run.settled = lease.token
+        if not keep_note:
+            run.note = note  # as release_lease: a failed layer's note, or cleared
         if run.cancel_ms is not None and outcome != "completed":
             run.queue_state, run.answer = "cancelled", None
             self._announce("cancelled", workflow_id, run_id)
