@@ -166,7 +166,9 @@ class WorkerProcesses:
             assert worker.returncode in (0, -signal.SIGKILL), log[-3000:]
 
 
-async def chaos(fleet: WorkerProcesses, store: RedisCheckpointer, plan: Plan, done: asyncio.Event) -> None:
+async def chaos(
+    fleet: WorkerProcesses, store: RedisCheckpointer, plan: Plan, done: asyncio.Event
+) -> None:
     """Until ``done``: every second or so, SIGKILL a worker (measuring the takeover of its runs,
     and starting a new one) or SIGSTOP one for 0.5-4 s."""
     measuring: set[asyncio.Task[None]] = set()
@@ -197,7 +199,9 @@ async def chaos(fleet: WorkerProcesses, store: RedisCheckpointer, plan: Plan, do
     await asyncio.gather(*measuring)
 
 
-async def resume_later(fleet: WorkerProcesses, worker: asyncio.subprocess.Process, after: float) -> None:
+async def resume_later(
+    fleet: WorkerProcesses, worker: asyncio.subprocess.Process, after: float
+) -> None:
     await asyncio.sleep(after)
     if worker.returncode is None:
         worker.send_signal(signal.SIGCONT)
