@@ -94,7 +94,7 @@ def make_plan() -> Plan:
     return Plan(runs, doomed)
 
 
-class Fleet8:
+class WorkerProcesses:
     """The worker processes: started, killed, stopped and continued by the test."""
 
     def __init__(self, url: str, cluster: bool, prefix: str, effects: str, logs: Path) -> None:
@@ -166,7 +166,9 @@ class Fleet8:
             assert worker.returncode in (0, -signal.SIGKILL), log[-3000:]
 
 
-async def chaos(fleet: Fleet8, store: RedisCheckpointer, plan: Plan, done: asyncio.Event) -> None:
+async def chaos(
+    fleet: WorkerProcesses, store: RedisCheckpointer, plan: Plan, done: asyncio.Event
+) -> None:
     """Until ``done``: every second or so, SIGKILL a worker (measuring the takeover of its runs,
     and starting a new one) or SIGSTOP one for 0.5-4 s."""
     measuring: set[asyncio.Task[None]] = set()
@@ -197,7 +199,9 @@ async def chaos(fleet: Fleet8, store: RedisCheckpointer, plan: Plan, done: async
     await asyncio.gather(*measuring)
 
 
-async def resume_later(fleet: Fleet8, worker: asyncio.subprocess.Process, after: float) -> None:
+async def resume_later(
+    fleet: WorkerProcesses, worker: asyncio.subprocess.Process, after: float
+) -> None:
     await asyncio.sleep(after)
     if worker.returncode is None:
         worker.send_signal(signal.SIGCONT)
@@ -268,7 +272,7 @@ async def submit_all(store: RedisCheckpointer, plan: Plan) -> None:
 async def soak(url: str, cluster: bool, logs: Path) -> tuple[Plan, str, str]:
     prefix, effects = f"soak-{uuid.uuid4().hex[:8]}", f"effects-{uuid.uuid4().hex[:8]}"
     plan = make_plan()
-    fleet = Fleet8(url, cluster, prefix, effects, logs)
+    fleet = WorkerProcesses(url, cluster, prefix, effects, logs)
     async with RedisCheckpointer.from_url(url, cluster=cluster, prefix=prefix) as store:
         for _ in range(WORKERS):
             await fleet.start()
