@@ -309,13 +309,23 @@ async def test_a_bad_step_is_a_bad_request(api: Api) -> None:
     assert response.status_code == 400
 
 
-async def test_export_writes_the_export_commands_lines(api: Api) -> None:
-    response = await api.client.get(
-        "/api/export", params={"workflow": WF, "run": api.seeded.paused}
-    )
+async def test_export_writes_the_export_commands_lines(writable: Api) -> None:
+    response = await writable.post("export", {"workflow": WF, "run": writable.seeded.paused})
+    assert response.status_code == 200, response.text
     lines = [orjson.loads(line) for line in response.content.splitlines()]
     assert lines[0]["format"] == "atomr-redis-state/checkpoints"
     assert [line["super_step"] for line in lines[1:]] == [0, 1, 2, 3]
+
+
+async def test_export_is_an_action_refused_when_writes_are_off(api: Api) -> None:
+    response = await api.post("export", {"workflow": WF, "run": api.seeded.paused})
+    assert response.status_code == 403
+    assert (await api.client.get("/api/export", params={"workflow": WF})).status_code == 405
+
+
+async def test_export_is_refused_with_a_wrong_token(writable: Api) -> None:
+    response = await writable.post("export", {"workflow": WF, "run": "x"}, token="wrong")
+    assert response.status_code == 401
 
 
 async def test_another_host_name_is_refused(api: Api) -> None:

@@ -112,7 +112,7 @@ def create_app(
         Route("/api/diff", api.diff),
         Route("/api/lineage", api.lineage),
         Route("/api/events", api.events),
-        Route("/api/export", api.export),
+        Route("/api/export", api.export, methods=["POST"]),
         Route("/api/answer", api.answer, methods=["POST"]),
         Route("/api/fork", api.fork, methods=["POST"]),
         Route("/api/delete", api.delete, methods=["POST"]),
@@ -339,9 +339,11 @@ class _Api:
         )
 
     async def export(self, request: Request) -> Response:
-        workflow = _text(request, "workflow")
-        run = _text(request, "run")
-        forks = request.query_params.get("forks") == "1"
+        """An action like the writes (they all need --allow-writes and the token): the whole
+        run, its notes included, leaves the inspector as a file."""
+        body = await self._write_body(request)
+        workflow, run = _body_text(body, "workflow"), _body_text(body, "run")
+        forks = body.get("forks") is True
         lines = await data.export_lines(self.store, workflow, run, forks=forks)
         name = "".join(c if c.isalnum() or c in "-_." else "_" for c in run)[:80]
         return Response(

@@ -2,7 +2,7 @@
 // address (links work with the keyboard, in new tabs, and when shared); the data comes from
 // the JSON API and stays live through server-sent events.
 
-import { get, post, token, setToken, takeTokenFromAddress, listen, ApiError } from "./api.js";
+import { get, post, download, token, setToken, takeTokenFromAddress, listen, ApiError } from "./api.js";
 import { h, fill, safe, when, badge, setTones, tickTimes, qs, link } from "./dom.js";
 import { jsonTree } from "./tree.js";
 
@@ -495,6 +495,17 @@ async function runPage() {
   });
 }
 
+function exportButton(wf, run, forks, text) {
+  return h("button", {
+    type: "button",
+    onclick: async () => {
+      try {
+        await download("export", { workflow: wf, run, forks }, `${run.replace(/[^\w.-]/g, "_").slice(0, 80)}.jsonl`);
+      } catch (error) { notify(`Export refused: ${error.message}`, "error", { sticky: true }); }
+    },
+  }, text);
+}
+
 function drawSummary(summary, alerts, wf, run, s, view, refresh) {
   const facts = [
     ["Step", s.super_step ?? "-"],
@@ -510,8 +521,8 @@ function drawSummary(summary, alerts, wf, run, s, view, refresh) {
   }
   const actions = h("div.actions",
     {},
-    h("a.button", { href: link("/api/export", { workflow: wf, run }), download: "" }, "Export"),
-    h("a.button", { href: link("/api/export", { workflow: wf, run, forks: 1 }), download: "" }, "Export with forks"),
+    info.writes ? exportButton(wf, run, false, "Export") : null,
+    info.writes ? exportButton(wf, run, true, "Export with forks") : null,
     info.writes ? h("button.danger", {
       type: "button",
       onclick: async () => {
