@@ -67,7 +67,7 @@ async def test_setup_is_safe_to_run_again(backend: Backend) -> None:
     await store.setup()
     await store.setup()
     assert (await store.latest(WF, "r")) is not None
-    assert await query(store, "SELECT version FROM {s}.atomr_schema") == [(1,)]
+    assert await query(store, "SELECT version FROM {s}.atomr_schema") == [(2,)]
 
 
 @both
