@@ -130,7 +130,16 @@ async def test_a_worker_runs_at_most_its_concurrency(checkpointer: Checkpointer)
     fleet = Fleet(checkpointer, workflow)
     for i in range(8):
         await fleet.submit(workflow, run_id=f"r{i}")
-    await worker(checkpointer, workflow, concurrency=3).run(burst=True)
+    tools.gate = asyncio.Event()  # the steps wait: a slow store cannot hide the concurrency
+    running = asyncio.ensure_future(worker(checkpointer, workflow, concurrency=3).run(burst=True))
+    for _ in range(1000):
+        if tools.running == 3:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)  # time for a fourth claim, which must not come
+    assert tools.running == 3
+    tools.gate.set()
+    await asyncio.wait_for(running, 30)
     assert tools.most_running == 3
     assert len(tools.calls) == 8
 
