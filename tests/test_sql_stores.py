@@ -67,7 +67,7 @@ async def test_setup_is_safe_to_run_again(backend: Backend) -> None:
     await store.setup()
     await store.setup()
     assert (await store.latest(WF, "r")) is not None
-    assert await query(store, "SELECT version FROM {s}.atomr_schema") == [(2,)]
+    assert await query(store, "SELECT version FROM {s}.atomr_schema") == [(1,)]
 
 
 @both
@@ -318,6 +318,57 @@ async def test_postgres_refuses_nul_in_ids_before_writing(backend: Backend) -> N
     with pytest.raises(ValueError, match="U\\+0000"):
         await store.save(snap("r", 0, "lab\x00el"))
     assert await store.list_runs(WF) == []
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_setup_migrates_a_version_1_postgres_schema_in_place(
+    backend: Backend, postgres_server: PostgresServer
+) -> None:
+    from atomr_redis_state.store.sql.postgres_schema import migration_sql, quote_identifier
+
+    schema = f"v1_{uuid.uuid4().hex[:8]}"
+    s = quote_identifier(schema)
+    pool = await postgres_pool(postgres_server.url)
+    async with pool.connection() as conn:  # a schema as version 1 of this library left it
+        await conn.execute(f"CREATE SCHEMA {s}")
+        await conn.execute(f"CREATE TABLE {s}.atomr_schema (version integer NOT NULL)")
+        await conn.execute(migration_sql(1, schema))
+        await conn.execute(f"INSERT INTO {s}.atomr_schema (version) VALUES (1)")
+        await conn.execute(
+            f"INSERT INTO {s}.atomr_runs (workflow_id, run_id, steps, note) "
+            "VALUES (%s, 'old', 1, '\"kept\"')",
+            (WF,),
+        )
+        await conn.execute(
+            f"INSERT INTO {s}.atomr_snapshots (workflow_id, run_id, step, timestamp_ms, label, "
+            "channels_json, channels) VALUES (%s, 'old', 0, 1, 'init', '{\"a\":1}', '{\"a\":1}')",
+            (WF,),
+        )
+        await conn.execute(  # a version-1 function whose signature version 2 changed
+            f"CREATE FUNCTION {s}.atomr_renew_lease(text, text, bigint, bigint) RETURNS bigint "
+            "LANGUAGE sql AS 'SELECT 0::bigint'"
+        )
+    store = PostgresCheckpointer(pool, schema=schema)
+    with pytest.raises(SchemaVersionError, match="version 1"):
+        await store.latest(WF, "old")
+    await store.setup()
+    old = await store.latest(WF, "old")
+    assert old is not None
+    assert old.values == {"a": 1}
+    assert (await store.run_record(WF, "old")).note == "kept"
+    lease = await store.acquire_lease(WF, "old", "w", 30)
+    assert (await store.renew_lease(lease)).token == lease.token
+    assert await store.submit(snap("new", 0))
+    assert (await store.queue_depth(WF)).ready == 1
+    assert await query(store, "SELECT version FROM {s}.atomr_schema") == [(1,)]
+    renew_functions = await query(
+        store,
+        "SELECT count(*) FROM pg_proc WHERE proname = 'atomr_renew_lease' "
+        "AND pronamespace = ?::regnamespace",
+        s,
+    )
+    assert renew_functions == [(1,)]
+    await pool.close()
 
 
 def test_the_readme_sqlite_example_runs_as_written(tmp_path: Path) -> None:

@@ -90,8 +90,8 @@ class PostgresCheckpointer(BaseCheckpointer):
     ``psycopg_pool.AsyncConnectionPool`` of your own, used and not closed (its connections are
     put in autocommit mode). Call :meth:`setup` once (it is safe to call again, also from many
     processes at once) to create or migrate the tables and functions in ``schema``; a store
-    refuses a schema without them, or one newer than it knows, with
-    :class:`~...errors.SchemaVersionError`.
+    refuses a schema without them, an older one (until :meth:`setup` migrates it in place) or
+    a newer one, with :class:`~...errors.SchemaVersionError`.
 
     ``ttl`` and ``keep_last`` behave as on :class:`~..redis.RedisCheckpointer`, on the database
     server's clock: a run expires whole, invisible from its deadline on, its rows deleted
@@ -286,7 +286,7 @@ class PostgresCheckpointer(BaseCheckpointer):
         except pg_errors.UndefinedTable:
             raise SchemaVersionError(None, SCHEMA_VERSION) from None
         version = None if found is None else int(found[0])
-        if version is None or version > SCHEMA_VERSION:
+        if version != SCHEMA_VERSION:  # an older one until setup() migrates it; a newer one
             raise SchemaVersionError(version, SCHEMA_VERSION)
         self._checked = True
 
