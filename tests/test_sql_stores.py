@@ -23,7 +23,12 @@ from atomr_redis_state import (
     StoreUnavailableError,
 )
 from atomr_redis_state.errors import SchemaVersionError, StoreDiskFullError, StoreLockedError
-from atomr_redis_state.store.sql import PostgresCheckpointer, SqliteCheckpointer
+from atomr_redis_state.store.sql import (
+    PostgresCheckpointer,
+    SqliteCheckpointer,
+    postgres_schema,
+    sqlite_schema,
+)
 from atomr_redis_state.testing import PostgresServer, postgres_pool
 from tests.conftest import Backend
 
@@ -54,6 +59,13 @@ async def query(store: AnyStore, sql: str, *params: Any) -> list[tuple[Any, ...]
         return rows
 
 
+def schema_version(store: AnyStore) -> int:
+    """The schema version this library writes for the store's kind."""
+    if isinstance(store, SqliteCheckpointer):
+        return sqlite_schema.SCHEMA_VERSION
+    return postgres_schema.SCHEMA_VERSION
+
+
 def make(backend: Backend, **options: Any) -> AnyStore:
     store = backend.make(**options)
     assert isinstance(store, SqliteCheckpointer | PostgresCheckpointer)
@@ -67,7 +79,7 @@ async def test_setup_is_safe_to_run_again(backend: Backend) -> None:
     await store.setup()
     await store.setup()
     assert (await store.latest(WF, "r")) is not None
-    assert await query(store, "SELECT version FROM {s}.atomr_schema") == [(1,)]
+    assert await query(store, "SELECT version FROM {s}.atomr_schema") == [(schema_version(store),)]
 
 
 @both
@@ -417,3 +429,31 @@ async def test_postgres_without_jsonb_keeps_only_the_exact_text(
     assert found is not None
     assert found.values == {"status": "forked"}
     await pool.close()
+
+
+async def test_setup_migrates_a_version_1_sqlite_file_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(sqlite_schema.MIGRATIONS[1])
+    conn.execute("CREATE TABLE atomr_schema (id INTEGER PRIMARY KEY, version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO atomr_schema VALUES (1, 1)")
+    conn.execute(
+        "INSERT INTO atomr_runs (workflow_id, run_id, steps) VALUES (?, ?, 1)", (WF, "old")
+    )
+    conn.execute(
+        "INSERT INTO atomr_snapshots (workflow_id, run_id, step, timestamp_ms, label, channels) "
+        "VALUES (?, ?, 0, 1, 'init', '{\"a\":1}')",
+        (WF, "old"),
+    )
+    conn.commit()
+    conn.close()
+    store = SqliteCheckpointer(path)
+    with pytest.raises(SchemaVersionError):
+        await store.latest(WF, "old")
+    await store.setup()
+    old = await store.latest(WF, "old")
+    assert old is not None
+    assert old.values == {"a": 1}
+    assert await store.submit(snap("new", 0))
+    assert (await store.queue_depth(WF)).ready == 1
+    await store.aclose()

@@ -404,6 +404,11 @@ class PostgresCheckpointer(BaseCheckpointer):
         rows = await self._all("list_runs", (workflow_id, after or "", limit))
         return [run_id for (run_id,) in rows]
 
+    async def _list_workflows(self, *, limit: int, after: str | None) -> builtins.list[str]:
+        check_no_nul([after or ""], "ids")
+        rows = await self._all("list_workflows", (after or "", limit))
+        return [workflow_id for (workflow_id,) in rows]
+
     async def _delete_run(self, workflow_id: str, run_id: str, event: CheckpointEvent) -> bool:
         check_no_nul([workflow_id, run_id], "ids")
         found = await self._one(
@@ -423,7 +428,6 @@ class PostgresCheckpointer(BaseCheckpointer):
         except psycopg.Error as exc:
             _raise_refusal(exc, workflow_id, run_id, 0, None)
         token, until, cancelled = found[0]
-        log.info("run %s: lease %d taken by %s", run_id, token, owner)
         return Lease(workflow_id, run_id, owner, token, until, ttl_ms, bool(cancelled))
 
     async def _renew_lease(self, lease: Lease) -> Lease:
@@ -453,7 +457,6 @@ class PostgresCheckpointer(BaseCheckpointer):
         )
         if not found[0] and note is not None:
             raise LeaseLostError(lease.workflow_id, lease.run_id, lease.token)
-        log.info("run %s: lease %d released by %s", lease.run_id, lease.token, lease.owner)
         return bool(found[0])
 
     async def _run_record(self, workflow_id: str, run_id: str) -> RunRecord:
@@ -479,11 +482,6 @@ class PostgresCheckpointer(BaseCheckpointer):
             cancel_ms,
             queue,
         )
-
-    async def _list_workflows(self, *, limit: int, after: str | None) -> builtins.list[str]:
-        check_no_nul([after or ""], "ids")
-        rows = await self._all("list_workflows", (after or "", limit))
-        return [workflow_id for (workflow_id,) in rows]
 
     async def _record_answer(
         self, workflow_id: str, run_id: str, super_step: int, value: bytes, lease: Lease | None
@@ -533,7 +531,6 @@ class PostgresCheckpointer(BaseCheckpointer):
             return None
         run_id, token, until, cancelled, attempts, taken_over = found
         lease = Lease(workflow_id, run_id, owner, token, until, ttl_ms, cancelled)
-        log.info("run %s: claimed by %s with lease %d", run_id, owner, token)
         return Claim(lease, attempts, taken_over)
 
     async def _finish(
@@ -756,7 +753,9 @@ def _raise_refusal(
     ``postgres_functions.sql``), which only the caller can name: it knows the key."""
     code, diag = exc.sqlstate, exc.diag
     if code == "ARCON":
-        log.info("run %s: super-step %s already checkpointed", run_id, step)
+        log.info(
+            "workflow %s run %s: super-step %s already checkpointed", workflow_id, run_id, step
+        )
         raise CheckpointConflictError(workflow_id, run_id, step) from None
     if code == "ARHLD":
         owner, until = diag.message_hint or "", int(diag.message_detail or 0)
