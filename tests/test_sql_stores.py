@@ -372,7 +372,7 @@ async def test_setup_migrates_a_version_1_postgres_schema_in_place(
     assert (await store.renew_lease(lease)).token == lease.token
     assert await store.submit(snap("new", 0))
     assert (await store.queue_depth(WF)).ready == 1
-    assert await query(store, "SELECT version FROM {s}.atomr_schema") == [(1,)]
+    assert await query(store, "SELECT version FROM {s}.atomr_schema") == [(2,)]
     renew_functions = await query(
         store,
         "SELECT count(*) FROM pg_proc WHERE proname = 'atomr_renew_lease' "
