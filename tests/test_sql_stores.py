@@ -383,6 +383,73 @@ async def test_setup_migrates_a_version_1_postgres_schema_in_place(
     await pool.close()
 
 
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_every_postgres_operation_is_one_round_trip(
+    backend: Backend, postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    """Counted in libpq's protocol trace of the store's one connection: one Sync (one
+    pipeline of Parse, Bind, Execute sent at once, one answer), or one simple Query, per call."""
+    from psycopg_pool import AsyncConnectionPool
+
+    trace = (tmp_path / "trace").open("w")
+
+    async def traced(conn: Any) -> None:
+        conn.pgconn.trace(trace.fileno())
+
+    pool: Any = AsyncConnectionPool(
+        postgres_server.url,
+        min_size=1,
+        max_size=1,
+        kwargs={"autocommit": True},
+        open=False,
+        configure=traced,
+    )
+    await pool.open(wait=True)
+    store = PostgresCheckpointer(pool, schema=f"rt_{uuid.uuid4().hex[:8]}")
+    await store.setup()
+
+    def round_trips() -> int:
+        lines = (tmp_path / "trace").read_text().splitlines()
+        sent = [line.split("\t")[3] for line in lines if "\tF\t" in line]
+        return sent.count("Sync") + sent.count("Query")  # extended, or simple protocol
+
+    async def one(call: Any) -> Any:
+        before = round_trips()
+        result = await call
+        assert round_trips() - before == 1, call
+        return result
+
+    await one(store.submit(snap("q", 0)))
+    claim = await one(store.claim(WF, "w", 30))
+    assert claim is not None
+    lease = claim.lease
+    await one(store.save(snap("q", 1), lease=lease))
+    await one(store.renew_lease(lease))
+    await one(store.record_answer(WF, "q", "yes", super_step=1, lease=lease))
+    await one(store.run_record(WF, "q"))
+    await one(store.finish(lease, "paused"))
+    await one(store.resume_run(WF, "q", "yes"))
+    await one(store.cancel(WF, "q"))
+    await one(store.submit(snap("f", 0)))
+    failed = await one(store.claim(WF, "w", 30))
+    await one(store.finish(failed.lease, "failed", reason="boom"))
+    await one(store.requeue(WF, "f"))
+    await one(store.queue_depth(WF))
+    await one(store.heartbeat("w", {"runs": 1}, 30))
+    await one(store.workers())
+    await one(store.forget_worker("w"))
+    await one(store.take_permit(WF, "h", 2, 30))
+    await one(store.renew_permits(WF, ["h", "gone"], 30))
+    await one(store.drop_permit(WF, "h"))
+    await one(store.list_workflows())
+    lease = await one(store.acquire_lease(WF, "f", "w", 30))
+    await one(store.release_lease(lease, note="done"))
+    async with store.wake_ups([WF, "other"]) as wake:
+        await one(wake.wait(at_most=0))
+    await pool.close()
+    trace.close()
+
+
 def test_the_readme_sqlite_example_runs_as_written(tmp_path: Path) -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = readme[readme.index("## SQLite and Postgres stores") :]
