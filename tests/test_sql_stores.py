@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -448,6 +449,35 @@ async def test_every_postgres_operation_is_one_round_trip(
         await one(wake.wait(at_most=0))
     await pool.close()
     trace.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_postgres_wake_up_comes_from_another_stores_submit(
+    backend: Backend, postgres_server: PostgresServer
+) -> None:
+    waiter = make(backend)
+    assert isinstance(waiter, PostgresCheckpointer)
+    other = PostgresCheckpointer(postgres_server.url, schema=waiter.schema)
+    async with other, waiter.wake_ups([WF]) as wake:
+        await wake.wait(at_most=0)
+        started = asyncio.get_running_loop().time()
+        waiting = asyncio.ensure_future(wake.wait(at_most=20))
+        await asyncio.sleep(0.1)
+        await other.submit(snap("r", 0))  # a NOTIFY from another pool (as from a process)
+        await asyncio.wait_for(waiting, 10)
+        assert asyncio.get_running_loop().time() - started < 10
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_postgres_wake_up_comes_when_a_delayed_run_is_due(backend: Backend) -> None:
+    store = make(backend)
+    await store.submit(snap("later", 0), not_before=timedelta(seconds=1))
+    async with store.wake_ups([WF]) as wake:
+        await wake.wait(at_most=0)
+        started = asyncio.get_running_loop().time()
+        await asyncio.wait_for(wake.wait(at_most=30), 20)
+        assert 0.5 < asyncio.get_running_loop().time() - started < 20
+    assert await store.claim(WF, "w", 30) is not None
 
 
 def test_the_readme_sqlite_example_runs_as_written(tmp_path: Path) -> None:
