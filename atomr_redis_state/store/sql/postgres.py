@@ -205,8 +205,9 @@ class PostgresCheckpointer(BaseCheckpointer):
             "take_permit": f"SELECT {s}.atomr_take_permit(%s, %s, %s, %s)",
             "renew_permits": f"WITH renewed AS (UPDATE {s}.atomr_permits "
             f"SET expires_ms = {s}.atomr_now() + %s WHERE workflow_id = %s "
-            f"AND holder = ANY(%s) AND expires_ms > {s}.atomr_now() RETURNING 1) "
-            "SELECT count(*) FROM renewed",
+            f"AND holder = ANY(%s) AND expires_ms > {s}.atomr_now() RETURNING holder) "
+            "SELECT count(*) FROM unnest(%s::text[]) AS given (holder) "  # each name counts
+            "WHERE given.holder IN (SELECT holder FROM renewed)",
             "drop_permit": f"DELETE FROM {s}.atomr_permits WHERE workflow_id = %s AND holder = %s",
             "event": f"SELECT payload FROM {s}.atomr_events WHERE id = %s",
             "version": f"SELECT version FROM {s}.atomr_schema",
@@ -632,7 +633,7 @@ class PostgresCheckpointer(BaseCheckpointer):
         self, workflow_id: str, holders: builtins.list[str], ttl_ms: int
     ) -> int:
         check_no_nul([workflow_id, *holders], "ids and holders")
-        found = await self._one("renew_permits", (ttl_ms, workflow_id, holders))
+        found = await self._one("renew_permits", (ttl_ms, workflow_id, holders, holders))
         return int(found[0])
 
     async def _drop_permit(self, workflow_id: str, holder: str) -> None:
