@@ -34,7 +34,7 @@ SHORT = 0.4
 """A lease ttl short enough to wait out in a test."""
 
 
-NO_QUEUE = ("postgres",)
+NO_QUEUE: tuple[str, ...] = ()
 """Stores without a ready queue yet: they raise QueueUnsupportedError (tested in test_queue)."""
 
 

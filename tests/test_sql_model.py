@@ -3,14 +3,19 @@ leases (with notes), hold runs and read run records give the same answers on the
 on the in-memory store (the model), with and without ``keep_last`` and ``ttl``; and on SQLite,
 with both stores on one test clock that moves, runs and leases expire as the model's do.
 
-Operations collide on a few runs and owners. Answers are compared whole, or as the error's
-type; what depends on a clock (fencing tokens, lease deadlines, a fork's timestamp) is compared
-by what it must mean instead.
+Every operation of the protocol is drawn (saves, exclusive and held; loads; latest; list with
+limit and before; forks, with a reused fork id; list_runs paged; deletes; leases taken, renewed
+and released with notes; run records; and the fleet's queue: submits, claims, finishes,
+requeues, resumes, cancels, answers, depths), on a few runs and owners so that they collide. Answers
+are compared whole, or as the error's type; what depends on a clock (fencing tokens, lease
+deadlines, a fork's timestamp) is compared by what it must mean instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -58,11 +63,53 @@ ARGUMENTS: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
 KINDS = [*["save"] * 8, *["list", "latest"] * 2, *ARGUMENTS]
 """Saves drawn most often, so that runs grow past ``keep_last``; reads next."""
 
+QUEUE_RUNS = ["a", "b", "c"]
+QUEUE_ARGUMENTS: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
+    "submit": st.tuples(st.sampled_from(QUEUE_RUNS), VALUES, st.sampled_from([None, None, 3600])),
+    "claim": st.tuples(st.sampled_from(OWNERS)),
+    "finish": st.tuples(
+        st.sampled_from(QUEUE_RUNS),
+        st.sampled_from(OWNERS),
+        st.sampled_from(["completed", "paused", "released", "retry", "failed", "blocked"]),
+        st.sampled_from([None, 2]),
+    ),
+    "requeue": st.tuples(st.sampled_from(QUEUE_RUNS)),
+    "resume": st.tuples(st.sampled_from(QUEUE_RUNS), VALUES),
+    "cancel": st.tuples(st.sampled_from(QUEUE_RUNS)),
+    "answer": st.tuples(
+        st.sampled_from(QUEUE_RUNS), STEPS, VALUES, st.sampled_from([None, *OWNERS])
+    ),
+    "depth": st.tuples(),
+    "save": st.tuples(
+        st.sampled_from(QUEUE_RUNS),
+        STEPS,
+        VALUES,
+        st.booleans(),
+        st.just(None),
+        st.sampled_from([None, *OWNERS]),
+    ),
+    "acquire": st.tuples(st.sampled_from(QUEUE_RUNS), st.sampled_from(OWNERS), st.booleans()),
+    "renew": st.tuples(st.sampled_from(QUEUE_RUNS), st.sampled_from(OWNERS)),
+    "release": st.tuples(
+        st.sampled_from(QUEUE_RUNS), st.sampled_from(OWNERS), st.sampled_from([None, "done"])
+    ),
+    "delete_run": st.tuples(st.sampled_from(QUEUE_RUNS)),
+    "record": st.tuples(st.sampled_from(QUEUE_RUNS)),
+}
+QUEUE_KINDS = [*["submit", "claim", "finish"] * 3, *QUEUE_ARGUMENTS]
+"""The fleet's queue: submits, claims and finishes drawn most often, so that runs move."""
+
 
 @st.composite
 def operations(draw: st.DrawFn) -> tuple[Any, ...]:
     kind = draw(st.sampled_from(KINDS))
     return (kind, *draw(ARGUMENTS[kind]))
+
+
+@st.composite
+def queue_operations(draw: st.DrawFn) -> tuple[Any, ...]:
+    kind = draw(st.sampled_from(QUEUE_KINDS))
+    return (kind, *draw(QUEUE_ARGUMENTS[kind]))
 
 
 class Player:
@@ -117,7 +164,7 @@ class Player:
             if lease is None:
                 return "no lease"
             renewed = await store.renew_lease(lease)
-            return renewed.token == lease.token
+            return renewed.token == lease.token, renewed.cancel_requested
         if kind == "release":
             run, owner, note = args
             lease = self.leases.get((run, owner))
@@ -126,9 +173,56 @@ class Player:
             if note == "keep":
                 return await store.release_lease(lease, keep_note=True)
             return await store.release_lease(lease, note=note)
-        record = await store.run_record(wf, args[0])
-        held = None if record.lease is None else record.lease.owner
-        return held, record.note
+        if kind == "record":
+            record = await store.run_record(wf, args[0])
+            held = None if record.lease is None else record.lease.owner
+            queue = record.queue and (
+                record.queue.state,
+                record.queue.attempts,
+                record.queue.reason,
+            )
+            cancelled = record.cancel_requested_at_ms is not None
+            return held, record.note, record.answer, cancelled, queue
+        return await self._play_queue(kind, args)
+
+    async def _play_queue(self, kind: str, args: tuple[Any, ...]) -> object:
+        store, wf = self.store, self.wf
+        if kind == "submit":
+            run, value, delay = args
+            not_before = None if delay is None else timedelta(seconds=delay)
+            snapshot = Snapshot(CheckpointKey(wf, run, 0), {"v": value}, "l", self.tick)
+            return await store.submit(snapshot, not_before=not_before)
+        if kind == "claim":
+            claim = await store.claim(wf, args[0], 60)
+            if claim is None:
+                return None
+            self.leases[(claim.lease.run_id, args[0])] = claim.lease
+            return (
+                claim.lease.run_id,
+                claim.attempts,
+                claim.taken_over,
+                claim.lease.cancel_requested,
+            )
+        if kind == "finish":
+            run, owner, outcome, max_attempts = args
+            lease = self.leases.get((run, owner))
+            if lease is None:
+                return "no lease"
+            reason = {"outcome": outcome, "tick": self.tick}
+            return await store.finish(lease, outcome, reason=reason, max_attempts=max_attempts)
+        if kind == "requeue":
+            return await store.requeue(wf, args[0])
+        if kind == "resume":
+            return await store.resume_run(wf, args[0], args[1])
+        if kind == "cancel":
+            return await store.cancel(wf, args[0])
+        if kind == "answer":
+            run, step, value, owner = args
+            lease = None if owner is None else self.leases.get((run, owner))
+            await store.record_answer(wf, run, value, super_step=step, lease=lease)
+            return None
+        assert kind == "depth", kind
+        return await store.queue_depth(wf)
 
 
 TIME_STEPS = st.sampled_from([500, 4_000, 6_000, 9_000, 11_000, 21_000])
@@ -136,9 +230,16 @@ TIME_STEPS = st.sampled_from([500, 4_000, 6_000, 9_000, 11_000, 21_000])
 
 
 async def compare(
-    backend: Backend, options: dict[str, Any], sequence: list[tuple[Any, ...]], **clock: Any
+    backend: Backend,
+    options: dict[str, Any],
+    sequence: list[tuple[Any, ...]],
+    *,
+    pace: float = 0,
+    **clock: Any,
 ) -> None:
-    """Play ``sequence`` on the model and on a SQL store of ``backend``: the same answers."""
+    """Play ``sequence`` on the model and on a SQL store of ``backend``: the same answers.
+    ``pace`` seconds pass after each operation (so that two stores on real clocks order runs
+    queued one after the other alike)."""
     workflow_id = f"wf-{uuid.uuid4().hex[:8]}"  # every example on runs of its own
     model = Player(InMemoryCheckpointer(**options, **clock), workflow_id)
     assert backend.sql is not None
@@ -152,6 +253,7 @@ async def compare(
             expected = await model.play(op)
             got = await store.play(op)
             assert got == expected, f"op {i} {op}: {backend.name} {got!r}, model {expected!r}"
+            await asyncio.sleep(pace)
     finally:
         await sql_store.aclose()
 
@@ -199,3 +301,21 @@ async def test_sqlite_expires_runs_and_leases_as_the_in_memory_model(
     whole (ttl 10 s, leases 60 s), and every answer still matches the model's. (Postgres runs
     on its server's clock, which a test cannot move.)"""
     await compare(backend, options, sequence, clock=MovingClock())
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.parametrize("options", [{}, {"ttl": 3600}], ids=str)
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(sequence=st.lists(queue_operations(), min_size=10, max_size=40))
+async def test_sql_queues_answer_as_the_in_memory_model(
+    backend: Backend, options: dict[str, Any], sequence: list[tuple[Any, ...]]
+) -> None:
+    """The fleet's queue (submit, claim, finish by every outcome, requeue, resume with an
+    answer, cancel, answers, depth) mixed with saves, leases and deletes on a few runs and two
+    owners: every answer is the model's, with the run records' queue part, answer and cancel
+    flag. Both stores run on real clocks, 3 ms apart per operation."""
+    await compare(backend, options, sequence, pace=0.003)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -361,6 +362,153 @@ async def test_postgres_refuses_nul_in_ids_before_writing(backend: Backend) -> N
     with pytest.raises(ValueError, match="U\\+0000"):
         await store.save(snap("r", 0, "lab\x00el"))
     assert await store.list_runs(WF) == []
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_setup_migrates_a_version_1_postgres_schema_in_place(
+    backend: Backend, postgres_server: PostgresServer
+) -> None:
+    from atomr_redis_state.store.sql.postgres_schema import migration_sql, quote_identifier
+
+    schema = f"v1_{uuid.uuid4().hex[:8]}"
+    s = quote_identifier(schema)
+    pool = await postgres_pool(postgres_server.url)
+    async with pool.connection() as conn:  # a schema as version 1 of this library left it
+        await conn.execute(f"CREATE SCHEMA {s}")
+        await conn.execute(f"CREATE TABLE {s}.atomr_schema (version integer NOT NULL)")
+        await conn.execute(migration_sql(1, schema))
+        await conn.execute(f"INSERT INTO {s}.atomr_schema (version) VALUES (1)")
+        await conn.execute(
+            f"INSERT INTO {s}.atomr_runs (workflow_id, run_id, steps, note) "
+            "VALUES (%s, 'old', 1, '\"kept\"')",
+            (WF,),
+        )
+        await conn.execute(
+            f"INSERT INTO {s}.atomr_snapshots (workflow_id, run_id, step, timestamp_ms, label, "
+            "channels_json, channels) VALUES (%s, 'old', 0, 1, 'init', '{\"a\":1}', '{\"a\":1}')",
+            (WF,),
+        )
+        await conn.execute(  # a version-1 function whose signature version 2 changed
+            f"CREATE FUNCTION {s}.atomr_renew_lease(text, text, bigint, bigint) RETURNS bigint "
+            "LANGUAGE sql AS 'SELECT 0::bigint'"
+        )
+    store = PostgresCheckpointer(pool, schema=schema)
+    with pytest.raises(SchemaVersionError, match="version 1"):
+        await store.latest(WF, "old")
+    await store.setup()
+    old = await store.latest(WF, "old")
+    assert old is not None
+    assert old.values == {"a": 1}
+    assert (await store.run_record(WF, "old")).note == "kept"
+    lease = await store.acquire_lease(WF, "old", "w", 30)
+    assert (await store.renew_lease(lease)).token == lease.token
+    assert await store.submit(snap("new", 0))
+    assert (await store.queue_depth(WF)).ready == 1
+    assert await query(store, "SELECT version FROM {s}.atomr_schema") == [(2,)]
+    renew_functions = await query(
+        store,
+        "SELECT count(*) FROM pg_proc WHERE proname = 'atomr_renew_lease' "
+        "AND pronamespace = ?::regnamespace",
+        s,
+    )
+    assert renew_functions == [(1,)]
+    await pool.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_every_postgres_operation_is_one_round_trip(
+    backend: Backend, postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    """Counted in libpq's protocol trace of the store's one connection: one Sync (one
+    pipeline of Parse, Bind, Execute sent at once, one answer), or one simple Query, per call."""
+    from psycopg_pool import AsyncConnectionPool
+
+    trace = (tmp_path / "trace").open("w")
+
+    async def traced(conn: Any) -> None:
+        conn.pgconn.trace(trace.fileno())
+
+    pool: Any = AsyncConnectionPool(
+        postgres_server.url,
+        min_size=1,
+        max_size=1,
+        kwargs={"autocommit": True},
+        open=False,
+        configure=traced,
+    )
+    await pool.open(wait=True)
+    store = PostgresCheckpointer(pool, schema=f"rt_{uuid.uuid4().hex[:8]}")
+    await store.setup()
+
+    def round_trips() -> int:
+        lines = (tmp_path / "trace").read_text().splitlines()
+        sent = [line.split("\t")[3] for line in lines if "\tF\t" in line]
+        return sent.count("Sync") + sent.count("Query")  # extended, or simple protocol
+
+    async def one(call: Any) -> Any:
+        before = round_trips()
+        result = await call
+        assert round_trips() - before == 1, call
+        return result
+
+    await one(store.submit(snap("q", 0)))
+    claim = await one(store.claim(WF, "w", 30))
+    assert claim is not None
+    lease = claim.lease
+    await one(store.save(snap("q", 1), lease=lease))
+    await one(store.renew_lease(lease))
+    await one(store.record_answer(WF, "q", "yes", super_step=1, lease=lease))
+    await one(store.run_record(WF, "q"))
+    await one(store.finish(lease, "paused"))
+    await one(store.resume_run(WF, "q", "yes"))
+    await one(store.cancel(WF, "q"))
+    await one(store.submit(snap("f", 0)))
+    failed = await one(store.claim(WF, "w", 30))
+    await one(store.finish(failed.lease, "failed", reason="boom"))
+    await one(store.requeue(WF, "f"))
+    await one(store.queue_depth(WF))
+    await one(store.heartbeat("w", {"runs": 1}, 30))
+    await one(store.workers())
+    await one(store.forget_worker("w"))
+    await one(store.take_permit(WF, "h", 2, 30))
+    await one(store.renew_permits(WF, ["h", "gone"], 30))
+    await one(store.drop_permit(WF, "h"))
+    await one(store.list_workflows())
+    lease = await one(store.acquire_lease(WF, "f", "w", 30))
+    await one(store.release_lease(lease, note="done"))
+    async with store.wake_ups([WF, "other"]) as wake:
+        await one(wake.wait(at_most=0))
+    await pool.close()
+    trace.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_postgres_wake_up_comes_from_another_stores_submit(
+    backend: Backend, postgres_server: PostgresServer
+) -> None:
+    waiter = make(backend)
+    assert isinstance(waiter, PostgresCheckpointer)
+    other = PostgresCheckpointer(postgres_server.url, schema=waiter.schema)
+    async with other, waiter.wake_ups([WF]) as wake:
+        await wake.wait(at_most=0)
+        started = asyncio.get_running_loop().time()
+        waiting = asyncio.ensure_future(wake.wait(at_most=20))
+        await asyncio.sleep(0.1)
+        await other.submit(snap("r", 0))  # a NOTIFY from another pool (as from a process)
+        await asyncio.wait_for(waiting, 10)
+        assert asyncio.get_running_loop().time() - started < 10
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_postgres_wake_up_comes_when_a_delayed_run_is_due(backend: Backend) -> None:
+    store = make(backend)
+    await store.submit(snap("later", 0), not_before=timedelta(seconds=1))
+    async with store.wake_ups([WF]) as wake:
+        await wake.wait(at_most=0)
+        started = asyncio.get_running_loop().time()
+        await asyncio.wait_for(wake.wait(at_most=30), 20)
+        assert 0.5 < asyncio.get_running_loop().time() - started < 20
+    assert await store.claim(WF, "w", 30) is not None
 
 
 def test_the_readme_sqlite_example_runs_as_written(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ SCHEMA = StateSchema.builder().add("log", AppendList(), []).add_lww("answer").bu
 FAST = Backoff(base=0.01, cap=0.05)
 
 
-NO_QUEUE = ("postgres",)
+NO_QUEUE: tuple[str, ...] = ()
 """Stores without a ready queue yet: they raise QueueUnsupportedError (tested in test_queue)."""
 
 
@@ -433,11 +433,13 @@ async def _until_settled(
     pool: Worker, fleet: Fleet, run_id: str, states: set[str], *, run: bool = True
 ) -> None:
     """Run ``pool`` (unless ``run`` is False: it runs already) until the run is in one of
-    ``states``."""
+    ``states``, by its status and by its queue record (between a runner's release of its lease,
+    with a failure note, and its worker's ``finish``, the status already says ``failed``)."""
     running = asyncio.ensure_future(pool.run()) if run else None
     try:
         for _ in range(1000):
-            if (await fleet.status(WF, run_id)).state in states:
+            status = await fleet.status(WF, run_id)
+            if status.state in states and (status.queue is None or status.queue.state in states):
                 return
             await asyncio.sleep(0.05)
         raise AssertionError(f"run {run_id} never reached {states}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import hashlib
 import inspect
 import logging
@@ -19,7 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import orjson
 
@@ -34,10 +35,13 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     ) from exc
 
 from ...errors import (
+    AnswerRefusedError,
     CheckpointConflictError,
     CheckpointNotFoundError,
     LeaseHeldError,
     LeaseLostError,
+    QueueStateError,
+    RunCancelledError,
     RunNotFoundError,
     SchemaVersionError,
     StoreDiskFullError,
@@ -46,9 +50,21 @@ from ...errors import (
     StorePermissionError,
     StoreUnavailableError,
 )
-from ..checkpointer import BaseCheckpointer, Fields, Stored
+from ..checkpointer import BaseCheckpointer, Fields, Stored, WakeUps
 from ..codec import decode_event, encode_event, write_token
-from ..types import CheckpointEvent, CheckpointKey, Lease, RunRecord
+from ..types import (
+    Answer,
+    CheckpointEvent,
+    CheckpointKey,
+    Claim,
+    Lease,
+    Outcome,
+    QueueDepth,
+    QueueRecord,
+    QueueState,
+    RunRecord,
+    WorkerInfo,
+)
 from ..validation import check_positive_int, ttl_to_ms
 from .postgres_schema import (
     SCHEMA_VERSION,
@@ -62,6 +78,9 @@ log = logging.getLogger(__name__)
 
 _LIVE = "(r.deadline_ms IS NULL OR r.deadline_ms > {s}.atomr_now())"
 
+_WAKING_KINDS = frozenset({"queued", "released", "retrying"})
+"""Queue events that mean work may be ready: they wake idle workers (see :meth:`wake_ups`)."""
+
 
 class PostgresCheckpointer(BaseCheckpointer):
     """Checkpoints in Postgres, shared by every worker that uses the same database and schema.
@@ -71,8 +90,8 @@ class PostgresCheckpointer(BaseCheckpointer):
     ``psycopg_pool.AsyncConnectionPool`` of your own, used and not closed (its connections are
     put in autocommit mode). Call :meth:`setup` once (it is safe to call again, also from many
     processes at once) to create or migrate the tables and functions in ``schema``; a store
-    refuses a schema without them, or one newer than it knows, with
-    :class:`~...errors.SchemaVersionError`.
+    refuses a schema without them, an older one (until :meth:`setup` migrates it in place) or
+    a newer one, with :class:`~...errors.SchemaVersionError`.
 
     ``ttl`` and ``keep_last`` behave as on :class:`~..redis.RedisCheckpointer`, on the database
     server's clock: a run expires whole, invisible from its deadline on, its rows deleted
@@ -129,8 +148,8 @@ class PostgresCheckpointer(BaseCheckpointer):
             "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             "fork": f"SELECT {s}.atomr_fork(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             "delete_run": f"SELECT {s}.atomr_delete_run(%s, %s, %s, %s)",
-            "acquire_lease": f"SELECT {s}.atomr_acquire_lease(%s, %s, %s, %s, %s)",
-            "renew_lease": f"SELECT {s}.atomr_renew_lease(%s, %s, %s, %s)",
+            "acquire_lease": f"SELECT {s}.atomr_acquire_lease(%s, %s, %s, %s, %s, %s)",
+            "renew_lease": f"SELECT {s}.atomr_renew_lease(%s, %s, %s, %s, %s)",
             "release_lease": f"SELECT {s}.atomr_release_lease(%s, %s, %s, %s, %s)",
             "load": "SELECT s.channels_json, s.label, s.timestamp_ms, s.metadata "
             f"FROM {s}.atomr_snapshots s JOIN {s}.atomr_runs r "
@@ -152,9 +171,44 @@ class PostgresCheckpointer(BaseCheckpointer):
             f"WHERE r.workflow_id > %s AND r.steps > 0 AND {live} "
             "ORDER BY r.workflow_id LIMIT %s",
             "run_record": f"SELECT n.now, r.owner, r.token, r.lease_until_ms, "
-            f"r.lease_ttl_ms, r.note FROM (SELECT {s}.atomr_now() AS now) n "
+            "r.lease_ttl_ms, r.note, r.answer_step, r.answer, r.cancel_ms, r.queue_state, "
+            "r.attempts, r.ready_at_ms, r.reason "
+            f"FROM (SELECT {s}.atomr_now() AS now) n "
             f"LEFT JOIN {s}.atomr_runs r ON r.workflow_id = %s AND r.run_id = %s "
             "AND (r.deadline_ms IS NULL OR r.deadline_ms > n.now)",
+            "record_answer": f"SELECT {s}.atomr_record_answer(%s, %s, %s, %s, %s)",
+            "submit": f"SELECT {s}.atomr_submit(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "claim": f"SELECT * FROM {s}.atomr_claim(%s, %s, %s, %s, %s)",
+            "finish": f"SELECT {s}.atomr_finish(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "requeue": f"SELECT {s}.atomr_requeue(%s, %s, %s, %s, %s)",
+            "cancel": f"SELECT {s}.atomr_cancel(%s, %s, %s)",
+            "queue_depth": "SELECT CASE WHEN r.queue_state = 'queued' THEN "
+            f"CASE WHEN r.ready_at_ms <= {s}.atomr_now() THEN 'ready' ELSE 'delayed' END "
+            f"ELSE r.queue_state END AS part, count(*) FROM {s}.atomr_runs r "
+            "WHERE r.workflow_id = %s AND r.queue_state IS NOT NULL AND r.steps > 0 "
+            f"AND {live} GROUP BY part",
+            "next_due": "SELECT least("
+            f"(SELECT min(r.ready_at_ms) FROM {s}.atomr_runs r WHERE r.workflow_id = ANY(%s) "
+            f"AND r.queue_state = 'queued' AND r.steps > 0 AND {live}), "
+            f"(SELECT min(r.leased_until_ms) FROM {s}.atomr_runs r "
+            f"WHERE r.workflow_id = ANY(%s) AND r.leased_until_ms IS NOT NULL AND {live})"
+            f") - {s}.atomr_now()",
+            "heartbeat": f"WITH gone AS (DELETE FROM {s}.atomr_workers "
+            f"WHERE expires_ms <= {s}.atomr_now() AND worker_id <> %s) "
+            f"INSERT INTO {s}.atomr_workers (worker_id, info, expires_ms) "
+            f"VALUES (%s, %s, {s}.atomr_now() + %s) ON CONFLICT (worker_id) DO UPDATE SET "
+            "info = excluded.info, expires_ms = excluded.expires_ms",
+            "workers": f"SELECT worker_id, info, expires_ms FROM {s}.atomr_workers "
+            f"WHERE expires_ms > {s}.atomr_now() ORDER BY worker_id",
+            "forget_worker": f"DELETE FROM {s}.atomr_workers WHERE worker_id = %s "
+            f"OR expires_ms <= {s}.atomr_now()",
+            "take_permit": f"SELECT {s}.atomr_take_permit(%s, %s, %s, %s)",
+            "renew_permits": f"WITH renewed AS (UPDATE {s}.atomr_permits "
+            f"SET expires_ms = {s}.atomr_now() + %s WHERE workflow_id = %s "
+            f"AND holder = ANY(%s) AND expires_ms > {s}.atomr_now() RETURNING holder) "
+            "SELECT count(*) FROM unnest(%s::text[]) AS given (holder) "  # each name counts
+            "WHERE given.holder IN (SELECT holder FROM renewed)",
+            "drop_permit": f"DELETE FROM {s}.atomr_permits WHERE workflow_id = %s AND holder = %s",
             "event": f"SELECT payload FROM {s}.atomr_events WHERE id = %s",
             "version": f"SELECT version FROM {s}.atomr_schema",
         }
@@ -233,7 +287,7 @@ class PostgresCheckpointer(BaseCheckpointer):
         except pg_errors.UndefinedTable:
             raise SchemaVersionError(None, SCHEMA_VERSION) from None
         version = None if found is None else int(found[0])
-        if version is None or version > SCHEMA_VERSION:
+        if version != SCHEMA_VERSION:  # an older one until setup() migrates it; a newer one
             raise SchemaVersionError(version, SCHEMA_VERSION)
         self._checked = True
 
@@ -242,6 +296,11 @@ class PostgresCheckpointer(BaseCheckpointer):
         async with self._connection() as conn:
             cursor = await conn.execute(self._sql[query], params)
             return await cursor.fetchone()
+
+    async def _execute(self, query: str, params: Sequence[Any]) -> None:
+        """Run one statement that returns no rows."""
+        async with self._connection() as conn:
+            await conn.execute(self._sql[query], params)
 
     async def _all(self, query: str, params: Sequence[Any]) -> builtins.list[Any]:
         async with self._connection() as conn:
@@ -365,22 +424,24 @@ class PostgresCheckpointer(BaseCheckpointer):
         check_no_nul([workflow_id, run_id, owner], "ids and owners")
         try:
             found = await self._one(
-                "acquire_lease", (workflow_id, run_id, owner, ttl_ms, must_exist)
+                "acquire_lease", (workflow_id, run_id, owner, ttl_ms, must_exist, self.ttl_ms)
             )
         except psycopg.Error as exc:
             _raise_refusal(exc, workflow_id, run_id, 0, None)
-        token, until = found[0]
-        return Lease(workflow_id, run_id, owner, token, until, ttl_ms)
+        token, until, cancelled = found[0]
+        return Lease(workflow_id, run_id, owner, token, until, ttl_ms, bool(cancelled))
 
     async def _renew_lease(self, lease: Lease) -> Lease:
         check_no_nul([lease.workflow_id, lease.run_id], "ids")
         try:
             found = await self._one(
-                "renew_lease", (lease.workflow_id, lease.run_id, lease.token, lease.ttl_ms)
+                "renew_lease",
+                (lease.workflow_id, lease.run_id, lease.token, lease.ttl_ms, self.ttl_ms),
             )
         except psycopg.Error as exc:
             _raise_refusal(exc, lease.workflow_id, lease.run_id, 0, lease)
-        return replace(lease, expires_at_ms=found[0])
+        until, cancelled = found[0]
+        return replace(lease, expires_at_ms=until, cancel_requested=bool(cancelled))
 
     async def _release_lease(self, lease: Lease, note: bytes | None, *, keep_note: bool) -> bool:
         check_no_nul([lease.workflow_id, lease.run_id], "ids")
@@ -401,27 +462,215 @@ class PostgresCheckpointer(BaseCheckpointer):
 
     async def _run_record(self, workflow_id: str, run_id: str) -> RunRecord:
         check_no_nul([workflow_id, run_id], "ids")
-        now, owner, token, until, ttl, note = await self._one("run_record", (workflow_id, run_id))
+        row = await self._one("run_record", (workflow_id, run_id))
+        now, owner, token, until, ttl, note = row[:6]
+        answer_step, answer, cancel_ms, state, attempts, ready_at, reason = row[6:]
         lease = None
         if owner is not None and until > now:
-            lease = Lease(workflow_id, run_id, owner, token, until, ttl)
-        return RunRecord(lease, None if note is None else orjson.loads(note))
+            lease = Lease(workflow_id, run_id, owner, token, until, ttl, cancel_ms is not None)
+        queue = None
+        if state is not None:
+            queue = QueueRecord(
+                state,
+                attempts,
+                ready_at if state == "queued" else None,
+                None if reason is None else orjson.loads(reason),
+            )
+        return RunRecord(
+            lease,
+            None if note is None else orjson.loads(note),
+            None if answer_step is None else Answer(answer_step, orjson.loads(answer)),
+            cancel_ms,
+            queue,
+        )
+
+    async def _record_answer(
+        self, workflow_id: str, run_id: str, super_step: int, value: bytes, lease: Lease | None
+    ) -> None:
+        check_no_nul([workflow_id, run_id], "ids")
+        try:
+            await self._one(
+                "record_answer",
+                (workflow_id, run_id, super_step, value.decode(), lease and lease.token),
+            )
+        except psycopg.Error as exc:
+            _raise_refusal(exc, workflow_id, run_id, super_step, lease)
+
+    # The fleet's work queue: each operation one function call (postgres_functions.sql), with
+    # the rules of InMemoryCheckpointer and lua/claim.lua, finish.lua, requeue.lua, cancel.lua.
+
+    async def _submit(
+        self, key: CheckpointKey, fields: Fields, delay_ms: int, event: CheckpointEvent
+    ) -> bool:
+        wf, run_id = key.workflow_id, key.run_id
+        row = row_of(fields)
+        check_no_nul([wf, run_id, row.label], "ids and labels")
+        found = await self._one(
+            "submit",
+            (
+                wf,
+                run_id,
+                row.timestamp_ms,
+                row.label,
+                row.channels.decode(),
+                self.jsonb and row.jsonb_safe,
+                None if row.metadata is None else row.metadata.decode(),
+                delay_ms,
+                self.ttl_ms,
+                self._channel(wf),
+                encode_event(event).decode(),
+            ),
+        )
+        return bool(found[0])
+
+    async def _claim(self, workflow_id: str, owner: str, ttl_ms: int) -> Claim | None:
+        check_no_nul([workflow_id, owner], "ids and owners")
+        found = await self._one(
+            "claim", (workflow_id, owner, ttl_ms, self.ttl_ms, self._channel(workflow_id))
+        )
+        if found is None:
+            return None
+        run_id, token, until, cancelled, attempts, taken_over = found
+        lease = Lease(workflow_id, run_id, owner, token, until, ttl_ms, cancelled)
+        return Claim(lease, attempts, taken_over)
+
+    async def _finish(
+        self,
+        lease: Lease,
+        outcome: Outcome,
+        reason: bytes | None,
+        retry_ms: int,
+        max_attempts: int,
+        note: bytes | None,
+        *,
+        keep_note: bool,
+    ) -> QueueState:
+        wf, run_id = lease.workflow_id, lease.run_id
+        check_no_nul([wf, run_id], "ids")
+        try:
+            found = await self._one(
+                "finish",
+                (
+                    wf,
+                    run_id,
+                    lease.token,
+                    lease.owner,
+                    outcome,
+                    None if reason is None else reason.decode(),
+                    retry_ms,
+                    max_attempts,
+                    self._channel(wf),
+                    None if note is None else note.decode(),
+                    keep_note,
+                ),
+            )
+        except psycopg.Error as exc:
+            _raise_refusal(exc, wf, run_id, 0, lease)
+        return cast(QueueState, found[0])
+
+    async def _requeue(
+        self, workflow_id: str, run_id: str, answer: bytes | None, delay_ms: int
+    ) -> QueueState:
+        check_no_nul([workflow_id, run_id], "ids")
+        try:
+            found = await self._one(
+                "requeue",
+                (
+                    workflow_id,
+                    run_id,
+                    None if answer is None else answer.decode(),
+                    delay_ms,
+                    self._channel(workflow_id),
+                ),
+            )
+        except psycopg.Error as exc:
+            _raise_refusal(exc, workflow_id, run_id, 0, None)
+        return cast(QueueState, found[0])
+
+    async def _cancel(self, workflow_id: str, run_id: str) -> QueueState:
+        check_no_nul([workflow_id, run_id], "ids")
+        try:
+            found = await self._one("cancel", (workflow_id, run_id, self._channel(workflow_id)))
+        except psycopg.Error as exc:
+            _raise_refusal(exc, workflow_id, run_id, 0, None)
+        return cast(QueueState, found[0])
+
+    async def _queue_depth(self, workflow_id: str) -> QueueDepth:
+        check_no_nul([workflow_id], "ids")
+        counts = dict(await self._all("queue_depth", (workflow_id,)))
+        return QueueDepth(
+            counts.get("ready", 0),
+            counts.get("delayed", 0),
+            counts.get("running", 0),
+            counts.get("paused", 0),
+            counts.get("failed", 0),
+            counts.get("blocked", 0),
+        )
+
+    @asynccontextmanager
+    async def _wake_ups(self, workflow_ids: builtins.list[str]) -> AsyncIterator[WakeUps]:
+        check_no_nul(workflow_ids, "ids")
+        listener = await self._listener([self._channel(w) for w in workflow_ids])
+        wake = _PostgresWakeUps(self, workflow_ids, listener)
+        try:
+            yield wake
+        finally:
+            await wake.close()
+
+    async def _heartbeat(self, worker_id: str, info: bytes, ttl_ms: int) -> None:
+        check_no_nul([worker_id], "worker ids")
+        await self._execute("heartbeat", (worker_id, worker_id, info.decode(), ttl_ms))
+
+    async def _workers(self) -> builtins.list[WorkerInfo]:
+        rows = await self._all("workers", ())
+        return [WorkerInfo(worker, orjson.loads(info), until) for worker, info, until in rows]
+
+    async def _forget_worker(self, worker_id: str) -> None:
+        check_no_nul([worker_id], "worker ids")
+        await self._execute("forget_worker", (worker_id,))
+
+    async def _take_permit(self, workflow_id: str, holder: str, limit: int, ttl_ms: int) -> bool:
+        check_no_nul([workflow_id, holder], "ids and holders")
+        found = await self._one("take_permit", (workflow_id, holder, limit, ttl_ms))
+        return bool(found[0])
+
+    async def _renew_permits(
+        self, workflow_id: str, holders: builtins.list[str], ttl_ms: int
+    ) -> int:
+        check_no_nul([workflow_id, *holders], "ids and holders")
+        found = await self._one("renew_permits", (ttl_ms, workflow_id, holders, holders))
+        return int(found[0])
+
+    async def _drop_permit(self, workflow_id: str, holder: str) -> None:
+        check_no_nul([workflow_id, holder], "ids and holders")
+        await self._execute("drop_permit", (workflow_id, holder))
+
+    async def _listener(self, channels: builtins.list[str]) -> Any:
+        """A connection of its own that LISTENs on ``channels`` (a pooled one cannot wait for
+        notifications)."""
+        if self._owns_pool and not self._opened:
+            async with self._connection():
+                pass
+        try:
+            conninfo, kwargs = await _pool_params(self.pool)
+            listener = await psycopg.AsyncConnection.connect(
+                conninfo, **{**kwargs, "autocommit": True}
+            )
+            try:
+                await listener.execute("; ".join(f"LISTEN {channel}" for channel in channels))
+            except BaseException:
+                await listener.close()
+                raise
+        except psycopg.Error as exc:
+            _raise_typed(exc)
+        return listener
 
     @asynccontextmanager
     async def _watch(
         self, workflow_id: str, run_id: str | None
     ) -> AsyncIterator[AsyncIterator[CheckpointEvent]]:
         check_no_nul([workflow_id, run_id or ""], "ids")
-        async with self._connection():
-            pass  # the pool open, the schema checked
-        try:
-            conninfo, kwargs = await _pool_params(self.pool)
-            listener = await psycopg.AsyncConnection.connect(
-                conninfo, **{**kwargs, "autocommit": True}
-            )
-            await listener.execute(f"LISTEN {self._channel(workflow_id)}")
-        except psycopg.Error as exc:
-            _raise_typed(exc)
+        listener = await self._listener([self._channel(workflow_id)])
 
         async def events() -> AsyncIterator[CheckpointEvent]:
             try:
@@ -442,6 +691,49 @@ class PostgresCheckpointer(BaseCheckpointer):
             yield events()
         finally:
             await listener.close()
+
+
+class _PostgresWakeUps:
+    """Wakes when a run of the workflows is queued, released or retried (a NOTIFY from any
+    process, read by a task on a LISTEN connection of its own), or when a delayed run or a
+    claim's deadline comes due (asked of the database before each wait: one statement)."""
+
+    def __init__(
+        self, store: PostgresCheckpointer, workflow_ids: builtins.list[str], listener: Any
+    ) -> None:
+        self._store = store
+        self._workflow_ids = workflow_ids
+        self._listener = listener
+        self._event = asyncio.Event()
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        async for notice in self._listener.notifies():
+            payload: str = notice.payload
+            # A long payload ('#<id>') is no queue event's: those are short.
+            event = None if payload.startswith("#") else decode_event(payload.encode())
+            if event is not None and event.kind in _WAKING_KINDS:
+                self._event.set()
+
+    async def wait(self, at_most: float) -> None:
+        if self._reader.done():
+            exc = self._reader.exception()
+            if isinstance(exc, psycopg.Error):
+                _raise_typed(exc)
+            raise StoreUnavailableError(f"the Postgres LISTEN connection ended: {exc}")
+        ids = self._workflow_ids
+        (due_in,) = await self._store._one("next_due", (ids, ids))
+        if due_in is not None:
+            at_most = min(at_most, max(0.0, due_in / 1000))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), at_most)
+        self._event.clear()
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
+            await self._reader
+        await self._listener.close()
 
 
 async def _pool_params(pool: AsyncConnectionPool[Any]) -> tuple[str, dict[str, Any]]:
@@ -478,6 +770,13 @@ def _raise_refusal(
         raise LeaseLostError(workflow_id, run_id, 0 if lease is None else lease.token) from None
     if code == "ARRNF":
         raise RunNotFoundError(workflow_id, run_id) from None
+    if code == "ARCAN":
+        raise RunCancelledError(workflow_id, run_id) from None
+    if code == "ARANS":
+        raise AnswerRefusedError(workflow_id, run_id, step, diag.message_detail or "") from None
+    if code == "ARQST":
+        state, action = diag.message_detail or "", diag.message_hint or ""
+        raise QueueStateError(workflow_id, run_id, state, action) from None
     raise exc
 
 

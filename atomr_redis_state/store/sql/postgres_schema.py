@@ -18,14 +18,24 @@ needs ``CREATE`` on the database only when the schema does not exist yet):
   U+0000, which ``jsonb`` cannot, and with ``jsonb=False``); label, timestamp, metadata, and
   an exclusive save's token.
 - ``atomr_events``: events too long for a NOTIFY payload, kept for a minute.
+- ``atomr_workers``: each fleet worker's heartbeat (what it runs), until it expires.
+- ``atomr_permits``: the fleet-wide in-flight permits of each workflow, until they expire.
 - The functions of ``postgres_functions.sql``, one per write operation.
+
+Version 2 added to ``atomr_runs`` a human's answer waiting to be used, the cancel request and
+the run's place in the fleet's work queue (state, attempts, ready time, the deadline of the
+claim a worker holds, the last failure's reason, the settled claim, the takeover mark), with
+the indexes ``atomr_runs_ready`` (a workflow's queued runs by ready time) and
+``atomr_runs_claimed`` (its claims by deadline, for takeovers), and the last two tables. Its
+migration drops the version-1 functions, whose signatures changed; ``setup()`` creates them
+anew.
 """
 
 from __future__ import annotations
 
 from importlib import resources
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The version this library writes and understands."""
 
 MIGRATIONS: dict[int, str] = {
@@ -64,6 +74,45 @@ MIGRATIONS: dict[int, str] = {
         created_ms bigint NOT NULL
     );
     """,
+    2: """
+    DO $drop$
+    DECLARE
+        f regprocedure;
+    BEGIN
+        FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+            WHERE p.pronamespace = @schema_literal@::regnamespace AND p.proname LIKE 'atomr\\_%'
+        LOOP
+            EXECUTE 'DROP FUNCTION ' || f;
+        END LOOP;
+    END
+    $drop$;
+    ALTER TABLE @schema@.atomr_runs
+        ADD COLUMN answer_step bigint,
+        ADD COLUMN answer text,
+        ADD COLUMN cancel_ms bigint,
+        ADD COLUMN queue_state text,
+        ADD COLUMN attempts integer NOT NULL DEFAULT 0,
+        ADD COLUMN ready_at_ms bigint NOT NULL DEFAULT 0,
+        ADD COLUMN leased_until_ms bigint,
+        ADD COLUMN reason text,
+        ADD COLUMN settled bigint NOT NULL DEFAULT 0,
+        ADD COLUMN expired boolean NOT NULL DEFAULT false;
+    CREATE INDEX atomr_runs_ready ON @schema@.atomr_runs (workflow_id, ready_at_ms)
+        WHERE queue_state = 'queued';
+    CREATE INDEX atomr_runs_claimed ON @schema@.atomr_runs (workflow_id, leased_until_ms)
+        WHERE leased_until_ms IS NOT NULL;
+    CREATE TABLE @schema@.atomr_workers (
+        worker_id text COLLATE "C" PRIMARY KEY,
+        info text NOT NULL,
+        expires_ms bigint NOT NULL
+    );
+    CREATE TABLE @schema@.atomr_permits (
+        workflow_id text COLLATE "C" NOT NULL,
+        holder text COLLATE "C" NOT NULL,
+        expires_ms bigint NOT NULL,
+        PRIMARY KEY (workflow_id, holder)
+    );
+    """,
 }
 """Version -> the statements that bring the previous version to it."""
 
@@ -80,4 +129,8 @@ def functions_sql(schema: str) -> str:
 
 
 def migration_sql(version: int, schema: str) -> str:
-    return MIGRATIONS[version].replace("@schema@", quote_identifier(schema))
+    """The statements of migration ``version``, for ``schema`` (``@schema_literal@``: its
+    quoted name as a string literal)."""
+    quoted = quote_identifier(schema)
+    literal = "'" + quoted.replace("'", "''") + "'"
+    return MIGRATIONS[version].replace("@schema_literal@", literal).replace("@schema@", quoted)
