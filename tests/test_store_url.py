@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from atomr_redis_state import CheckpointKey, InMemoryCheckpointer, RedisCheckpointer, Snapshot
 from atomr_redis_state.store.url import open_store, store_from_url
 from atomr_redis_state.testing import (
+    PostgresServer,
     RedisClusterServers,
     RedisServer,
     SentinelSetup,
@@ -89,3 +92,28 @@ async def test_memory_url_round_trips() -> None:
     snapshot = await round_trip("memory://")
     assert snapshot is not None
     assert snapshot.values == {"a": 1}
+
+
+async def test_sqlite_url_is_a_file_that_keeps_its_runs(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    assert await round_trip(url) is not None
+    async with open_store(url) as again:  # another store on the same file
+        snapshot = await again.latest("wf-url", "r")
+    assert snapshot is not None
+    assert snapshot.values == {"a": 1}
+
+
+async def test_sqlite_memory_url_is_a_private_database() -> None:
+    snapshot = await round_trip("sqlite://:memory:")
+    assert snapshot is not None
+    assert snapshot.values == {"a": 1}
+
+
+async def test_postgres_url_is_a_working_postgres_store(postgres_server: PostgresServer) -> None:
+    schema = f"u{uuid.uuid4().hex[:8]}"
+    snapshot = await round_trip(postgres_server.url, schema=schema)
+    assert snapshot is not None
+    assert snapshot.values == {"a": 1}
+    store = store_from_url(postgres_server.url, schema=schema)
+    assert type(store).__name__ == "PostgresCheckpointer"
+    await store.aclose()  # type: ignore[attr-defined]
