@@ -21,7 +21,6 @@ from atomr_redis_state import (
     CheckpointKey,
     LeaseLostError,
     QueueStateError,
-    QueueUnsupportedError,
     RunNotFoundError,
     Snapshot,
 )
@@ -32,17 +31,6 @@ from tests.conftest import Backend
 WF = "wf-queue"
 SHORT = 0.4
 """A lease ttl short enough to wait out in a test."""
-
-
-NO_QUEUE: tuple[str, ...] = ()
-"""Stores without a ready queue yet: they raise QueueUnsupportedError (tested in test_queue)."""
-
-
-@pytest.fixture
-def checkpointer(backend: Backend) -> Checkpointer:
-    if backend.name in NO_QUEUE:
-        pytest.skip(f"the {backend.name} store has no ready queue yet")
-    return backend.make()
 
 
 DELAY = 1.5
@@ -525,17 +513,6 @@ async def test_a_permit_not_renewed_expires(checkpointer: Checkpointer) -> None:
     assert await checkpointer.take_permit(WF, "new", 2, 30)
     assert not await checkpointer.take_permit(WF, "more", 2, 30)
     assert await checkpointer.renew_permits(WF, ["crashed"], 30) == 0
-
-
-async def test_a_store_without_a_queue_says_so(backend: Backend) -> None:
-    if backend.name not in NO_QUEUE:
-        pytest.skip("this store has a ready queue")
-    store = backend.make()
-    with pytest.raises(QueueUnsupportedError, match="no ready queue"):
-        await store.submit(init("r1"))
-    with pytest.raises(QueueUnsupportedError):
-        await store.claim(WF, "w1", 30)
-    assert await store.latest(WF, "r1") is None
 
 
 async def test_a_failed_attempt_not_yet_settled_is_not_a_dead_letter(

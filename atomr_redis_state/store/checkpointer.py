@@ -17,7 +17,6 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Literal, Protocol, cast, runtime_checkable
 
-from ..errors import QueueUnsupportedError
 from .codec import decode_fields, encode_channels, encode_meta, encode_value, normalise_edits
 from .ids import FORK_LABEL, fork_run_id, lineage_root
 from .types import (
@@ -226,8 +225,7 @@ class Checkpointer(Protocol):
         """
         ...
 
-    # The ready queue: work distribution for a fleet of workers (see :mod:`..fleet`). A store
-    # without one (the SQL stores, for now) raises QueueUnsupportedError from these calls.
+    # The ready queue: work distribution for a fleet of workers (see :mod:`..fleet`).
 
     async def submit(self, snapshot: Snapshot, *, not_before: NotBefore | None = None) -> bool:
         """Create a run from its super-step 0 ``snapshot`` and queue it, atomically, in one
@@ -614,6 +612,7 @@ class BaseCheckpointer(ABC):
         await self._record_answer(workflow_id, run_id, super_step, encoded, lease)
 
     @abstractmethod
+    @abstractmethod
     async def _save(
         self,
         key: CheckpointKey,
@@ -822,30 +821,31 @@ class BaseCheckpointer(ABC):
         check_id(holder, "holder")
         await self._drop_permit(workflow_id, holder)
 
+    @abstractmethod
     async def _take_permit(self, workflow_id: str, holder: str, limit: int, ttl_ms: int) -> bool:
         """Take (or extend) a permit if fewer than ``limit`` live ones are held."""
-        raise QueueUnsupportedError(self)
 
+    @abstractmethod
     async def _renew_permits(
         self, workflow_id: str, holders: builtins.list[str], ttl_ms: int
     ) -> int:
         """Extend the holders' live permits."""
-        raise QueueUnsupportedError(self)
 
+    @abstractmethod
     async def _drop_permit(self, workflow_id: str, holder: str) -> None:
         """Remove the holder's permit."""
-        raise QueueUnsupportedError(self)
 
+    @abstractmethod
     async def _submit(
         self, key: CheckpointKey, fields: Fields, delay_ms: int, event: CheckpointEvent
     ) -> bool:
         """Create the run at super-step 0 with ``fields`` and queue it, unless it exists."""
-        raise QueueUnsupportedError(self)
 
+    @abstractmethod
     async def _claim(self, workflow_id: str, owner: str, ttl_ms: int) -> Claim | None:
         """Requeue expired leases, then claim the earliest ready run."""
-        raise QueueUnsupportedError(self)
 
+    @abstractmethod
     async def _finish(
         self,
         lease: Lease,
@@ -859,37 +859,36 @@ class BaseCheckpointer(ABC):
     ) -> QueueState:
         """Settle the claim: release the lease (storing, clearing or keeping the note) and move
         the run by ``outcome``."""
-        raise QueueUnsupportedError(self)
 
+    @abstractmethod
     async def _requeue(
         self, workflow_id: str, run_id: str, answer: bytes | None, delay_ms: int
     ) -> QueueState:
         """Queue the run again: with ``answer``, a paused run; without, a dead letter."""
-        raise QueueUnsupportedError(self)
 
+    @abstractmethod
     async def _cancel(self, workflow_id: str, run_id: str) -> QueueState:
         """Cancel a waiting run, or flag a running one."""
-        raise QueueUnsupportedError(self)
 
+    @abstractmethod
     async def _queue_depth(self, workflow_id: str) -> QueueDepth:
         """Count the workflow's runs by queue part."""
-        raise QueueUnsupportedError(self)
 
+    @abstractmethod
     def _wake_ups(self, workflow_ids: builtins.list[str]) -> AbstractAsyncContextManager[WakeUps]:
         """Signals that work may be ready."""
-        raise QueueUnsupportedError(self)
 
+    @abstractmethod
     async def _heartbeat(self, worker_id: str, info: bytes, ttl_ms: int) -> None:
         """Store the worker's heartbeat for ``ttl_ms``."""
-        raise QueueUnsupportedError(self)
 
+    @abstractmethod
     async def _workers(self) -> builtins.list[WorkerInfo]:
         """The live workers."""
-        raise QueueUnsupportedError(self)
 
+    @abstractmethod
     async def _forget_worker(self, worker_id: str) -> None:
         """Drop the worker's heartbeat."""
-        raise QueueUnsupportedError(self)
 
 
 # The public methods are documented once, on the protocol; help() shows it on every backend.
