@@ -95,13 +95,13 @@ class WorkerStopping(AtomrStateError):
 
 
 class QueueUnsupportedError(AtomrStateError, NotImplementedError):
-    """This store has no ready queue (submit, claim, finish...): the fleet needs the in-memory
-    or the Redis store."""
+    """This store has no ready queue (submit, claim, finish...): the fleet needs the Redis
+    store (or the in-memory or SQLite store)."""
 
     def __init__(self, store: object) -> None:
         super().__init__(
             f"{type(store).__name__} has no ready queue yet: run the fleet on "
-            "RedisCheckpointer (or InMemoryCheckpointer in one process)"
+            "RedisCheckpointer (or SqliteCheckpointer, InMemoryCheckpointer)"
         )
 
 

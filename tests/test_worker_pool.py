@@ -28,7 +28,7 @@ SCHEMA = StateSchema.builder().add("log", AppendList(), []).add_lww("answer").bu
 FAST = Backoff(base=0.01, cap=0.05)
 
 
-NO_QUEUE = ("sqlite", "postgres")
+NO_QUEUE = ("postgres",)
 """Stores without a ready queue yet: they raise QueueUnsupportedError (tested in test_queue)."""
 
 

@@ -227,7 +227,7 @@ class Checkpointer(Protocol):
         ...
 
     # The ready queue: work distribution for a fleet of workers (see :mod:`..fleet`). A store
-    # without one (the SQL stores, for now) raises QueueUnsupportedError from these calls.
+    # without one (PostgresCheckpointer, for now) raises QueueUnsupportedError from these calls.
 
     async def submit(self, snapshot: Snapshot, *, not_before: NotBefore | None = None) -> bool:
         """Create a run from its super-step 0 ``snapshot`` and queue it, atomically, in one

@@ -481,6 +481,9 @@ class SqliteCheckpointer(BaseCheckpointer):
         reason: bytes | None,
         retry_ms: int,
         max_attempts: int,
+        note: bytes | None,
+        *,
+        keep_note: bool,
     ) -> QueueState:
         wf, run_id = lease.workflow_id, lease.run_id
 
@@ -492,6 +495,8 @@ class SqliteCheckpointer(BaseCheckpointer):
                 return run.queue_state  # this very finish, sent again
             run.owner, run.lease_until_ms, run.leased_until_ms = None, 0, None
             run.settled = lease.token
+            if not keep_note:  # as release_lease: a failed layer's note, or cleared
+                run.note = None if note is None else note.decode()
             state: QueueState
             if run.cancel_ms is not None and outcome != "completed":
                 state, run.answer, run.answer_step = "cancelled", None, None
