@@ -412,9 +412,8 @@ class PostgresCheckpointer(BaseCheckpointer):
         self, workflow_id: str, run_id: str | None
     ) -> AsyncIterator[AsyncIterator[CheckpointEvent]]:
         check_no_nul([workflow_id, run_id or ""], "ids")
-        if self._owns_pool and not self._opened:
-            async with self._connection():
-                pass
+        async with self._connection():
+            pass  # the pool open, the schema checked
         try:
             conninfo, kwargs = await _pool_params(self.pool)
             listener = await psycopg.AsyncConnection.connect(
