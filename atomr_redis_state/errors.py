@@ -95,13 +95,13 @@ class WorkerStopping(AtomrStateError):
 
 
 class QueueUnsupportedError(AtomrStateError, NotImplementedError):
-    """This store has no ready queue (submit, claim, finish...): the fleet needs the in-memory
-    or the Redis store."""
+    """This store has no ready queue (submit, claim, finish...): the fleet needs the Redis
+    store (or the in-memory or SQLite store)."""
 
     def __init__(self, store: object) -> None:
         super().__init__(
             f"{type(store).__name__} has no ready queue yet: run the fleet on "
-            "RedisCheckpointer (or InMemoryCheckpointer in one process)"
+            "RedisCheckpointer (or SqliteCheckpointer, InMemoryCheckpointer)"
         )
 
 
@@ -260,15 +260,21 @@ class StoreDiskFullError(AtomrStateError, OSError):
     """
 
 
-class SchemaVersionError(AtomrStateError):
-    """The database's schema is missing (run ``setup()``) or newer than this version of the
-    library knows: the store refuses to run against it rather than corrupt it."""
+class SchemaVersionError(StoreConfigurationError):
+    """The database's schema is missing or older than this library's (run ``setup()``, which
+    creates or migrates it), or newer than this version of the library knows: the store refuses
+    to run against it rather than corrupt it. No retry fixes it."""
 
     def __init__(self, found: int | None, known: int) -> None:
         self.found = found
         self.known = known
         if found is None:
             message = "the store's tables are missing: call setup() once to create them"
+        elif found < known:
+            message = (
+                f"the database has schema version {found}, older than version {known} that "
+                "this atomr-redis-state needs: call setup() once to migrate it"
+            )
         else:
             message = (
                 f"the database has schema version {found}, newer than version {known} that "

@@ -134,13 +134,14 @@ async def queue_workload(
     await asyncio.sleep(0.3)  # its lease expires: a takeover
     claim = await attempt(plain.claim(WF, "w2", 30))
     if claim is not None:
+        taken = claim.lease.run_id  # "q" taken over, or "qe": whichever bucket came first
         await attempt(plain.finish(claim.lease, "paused"))
-        await attempt(plain.resume_run(WF, "q", {"ok": True}))
+        await attempt(plain.resume_run(WF, taken, {"ok": True}))
         claim = await attempt(plain.claim(WF, "w2", 30))
         if claim is not None:
             await attempt(plain.finish(claim.lease, "blocked", reason="changed"))
-        await attempt(plain.requeue(WF, "q"))
-        await attempt(plain.cancel(WF, "q"))
+        await attempt(plain.requeue(WF, taken))
+        await attempt(plain.cancel(WF, taken))
     await attempt(plain.queue_depth(WF))
     await attempt(plain.heartbeat("w1", {"runs": []}, 30))
     await attempt(plain.workers())

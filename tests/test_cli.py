@@ -158,7 +158,21 @@ def test_demo_on_a_cluster(redis_cluster: RedisClusterServers) -> None:
 def test_demo_on_fakeredis_says_its_runs_are_gone_and_how_to_keep_them() -> None:
     out = flat(cli("demo").stdout)
     assert "are gone" in out
-    assert "atomr-redis-state demo --redis-url" in out
+    assert "atomr-redis-state demo --store sqlite:///demo.db" in out
+
+
+def test_demo_on_a_sqlite_file_leaves_runs_to_inspect_with_the_same_url(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    done = cli("demo", "--store", url)
+    assert done.returncode == 0, done.stderr
+    assert f"store: {url}, ttl" in flat(done.stdout)
+    inspect = [line.split() for line in done.stdout.splitlines() if "atomr-redis-state" in line]
+    history = next(shlex.split(" ".join(line)) for line in inspect if "history" in line)
+    assert history[-2:] == ["--redis-url", url]
+    shown = cli(*history[1:])
+    assert shown.returncode == 0, shown.stderr
+    assert "layer:3" in shown.stdout
+    assert cli("workflows", "--redis-url", url).stdout.split() == ["demo-trip-planner"]
 
 
 def test_two_demos_on_one_server_do_not_share_keys(redis_server: RedisServer) -> None:
@@ -203,7 +217,7 @@ def test_demo_help_describes_every_option() -> None:
     assert done.returncode == 0
     out = flat(done.stdout)
     assert "Usage: atomr-redis-state demo [OPTIONS]" in out
-    assert "--redis-url URL" in out
+    assert "--redis-url, --store URL" in out
     assert "--ttl SECONDS" in out
     assert "[default: 3600; x>0]" in out
     assert "instead of an in-process fakeredis" in out

@@ -34,7 +34,7 @@ SHORT = 0.4
 """A lease ttl short enough to wait out in a test."""
 
 
-NO_QUEUE = ("sqlite", "postgres")
+NO_QUEUE = ("postgres",)
 """Stores without a ready queue yet: they raise QueueUnsupportedError (tested in test_queue)."""
 
 

@@ -1,11 +1,11 @@
-"""Model-based: random operation sequences give the same answers on the SQL stores as on the
-in-memory store (the model), with and without ``keep_last`` and ``ttl``.
+"""Model-based, beyond tests/test_model.py: random sequences that also take, renew and release
+leases (with notes), hold runs and read run records give the same answers on the SQL stores as
+on the in-memory store (the model), with and without ``keep_last`` and ``ttl``; and on SQLite,
+with both stores on one test clock that moves, runs and leases expire as the model's do.
 
-Every operation of the protocol is drawn (saves, exclusive and held; loads; latest; list with
-limit and before; forks, with a reused fork id; list_runs paged; deletes; leases taken, renewed
-and released with notes; run records), on a few runs and owners so that they collide. Answers
-are compared whole, or as the error's type; what depends on a clock (fencing tokens, lease
-deadlines, a fork's timestamp) is compared by what it must mean instead.
+Operations collide on a few runs and owners. Answers are compared whole, or as the error's
+type; what depends on a clock (fencing tokens, lease deadlines, a fork's timestamp) is compared
+by what it must mean instead.
 """
 
 from __future__ import annotations

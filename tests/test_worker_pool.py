@@ -15,6 +15,7 @@ import pytest
 from atomr_redis_state import (
     AppendList,
     Checkpointer,
+    InMemoryCheckpointer,
     StateSchema,
     Step,
     StepContext,
@@ -28,7 +29,7 @@ SCHEMA = StateSchema.builder().add("log", AppendList(), []).add_lww("answer").bu
 FAST = Backoff(base=0.01, cap=0.05)
 
 
-NO_QUEUE = ("sqlite", "postgres")
+NO_QUEUE = ("postgres",)
 """Stores without a ready queue yet: they raise QueueUnsupportedError (tested in test_queue)."""
 
 
@@ -469,6 +470,22 @@ async def test_max_in_flight_caps_the_whole_fleet(checkpointer: Checkpointer) ->
         await asyncio.gather(*running)
     assert tools.most_running == 2
     assert len(tools.calls) == 6
+
+
+async def test_a_worker_archives_the_runs_it_completes(checkpointer: Checkpointer) -> None:
+    tools = Tools()
+    workflow = tools.workflow()
+    fleet = Fleet(checkpointer, [workflow])
+    archive = InMemoryCheckpointer()
+    done = await fleet.submit(WF, {"log": "in"})
+    pool = worker(checkpointer, workflow, archive_to=archive)
+    await pool.run(burst=True)
+    assert pool.stats.archived == 1
+    assert await checkpointer.latest(WF, done) is None  # moved, not copied
+    archived = await archive.latest(WF, done)
+    assert archived is not None
+    assert archived.values["log"] == ["in", "a", "b"]
+    assert [m.label for m in await archive.list(WF, done)] == ["init", "layer:0", "layer:1"]
 
 
 async def test_a_cancelled_run_stops_mid_step_at_its_next_renewal(

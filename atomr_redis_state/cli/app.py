@@ -17,7 +17,9 @@ from click.core import ParameterSource
 from rich.console import Console
 from rich.text import Text
 
+from ..store.checkpointer import Checkpointer
 from ..store.redis.checkpointer import RedisCheckpointer
+from ..store.url import is_redis_url, store_from_url
 from .archive import archive
 from .connection import (
     DEFAULT_URL,
@@ -65,13 +67,15 @@ def cli(verbose: int) -> None:
 @cli.command()
 @click.option(
     "--redis-url",
+    "--store",
     "url",
     metavar="URL",
     envvar="ATOMR_REDIS_URL",
     show_envvar=True,
     help=(
-        "Run on this Redis server (for example redis://localhost:6379/0) instead of an "
-        "in-process fakeredis. The demo only adds runs of its own (fresh run ids, under a fresh "
+        "Run on this store instead of an in-process fakeredis: a Redis server "
+        "(redis://localhost:6379/0), or sqlite:///demo.db (a file left to inspect) or "
+        "postgresql://... The demo only adds runs of its own (fresh run ids, under a fresh "
         "key prefix unless --prefix is given), and never deletes or flushes anything."
     ),
 )
@@ -149,7 +153,8 @@ async def _demo(
             console.print("store: in-process fakeredis (pass --redis-url to use a server)")
         else:
             where = f"{safe_url(url)}{' (cluster)' if options.cluster else ''}"
-            console.print(f"store: {where}, key prefix {options.prefix!r}, ttl {options.ttl:g} s")
+            tenant = f", key prefix {options.prefix!r}" if is_redis_url(url) else ""
+            console.print(f"store: {where}{tenant}, ttl {options.ttl:g} s")
         ids = await run_demo(connect, console)
         if listener is not None:  # the inspector, while the runs are there (even in fakeredis)
             await serve_demo(connect(), options.prefix, listener)
@@ -162,23 +167,25 @@ async def _workers(url: str | None, options: StoreOptions) -> AsyncIterator[Conn
     closers: list[Callable[[], Awaitable[None]]] = []
     server = fakeredis.FakeServer() if url is None else None
 
-    def connect() -> RedisCheckpointer:
+    def connect() -> Checkpointer:
         if url is None:
             client = fakeredis.FakeAsyncRedis(server=server)
             closers.append(client.aclose)
             return RedisCheckpointer(client, prefix=options.prefix, ttl=options.ttl)
-        checkpointer = RedisCheckpointer.from_url(
-            url,
-            cluster=options.cluster,
-            prefix=options.prefix,
-            ttl=options.ttl,
-            **operator_client_options(),
+        extra = operator_client_options() if is_redis_url(url) else {}
+        store = store_from_url(
+            url, cluster=options.cluster, prefix=options.prefix, ttl=options.ttl, **extra
         )
-        closers.append(checkpointer.aclose)
-        return checkpointer
+        close = getattr(store, "aclose", None)
+        if close is not None:
+            closers.append(close)
+        return store
 
     try:
         probe = connect()
+        setup = getattr(probe, "setup", None)
+        if setup is not None:  # a SQL store: its tables, made (or migrated) once
+            await setup()
         await probe.latest(WORKFLOW_ID, "probe")  # fails now if the server is unreachable
         yield connect
     finally:
@@ -199,14 +206,15 @@ def _print_inspection(
     if url is None:
         console.print(
             "The runs lived in this process's fakeredis and are gone. To keep them and look at "
-            "them afterwards, run the demo on a server: "
-            "atomr-redis-state demo --redis-url redis://localhost:6379/0"
+            "them afterwards, run the demo on a file or a server: "
+            "atomr-redis-state demo --store sqlite:///demo.db (or --redis-url "
+            "redis://localhost:6379/0)"
         )
         return
     where = []
     if not from_env["url"]:
         where.append(f"--redis-url {shlex.quote(safe_url(url))}")
-    if not from_env["prefix"]:
+    if not from_env["prefix"] and is_redis_url(url):
         where.append(f"--prefix {shlex.quote(options.prefix)}")
     if options.cluster and not from_env["cluster"]:
         where.append("--cluster")

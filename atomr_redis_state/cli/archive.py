@@ -6,6 +6,7 @@ import logging
 import re
 
 import click
+from rich.text import Text
 
 from ..errors import LeaseHeldError
 from ..observability.runs import all_runs, lineage_forks, summarise_run
@@ -14,7 +15,7 @@ from ..store.checkpointer import Checkpointer
 from ..store.types import now_ms
 from ..store.url import open_store
 from .connection import options_of, run_with_store, safe_url, store_options
-from .render import err_console
+from .render import err_console, safe
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def archive(
         if dry_run:
             lineages = [[each, *await lineage_forks(source, workflow, each)] for each in chosen]
             for each in dict.fromkeys(r for lineage in lineages for r in lineage):
-                click.echo(each)
+                click.echo(safe(each))
             return 0, 0
         runs = checkpoints = 0
         done: set[str] = set()
@@ -107,7 +108,9 @@ def archive(
                     )
                 except LeaseHeldError as exc:
                     log.warning("skipped run %s: %s", each, exc)
-                    err_console().print(f"skipped run {each!r}: a worker holds its lineage")
+                    err_console().print(
+                        Text(safe(f"skipped run {each!r}: a worker holds its lineage"))
+                    )
                     continue
                 done.update(m.run_id for m in moved)
                 runs += len(moved)

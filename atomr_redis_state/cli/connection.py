@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
@@ -142,11 +143,11 @@ def run_with_store(
     env = click.get_current_context().find_object(CliEnv) or CliEnv()
 
     async def main() -> T:
-        try:
-            opened = env.opener(options)
-        except ValueError as exc:  # a malformed URL, from redis-py
-            raise click.ClickException(f"{safe_url(options.url)}: {one_line(exc)}") from None
-        async with opened as store:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                store = await stack.enter_async_context(env.opener(options))
+            except ValueError as exc:  # a malformed URL, from redis-py or the scheme
+                raise click.ClickException(f"{safe_url(options.url)}: {one_line(exc)}") from None
             return await work(store)
 
     try:

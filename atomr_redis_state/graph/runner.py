@@ -260,7 +260,12 @@ class StatefulRunner:
             self._check_compatible(position.progress)
             pause, answer = position.progress.pause, position.answer
             if pause is not None and answer is not None:
-                log.info("run %s: resuming %r with its recorded answer", self.run_id, pause.step)
+                log.info(
+                    "workflow %s run %s: resuming %r with its recorded answer",
+                    self.workflow_id,
+                    self.run_id,
+                    pause.step,
+                )
                 position = self._answered(position, pause.step, answer.value)
             return await self._drive(position)
 

@@ -227,7 +227,7 @@ class Checkpointer(Protocol):
         ...
 
     # The ready queue: work distribution for a fleet of workers (see :mod:`..fleet`). A store
-    # without one (the SQL stores, for now) raises QueueUnsupportedError from these calls.
+    # without one (PostgresCheckpointer, for now) raises QueueUnsupportedError from these calls.
 
     async def submit(self, snapshot: Snapshot, *, not_before: NotBefore | None = None) -> bool:
         """Create a run from its super-step 0 ``snapshot`` and queue it, atomically, in one
@@ -386,6 +386,29 @@ Stored = Mapping[bytes, bytes]
 
 HOLD_FOREVER = -1
 """``hold`` in milliseconds as the backends take it: keep the run with no expiry."""
+
+
+def deadline_with_lease(
+    deadline_ms: int | None,
+    has_steps: bool,
+    now_ms: int,
+    ttl_ms: int | None,
+    lease_until_ms: int,
+    lease_ttl_ms: int,
+) -> int | None:
+    """A run's deadline once a live lease (until ``lease_until_ms``) was taken or renewed, by
+    the Redis store's rule (``keep_for_lease`` in ``lua/_common.lua``): a run not saved yet
+    lives as long as its lease; a saved run whose deadline comes before the lease's, or less
+    than ``ttl`` from now, moves to the later of ``now + 2 * ttl`` and the lease's deadline plus
+    its ttl; a run with no expiry keeps none."""
+    if deadline_ms is None:
+        return None
+    if not has_steps:
+        return max(deadline_ms, lease_until_ms)
+    ttl = ttl_ms or 0
+    if deadline_ms >= max(now_ms + ttl, lease_until_ms):
+        return deadline_ms
+    return max(now_ms + 2 * ttl, lease_until_ms + lease_ttl_ms)
 
 
 class BaseCheckpointer(ABC):

@@ -27,7 +27,14 @@ from ..errors import (
     RunCancelledError,
     RunNotFoundError,
 )
-from .checkpointer import HOLD_FOREVER, BaseCheckpointer, Fields, Stored, WakeUps
+from .checkpointer import (
+    HOLD_FOREVER,
+    BaseCheckpointer,
+    Fields,
+    Stored,
+    WakeUps,
+    deadline_with_lease,
+)
 from .codec import LABEL_FIELD, TIMESTAMP_FIELD, pairs_of
 from .types import (
     Answer,
@@ -102,6 +109,9 @@ class InMemoryCheckpointer(BaseCheckpointer):
         self._sleepers: list[tuple[frozenset[str], asyncio.Event]] = []
         self._heartbeats: dict[str, tuple[bytes, int]] = {}
         self._permits: dict[str, dict[str, int]] = {}
+        self._claimable: dict[str, set[str]] = {}
+        """Per workflow, the runs a claim looks at (queued or running, as the Redis store's
+        queue and deadline index): claims never scan a workflow's finished runs."""
 
     def __repr__(self) -> str:
         return f"InMemoryCheckpointer(ttl_ms={self.ttl_ms}, keep_last={self.keep_last})"
@@ -315,17 +325,15 @@ class InMemoryCheckpointer(BaseCheckpointer):
         )
 
     def _keep_for_lease(self, run: _Run, now: int) -> None:
-        """A live lease keeps its run, by the Redis store's rule: when the run's deadline comes
-        before the lease's, or less than ``ttl`` from now, it moves to the later of
-        ``now + 2 * ttl`` and the lease's deadline plus its ttl. A run not saved yet lives as
-        long as its lease."""
-        if run.deadline_ms is None:
-            return
-        until, ttl = run.lease_until_ms, self.ttl_ms or 0
-        if not run.steps:
-            run.deadline_ms = max(run.deadline_ms, until)
-        elif run.deadline_ms < max(now + ttl, until):
-            run.deadline_ms = max(now + 2 * ttl, until + run.lease_ttl_ms)
+        """A live lease keeps its run (see :func:`~.checkpointer.deadline_with_lease`)."""
+        run.deadline_ms = deadline_with_lease(
+            run.deadline_ms,
+            bool(run.steps),
+            now,
+            self.ttl_ms,
+            run.lease_until_ms,
+            run.lease_ttl_ms,
+        )
 
     async def _release_lease(self, lease: Lease, note: bytes | None, *, keep_note: bool) -> bool:
         run = self._record(lease.workflow_id, lease.run_id)
@@ -409,6 +417,7 @@ class InMemoryCheckpointer(BaseCheckpointer):
         run.steps[0] = dict(pairs_of(list(fields)))
         run.writers[0] = None
         run.queue_state, run.attempts, run.ready_at_ms = "queued", 0, now + delay_ms
+        self._queued(key.workflow_id, key.run_id)
         run.reason, run.cancel_ms, run.answer, run.expired = None, None, None, False
         self._publish(event)
         self._announce("queued", key.workflow_id, key.run_id)
@@ -418,9 +427,11 @@ class InMemoryCheckpointer(BaseCheckpointer):
     async def _claim(self, workflow_id: str, owner: str, ttl_ms: int) -> Claim | None:
         now = self._clock()
         ready: list[tuple[int, str, _Run]] = []
-        for run_id in builtins.list(self._workflows.get(workflow_id, {})):
+        claimable = self._claimable.get(workflow_id, set())
+        for run_id in builtins.list(claimable):
             run = self._live_run(workflow_id, run_id)
-            if run is None:
+            if run is None or run.queue_state not in ("queued", "running"):
+                claimable.discard(run_id)
                 continue
             if run.leased_until_ms is not None and run.leased_until_ms <= now:
                 self._expire_claim(workflow_id, run_id, run, now)
@@ -452,6 +463,7 @@ class InMemoryCheckpointer(BaseCheckpointer):
             self._announce("cancelled", workflow_id, run_id)
             return
         run.queue_state, run.ready_at_ms, run.expired = "queued", now, True
+        self._queued(workflow_id, run_id)
         self._announce("lease_expired", workflow_id, run_id, run.owner or "")
 
     async def _finish(
@@ -505,6 +517,8 @@ class InMemoryCheckpointer(BaseCheckpointer):
                 self._announce("retrying", workflow_id, run_id, f"attempts {run.attempts}")
                 self._wake(workflow_id)
         run.queue_state = state
+        if state == "queued":
+            self._queued(workflow_id, run_id)
         return state
 
     async def _requeue(
@@ -530,6 +544,7 @@ class InMemoryCheckpointer(BaseCheckpointer):
                 raise QueueStateError(workflow_id, run_id, state, "be requeued")
             run.attempts, run.reason = 0, None
         run.queue_state, run.ready_at_ms = "queued", self._clock() + delay_ms
+        self._queued(workflow_id, run_id)
         self._announce("queued", workflow_id, run_id)
         self._wake(workflow_id)
         return "queued"
@@ -583,7 +598,8 @@ class InMemoryCheckpointer(BaseCheckpointer):
         moments = [
             moment
             for workflow_id in workflow_ids
-            for run in self._workflows.get(workflow_id, {}).values()
+            for run_id in self._claimable.get(workflow_id, ())
+            if (run := self._workflows.get(workflow_id, {}).get(run_id)) is not None
             for moment in (
                 run.ready_at_ms if run.queue_state == "queued" else None,
                 run.leased_until_ms,
@@ -591,6 +607,9 @@ class InMemoryCheckpointer(BaseCheckpointer):
             if moment is not None
         ]
         return min(moments, default=None)
+
+    def _queued(self, workflow_id: str, run_id: str) -> None:
+        self._claimable.setdefault(workflow_id, set()).add(run_id)
 
     def _wake(self, workflow_id: str) -> None:
         for workflow_ids, event in self._sleepers:

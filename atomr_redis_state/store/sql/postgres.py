@@ -148,6 +148,9 @@ class PostgresCheckpointer(BaseCheckpointer):
             "ORDER BY s.step DESC LIMIT %s",
             "list_runs": f"SELECT r.run_id FROM {s}.atomr_runs r WHERE r.workflow_id = %s "
             f"AND r.run_id > %s AND r.steps > 0 AND {live} ORDER BY r.run_id LIMIT %s",
+            "list_workflows": f"SELECT DISTINCT r.workflow_id FROM {s}.atomr_runs r "
+            f"WHERE r.workflow_id > %s AND r.steps > 0 AND {live} "
+            "ORDER BY r.workflow_id LIMIT %s",
             "run_record": f"SELECT n.now, r.owner, r.token, r.lease_until_ms, "
             f"r.lease_ttl_ms, r.note FROM (SELECT {s}.atomr_now() AS now) n "
             f"LEFT JOIN {s}.atomr_runs r ON r.workflow_id = %s AND r.run_id = %s "
@@ -343,6 +346,11 @@ class PostgresCheckpointer(BaseCheckpointer):
         rows = await self._all("list_runs", (workflow_id, after or "", limit))
         return [run_id for (run_id,) in rows]
 
+    async def _list_workflows(self, *, limit: int, after: str | None) -> builtins.list[str]:
+        check_no_nul([after or ""], "ids")
+        rows = await self._all("list_workflows", (after or "", limit))
+        return [workflow_id for (workflow_id,) in rows]
+
     async def _delete_run(self, workflow_id: str, run_id: str, event: CheckpointEvent) -> bool:
         check_no_nul([workflow_id, run_id], "ids")
         found = await self._one(
@@ -362,7 +370,6 @@ class PostgresCheckpointer(BaseCheckpointer):
         except psycopg.Error as exc:
             _raise_refusal(exc, workflow_id, run_id, 0, None)
         token, until = found[0]
-        log.info("run %s: lease %d taken by %s", run_id, token, owner)
         return Lease(workflow_id, run_id, owner, token, until, ttl_ms)
 
     async def _renew_lease(self, lease: Lease) -> Lease:
@@ -390,7 +397,6 @@ class PostgresCheckpointer(BaseCheckpointer):
         )
         if not found[0] and note is not None:
             raise LeaseLostError(lease.workflow_id, lease.run_id, lease.token)
-        log.info("run %s: lease %d released by %s", lease.run_id, lease.token, lease.owner)
         return bool(found[0])
 
     async def _run_record(self, workflow_id: str, run_id: str) -> RunRecord:
@@ -406,9 +412,8 @@ class PostgresCheckpointer(BaseCheckpointer):
         self, workflow_id: str, run_id: str | None
     ) -> AsyncIterator[AsyncIterator[CheckpointEvent]]:
         check_no_nul([workflow_id, run_id or ""], "ids")
-        if self._owns_pool and not self._opened:
-            async with self._connection():
-                pass
+        async with self._connection():
+            pass  # the pool open, the schema checked
         try:
             conninfo, kwargs = await _pool_params(self.pool)
             listener = await psycopg.AsyncConnection.connect(
@@ -462,7 +467,9 @@ def _raise_refusal(
     ``postgres_functions.sql``), which only the caller can name: it knows the key."""
     code, diag = exc.sqlstate, exc.diag
     if code == "ARCON":
-        log.info("run %s: super-step %s already checkpointed", run_id, step)
+        log.info(
+            "workflow %s run %s: super-step %s already checkpointed", workflow_id, run_id, step
+        )
         raise CheckpointConflictError(workflow_id, run_id, step) from None
     if code == "ARHLD":
         owner, until = diag.message_hint or "", int(diag.message_detail or 0)

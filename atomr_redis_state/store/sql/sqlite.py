@@ -23,28 +23,45 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import astuple, dataclass, fields, replace
 from datetime import timedelta
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 
 import orjson
 
 from ...errors import (
+    AnswerRefusedError,
     CheckpointConflictError,
     CheckpointNotFoundError,
     LeaseHeldError,
     LeaseLostError,
+    QueueStateError,
+    RunCancelledError,
     RunNotFoundError,
     StoreDiskFullError,
     StoreLockedError,
     StorePermissionError,
     StoreUnavailableError,
 )
-from ..checkpointer import HOLD_FOREVER, BaseCheckpointer, Fields, Stored
+from ..checkpointer import HOLD_FOREVER, BaseCheckpointer, Fields, Stored, WakeUps
 from ..codec import decode_event, encode_event, write_token
-from ..types import CheckpointEvent, CheckpointKey, Lease, RunRecord, now_ms
+from ..types import (
+    Answer,
+    CheckpointEvent,
+    CheckpointKey,
+    Claim,
+    EventKind,
+    Lease,
+    Outcome,
+    QueueDepth,
+    QueueRecord,
+    QueueState,
+    RunRecord,
+    WorkerInfo,
+    now_ms,
+)
 from ..validation import check_positive_int, duration_to_ms, ttl_to_ms
-from .rows import merged_channels, row_of, stored_of
+from .rows import Row, merged_channels, row_of, stored_of
 from .sqlite_schema import check_schema, migrate
 
 log = logging.getLogger(__name__)
@@ -54,60 +71,50 @@ T = TypeVar("T")
 EVENTS_KEPT = 10_000
 """How many recent events the file keeps for watchers (pruned every 1,000 events)."""
 
-SWEEP_EVERY_MS = 1_000
-"""How often (at most) a store's writes also delete runs that expired."""
-
-SWEEP_BATCH = 200
-"""How many expired runs one sweep deletes at most."""
+SWEEP_BATCH = 100
+"""How many expired runs a write that creates a run deletes at most (the lazy sweep)."""
 
 _LIVE = "(deadline_ms IS NULL OR deadline_ms > ?)"
 
-_RUN_COLUMNS = "deadline_ms, steps, fence, owner, token, lease_until_ms, lease_ttl_ms, note"
 
-
+@dataclass(slots=True)
 class _Run:
-    """A run's row in ``atomr_runs``, read and written within one transaction."""
+    """A run's row in ``atomr_runs`` (fields in the order of ``_RUN_FIELDS``), read and
+    written within one transaction: as the in-memory store's record (see :mod:`..memory`),
+    field for field."""
 
-    __slots__ = (
-        "deadline_ms",
-        "fence",
-        "lease_ttl_ms",
-        "lease_until_ms",
-        "note",
-        "owner",
-        "steps",
-        "token",
-    )
-
-    def __init__(self, row: tuple[Any, ...] | None = None) -> None:
-        if row is None:
-            row = (None, 0, 0, None, 0, 0, 0, None)
-        (
-            self.deadline_ms,
-            self.steps,
-            self.fence,
-            self.owner,
-            self.token,
-            self.lease_until_ms,
-            self.lease_ttl_ms,
-            self.note,
-        ) = row
+    deadline_ms: int | None = None
+    steps: int = 0
+    fence: int = 0
+    owner: str | None = None
+    token: int = 0
+    lease_until_ms: int = 0
+    lease_ttl_ms: int = 0
+    note: str | None = None
+    answer_step: int | None = None
+    answer: str | None = None
+    cancel_ms: int | None = None
+    queue_state: QueueState | None = None
+    attempts: int = 0
+    ready_at_ms: int = 0
+    leased_until_ms: int | None = None
+    """The run's place in the claim-deadline index while a worker holds it."""
+    reason: str | None = None
+    settled: int = 0
+    """The lease token whose claim ``finish`` settled: a retried finish changes nothing."""
+    expired: int = 0
+    """1 when queued again because its worker's lease expired: the next claim is a takeover."""
 
     def values(self) -> tuple[Any, ...]:
-        return (
-            self.deadline_ms,
-            self.steps,
-            self.fence,
-            self.owner,
-            self.token,
-            self.lease_until_ms,
-            self.lease_ttl_ms,
-            self.note,
-        )
+        return astuple(self)
 
     def holder(self, now: int) -> str | None:
         """The owner of the live lease, or None."""
         return self.owner if self.lease_until_ms > now else None
+
+
+_RUN_FIELDS = tuple(field.name for field in fields(_Run))
+_RUN_COLUMNS = ", ".join(_RUN_FIELDS)
 
 
 class SqliteCheckpointer(BaseCheckpointer):
@@ -116,7 +123,8 @@ class SqliteCheckpointer(BaseCheckpointer):
     Call :meth:`setup` once to create (or migrate) the tables; a store refuses a file without
     them, or with a newer schema, with :class:`~...errors.SchemaVersionError`. ``ttl`` and
     ``keep_last`` behave as on :class:`~..redis.RedisCheckpointer`: a run expires whole (its
-    rows are invisible from its deadline on and deleted lazily, by later writes). Leases and
+    rows are invisible from its deadline on, and deleted by the next write to it, or by the
+    next save or fork that starts a run, which deletes up to 100 expired runs). Leases and
     deadlines use the machine's clock, which every process sharing the file shares.
     ``busy_timeout`` is how long a write waits for another writer's lock; ``synchronous`` is
     SQLite's setting (``"NORMAL"``: a commit survives the process crashing, and may be lost to a
@@ -150,7 +158,6 @@ class SqliteCheckpointer(BaseCheckpointer):
         self._conn: sqlite3.Connection | None = None
         self._checked = False
         self._closed = False
-        self._last_sweep_ms = 0
 
     @property
     def in_memory(self) -> bool:
@@ -215,9 +222,6 @@ class SqliteCheckpointer(BaseCheckpointer):
         try:
             now = self._clock()
             result = work(now)
-            if now - self._last_sweep_ms >= SWEEP_EVERY_MS:
-                self._last_sweep_ms = now
-                _sweep(conn, now)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -251,18 +255,14 @@ class SqliteCheckpointer(BaseCheckpointer):
                     "WHERE workflow_id = ? AND run_id = ? AND step = ?",
                     (wf, run_id, step),
                 ).fetchone()
+            if token is not None and found is not None and found[0] == token:
+                return  # this very save, sent again: not a conflict
+            # The lease before the conflict: a stale worker always learns its lease is lost.
+            _check_lease(run, wf, run_id, step, lease, now)
+            if lease is not None and run is not None and run.cancel_ms is not None:
+                raise RunCancelledError(wf, run_id)
             if token is not None and found is not None:
-                if found[0] == token:
-                    return  # this very save, sent again: not a conflict
                 raise CheckpointConflictError(wf, run_id, step)
-            holder = None if run is None else run.holder(now)
-            if lease is not None:
-                if run is None or holder is None or run.token != lease.token:
-                    raise LeaseLostError(wf, run_id, lease.token)
-                if step != 0 and not run.steps:
-                    raise RunNotFoundError(wf, run_id)
-            elif run is not None and holder is not None:
-                raise LeaseHeldError(wf, run_id, holder, run.lease_until_ms)
             is_new = run is None
             if run is None:
                 run = _Run()
@@ -275,26 +275,11 @@ class SqliteCheckpointer(BaseCheckpointer):
                 and (run.deadline_ms is None or run.deadline_ms < now + self.ttl_ms)
             ):
                 run.deadline_ms = now + 2 * self.ttl_ms
+                if lease is not None:  # never before the lease's deadline, as on Redis
+                    run.deadline_ms = max(run.deadline_ms, run.lease_until_ms)
             if hold_ms is not None:
                 run.deadline_ms = None if hold_ms == HOLD_FOREVER else now + hold_ms
-            conn.execute(
-                "INSERT INTO atomr_snapshots (workflow_id, run_id, step, timestamp_ms, label, "
-                "channels, metadata, write_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (workflow_id, run_id, step) DO UPDATE SET "
-                "timestamp_ms = excluded.timestamp_ms, label = excluded.label, "
-                "channels = excluded.channels, metadata = excluded.metadata, "
-                "write_token = excluded.write_token",
-                (
-                    wf,
-                    run_id,
-                    step,
-                    row.timestamp_ms,
-                    row.label,
-                    row.channels.decode(),
-                    None if row.metadata is None else row.metadata.decode(),
-                    token,
-                ),
-            )
+            _insert_snapshot(conn, wf, run_id, step, row, token)
             run.steps += 0 if found is not None else 1
             if self.keep_last is not None and run.steps > self.keep_last:
                 trimmed = conn.execute(
@@ -306,11 +291,394 @@ class SqliteCheckpointer(BaseCheckpointer):
                 run.steps -= trimmed
             _store_record(conn, wf, run_id, run, is_new)
             _publish(conn, wf, run_id, payload)
+            if is_new:
+                _sweep(conn, now)
 
         await self._run(lambda conn: self._write(conn, lambda now: save(now, conn)))
 
     def _fresh_deadline(self, now: int) -> int | None:
         return None if self.ttl_ms is None else now + 2 * self.ttl_ms
+
+    def _grant(
+        self,
+        conn: sqlite3.Connection,
+        run: _Run,
+        workflow_id: str,
+        run_id: str,
+        owner: str,
+        ttl_ms: int,
+        now: int,
+    ) -> Lease:
+        """Give ``owner`` the run's lease (extended, with its token, if it holds it already),
+        keeping the run alive as long (the caller stores the record)."""
+        if run.holder(now) is None:
+            # Larger than any token before, even across a run deleted and started again.
+            (last,) = conn.execute(
+                "UPDATE atomr_fence SET last = max(last + 1, ?, ?) WHERE id = 1 RETURNING last",
+                (run.fence + 1, now * 1000),
+            ).fetchone()
+            run.fence = last
+            run.owner, run.token = owner, run.fence
+        run.lease_until_ms, run.lease_ttl_ms = now + ttl_ms, ttl_ms
+        self._keep_for_lease(run, now)
+        return Lease(
+            workflow_id,
+            run_id,
+            owner,
+            run.token,
+            run.lease_until_ms,
+            ttl_ms,
+            run.cancel_ms is not None,
+        )
+
+    def _keep_for_lease(self, run: _Run, now: int) -> None:
+        """A live lease keeps its run, by the Redis store's rule (``keep_for_lease`` in
+        ``lua/_common.lua``): a run whose deadline comes before the lease's, or less than ``ttl``
+        from now, moves to the later of ``now + 2 * ttl`` and the lease's deadline plus its ttl.
+        A run not saved yet lives as long as its lease."""
+        if run.deadline_ms is None:
+            return
+        until, ttl = run.lease_until_ms, self.ttl_ms or 0
+        if not run.steps:
+            run.deadline_ms = max(run.deadline_ms, until)
+        elif run.deadline_ms < max(now + ttl, until):
+            run.deadline_ms = max(now + 2 * ttl, until + run.lease_ttl_ms)
+
+    async def _list_workflows(self, *, limit: int, after: str | None) -> builtins.list[str]:
+        def list_workflows(conn: sqlite3.Connection) -> builtins.list[str]:
+            rows = conn.execute(
+                "SELECT DISTINCT workflow_id FROM atomr_runs WHERE workflow_id > ? "
+                f"AND steps > 0 AND {_LIVE} ORDER BY workflow_id LIMIT ?",
+                ("" if after is None else after, self._clock(), limit),
+            ).fetchall()
+            return [workflow_id for (workflow_id,) in rows]
+
+        return await self._run(list_workflows)
+
+    async def _record_answer(
+        self, workflow_id: str, run_id: str, super_step: int, value: bytes, lease: Lease | None
+    ) -> None:
+        answer = value.decode()
+
+        def record(now: int, conn: sqlite3.Connection) -> None:
+            run = _live_record(conn, workflow_id, run_id, now)
+            if run is None or not run.steps:
+                raise RunNotFoundError(workflow_id, run_id)
+            _check_lease(run, workflow_id, run_id, super_step, lease, now)
+            if run.cancel_ms is not None:
+                raise RunCancelledError(workflow_id, run_id)
+            latest = _latest_step(conn, workflow_id, run_id)
+            if latest != super_step:
+                reason = f"the run is at super-step {latest}"
+                raise AnswerRefusedError(workflow_id, run_id, super_step, reason)
+            # Without a lease, the first answer to a pause wins (a retry sends the same one).
+            answered = run.answer_step == super_step
+            if lease is None and answered and run.answer != answer:
+                reason = "that pause already has a different answer"
+                raise AnswerRefusedError(workflow_id, run_id, super_step, reason)
+            run.answer_step, run.answer = super_step, answer
+            _store_record(conn, workflow_id, run_id, run, False)
+
+        await self._run(lambda conn: self._write(conn, lambda now: record(now, conn)))
+
+    # The fleet's work queue: the rules of InMemoryCheckpointer and lua/claim.lua, finish.lua,
+    # requeue.lua and cancel.lua, each operation one transaction.
+
+    async def _submit(
+        self, key: CheckpointKey, fields: Fields, delay_ms: int, event: CheckpointEvent
+    ) -> bool:
+        row = row_of(fields)
+        payload = encode_event(event)
+        wf, run_id = key.workflow_id, key.run_id
+
+        def submit(now: int, conn: sqlite3.Connection) -> bool:
+            run = _live_record(conn, wf, run_id, now)
+            if run is not None and (run.steps or run.holder(now) is not None):
+                return False  # the run exists (or is being started inline): a no-op
+            is_new = run is None
+            run = run or _Run()
+            run.deadline_ms = self._fresh_deadline(now)
+            _insert_snapshot(conn, wf, run_id, 0, row, None)
+            run.steps = 1
+            run.queue_state, run.attempts, run.ready_at_ms = "queued", 0, now + delay_ms
+            run.reason = run.answer = run.answer_step = run.cancel_ms = None
+            run.expired = 0
+            _store_record(conn, wf, run_id, run, is_new)
+            _publish(conn, wf, run_id, payload)
+            _announce(conn, "queued", wf, run_id, now)
+            return True
+
+        return await self._run(lambda conn: self._write(conn, lambda now: submit(now, conn)))
+
+    async def _claim(self, workflow_id: str, owner: str, ttl_ms: int) -> Claim | None:
+        wf = workflow_id
+
+        def claim(now: int, conn: sqlite3.Connection) -> Claim | None:
+            expired = conn.execute(
+                "SELECT run_id FROM atomr_runs WHERE workflow_id = ? AND leased_until_ms <= ? "
+                f"AND {_LIVE} ORDER BY leased_until_ms LIMIT 64",
+                (wf, now, now),
+            ).fetchall()
+            for (run_id,) in expired:
+                run = _live_record(conn, wf, run_id, now)
+                if run is not None:
+                    _expire_claim(conn, wf, run_id, run, now)
+            ready = conn.execute(
+                "SELECT run_id FROM atomr_runs WHERE workflow_id = ? AND queue_state = 'queued' "
+                f"AND ready_at_ms <= ? AND steps > 0 AND {_LIVE} "
+                "ORDER BY ready_at_ms, run_id LIMIT 16",
+                (wf, now, now),
+            ).fetchall()
+            for (run_id,) in ready:
+                run = _live_record(conn, wf, run_id, now)
+                if run is None:
+                    continue
+                if run.holder(now) is not None:  # an inline runner holds it: look again later
+                    run.ready_at_ms = run.lease_until_ms
+                    _store_record(conn, wf, run_id, run, False)
+                    continue
+                lease = self._grant(conn, run, wf, run_id, owner, ttl_ms, now)
+                run.queue_state, run.leased_until_ms = "running", lease.expires_at_ms
+                taken_over, run.expired = bool(run.expired), 0
+                _store_record(conn, wf, run_id, run, False)
+                _announce(conn, "claimed", wf, run_id, now, owner)
+                return Claim(lease, run.attempts, taken_over)
+            return None
+
+        return await self._run(lambda conn: self._write(conn, lambda now: claim(now, conn)))
+
+    async def _finish(
+        self,
+        lease: Lease,
+        outcome: Outcome,
+        reason: bytes | None,
+        retry_ms: int,
+        max_attempts: int,
+        note: bytes | None,
+        *,
+        keep_note: bool,
+    ) -> QueueState:
+        wf, run_id = lease.workflow_id, lease.run_id
+
+        def finish(now: int, conn: sqlite3.Connection) -> QueueState:
+            run = _live_record(conn, wf, run_id, now)
+            if run is None or run.token != lease.token:
+                raise LeaseLostError(wf, run_id, lease.token)
+            if run.settled == lease.token and run.queue_state is not None:
+                return run.queue_state  # this very finish, sent again
+            run.owner, run.lease_until_ms, run.leased_until_ms = None, 0, None
+            run.settled = lease.token
+            if not keep_note:  # as release_lease: a failed layer's note, or cleared
+                run.note = None if note is None else note.decode()
+            state: QueueState
+            if run.cancel_ms is not None and outcome != "completed":
+                state, run.answer, run.answer_step = "cancelled", None, None
+                _announce(conn, "cancelled", wf, run_id, now)
+            else:
+                if reason is not None:
+                    run.reason = reason.decode()
+                if outcome == "completed":
+                    state, run.answer, run.answer_step, run.reason = "completed", None, None, None
+                    _announce(conn, "completed", wf, run_id, now)
+                elif outcome == "paused":
+                    state, run.answer, run.answer_step = "paused", None, None
+                elif outcome == "released":
+                    state, run.ready_at_ms = "queued", now
+                    _announce(conn, "released", wf, run_id, now, lease.owner)
+                elif outcome == "blocked":
+                    state = "blocked"
+                    _announce(conn, "blocked", wf, run_id, now)
+                else:
+                    run.attempts += 1
+                    label = f"attempts {run.attempts}"
+                    if outcome == "failed" or (max_attempts and run.attempts >= max_attempts):
+                        state = "failed"
+                        _announce(conn, "failed", wf, run_id, now, label)
+                    else:
+                        state, run.ready_at_ms = "queued", now + retry_ms
+                        _announce(conn, "retrying", wf, run_id, now, label)
+            run.queue_state = state
+            _store_record(conn, wf, run_id, run, False)
+            return state
+
+        return await self._run(lambda conn: self._write(conn, lambda now: finish(now, conn)))
+
+    async def _requeue(
+        self, workflow_id: str, run_id: str, answer: bytes | None, delay_ms: int
+    ) -> QueueState:
+        wf = workflow_id
+        text = None if answer is None else answer.decode()
+
+        def requeue(now: int, conn: sqlite3.Connection) -> QueueState:
+            run = _live_record(conn, wf, run_id, now)
+            if run is None or not run.steps:
+                raise RunNotFoundError(wf, run_id)
+            state = run.queue_state
+            if text is not None:
+                paused_at = _latest_step(conn, wf, run_id)
+                answered = (run.answer_step, run.answer) == (paused_at, text)
+                if state == "queued" and answered:
+                    return "queued"  # this very answer, sent again
+                if state not in (None, "paused"):
+                    raise QueueStateError(wf, run_id, state, "take an answer")
+                if run.cancel_ms is not None:
+                    raise RunCancelledError(wf, run_id)
+                run.answer_step, run.answer = paused_at, text
+            else:
+                if state in ("queued", "running"):
+                    return cast(QueueState, state)
+                if state not in (None, "failed", "blocked"):
+                    raise QueueStateError(wf, run_id, cast(str, state), "be requeued")
+                run.attempts, run.reason = 0, None
+            run.queue_state, run.ready_at_ms = "queued", now + delay_ms
+            _store_record(conn, wf, run_id, run, False)
+            _announce(conn, "queued", wf, run_id, now)
+            return "queued"
+
+        return await self._run(lambda conn: self._write(conn, lambda now: requeue(now, conn)))
+
+    async def _cancel(self, workflow_id: str, run_id: str) -> QueueState:
+        wf = workflow_id
+
+        def cancel(now: int, conn: sqlite3.Connection) -> QueueState:
+            run = _live_record(conn, wf, run_id, now)
+            if run is None or not run.steps:
+                raise RunNotFoundError(wf, run_id)
+            state = run.queue_state
+            if state in ("completed", "cancelled"):
+                return cast(QueueState, state)
+            if run.cancel_ms is None:
+                run.cancel_ms = now
+            if state == "running" or run.holder(now) is not None:
+                _store_record(conn, wf, run_id, run, False)
+                return "running"
+            run.queue_state, run.answer, run.answer_step = "cancelled", None, None
+            _store_record(conn, wf, run_id, run, False)
+            _announce(conn, "cancelled", wf, run_id, now)
+            return "cancelled"
+
+        return await self._run(lambda conn: self._write(conn, lambda now: cancel(now, conn)))
+
+    async def _queue_depth(self, workflow_id: str) -> QueueDepth:
+        def depth(conn: sqlite3.Connection) -> QueueDepth:
+            now = self._clock()
+            rows = conn.execute(
+                "SELECT CASE WHEN queue_state = 'queued' THEN "
+                "CASE WHEN ready_at_ms <= ? THEN 'ready' ELSE 'delayed' END "
+                "ELSE queue_state END AS part, count(*) FROM atomr_runs "
+                f"WHERE workflow_id = ? AND queue_state IS NOT NULL AND steps > 0 AND {_LIVE} "
+                "GROUP BY part",
+                (now, workflow_id, now),
+            ).fetchall()
+            counts = dict(rows)
+            return QueueDepth(
+                counts.get("ready", 0),
+                counts.get("delayed", 0),
+                counts.get("running", 0),
+                counts.get("paused", 0),
+                counts.get("failed", 0),
+                counts.get("blocked", 0),
+            )
+
+        return await self._run(depth)
+
+    @asynccontextmanager
+    async def _wake_ups(self, workflow_ids: builtins.list[str]) -> AsyncIterator[WakeUps]:
+        yield _SqliteWakeUps(self, workflow_ids)
+
+    async def _next_due_ms(self, workflow_ids: builtins.list[str]) -> tuple[int | None, int]:
+        """The earliest ready time or claim deadline of the workflows' runs, and the newest
+        queue event's id (a change there is work that may be ready)."""
+        marks = ", ".join("?" for _ in workflow_ids)
+
+        def due(conn: sqlite3.Connection) -> tuple[int | None, int]:
+            (moment,) = conn.execute(
+                "SELECT min(min(CASE WHEN queue_state = 'queued' THEN ready_at_ms END), "
+                f"min(leased_until_ms)) FROM atomr_runs WHERE workflow_id IN ({marks})",
+                workflow_ids,
+            ).fetchone()
+            (last,) = conn.execute(
+                f"SELECT coalesce(max(id), 0) FROM atomr_events WHERE workflow_id IN ({marks})",
+                workflow_ids,
+            ).fetchone()
+            return moment, int(last)
+
+        return await self._run(due)
+
+    async def _heartbeat(self, worker_id: str, info: bytes, ttl_ms: int) -> None:
+        def beat(now: int, conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO atomr_workers (worker_id, info, expires_ms) VALUES (?, ?, ?) "
+                "ON CONFLICT (worker_id) DO UPDATE SET info = excluded.info, "
+                "expires_ms = excluded.expires_ms",
+                (worker_id, info.decode(), now + ttl_ms),
+            )
+
+        await self._run(lambda conn: self._write(conn, lambda now: beat(now, conn)))
+
+    async def _workers(self) -> builtins.list[WorkerInfo]:
+        def workers(conn: sqlite3.Connection) -> builtins.list[WorkerInfo]:
+            rows = conn.execute(
+                "SELECT worker_id, info, expires_ms FROM atomr_workers WHERE expires_ms > ? "
+                "ORDER BY worker_id",
+                (self._clock(),),
+            ).fetchall()
+            return [WorkerInfo(worker, orjson.loads(info), until) for worker, info, until in rows]
+
+        return await self._run(workers)
+
+    async def _forget_worker(self, worker_id: str) -> None:
+        def forget(now: int, conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM atomr_workers WHERE worker_id = ? OR expires_ms <= ?", (worker_id, now)
+            )
+
+        await self._run(lambda conn: self._write(conn, lambda now: forget(now, conn)))
+
+    async def _take_permit(self, workflow_id: str, holder: str, limit: int, ttl_ms: int) -> bool:
+        def take(now: int, conn: sqlite3.Connection) -> bool:
+            conn.execute(
+                "DELETE FROM atomr_permits WHERE workflow_id = ? AND expires_ms <= ?",
+                (workflow_id, now),
+            )
+            (held,) = conn.execute(
+                "SELECT count(*) FROM atomr_permits WHERE workflow_id = ? AND holder != ?",
+                (workflow_id, holder),
+            ).fetchone()
+            if held >= limit:
+                return False
+            conn.execute(
+                "INSERT INTO atomr_permits (workflow_id, holder, expires_ms) VALUES (?, ?, ?) "
+                "ON CONFLICT (workflow_id, holder) DO UPDATE SET expires_ms = excluded.expires_ms",
+                (workflow_id, holder, now + ttl_ms),
+            )
+            return True
+
+        return await self._run(lambda conn: self._write(conn, lambda now: take(now, conn)))
+
+    async def _renew_permits(
+        self, workflow_id: str, holders: builtins.list[str], ttl_ms: int
+    ) -> int:
+        def renew(now: int, conn: sqlite3.Connection) -> int:
+            renewed = 0
+            for holder in holders:
+                renewed += conn.execute(
+                    "UPDATE atomr_permits SET expires_ms = ? WHERE workflow_id = ? AND holder = ? "
+                    "AND expires_ms > ?",
+                    (now + ttl_ms, workflow_id, holder, now),
+                ).rowcount
+            return renewed
+
+        return await self._run(lambda conn: self._write(conn, lambda now: renew(now, conn)))
+
+    async def _drop_permit(self, workflow_id: str, holder: str) -> None:
+        def drop(now: int, conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM atomr_permits WHERE workflow_id = ? AND holder = ?",
+                (workflow_id, holder),
+            )
+
+        await self._run(lambda conn: self._write(conn, lambda now: drop(now, conn)))
 
     async def _load(self, key: CheckpointKey) -> Stored | None:
         def load(conn: sqlite3.Connection) -> Stored | None:
@@ -410,6 +778,8 @@ class SqliteCheckpointer(BaseCheckpointer):
             )
             _store_record(conn, wf, new_run_id, run, target is None)
             _publish(conn, wf, new_run_id, payload)
+            if target is None:
+                _sweep(conn, now)
 
         await self._run(lambda conn: self._write(conn, lambda now: fork(now, conn)))
 
@@ -447,28 +817,17 @@ class SqliteCheckpointer(BaseCheckpointer):
             run = _live_record(conn, workflow_id, run_id, now)
             if must_exist and (run is None or not run.steps):
                 raise RunNotFoundError(workflow_id, run_id)
-            is_new = run is None
             holder = None if run is None else run.holder(now)
-            if run is not None and holder is not None:
-                if holder != owner:
-                    raise LeaseHeldError(workflow_id, run_id, holder, run.lease_until_ms)
-            else:
-                if run is None:
-                    # A run being started lives as long as its lease, until its first save.
-                    run = _Run()
-                    run.deadline_ms = now + ttl_ms
-                # Larger than any token before, even across a run deleted and started again.
-                (last,) = conn.execute(
-                    "UPDATE atomr_fence SET last = max(last + 1, ?, ?) WHERE id = 1 RETURNING last",
-                    (run.fence + 1, now * 1000),
-                ).fetchone()
-                run.fence = last
-                run.owner, run.token = owner, run.fence
-            run.lease_until_ms, run.lease_ttl_ms = now + ttl_ms, ttl_ms
-            if not run.steps and run.deadline_ms is not None:
-                run.deadline_ms = max(run.deadline_ms, run.lease_until_ms)
+            if run is not None and holder is not None and holder != owner:
+                raise LeaseHeldError(workflow_id, run_id, holder, run.lease_until_ms)
+            is_new = run is None
+            if run is None:
+                # A run being started lives as long as its lease, until its first save.
+                run = _Run()
+                run.deadline_ms = now + ttl_ms
+            lease = self._grant(conn, run, workflow_id, run_id, owner, ttl_ms, now)
             _store_record(conn, workflow_id, run_id, run, is_new)
-            return Lease(workflow_id, run_id, owner, run.token, run.lease_until_ms, ttl_ms)
+            return lease
 
         return await self._run(lambda conn: self._write(conn, lambda now: acquire(now, conn)))
 
@@ -480,10 +839,10 @@ class SqliteCheckpointer(BaseCheckpointer):
             if run is None or run.holder(now) is None or run.token != lease.token:
                 raise LeaseLostError(wf, run_id, lease.token)
             run.lease_until_ms = now + lease.ttl_ms
-            if not run.steps and run.deadline_ms is not None:
-                run.deadline_ms = max(run.deadline_ms, run.lease_until_ms)
+            self._keep_for_lease(run, now)
             _store_record(conn, wf, run_id, run, False)
-            return replace(lease, expires_at_ms=run.lease_until_ms)
+            cancelled = run.cancel_ms is not None
+            return replace(lease, expires_at_ms=run.lease_until_ms, cancel_requested=cancelled)
 
         return await self._run(lambda conn: self._write(conn, lambda now: renew(now, conn)))
 
@@ -516,9 +875,19 @@ class SqliteCheckpointer(BaseCheckpointer):
             lease = None
             if holder is not None:
                 lease = Lease(
-                    workflow_id, run_id, holder, run.token, run.lease_until_ms, run.lease_ttl_ms
+                    workflow_id,
+                    run_id,
+                    holder,
+                    run.token,
+                    run.lease_until_ms,
+                    run.lease_ttl_ms,
+                    run.cancel_ms is not None,
                 )
-            return RunRecord(lease, None if run.note is None else orjson.loads(run.note))
+            answer = None
+            if run.answer_step is not None and run.answer is not None:
+                answer = Answer(run.answer_step, orjson.loads(run.answer))
+            note = None if run.note is None else orjson.loads(run.note)
+            return RunRecord(lease, note, answer, run.cancel_ms, _queue_record(run))
 
         return await self._run(record)
 
@@ -533,6 +902,7 @@ class SqliteCheckpointer(BaseCheckpointer):
 
             yield await _subscribe(poll, workflow_id, run_id, self.poll_interval, None)
             return
+        await self._run(lambda conn: None)  # the schema checked
         watcher = ThreadPoolExecutor(1, thread_name_prefix="atomr-sqlite-watch")
         loop = asyncio.get_running_loop()
         conn = await loop.run_in_executor(watcher, lambda: connect(self.path, self.busy_timeout_ms))
@@ -616,6 +986,118 @@ async def _subscribe(
     return events()
 
 
+def _check_lease(
+    run: _Run | None, workflow_id: str, run_id: str, step: int, lease: Lease | None, now: int
+) -> None:
+    """A write carrying ``lease`` needs it live (and the run, past super-step 0); one without
+    a lease is refused while someone holds one."""
+    holder = None if run is None else run.holder(now)
+    if lease is not None:
+        if run is None or holder is None or run.token != lease.token:
+            raise LeaseLostError(workflow_id, run_id, lease.token)
+        if step != 0 and not run.steps:
+            raise RunNotFoundError(workflow_id, run_id)
+    elif run is not None and holder is not None:
+        raise LeaseHeldError(workflow_id, run_id, holder, run.lease_until_ms)
+
+
+def _latest_step(conn: sqlite3.Connection, workflow_id: str, run_id: str) -> int | None:
+    (step,) = conn.execute(
+        "SELECT max(step) FROM atomr_snapshots WHERE workflow_id = ? AND run_id = ?",
+        (workflow_id, run_id),
+    ).fetchone()
+    return None if step is None else int(step)
+
+
+def _insert_snapshot(
+    conn: sqlite3.Connection, workflow_id: str, run_id: str, step: int, row: Row, token: str | None
+) -> None:
+    conn.execute(
+        "INSERT INTO atomr_snapshots (workflow_id, run_id, step, timestamp_ms, label, "
+        "channels, metadata, write_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (workflow_id, run_id, step) DO UPDATE SET "
+        "timestamp_ms = excluded.timestamp_ms, label = excluded.label, "
+        "channels = excluded.channels, metadata = excluded.metadata, "
+        "write_token = excluded.write_token",
+        (
+            workflow_id,
+            run_id,
+            step,
+            row.timestamp_ms,
+            row.label,
+            row.channels.decode(),
+            None if row.metadata is None else row.metadata.decode(),
+            token,
+        ),
+    )
+
+
+def _queue_record(run: _Run) -> QueueRecord | None:
+    if run.queue_state is None:
+        return None
+    return QueueRecord(
+        run.queue_state,
+        run.attempts,
+        run.ready_at_ms if run.queue_state == "queued" else None,
+        None if run.reason is None else orjson.loads(run.reason),
+    )
+
+
+def _announce(
+    conn: sqlite3.Connection,
+    kind: EventKind,
+    workflow_id: str,
+    run_id: str,
+    now: int,
+    label: str = "",
+) -> None:
+    """Publish a queue event (no super-step) in the writing transaction."""
+    event = CheckpointEvent(kind, workflow_id, run_id, None, label, now)
+    _publish(conn, workflow_id, run_id, encode_event(event))
+
+
+def _expire_claim(
+    conn: sqlite3.Connection, workflow_id: str, run_id: str, run: _Run, now: int
+) -> None:
+    """A claimed run whose deadline passed: its index entry follows a renewed lease;
+    otherwise its worker is gone, and it is queued again (or ends, if cancelled)."""
+    if run.holder(now) is not None:
+        run.leased_until_ms = run.lease_until_ms
+    else:
+        run.leased_until_ms = None
+        if run.queue_state == "running" and run.cancel_ms is not None:
+            run.queue_state = "cancelled"
+            _announce(conn, "cancelled", workflow_id, run_id, now)
+        elif run.queue_state == "running":
+            run.queue_state, run.ready_at_ms, run.expired = "queued", now, 1
+            _announce(conn, "lease_expired", workflow_id, run_id, now, run.owner or "")
+    _store_record(conn, workflow_id, run_id, run, False)
+
+
+class _SqliteWakeUps:
+    """Wakes when a queue event of the workflows lands in the file (from any process), or when
+    a delayed run or a claim's deadline comes due: a poll of the file every ``poll_interval``."""
+
+    def __init__(self, store: SqliteCheckpointer, workflow_ids: builtins.list[str]) -> None:
+        self._store = store
+        self._workflow_ids = workflow_ids
+        self._seen: int | None = None
+
+    async def wait(self, at_most: float) -> None:
+        clock = self._store._clock
+        end = clock() + at_most * 1000
+        while True:
+            due, last = await self._store._next_due_ms(self._workflow_ids)
+            seen, self._seen = self._seen, last
+            now = clock()
+            if (seen is not None and last != seen) or (due is not None and due <= now):
+                return
+            if now >= end:
+                return
+            until = end if due is None else min(end, due)
+            await asyncio.sleep(min(self._store.poll_interval, max(0.0, (until - now) / 1000)))
+
+
 def _live_record(
     conn: sqlite3.Connection, workflow_id: str, run_id: str, now: int, *, drop: bool = True
 ) -> _Run | None:
@@ -627,7 +1109,7 @@ def _live_record(
     ).fetchone()
     if row is None:
         return None
-    run = _Run(row)
+    run = _Run(*row)
     if run.deadline_ms is not None and run.deadline_ms <= now:
         if drop:
             _drop(conn, workflow_id, run_id)
@@ -635,21 +1117,23 @@ def _live_record(
     return run
 
 
+_INSERT_RUN = (
+    f"INSERT INTO atomr_runs (workflow_id, run_id, {_RUN_COLUMNS}) "
+    f"VALUES (?, ?, {', '.join('?' for _ in _RUN_FIELDS)})"
+)
+_UPDATE_RUN = (
+    f"UPDATE atomr_runs SET {', '.join(f'{name} = ?' for name in _RUN_FIELDS)} "
+    "WHERE workflow_id = ? AND run_id = ?"
+)
+
+
 def _store_record(
     conn: sqlite3.Connection, workflow_id: str, run_id: str, run: _Run, is_new: bool
 ) -> None:
     if is_new:
-        conn.execute(
-            f"INSERT INTO atomr_runs (workflow_id, run_id, {_RUN_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (workflow_id, run_id, *run.values()),
-        )
+        conn.execute(_INSERT_RUN, (workflow_id, run_id, *run.values()))
     else:
-        conn.execute(
-            "UPDATE atomr_runs SET deadline_ms = ?, steps = ?, fence = ?, owner = ?, token = ?, "
-            "lease_until_ms = ?, lease_ttl_ms = ?, note = ? WHERE workflow_id = ? AND run_id = ?",
-            (*run.values(), workflow_id, run_id),
-        )
+        conn.execute(_UPDATE_RUN, (*run.values(), workflow_id, run_id))
 
 
 def _drop(conn: sqlite3.Connection, workflow_id: str, run_id: str) -> None:

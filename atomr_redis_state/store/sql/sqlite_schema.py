@@ -4,8 +4,11 @@ Tables (every name starts with ``atomr_``):
 
 - ``atomr_schema``: one row, the schema version :func:`setup` last brought the file to.
 - ``atomr_runs``: one row per run (or per run being started under a lease): its deadline (NULL:
-  never expires), how many snapshots it has, its lease, fencing counter and note.
-  Index ``atomr_runs_deadline`` finds expired runs for the lazy sweep.
+  never expires), how many snapshots it has, its lease, fencing counter and note, a human's
+  answer waiting to be used, a cancel request, and its place in the fleet's work queue (state,
+  attempts, ready time, the deadline of the claim a worker holds, the last failure's reason).
+  Index ``atomr_runs_deadline`` finds expired runs for the lazy sweep, ``atomr_runs_ready`` a
+  workflow's queued runs by ready time, ``atomr_runs_claimed`` its claims by deadline (takeover).
 - ``atomr_snapshots``: one row per snapshot, keyed by (workflow, run, super-step): the channels
   as the exact JSON text the codec wrote (query them with SQLite's ``json_extract``), the
   label, timestamp, metadata and the write token of an exclusive save.
@@ -13,6 +16,10 @@ Tables (every name starts with ``atomr_``):
   processes. Index ``atomr_events_workflow`` serves a watcher's poll.
 - ``atomr_fence``: the last fencing token issued, so that tokens keep growing across runs
   deleted and started again within one clock tick.
+- ``atomr_workers``: each fleet worker's heartbeat (what it runs), until it expires.
+- ``atomr_permits``: the fleet-wide in-flight permits of each workflow, until they expire.
+
+Version 2 added the answer, cancel and queue columns and the last two tables.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import sqlite3
 
 from ...errors import SchemaVersionError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The version this library writes and understands."""
 
 MIGRATIONS: dict[int, str] = {
@@ -61,6 +68,33 @@ MIGRATIONS: dict[int, str] = {
     CREATE TABLE atomr_fence (id INTEGER PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL);
     INSERT INTO atomr_fence (id, last) VALUES (1, 0);
     """,
+    2: """
+    ALTER TABLE atomr_runs ADD COLUMN answer_step INTEGER;
+    ALTER TABLE atomr_runs ADD COLUMN answer TEXT;
+    ALTER TABLE atomr_runs ADD COLUMN cancel_ms INTEGER;
+    ALTER TABLE atomr_runs ADD COLUMN queue_state TEXT;
+    ALTER TABLE atomr_runs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE atomr_runs ADD COLUMN ready_at_ms INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE atomr_runs ADD COLUMN leased_until_ms INTEGER;
+    ALTER TABLE atomr_runs ADD COLUMN reason TEXT;
+    ALTER TABLE atomr_runs ADD COLUMN settled INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE atomr_runs ADD COLUMN expired INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX atomr_runs_ready ON atomr_runs (workflow_id, ready_at_ms)
+        WHERE queue_state = 'queued';
+    CREATE INDEX atomr_runs_claimed ON atomr_runs (workflow_id, leased_until_ms)
+        WHERE leased_until_ms IS NOT NULL;
+    CREATE TABLE atomr_workers (
+        worker_id TEXT PRIMARY KEY,
+        info TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL
+    );
+    CREATE TABLE atomr_permits (
+        workflow_id TEXT NOT NULL,
+        holder TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        PRIMARY KEY (workflow_id, holder)
+    ) WITHOUT ROWID;
+    """,
 }
 """Version -> the statements that bring the previous version to it."""
 
@@ -77,9 +111,10 @@ def schema_version(conn: sqlite3.Connection) -> int | None:
 
 
 def check_schema(conn: sqlite3.Connection) -> None:
-    """Refuse a file without the tables, or with a schema newer than this library knows."""
+    """Refuse a file without the tables, or with a schema other than this library's (an older
+    one until :func:`migrate` brings it up to date, a newer one always)."""
     found = schema_version(conn)
-    if found is None or found > SCHEMA_VERSION:
+    if found != SCHEMA_VERSION:
         raise SchemaVersionError(found, SCHEMA_VERSION)
 
 
