@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import multiprocessing
 import time
 import uuid
@@ -82,6 +83,7 @@ class Round:
     url: str
     tag: str  # a name of this round's queue, fresh per round
     concurrency: int
+    profile: str | None = None  # write the worker process's cProfile stats there
 
 
 Serve = Callable[[Round, Callable[[], Awaitable[None]], Event], Awaitable[None]]
@@ -288,7 +290,12 @@ def _worker_process(
         await CONTENDERS[name].serve(run, ready, stop)
         cpu.put(time.process_time() - used)
 
-    asyncio.run(main())
+    if run.profile is None:
+        asyncio.run(main())
+        return
+    with cProfile.Profile() as profiler:
+        asyncio.run(main())
+    profiler.dump_stats(run.profile)
 
 
 async def measure(
@@ -297,7 +304,7 @@ async def measure(
     """One round of one contender with ``processes`` worker processes: its row, and the
     commands per job the server ran, by command (the busiest first)."""
     context = multiprocessing.get_context("spawn")
-    run = Round(url, f"r{uuid.uuid4().hex[:10]}", args.concurrency)
+    run = Round(url, f"r{uuid.uuid4().hex[:10]}", args.concurrency, getattr(args, "into", None))
     t0 = time.perf_counter()
     await contender.enqueue(run, args.jobs)
     enqueue_seconds = time.perf_counter() - t0
@@ -373,7 +380,7 @@ async def benchmark(args: argparse.Namespace, url: str) -> dict[str, Any]:
                         f"x{processes} round {n + 1}: {contender.name} {row['jobs/s']:,.0f} jobs/s"
                     )
                     rows.append(row | {"round": n + 1})
-        return {
+        result = {
             "environment": env,
             "workload": {k: vars(args)[k] for k in ("jobs", "concurrency", "rounds", "warmup")},
             "by round": rows,
@@ -382,6 +389,11 @@ async def benchmark(args: argparse.Namespace, url: str) -> dict[str, Any]:
                 commands
             ),
         }
+        if args.profile:  # one more round of the fleet, one worker process under cProfile
+            profiled = argparse.Namespace(**{**vars(args), "into": args.profile})
+            await measure(CONTENDERS[FLEET], admin, url, 1, profiled)
+            workload.log(f"wrote {args.profile}: python -m pstats {args.profile}")
+        return result
     finally:
         await admin.aclose()
 
@@ -417,6 +429,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     names = ",".join(CONTENDERS)
     add("--contenders", type=lambda s: s.split(","), default=list(CONTENDERS), help=names)
     add("--json", action="store_true", help="print the results as JSON (progress on stderr)")
+    profile = "then profile one fleet worker process into PROFILE (fleet_throughput.prof)"
+    add("--profile", nargs="?", const="fleet_throughput.prof", help=profile)
     args = parser.parse_args(argv)
     unknown = set(args.contenders) - set(CONTENDERS)
     if unknown:
