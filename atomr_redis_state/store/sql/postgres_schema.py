@@ -11,7 +11,9 @@ needs ``CREATE`` on the database only when the schema does not exist yet):
   serves the sweep of expired runs.
 - ``atomr_snapshots`` (primary key ``(workflow_id, run_id, step)``, which also serves
   ``latest`` and ``list``): ``channels_json`` is the exact JSON text of the channels (stored
-  uncompressed: every ``latest`` reads it, and decompressing costs more than the bytes);
+  uncompressed: every ``latest`` reads it, and decompressing costs more than the bytes; in a
+  fork, the edited channels follow the source's, and where one is named twice the later wins,
+  as in ``jsonb``);
   ``channels`` the same as ``jsonb``, to query (NULL for a snapshot holding the character
   U+0000, which ``jsonb`` cannot, and with ``jsonb=False``); label, timestamp, metadata, and
   an exclusive save's token.
