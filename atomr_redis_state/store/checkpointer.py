@@ -227,7 +227,7 @@ class Checkpointer(Protocol):
         ...
 
     # The ready queue: work distribution for a fleet of workers (see :mod:`..fleet`). A store
-    # without one (the SQL stores, for now) raises QueueUnsupportedError from these calls.
+    # without one (a store of your own that implements none) raises QueueUnsupportedError.
 
     async def submit(self, snapshot: Snapshot, *, not_before: NotBefore | None = None) -> bool:
         """Create a run from its super-step 0 ``snapshot`` and queue it, atomically, in one
