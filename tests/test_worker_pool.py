@@ -22,22 +22,10 @@ from atomr_redis_state import (
     Writes,
 )
 from atomr_redis_state.fleet import Backoff, Fleet, Registry, Worker, Workflow, load_target
-from tests.conftest import Backend
 
 WF = "wf-pool"
 SCHEMA = StateSchema.builder().add("log", AppendList(), []).add_lww("answer").build()
 FAST = Backoff(base=0.01, cap=0.05)
-
-
-NO_QUEUE = ("postgres",)
-"""Stores without a ready queue yet: they raise QueueUnsupportedError (tested in test_queue)."""
-
-
-@pytest.fixture
-def checkpointer(backend: Backend) -> Checkpointer:
-    if backend.name in NO_QUEUE:
-        pytest.skip(f"the {backend.name} store has no ready queue yet")
-    return backend.make()
 
 
 class Tools:
