@@ -511,6 +511,52 @@ async def test_a_postgres_wake_up_comes_when_a_delayed_run_is_due(backend: Backe
     assert await store.claim(WF, "w", 30) is not None
 
 
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_postgres_claims_racing_from_many_connections_take_each_run_once(
+    backend: Backend, postgres_server: PostgresServer
+) -> None:
+    first = make(backend)
+    assert isinstance(first, PostgresCheckpointer)
+    runs = [f"r{i:03}" for i in range(60)]
+    for run_id in runs:
+        await first.submit(snap(run_id, 0))
+    stores = [PostgresCheckpointer(postgres_server.url, schema=first.schema) for _ in range(4)]
+
+    async def claimer(store: PostgresCheckpointer, owner: str) -> list[str]:
+        taken = []
+        while (claim := await store.claim(WF, owner, 30)) is not None:
+            taken.append(claim.lease.run_id)
+        return taken
+
+    claimers = [claimer(store, f"w{i}-{j}") for i, store in enumerate(stores) for j in range(4)]
+    taken = [run_id for found in await asyncio.gather(*claimers) for run_id in found]
+    for store in stores:
+        await store.aclose()
+    assert sorted(taken) == runs
+    assert (await first.queue_depth(WF)).running == len(runs)
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_postgres_permits_racing_from_many_connections_never_pass_the_cap(
+    backend: Backend, postgres_server: PostgresServer
+) -> None:
+    first = make(backend)
+    assert isinstance(first, PostgresCheckpointer)
+    stores = [PostgresCheckpointer(postgres_server.url, schema=first.schema) for _ in range(6)]
+    for store in stores:  # each with connections enough for its takers at once
+        await asyncio.gather(*(store.workers() for _ in range(5)))
+    for round_ in range(8):  # a fresh workflow each round: 30 takers race for 3 permits
+        takers = [
+            store.take_permit(f"{WF}-{round_}", f"h{i}-{j}", 3, 30)
+            for i, store in enumerate(stores)
+            for j in range(5)
+        ]
+        taken = await asyncio.gather(*takers)
+        assert taken.count(True) == 3
+    for store in stores:
+        await store.aclose()
+
+
 def test_the_readme_sqlite_example_runs_as_written(tmp_path: Path) -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = readme[readme.index("## SQLite and Postgres stores") :]

@@ -445,7 +445,7 @@ class PostgresCheckpointer(BaseCheckpointer):
 
     async def _release_lease(self, lease: Lease, note: bytes | None, *, keep_note: bool) -> bool:
         check_no_nul([lease.workflow_id, lease.run_id], "ids")
-        action = "keep" if keep_note else "clear" if note is None else "set"
+        action = _note_action(note, keep_note)
         found = await self._one(
             "release_lease",
             (
@@ -547,6 +547,7 @@ class PostgresCheckpointer(BaseCheckpointer):
     ) -> QueueState:
         wf, run_id = lease.workflow_id, lease.run_id
         check_no_nul([wf, run_id], "ids")
+        action = _note_action(note, keep_note)
         try:
             found = await self._one(
                 "finish",
@@ -559,9 +560,9 @@ class PostgresCheckpointer(BaseCheckpointer):
                     None if reason is None else reason.decode(),
                     retry_ms,
                     max_attempts,
-                    self._channel(wf),
+                    action,
                     None if note is None else note.decode(),
-                    keep_note,
+                    self._channel(wf),
                 ),
             )
         except psycopg.Error as exc:
@@ -648,9 +649,8 @@ class PostgresCheckpointer(BaseCheckpointer):
     async def _listener(self, channels: builtins.list[str]) -> Any:
         """A connection of its own that LISTENs on ``channels`` (a pooled one cannot wait for
         notifications)."""
-        if self._owns_pool and not self._opened:
-            async with self._connection():
-                pass
+        async with self._connection():
+            pass  # the pool open, the schema checked
         try:
             conninfo, kwargs = await _pool_params(self.pool)
             listener = await psycopg.AsyncConnection.connect(
@@ -750,6 +750,11 @@ async def _pool_params(pool: AsyncConnectionPool[Any]) -> tuple[str, dict[str, A
     if inspect.isawaitable(kwargs):
         kwargs = await kwargs
     return str(conninfo), dict(kwargs or {})
+
+
+def _note_action(note: bytes | None, keep_note: bool) -> str:
+    """What a release does to the run's note, as the functions take it: keep, clear or set."""
+    return "keep" if keep_note else "clear" if note is None else "set"
 
 
 def _raise_refusal(

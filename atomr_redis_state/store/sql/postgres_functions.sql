@@ -555,12 +555,14 @@ BEGIN
 END
 $$;
 
--- finish (finish.lua): settle the claim of the lease p_token, releasing the lease, and move
--- the run by p_outcome; returns its queue state. ARLST when the run's lease is another one; a
--- finish sent again (the claim already settled) returns the state and writes nothing.
+-- finish (finish.lua): settle the claim of the lease p_token, releasing the lease as
+-- atomr_release_lease does (p_action 'set' stores p_note, 'clear' clears the note, 'keep' leaves
+-- it), and move the run by p_outcome; returns its queue state. ARLST when the run's lease is
+-- another one; a finish sent again (the claim already settled) returns the state and writes
+-- nothing.
 CREATE OR REPLACE FUNCTION @schema@.atomr_finish(
   p_wf text, p_run text, p_token bigint, p_owner text, p_outcome text, p_reason text,
-  p_retry bigint, p_max_attempts integer, p_channel text, p_note text, p_keep_note boolean
+  p_retry bigint, p_max_attempts integer, p_action text, p_note text, p_channel text
 ) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -578,8 +580,8 @@ BEGIN
   r.lease_until_ms := 0;
   r.leased_until_ms := NULL;
   r.settled := p_token;
-  IF NOT p_keep_note THEN  -- as release_lease: a failed layer's note, or cleared
-    r.note := p_note;
+  IF p_action <> 'keep' THEN
+    r.note := CASE WHEN p_action = 'set' THEN p_note END;
   END IF;
   IF r.cancel_ms IS NOT NULL AND p_outcome <> 'completed' THEN
     r.queue_state := 'cancelled';
