@@ -55,7 +55,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from atomr_redis_state import JSON, Checkpointer, RedisCheckpointer, new_run_id
 from atomr_redis_state.store.sql import PostgresCheckpointer, SqliteCheckpointer
-from atomr_redis_state.testing import running_postgres, running_server
+from atomr_redis_state.testing import (
+    PostgresServer,
+    RedisServer,
+    running_postgres,
+    running_server,
+)
 
 from .workload import (
     LABEL,
@@ -66,6 +71,7 @@ from .workload import (
     agent_run,
     log,
     make_client,
+    median,
     options,
     report,
 )
@@ -189,9 +195,21 @@ class Tracer:
 class Contenders:
     """Makes each contender fresh, on the shared servers and directory."""
 
-    def __init__(self, redis_url: str, postgres_url: str, directory: Path, size: int) -> None:
-        self.redis_url, self.postgres_url = redis_url, postgres_url
+    def __init__(
+        self, redis: RedisServer, postgres: PostgresServer, directory: Path, size: int
+    ) -> None:
+        self.redis_url, self.postgres_url = redis.url, postgres.url
         self.directory, self.size = directory, size
+        redis_pid = None if redis.process is None else redis.process.pid
+        postgres_pid = None if postgres.process is None else postgres.process.pid
+        self.server_pids = {
+            PG_OURS: postgres_pid,
+            PG_PEER: postgres_pid,
+            LITE_OURS: None,
+            LITE_PEER: None,
+            REDIS: redis_pid,
+        }
+        """The server each contender uses (SQLite runs in this process: in cli µs/op)."""
 
     async def _schema(self) -> tuple[str, Callable[[], Awaitable[None]]]:
         """A fresh schema, and what drops it."""
@@ -299,6 +317,26 @@ class Contenders:
         }
 
 
+def server_cpu_s(pid: int | None) -> float:
+    """CPU seconds used so far by the server process ``pid``, its live children and the children
+    it has reaped (from /proc; 0 without a pid)."""
+    if pid is None:
+        return 0.0
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if entry.name == str(pid):  # utime, stime, cutime, cstime
+            ticks += sum(int(value) for value in fields[11:15])
+        elif fields[1] == str(pid):
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 async def drive(contender: Contender, runs: int, concurrency: int) -> tuple[float, float]:
     """``runs`` agent runs, ``concurrency`` in flight: (ops/s, client CPU µs per operation)."""
     run_ids = iter([new_run_id() for _ in range(runs)])
@@ -352,20 +390,28 @@ def ratio(rates: dict[str, list[float]], a: str, b: str) -> dict[str, Any]:
 
 
 async def benchmark(
-    args: argparse.Namespace, redis_url: str, postgres_url: str, directory: Path
+    args: argparse.Namespace, redis: RedisServer, postgres: PostgresServer, directory: Path
 ) -> dict[str, Any]:
-    made = Contenders(redis_url, postgres_url, directory, args.concurrency)
+    made = Contenders(redis, postgres, directory, args.concurrency)
     makers = made.makers()
     names = list(makers)
     rates: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
+    server: dict[str, list[float | None]] = {name: [] for name in names}
+    ops = args.runs * OPS_PER_RUN
     load_before = os.getloadavg()[0]
     for n in range(args.rounds):
         for name in names[n % len(names) :] + names[: n % len(names)]:
             one = await makers[name](None)
             await drive(one.contender, args.warmup, args.concurrency)
+            pid = made.server_pids[name]
+            server_before = server_cpu_s(pid)
             rate, cpu_us = await drive(one.contender, args.runs, args.concurrency)
             await one.close()
+            await asyncio.sleep(0.3)  # the closed pool's backends exit and are reaped
+            server[name].append(
+                None if pid is None else (server_cpu_s(pid) - server_before) / ops * 1e6
+            )
             rates[name].append(rate)
             cpu[name].append(cpu_us)
             log(f"round {n + 1}: {name} {rate:,.0f} ops/s, {cpu_us:,.0f} cli µs/op")
@@ -385,6 +431,7 @@ async def benchmark(
                 "contender": name,
                 "ops/s": statistics.median(rates[name]),
                 "cli µs/op": statistics.median(cpu[name]),
+                "srv µs/op": median(server[name]),
                 **wire[name],
             }
             for name in names
@@ -411,9 +458,7 @@ def main() -> None:
         running_postgres() as postgres_server,
         tempfile.TemporaryDirectory(dir=Path.cwd(), prefix=".bench-sql-") as directory,
     ):
-        result = asyncio.run(
-            benchmark(args, redis_server.url, postgres_server.url, Path(directory))
-        )
+        result = asyncio.run(benchmark(args, redis_server, postgres_server, Path(directory)))
     report(result, args.json)
 
 
