@@ -512,6 +512,31 @@ async def test_a_postgres_wake_up_comes_when_a_delayed_run_is_due(backend: Backe
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_postgres_wake_up_listens_again_after_a_lost_connection(
+    backend: Backend, postgres_server: PostgresServer
+) -> None:
+    store = make(backend)
+    async with store.wake_ups([WF]) as wake:
+        await wake.wait(at_most=0)
+        admin = await postgres_pool(postgres_server.url)
+        async with admin.connection() as conn:
+            killed = await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND query LIKE 'LISTEN %'"
+            )
+            assert await killed.fetchall() == [(True,)]  # the wake-ups' LISTEN connection
+        await admin.close()
+        await asyncio.sleep(0.2)
+        started = asyncio.get_running_loop().time()
+        await asyncio.wait_for(wake.wait(at_most=20), 10)  # at once: a gap, work may be ready
+        assert asyncio.get_running_loop().time() - started < 10
+        waiting = asyncio.ensure_future(wake.wait(at_most=20))
+        await asyncio.sleep(0.1)
+        await store.submit(snap("after", 0))  # heard on the new LISTEN connection
+        await asyncio.wait_for(waiting, 10)
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 async def test_postgres_claims_racing_from_many_connections_take_each_run_once(
     backend: Backend, postgres_server: PostgresServer
 ) -> None:

@@ -637,8 +637,8 @@ class PostgresCheckpointer(BaseCheckpointer):
     @asynccontextmanager
     async def _wake_ups(self, workflow_ids: builtins.list[str]) -> AsyncIterator[WakeUps]:
         check_no_nul(workflow_ids, "ids")
-        listener = await self._listener([self._channel(w) for w in workflow_ids])
-        wake = _PostgresWakeUps(self, workflow_ids, listener)
+        wake = _PostgresWakeUps(self, workflow_ids)
+        await wake.listen()
         try:
             yield wake
         finally:
@@ -722,15 +722,20 @@ class PostgresCheckpointer(BaseCheckpointer):
 class _PostgresWakeUps:
     """Wakes when a run of the workflows is queued, released or retried (a NOTIFY from any
     process, read by a task on a LISTEN connection of its own), or when a delayed run or a
-    claim's deadline comes due (asked of the database before each wait: one statement)."""
+    claim's deadline comes due (asked of the database before each wait: one statement). A lost
+    LISTEN connection is opened again by the next wait, which then returns at once (work may
+    have been queued meanwhile)."""
 
-    def __init__(
-        self, store: PostgresCheckpointer, workflow_ids: builtins.list[str], listener: Any
-    ) -> None:
+    def __init__(self, store: PostgresCheckpointer, workflow_ids: builtins.list[str]) -> None:
         self._store = store
         self._workflow_ids = workflow_ids
-        self._listener = listener
         self._event = asyncio.Event()
+        self._listener: Any = None
+        self._reader: asyncio.Future[None] | None = None
+
+    async def listen(self) -> None:
+        channels = [self._store._channel(w) for w in self._workflow_ids]
+        self._listener = await self._store._listener(channels)
         self._reader = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
@@ -742,11 +747,10 @@ class _PostgresWakeUps:
                 self._event.set()
 
     async def wait(self, at_most: float) -> None:
-        if self._reader.done():
-            exc = self._reader.exception()
-            if isinstance(exc, psycopg.Error):
-                _raise_typed(exc)
-            raise StoreUnavailableError(f"the Postgres LISTEN connection ended: {exc}")
+        if self._reader is None or self._reader.done():
+            await self.close()
+            await self.listen()
+            self._event.set()
         ids = self._workflow_ids
         (due_in,) = await self._store._one("next_due", (ids, ids))
         if due_in is not None:
@@ -756,10 +760,14 @@ class _PostgresWakeUps:
         self._event.clear()
 
     async def close(self) -> None:
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
-            await self._reader
-        await self._listener.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
+                await self._reader
+            self._reader = None
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
 
 
 async def _pool_params(pool: AsyncConnectionPool[Any]) -> tuple[str, dict[str, Any]]:
