@@ -3,7 +3,9 @@
 The Python port of the Rust crate ``atomr-agents-state``, in three layers:
 
 - :mod:`.store`: the checkpoint store. Start with :class:`InMemoryCheckpointer` (the default) or
-  :class:`RedisCheckpointer`; both implement :class:`Checkpointer`.
+  :class:`RedisCheckpointer`; :class:`SqliteCheckpointer` and ``PostgresCheckpointer`` (the
+  ``[postgres]`` extra, imported on first use) are the SQL stores; all implement
+  :class:`Checkpointer`.
 - :mod:`.graph`: channelled state, reducers, and :class:`StatefulRunner`, which runs a workflow
   super-step by super-step on any store.
 - :mod:`.fleet`: work distribution for a fleet of workers: :class:`Fleet` submits runs to the
@@ -15,6 +17,7 @@ Every public name is importable from here.
 """
 
 import logging
+from typing import TYPE_CHECKING
 
 from .errors import (
     AnswerRefusedError,
@@ -26,11 +29,15 @@ from .errors import (
     LeaseHeldError,
     LeaseLostError,
     QueueStateError,
+    QueueUnsupportedError,
     RunCancelledError,
     RunNotFoundError,
     RunNotPausedError,
+    SchemaVersionError,
     StepTimeoutError,
     StoreConfigurationError,
+    StoreDiskFullError,
+    StoreLockedError,
     StoreOutOfMemoryError,
     StorePermissionError,
     StoreUnavailableError,
@@ -83,11 +90,25 @@ from .store import (
     new_workflow_id,
 )
 from .store.redis import RedisCheckpointer
+from .store.sql.sqlite import SqliteCheckpointer
 from .store.types import Claim, Outcome, QueueDepth, QueueRecord, QueueState, WorkerInfo
+
+if TYPE_CHECKING:
+    from .store.sql.postgres import PostgresCheckpointer as PostgresCheckpointer
 
 # The library logs (conflicts, retries, leases, pauses, failures) under "atomr_redis_state" and
 # prints nothing unless the application configures logging.
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+
+def __getattr__(name: str) -> object:
+    """``PostgresCheckpointer``, imported on first use: it needs the ``[postgres]`` extra."""
+    if name == "PostgresCheckpointer":
+        from .store.sql.postgres import PostgresCheckpointer as PostgresCheckpointer
+
+        return PostgresCheckpointer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "JSON",
@@ -126,6 +147,7 @@ __all__ = [
     "QueueRecord",
     "QueueState",
     "QueueStateError",
+    "QueueUnsupportedError",
     "RedisCheckpointer",
     "Reducer",
     "Registry",
@@ -137,7 +159,9 @@ __all__ = [
     "RunRecord",
     "RunState",
     "RunStatus",
+    "SchemaVersionError",
     "Snapshot",
+    "SqliteCheckpointer",
     "StateSchema",
     "StateSchemaBuilder",
     "StatefulRunner",
@@ -147,6 +171,8 @@ __all__ = [
     "StepFn",
     "StepTimeoutError",
     "StoreConfigurationError",
+    "StoreDiskFullError",
+    "StoreLockedError",
     "StoreOutOfMemoryError",
     "StorePermissionError",
     "StoreUnavailableError",

@@ -94,6 +94,17 @@ class WorkerStopping(AtomrStateError):
     worker releases the run to the queue, and another worker continues it from there."""
 
 
+class QueueUnsupportedError(AtomrStateError, NotImplementedError):
+    """This store has no ready queue (submit, claim, finish...): the fleet needs the in-memory
+    or the Redis store."""
+
+    def __init__(self, store: object) -> None:
+        super().__init__(
+            f"{type(store).__name__} has no ready queue yet: run the fleet on "
+            "RedisCheckpointer (or InMemoryCheckpointer in one process)"
+        )
+
+
 class Interrupt(Exception):
     """Raised by a step to pause the run for a human; ``payload`` says what it needs.
 

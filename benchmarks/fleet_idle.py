@@ -1,7 +1,8 @@
 """What an idle fleet costs Redis: commands per second of N worker processes with nothing to do.
 
-``python -m benchmarks.fleet_idle --help``, and see benchmarks/README.md. Needs the ``bench``
-extra for the arq and saq contenders (``--contenders fleet`` runs without it).
+``python -m benchmarks.fleet_idle --help``, and see benchmarks/README.md. The arq and saq
+contenders need them installed (see benchmarks/fleet_throughput.py); ``--contenders fleet``
+runs without.
 
 Per contender (those of benchmarks/fleet_throughput.py), one after the other on one
 redis-server: start ``--processes`` worker processes on an empty queue, let them settle for

@@ -1,7 +1,9 @@
 """Throughput of a worker fleet: single-step runs through the fleet's worker pool vs arq and saq.
 
-``python -m benchmarks.fleet_throughput --help``, and see benchmarks/README.md. Needs the
-``bench`` extra (``pip install -e '.[bench]'``: arq and saq).
+``python -m benchmarks.fleet_throughput --help``, and see benchmarks/README.md. Needs saq (the
+``bench-queues`` extra) and arq, installed without its pins (it caps redis-py below 6, whose
+asyncio client lacks the sharded pub/sub the fleet's wake-ups use):
+``pip install -e '.[cli,bench-queues]' && pip install --no-deps 'arq>=0.28'``.
 
 Every contender drains the same number of jobs of the same trivial function (it counts its call
 in a counter shared by the processes and returns) from a queue filled beforehand, with 1, 2 and
@@ -28,6 +30,7 @@ import asyncio
 import multiprocessing
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import Synchronized
@@ -36,6 +39,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from atomr_redis_state import RedisCheckpointer, StateSchema, Step, StepContext, Writes
+from atomr_redis_state.fleet import Fleet, Worker, Workflow
+from atomr_redis_state.store.types import QueueDepth
 from atomr_redis_state.testing import running_server
 
 from . import workload
@@ -89,11 +95,60 @@ class Contender:
     enqueue: Callable[[Round, int], Awaitable[None]]  # in the parent: queue ``jobs`` jobs
     serve: Serve
     check: Callable[[Round, int], Awaitable[None]]  # in the parent, after the workers stopped
-    keys: str  # the prefix of every key it writes (deleted after each round)
+    keys: Callable[[Round], str]  # the prefix of every key it writes (deleted after each round)
 
 
 async def _until(stop: Event) -> None:
     await asyncio.to_thread(stop.wait)
+
+
+# the fleet
+
+
+async def fleet_step(ctx: StepContext) -> Writes:
+    value = ctx.read("i")
+    assert isinstance(value, int)
+    trivial(value)
+    return {"done": True}
+
+
+FLEET_WORKFLOW = Workflow(
+    "bench-trivial",
+    [Step("trivial", fleet_step)],
+    StateSchema.builder().add_lww("i").add_lww("done").build(),
+)
+
+
+async def fleet_enqueue(run: Round, jobs: int) -> None:
+    async with RedisCheckpointer.from_url(run.url, prefix=run.tag) as store:
+        fleet = Fleet(store, FLEET_WORKFLOW)
+        await _batched(jobs, lambda i: fleet.submit(FLEET_WORKFLOW, {"i": i}, run_id=f"job-{i}"))
+
+
+async def fleet_serve(run: Round, ready: Callable[[], Awaitable[None]], stop: Event) -> None:
+    async with RedisCheckpointer.from_url(run.url, prefix=run.tag) as store:
+        worker = Worker(store, FLEET_WORKFLOW, concurrency=run.concurrency)
+        await ready()
+        working = asyncio.create_task(worker.run())
+        await _until(stop)
+        worker.stop()
+        await working
+
+
+async def fleet_check(run: Round, jobs: int) -> None:
+    async with RedisCheckpointer.from_url(run.url, prefix=run.tag) as store:
+        depth = await store.queue_depth(FLEET_WORKFLOW.id)
+        ended: Counter[str] = Counter()
+        for start in range(0, jobs, 256):
+            records = await asyncio.gather(
+                *(
+                    store.run_record(FLEET_WORKFLOW.id, f"job-{i}")
+                    for i in range(start, min(jobs, start + 256))
+                )
+            )
+            ended.update(r.queue.state if r.queue else "unqueued" for r in records)
+    if depth != QueueDepth() or ended != Counter({"completed": jobs}):
+        raise BenchmarkError(f"fleet: queue {depth}, runs ended {dict(ended)}")
 
 
 # arq
@@ -136,6 +191,7 @@ def arq_serve(poll_delay: float) -> Serve:
         main = asyncio.create_task(worker.main())
         await _until(stop)
         main.cancel()
+        await asyncio.gather(main, return_exceptions=True)
         await worker.close()
 
     return serve
@@ -197,9 +253,10 @@ async def saq_check(run: Round, jobs: int) -> None:
 CONTENDERS = {
     c.name: c
     for c in [
-        Contender(ARQ, arq_enqueue, arq_serve(0.5), arq_check, "arq"),
-        Contender(ARQ_FAST, arq_enqueue, arq_serve(0.01), arq_check, "arq"),
-        Contender(SAQ, saq_enqueue, saq_serve, saq_check, "saq"),
+        Contender(FLEET, fleet_enqueue, fleet_serve, fleet_check, lambda run: run.tag),
+        Contender(ARQ, arq_enqueue, arq_serve(0.5), arq_check, lambda _: "arq"),
+        Contender(ARQ_FAST, arq_enqueue, arq_serve(0.01), arq_check, lambda _: "arq"),
+        Contender(SAQ, saq_enqueue, saq_serve, saq_check, lambda _: "saq"),
     ]
 }
 
@@ -236,8 +293,9 @@ def _worker_process(
 
 async def measure(
     contender: Contender, admin: Redis, url: str, processes: int, args: argparse.Namespace
-) -> dict[str, Any]:
-    """One round of one contender with ``processes`` worker processes; its row."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One round of one contender with ``processes`` worker processes: its row, and the
+    commands per job the server ran, by command (the busiest first)."""
     context = multiprocessing.get_context("spawn")
     run = Round(url, f"r{uuid.uuid4().hex[:10]}", args.concurrency)
     t0 = time.perf_counter()
@@ -265,22 +323,31 @@ async def measure(
     finally:
         stop.set()
         for process in workers:
-            await asyncio.to_thread(process.join, 60)
-            if process.exitcode is None:
+            await asyncio.to_thread(process.join, 30)
+            if process.exitcode is None:  # measured already; its CPU time is lost
+                workload.log(f"{contender.name}: a worker process did not stop: killed")
                 process.kill()
-    client_cpu = sum(cpu.get(timeout=10) for _ in workers)
+                await asyncio.to_thread(process.join)
+    failed = [process.exitcode for process in workers if process.exitcode not in (0, -9)]
+    if failed:
+        raise BenchmarkError(f"{contender.name}: worker processes failed, exit codes {failed}")
+    stopped = [process for process in workers if process.exitcode == 0]
+    used = [cpu.get(timeout=10) for _ in stopped]
+    client_cpu = sum(used) / len(used) * len(workers) if used else None
     await contender.check(run, args.jobs)
-    await workload.delete_prefix(admin, contender.keys)
+    await workload.delete_prefix(admin, contender.keys(run))
+    calls = {k[6:]: v / args.jobs for k, v in server.items() if k.startswith("calls ") and v}
+    busiest = dict(sorted(calls.items(), key=lambda kv: -kv[1]))
     return {
         "processes": processes,
         "contender": contender.name,
         "jobs/s": args.jobs / seconds,
         "enqueue/s": args.jobs / enqueue_seconds,
-        "cli µs/job": client_cpu / args.jobs * 1e6,
+        "cli µs/job": None if client_cpu is None else client_cpu / args.jobs * 1e6,
         "srv cmd/job": sum(v for k, v in server.items() if k.startswith("calls ")) / args.jobs,
         "srv µs/job": server["main_cpu_us"] / args.jobs,
         "repeated": tally.duplicates(),
-    }
+    }, busiest
 
 
 async def benchmark(args: argparse.Namespace, url: str) -> dict[str, Any]:
@@ -293,12 +360,15 @@ async def benchmark(args: argparse.Namespace, url: str) -> dict[str, Any]:
         warm = argparse.Namespace(**{**vars(args), "jobs": args.warmup})
         for contender in contenders:
             await measure(contender, admin, url, 1, warm)
-        rows = []
+        rows, commands = [], []
         for processes in args.processes:
             for n in range(args.rounds):
                 turn = n % len(contenders)
                 for contender in contenders[turn:] + contenders[:turn]:
-                    row = await measure(contender, admin, url, processes, args)
+                    row, busiest = await measure(contender, admin, url, processes, args)
+                    if processes == args.processes[0] and n == 0:
+                        line = ", ".join(f"{k} {v:.2f}" for k, v in list(busiest.items())[:8])
+                        commands.append({"contender": contender.name, "commands/job": line})
                     workload.log(
                         f"x{processes} round {n + 1}: {contender.name} {row['jobs/s']:,.0f} jobs/s"
                     )
@@ -308,6 +378,9 @@ async def benchmark(args: argparse.Namespace, url: str) -> dict[str, Any]:
             "workload": {k: vars(args)[k] for k in ("jobs", "concurrency", "rounds", "warmup")},
             "by round": rows,
             "median over rounds": _table(rows),
+            f"server commands per job, by command ({args.processes[0]} process, round 1)": (
+                commands
+            ),
         }
     finally:
         await admin.aclose()
@@ -320,7 +393,7 @@ def _table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         group = workload.medians([r for r in rows if r["processes"] == processes], "contender")
         speed = {row["contender"]: row["jobs/s"] for row in group}
         for row in group:
-            ratios = {f"/{peer}": row["jobs/s"] / speed[peer] for peer in (ARQ_FAST, SAQ)}
+            ratios = {f"/{p}": row["jobs/s"] / speed[p] for p in (ARQ, ARQ_FAST, SAQ) if p in speed}
             table.append({"processes": processes, **row, **ratios})
     return table
 

@@ -27,12 +27,13 @@ After each contender's round its keys are deleted (SCAN MATCH + UNLINK on its ke
 FLUSH) and the server must hold as many keys as before the first round.
 
 Reported: each contender's median graph runs/s, and the ratios of medians measured side by side,
-with the range of the per-round ratios (both contenders of a ratio ran in the same round); the
-benchmark process's CPU time per graph run (the client side: LangGraph, the saver, redis-py)
-and the server's; the saver calls LangGraph made per graph run; the commands the server ran per
-graph run (INFO commandstats; a pipeline of N commands counts N; commands run inside scripts are
-not counted); and the socket writes per graph run: the round trips (a write that carries the
-calls of several graph runs, as ``AsyncRedisStateSaver``'s batches do, is shared by them).
+with the median and range of the per-round ratios (both contenders of a ratio ran in the same
+round); the benchmark process's CPU time per graph run (the client side: LangGraph, the saver,
+redis-py) and the server's; the saver calls LangGraph made per graph run; the commands the
+server ran per graph run (INFO commandstats; a pipeline of N commands counts N; commands run
+inside scripts are not counted); and the socket writes per graph run: the round trips (a write
+that carries the calls of several graph runs, as ``AsyncRedisStateSaver``'s batches do, is
+shared by them).
 The machine's load average is printed before and after, to tell a busy machine from a quiet one.
 From the repository root::
 
@@ -361,7 +362,8 @@ def ratio_line(a: Contender, b: Contender) -> str:
     per_round = [x / y for x, y in zip(a.rates, b.rates, strict=True)]
     ratio = statistics.median(a.rates) / statistics.median(b.rates)
     return (
-        f"{a.name} / {b.name}: {ratio:.2f}x (per round {min(per_round):.2f}x-{max(per_round):.2f}x)"
+        f"{a.name} / {b.name}: {ratio:.2f}x (per round: median "
+        f"{statistics.median(per_round):.2f}x, {min(per_round):.2f}x-{max(per_round):.2f}x)"
     )
 
 

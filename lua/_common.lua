@@ -29,6 +29,21 @@ local function refuse_if_out_of_memory(sorted_set)
   redis.call('ZADD', sorted_set, 'XX', 0, '')
 end
 
+-- The refusal of a call on a run whose record holds held = {owner, token, until} (HMGET), at
+-- now: with a lease (fencing token, '' = none), LEASELOST unless it is the run's live lease;
+-- without one, LEASEHELD <until> <owner> while someone holds a live lease. nil: go on.
+local function lease_refusal(held, lease, now)
+  local leased = held[1] and tonumber(held[3]) > now
+  if lease ~= '' then
+    if not leased or held[2] ~= lease then
+      return redis.error_reply('LEASELOST the lease on this run was lost')
+    end
+  elseif leased then
+    return redis.error_reply('LEASEHELD ' .. held[3] .. ' ' .. held[1])
+  end
+  return nil
+end
+
 -- Tell subscribers of a shard channel (same hash tag as the keys: the slot's shard only) what
 -- happened. Never fails the script: with nobody listening, or no permission, it is skipped.
 local function publish(channel, payload)

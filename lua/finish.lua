@@ -5,10 +5,12 @@
 -- or blocked   ARGV[3] retry delay in ms   ARGV[4] max attempts ('0' = no limit)
 -- ARGV[5] reason (JSON; '' = none)   ARGV[6] workflow id   ARGV[7] run id
 -- ARGV[8] the bucket's event channel   ARGV[9] the lease's owner
+-- ARGV[10] the note: '1' to store ARGV[11], '0' to clear it, 'keep' to leave it (release_lease)
 -- Returns the run's queue state after it. Checks first, no write before them: a lease that is
 -- no longer the run's (taken over, or the run deleted) fails with LEASELOST; a claim this token
 -- already settled (a retry after a lost reply) returns the state it left, writing nothing; NOPERM
--- and OOM fail before any write. Then, atomically: the lease is released (its token and fencing
+-- and OOM fail before any write. Then, atomically: the lease is released as release_lease
+-- releases it (the note stored, cleared or kept by ARGV[10]; its token and fencing
 -- counter stay), the run leaves every index of its bucket, and by the outcome: completed (event
 -- completed; answer and reason cleared), paused (into 'paused'; a consumed answer cleared),
 -- released (queued at now, event released), blocked (into 'blocked', event blocked), retry
@@ -33,6 +35,11 @@ end
 refuse_if_out_of_memory(KEYS[7])
 redis.call('HDEL', record, 'owner', 'until', 'ready')
 redis.call('HSET', record, 'settled', token)
+if ARGV[10] == '1' then
+  redis.call('HSET', record, 'note', ARGV[11])
+elseif ARGV[10] == '0' then
+  redis.call('HDEL', record, 'note')
+end
 unindex(run_id)
 
 local state, event, label = nil, nil, ''

@@ -22,13 +22,9 @@ if err then
   return err
 end
 local held = redis.call('HMGET', record, 'owner', 'token', 'until', 'cancel', 'answer_step', 'answer')
-local leased = held[1] and tonumber(held[3]) > now
-if lease ~= '' then
-  if not leased or held[2] ~= lease then
-    return redis.error_reply('LEASELOST the lease on this run was lost')
-  end
-elseif leased then
-  return redis.error_reply('LEASEHELD ' .. held[3] .. ' ' .. held[1])
+local refused = lease_refusal(held, lease, now)
+if refused then
+  return refused
 end
 if held[4] then
   return redis.error_reply('CANCELLED the run was cancelled')

@@ -19,7 +19,7 @@
 --   a save carrying a lease fails with LEASELOST unless that lease is the run's live lease, and
 --   with RUNNOTFOUND when the run has no snapshot (except at super-step 0, which creates it);
 --   a save without a lease fails with LEASEHELD <until> <owner> while someone holds a live lease;
---   a save carrying a lease on a run someone asked to cancel (request_cancel) fails with CANCELLED;
+--   a save carrying a lease on a run someone asked to cancel (cancel.lua) fails with CANCELLED;
 --   then an exclusive save of an existing step fails with CONFLICT (so a stale worker whose
 --   step was saved by the new owner always learns that its lease is lost);
 --   a user without +time fails with NOPERM; over maxmemory (noeviction) it fails with OOM.
@@ -54,19 +54,17 @@ if ttl > 0 or hold ~= '' or held[3] then
     return err
   end
 end
-local leased = held[1] and tonumber(held[3]) > now
+local refused = lease_refusal(held, lease, now)
+if refused then
+  return refused
+end
 if lease ~= '' then
-  if not leased or held[2] ~= lease then
-    return redis.error_reply('LEASELOST the lease on this run was lost')
-  end
   if step ~= '0' and redis.call('EXISTS', steps) == 0 then
     return redis.error_reply('RUNNOTFOUND the run has no checkpoint')
   end
   if held[4] then
     return redis.error_reply('CANCELLED the run was cancelled')
   end
-elseif leased then
-  return redis.error_reply('LEASEHELD ' .. held[3] .. ' ' .. held[1])
 end
 if taken then
   return redis.error_reply('CONFLICT super-step ' .. step .. ' is already checkpointed')

@@ -62,7 +62,7 @@ async def effect(ctx: StepContext) -> Writes:
         done = await client.hincrby(executions, f"{ctx.run_id}|{ctx.step}", 1)
         if done <= planned:
             raise InjectedFailure(f"{ctx.run_id} {ctx.step}: injected failure {done}/{planned}")
-    await asyncio.sleep(random.uniform(0.005, 0.04))  # the work, during which a kill may land
+    await asyncio.sleep(random.uniform(0.02, 0.12))  # the work, during which a kill may land
     key = f"{ctx.run_id}|{ctx.super_step}|{ctx.step}"
     mine = uuid.uuid4().hex
     if not await client.hsetnx(effects, key, mine):

@@ -217,7 +217,7 @@ def test_demo_help_describes_every_option() -> None:
     assert done.returncode == 0
     out = flat(done.stdout)
     assert "Usage: atomr-redis-state demo [OPTIONS]" in out
-    assert "--redis-url URL" in out
+    assert "--redis-url, --store URL" in out
     assert "--ttl SECONDS" in out
     assert "[default: 3600; x>0]" in out
     assert "instead of an in-process fakeredis" in out

@@ -4,6 +4,7 @@ of each workflow's ready queue), on fakeredis in-process."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -62,16 +63,17 @@ def test_workers_lists_each_live_worker_and_the_runs_it_holds(stores: FakeStores
     out = flat(result.output)
     assert "2 live worker(s)" in out
     assert "worker-1 pod-a 41" in out
-    assert "2 of 4" in out
+    assert "2 of 4 runs" in out
     assert f"{WF}/r1" in out
     assert f"{WF}/r2" in out
-    assert "1.5 s ago" in out
+    assert re.search(r"worker-1 .* \d+\.\d s ago", out)  # beat 1.5 s before the command
     assert "worker-2 (stopping) pod-b" in out
 
 
 def test_workers_json_has_every_field_of_the_heartbeat(stores: FakeStores) -> None:
     stores.run(beat("worker-1", ["r1"]))
     document = json.loads(stores.invoke("workers", "--json").output)
+    assert (document["format_version"], document["kind"]) == (1, "workers")
     [worker] = document["workers"]
     assert worker["worker_id"] == "worker-1"
     assert worker["runs"] == [{"workflow_id": WF, "run_id": "r1"}]
@@ -101,23 +103,25 @@ def test_queue_counts_the_runs_of_the_named_workflow_by_part(stores: FakeStores)
     assert f"{WF} 2 1 1 0 0 0" in out
 
 
-def test_queue_without_a_workflow_shows_those_the_live_workers_run(stores: FakeStores) -> None:
-    stores.run(fill)
-    stores.run(beat("worker-1", ["r1"]))
+def test_queue_without_a_workflow_shows_those_with_runs_or_workers(stores: FakeStores) -> None:
+    stores.run(fill)  # WF has runs
+    stores.run(beat("worker-1", [], workflows=[OTHER]))  # OTHER has a worker, no runs
     document = json.loads(stores.invoke("queue", "--json").output)
     parts = ("ready", "delayed", "running", "paused", "failed", "blocked")
     assert document == {
+        "format_version": 1,
+        "kind": "queues",
         "queues": [
             {"workflow_id": WF, **dict(zip(parts, (2, 1, 1, 0, 0, 0), strict=True))},
             {"workflow_id": OTHER, **dict.fromkeys(parts, 0)},
-        ]
+        ],
     }
 
 
-def test_queue_without_a_workflow_or_workers_says_what_to_pass(stores: FakeStores) -> None:
+def test_queue_without_a_workflow_says_when_there_is_none(stores: FakeStores) -> None:
     result = stores.invoke("queue")
     assert result.exit_code == 0
-    assert "pass WORKFLOW" in result.output
+    assert "no workflows with runs or workers under prefix 'atomr'" in result.output
 
 
 def test_queue_refuses_a_malformed_workflow_id_in_one_line(stores: FakeStores) -> None:
@@ -131,7 +135,7 @@ def test_the_liveness_probe_finds_a_live_heartbeat_of_this_host(stores: FakeStor
     stores.run(beat("worker-1", [], host=socket.gethostname()))
     found = stores.run(lambda store: liveness(store))
     assert found.alive
-    assert [w["worker_id"] for w in found.workers] == ["worker-1"]
+    assert [w.worker_id for w in found.workers] == ["worker-1"]
     assert stores.run(lambda store: liveness(store, worker_id="worker-1")).alive
 
 

@@ -30,6 +30,7 @@ from atomr_redis_state import (
 from tests.conftest import REDIS_BACKENDS, Backend
 from tests.test_redis_store import DeliveredTwice
 from tests.test_runner import SCHEMA, ToolFailed, Workflow
+from tests.test_sql_stores import make, query, raw_write
 
 WF = "wf-fleet"
 SHORT = 0.3
@@ -561,3 +562,19 @@ async def test_an_answer_owed_past_an_added_layer_survives_a_failure(
     assert outcome.state["answer"] == "yes"
     assert [len(r.runs_of(name)) for name in ("b", "x", "ask")] == [1, 1, 3]
     assert len(set(r.runs_of("ask"))) == 1
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_setup_brings_a_first_version_postgres_store_to_answers(
+    backend: Backend,
+) -> None:
+    store = make(backend)
+    await store.save(snap("r", 0))
+    for column in ("answer_step", "answer", "cancel_ms"):
+        await raw_write(store, f"ALTER TABLE {{s}}.atomr_runs DROP COLUMN {column}")
+    await raw_write(store, "UPDATE {s}.atomr_schema SET version = 1")
+    await make(backend).setup()
+    assert await query(store, "SELECT version FROM {s}.atomr_schema") == [(2,)]
+    migrated = make(backend)
+    await migrated.record_answer(WF, "r", "yes", super_step=0)
+    assert (await migrated.run_record(WF, "r")).answer == Answer(0, "yes")

@@ -11,7 +11,9 @@ checkpointed state holds the id of that one side effect. The takeover latency af
 (from the kill to another worker's claim of each run the killed worker held) is at most
 ``lease_ttl`` + 1 s; its p50 and p99 are printed.
 
-``ATOMR_SOAK_RUNS`` scales the number of runs (default 1,000 on both).
+``ATOMR_SOAK_RUNS`` scales the number of runs (default 1,000 on both; each test takes about a
+minute here). Marked ``soak``: ``-m 'not soak'`` leaves them out of a quick local run; CI runs
+them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,10 +49,12 @@ from atomr_redis_state.testing import (
 )
 from tests.soak_workflow import LAYERS, WORKFLOW, WORKFLOWS, effect_keys
 
+pytestmark = pytest.mark.soak
+
 RUNS = int(os.environ.get("ATOMR_SOAK_RUNS", "1000"))
 WORKERS = 8
 CONCURRENCY = 4
-IN_FLIGHT = 48  # runs submitted and not ended, at most: the fleet keeps spare capacity
+IN_FLIGHT = 12  # runs submitted and not ended, at most: the fleet (32 slots) keeps spare ones
 LEASE_TTL = 2.0
 TAKEOVER_BOUND = LEASE_TTL + 1.0
 DOOMED = 0.03  # share of runs whose step fails every time
@@ -89,7 +94,7 @@ def make_plan() -> Plan:
     return Plan(runs, doomed)
 
 
-class Fleet8:
+class WorkerProcesses:
     """The worker processes: started, killed, stopped and continued by the test."""
 
     def __init__(self, url: str, cluster: bool, prefix: str, effects: str, logs: Path) -> None:
@@ -134,25 +139,36 @@ class Fleet8:
             if w.returncode is None and w.pid not in self.stopped and self.born[w.pid] < settled
         ]
 
+    async def kill_the_rest(self) -> None:
+        """SIGKILL any worker still running (after a failure) and reap every one."""
+        for worker in self.workers:
+            if worker.returncode is None:
+                worker.kill()
+            await worker.wait()
+
     async def shutdown(self, store: RedisCheckpointer) -> None:
         """SIGCONT the stopped; once every worker has beaten (it handles signals by then),
         SIGTERM everyone: each stops gracefully (exit 0)."""
         alive = [w for w in self.workers if w.returncode is None]
         for worker in alive:
-            worker.send_signal(signal.SIGCONT)
+            with suppress(ProcessLookupError):  # it exited: its exit code tells below
+                worker.send_signal(signal.SIGCONT)
         deadline = time.monotonic() + 30
-        while {w.pid for w in alive} - await beating(store):
+        while {w.pid for w in alive if w.returncode is None} - await beating(store):
             assert time.monotonic() < deadline, "a worker never sent a heartbeat"
             await asyncio.sleep(0.1)
         for worker in alive:
-            worker.send_signal(signal.SIGTERM)
+            with suppress(ProcessLookupError):
+                worker.send_signal(signal.SIGTERM)
         for worker in self.workers:
             await asyncio.wait_for(worker.wait(), timeout=60)
             log = self.log_of[worker.pid].read_text(errors="replace")
             assert worker.returncode in (0, -signal.SIGKILL), log[-3000:]
 
 
-async def chaos(fleet: Fleet8, store: RedisCheckpointer, plan: Plan, done: asyncio.Event) -> None:
+async def chaos(
+    fleet: WorkerProcesses, store: RedisCheckpointer, plan: Plan, done: asyncio.Event
+) -> None:
     """Until ``done``: every second or so, SIGKILL a worker (measuring the takeover of its runs,
     and starting a new one) or SIGSTOP one for 0.5-4 s."""
     measuring: set[asyncio.Task[None]] = set()
@@ -167,6 +183,7 @@ async def chaos(fleet: Fleet8, store: RedisCheckpointer, plan: Plan, done: async
             victim.send_signal(signal.SIGKILL)
             killed_at = time.monotonic()
             plan.kills += 1
+            await victim.wait()
             await fleet.start()
             if owner is not None:
                 task = asyncio.create_task(measure_takeover(store, plan, owner, killed_at))
@@ -182,7 +199,9 @@ async def chaos(fleet: Fleet8, store: RedisCheckpointer, plan: Plan, done: async
     await asyncio.gather(*measuring)
 
 
-async def resume_later(fleet: Fleet8, worker: asyncio.subprocess.Process, after: float) -> None:
+async def resume_later(
+    fleet: WorkerProcesses, worker: asyncio.subprocess.Process, after: float
+) -> None:
     await asyncio.sleep(after)
     if worker.returncode is None:
         worker.send_signal(signal.SIGCONT)
@@ -218,8 +237,9 @@ async def measure_takeover(
             plan.lost += sorted(pending)
             return
         await asyncio.sleep(0.02)
-        for run in sorted(pending):
-            record = await store.run_record(WORKFLOW, run)
+        runs = sorted(pending)
+        records = await asyncio.gather(*(store.run_record(WORKFLOW, run) for run in runs))
+        for run, record in zip(runs, records, strict=True):
             moved = record.lease is not None and record.lease.owner != owner
             if moved or (record.queue is not None and record.queue.state != "running"):
                 if moved:
@@ -241,7 +261,7 @@ async def submit_all(store: RedisCheckpointer, plan: Plan) -> None:
             run_id = waiting.pop()
             await fleet.submit(WORKFLOW, {"fail": plan.runs[run_id]}, run_id=run_id)
             unended.add(run_id)
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)
         runs = sorted(unended)
         records = await asyncio.gather(*(store.run_record(WORKFLOW, run) for run in runs))
         for run, record in zip(runs, records, strict=True):
@@ -252,7 +272,7 @@ async def submit_all(store: RedisCheckpointer, plan: Plan) -> None:
 async def soak(url: str, cluster: bool, logs: Path) -> tuple[Plan, str, str]:
     prefix, effects = f"soak-{uuid.uuid4().hex[:8]}", f"effects-{uuid.uuid4().hex[:8]}"
     plan = make_plan()
-    fleet = Fleet8(url, cluster, prefix, effects, logs)
+    fleet = WorkerProcesses(url, cluster, prefix, effects, logs)
     async with RedisCheckpointer.from_url(url, cluster=cluster, prefix=prefix) as store:
         for _ in range(WORKERS):
             await fleet.start()
@@ -262,8 +282,11 @@ async def soak(url: str, cluster: bool, logs: Path) -> tuple[Plan, str, str]:
             await submit_all(store, plan)
         finally:
             done.set()
-            await troubles
-            await fleet.shutdown(store)
+            try:
+                await troubles
+                await fleet.shutdown(store)
+            finally:
+                await fleet.kill_the_rest()
     return plan, prefix, effects
 
 
@@ -340,7 +363,8 @@ def report(where: str, plan: Plan, ended: Counter[str], seconds: float) -> str:
 def assert_takeovers(plan: Plan) -> None:
     assert plan.kills >= 3, "too few kills to measure takeovers"
     assert plan.lost == [], f"runs of killed workers never taken over: {plan.lost}"
-    assert plan.takeovers, "no run was held by a killed worker"
+    if RUNS >= 300:  # fewer runs (ATOMR_SOAK_RUNS) may end before a kill lands on a held run
+        assert plan.takeovers, "no run was held by a killed worker"
     assert max(plan.takeovers) <= TAKEOVER_BOUND, sorted(plan.takeovers)[-5:]
 
 

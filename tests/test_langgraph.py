@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import fakeredis
 import pytest
@@ -29,6 +29,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import Connection
 from redis.connection import Connection as SyncConnection
 from redis.crc import key_slot
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from atomr_redis_state.langgraph import AsyncRedisStateSaver, RedisStateSaver, scripts
 from atomr_redis_state.langgraph.keys import BUCKETS, bucket_of, escape, unescape
@@ -629,6 +630,94 @@ async def test_a_cancelled_call_leaves_no_reply_behind_for_the_next(
         assert got is not None
         assert got.checkpoint["channel_values"] == {"a": "second"}
     await saver.aprune(["t", "u"], strategy="delete")
+    await client.aclose()
+
+
+class ConnectionsSeen(Connection):
+    """Records which connections carry writes, and how many calls each write holds."""
+
+    used: ClassVar[set[int]] = set()
+    calls_per_write: ClassVar[list[int]] = []
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if b"EVALSHA" in command[0][:32]:  # not redis-py's own commands (HELLO on connect)
+            ConnectionsSeen.used.add(id(self))
+            ConnectionsSeen.calls_per_write.append(len(command))
+        await super().send_packed_command(command, check_health)
+
+
+async def test_a_burst_of_calls_leaves_in_few_batches_on_at_most_two_connections(
+    redis_server: RedisServer,
+) -> None:
+    client = Redis.from_url(redis_server.url, connection_class=ConnectionsSeen)
+    saver = AsyncRedisStateSaver(client, prefix=f"b{uuid.uuid4().hex[:8]}")
+    await put(saver, "warm", {"a": 0}, {"a": 0})  # loads the script
+    ConnectionsSeen.used.clear()
+    ConnectionsSeen.calls_per_write.clear()
+    stored = await asyncio.gather(*(put(saver, f"t{i}", {"a": i}, {"a": i}) for i in range(300)))
+    assert len(ConnectionsSeen.used) <= 2
+    assert sum(ConnectionsSeen.calls_per_write) == 300  # each call sent once
+    assert len(ConnectionsSeen.calls_per_write) <= 300 // 128 + 3
+    got = await asyncio.gather(*(saver.aget_tuple(config) for config in stored))
+    assert [t.checkpoint["channel_values"]["a"] for t in got if t] == list(range(300))
+    await saver.aprune([f"t{i}" for i in range(300)] + ["warm"], strategy="delete")
+    await client.aclose()
+
+
+async def test_a_burst_of_calls_after_a_script_flush_loads_the_script_once(
+    redis_server: RedisServer,
+) -> None:
+    client = Redis.from_url(redis_server.url, max_connections=4)
+    saver = AsyncRedisStateSaver(client, prefix=f"f{uuid.uuid4().hex[:8]}")
+    stored = await put(saver, "t", {"a": 1}, {"a": 1})
+    admin = Redis.from_url(redis_server.url)
+    await admin.script_flush()
+    await admin.config_resetstat()
+    got = await asyncio.gather(*(saver.aget_tuple(stored) for _ in range(200)))
+    assert all(t is not None and t.checkpoint["channel_values"] == {"a": 1} for t in got)
+    loads = (await admin.info("commandstats")).get("cmdstat_script|load", {"calls": 0})
+    assert loads["calls"] == 1
+    await saver.adelete_thread("t")
+    await admin.aclose()
+    await client.aclose()
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+@pytest.mark.parametrize("socket_timeout", [None, 5.0])
+async def test_replies_are_read_right_on_either_protocol_with_or_without_a_timeout(
+    redis_server: RedisServer, protocol: int, socket_timeout: float | None
+) -> None:
+    client = Redis.from_url(redis_server.url, protocol=protocol, socket_timeout=socket_timeout)
+    saver = AsyncRedisStateSaver(client, prefix=f"p{uuid.uuid4().hex[:8]}")
+    stored = await asyncio.gather(
+        *(put(saver, "t", {"a": i}, {"a": i}, ns=f"{i}") for i in range(9))
+    )
+    await saver.aput_writes(stored[0], [("a", "w"), (ERROR, ValueError("x"))], "task")
+    got = await asyncio.gather(*(saver.aget_tuple(config) for config in stored))
+    assert [t.checkpoint["channel_values"]["a"] for t in got if t] == list(range(9))
+    assert got[0] is not None
+    assert [(c, v) for _, c, v in got[0].pending_writes or [] if c == "a"] == [("a", "w")]
+    assert await saver.aget_tuple(cfg("t", "missing")) is None
+    await saver.adelete_thread("t")
+    await client.aclose()
+
+
+async def test_a_batch_past_the_socket_timeout_fails_typed_and_the_saver_recovers(
+    redis_server: RedisServer,
+) -> None:
+    client = Redis.from_url(redis_server.url, socket_timeout=0.3)
+    saver = AsyncRedisStateSaver(client, prefix=f"s{uuid.uuid4().hex[:8]}")
+    stored = await put(saver, "t", {"a": 1}, {"a": 1})
+    admin = Redis.from_url(redis_server.url)
+    await admin.client_pause(1500)  # every client waits 1.5 s: longer than two attempts
+    with pytest.raises(RedisTimeoutError):
+        await saver.aget_tuple(stored)
+    await asyncio.sleep(1.5)
+    got = await saver.aget_tuple(stored)
+    assert got is not None
+    assert got.checkpoint["channel_values"] == {"a": 1}
+    await saver.adelete_thread("t")
+    await admin.aclose()
     await client.aclose()
 
 

@@ -146,6 +146,26 @@ async def test_batches_are_bounded_in_calls_and_bytes(client: Redis) -> None:
     assert sorted(n for n, _ in Writes.log) == [1, 2, 2]
 
 
+async def test_scripts_sent_together_share_a_batch_in_their_order(
+    client: Redis, store: RedisCheckpointer
+) -> None:
+    """A queue call and its hint update (``scripts_together``) are never split over two
+    batches, which two connections could run in either order."""
+    pipeline = AutoPipeline(client, max_batch=3, max_bytes=100_000)
+    echo = client.register_script("return ARGV[1]")
+    await echo(args=["load"])
+    Writes.log.clear()
+    lone = pipeline.command("ECHO", "first")
+    together = [
+        pipeline.scripts_together([(echo, [], [f"{i}a"]), (echo, [], [f"{i}b"])]) for i in range(3)
+    ]
+    assert await lone == b"first"
+    replies = [await asyncio.gather(*futures) for futures in together]
+    assert replies == [[f"{i}a".encode(), f"{i}b".encode()] for i in range(3)]
+    # 7 calls, at most 3 a batch, pairs kept whole: [lone, 0a, 0b], [1a, 1b], [2a, 2b].
+    assert sorted(n for n, _ in Writes.log) == [2, 2, 3]
+
+
 async def test_a_lost_connection_is_retried_for_every_unanswered_caller(
     redis_server: RedisServer,
 ) -> None:

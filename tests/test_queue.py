@@ -19,17 +19,23 @@ from atomr_redis_state import (
     Checkpointer,
     CheckpointEvent,
     CheckpointKey,
+    InMemoryCheckpointer,
     LeaseLostError,
     QueueStateError,
+    QueueUnsupportedError,
     RunNotFoundError,
     Snapshot,
 )
+from atomr_redis_state.graph.progress import run_status
+from atomr_redis_state.store.checkpointer import BaseCheckpointer
 from atomr_redis_state.store.redis.keys import bucket_of
 from tests.conftest import Backend
 
 WF = "wf-queue"
 SHORT = 0.4
 """A lease ttl short enough to wait out in a test."""
+
+
 DELAY = 1.5
 """A delay long enough for a few calls on a loaded machine, short enough to wait out."""
 
@@ -480,9 +486,9 @@ async def test_heartbeats_list_live_workers(checkpointer: Checkpointer) -> None:
     assert await checkpointer.workers() == []
 
 
-async def test_claims_are_spread_over_buckets(backend: Backend) -> None:
+async def test_claims_are_spread_over_buckets(checkpointer: Checkpointer) -> None:
     """Runs of many buckets are all claimed, whatever bucket each lives in."""
-    cp = backend.make()
+    cp = checkpointer
     runs = [f"r{i}" for i in range(40)]
     assert len({bucket_of(WF, run) for run in runs}) > 20
     for run in runs:
@@ -510,3 +516,75 @@ async def test_a_permit_not_renewed_expires(checkpointer: Checkpointer) -> None:
     assert await checkpointer.take_permit(WF, "new", 2, 30)
     assert not await checkpointer.take_permit(WF, "more", 2, 30)
     assert await checkpointer.renew_permits(WF, ["crashed"], 30) == 0
+
+
+async def test_a_store_without_a_queue_says_so() -> None:
+    class NoQueue(InMemoryCheckpointer):
+        """A store of one's own that implements no ready queue."""
+
+        _submit = BaseCheckpointer._submit
+        _claim = BaseCheckpointer._claim
+
+    store = NoQueue()
+    with pytest.raises(QueueUnsupportedError, match="no ready queue"):
+        await store.submit(init("r1"))
+    with pytest.raises(QueueUnsupportedError):
+        await store.claim(WF, "w1", 30)
+    assert await store.latest(WF, "r1") is None
+
+
+async def test_a_failed_attempt_not_yet_settled_is_not_a_dead_letter(
+    checkpointer: Checkpointer,
+) -> None:
+    """Between a runner's failed layer and its worker's finish, the run is not 'failed'."""
+    await checkpointer.submit(init("r1"))
+    claim = await checkpointer.claim(WF, "w1", 30)
+    assert claim is not None
+    failure: JSON = {
+        "failed": {
+            "super_step": 0,
+            "step": "a",
+            "error_type": "RuntimeError",
+            "message": "boom",
+            "attempts": 1,
+            "at_ms": 1,
+        }
+    }
+    await checkpointer.release_lease(claim.lease, note=failure)
+    assert (await run_status(checkpointer, WF, "r1")).state == "stalled"
+    await checkpointer.finish(claim.lease, "failed", reason="boom")
+    assert (await run_status(checkpointer, WF, "r1")).state == "failed"
+
+
+async def test_finish_stores_clears_or_keeps_the_note_as_release_lease_does(
+    checkpointer: Checkpointer,
+) -> None:
+    await checkpointer.submit(init("r1"))
+    claim = await checkpointer.claim(WF, "w1", 30)
+    assert claim is not None
+    await checkpointer.finish(claim.lease, "retry", retry_in=0.01, max_attempts=5, note={"n": 1})
+    record = await checkpointer.run_record(WF, "r1")
+    assert record.note == {"n": 1}
+    assert record.lease is None
+    claim = await claim_within(checkpointer, 2)
+    assert claim is not None
+    await checkpointer.finish(claim.lease, "released")  # keeps it
+    assert (await checkpointer.run_record(WF, "r1")).note == {"n": 1}
+    claim = await claim_within(checkpointer, 2)
+    assert claim is not None
+    await checkpointer.finish(claim.lease, "completed", keep_note=False)
+    assert (await checkpointer.run_record(WF, "r1")).note is None
+
+
+async def test_many_concurrent_submits_share_the_pipeline(
+    backend: Backend, checkpointer: Checkpointer
+) -> None:
+    """300 submits at once (each with its hint update) on a client of 100 connections: the
+    automatic pipeline batches them; the store never takes a connection per call."""
+    if backend.name not in ("redis", "redis-acl"):
+        pytest.skip("only a pipelined standalone client batches calls")
+    runs = [f"r{i}" for i in range(300)]
+    created = await asyncio.gather(*(checkpointer.submit(init(run)) for run in runs))
+    assert all(created)
+    assert (await checkpointer.queue_depth(WF)).ready == len(runs)
+    assert sorted(await claim_all(checkpointer)) == sorted(runs)

@@ -1,12 +1,13 @@
-"""Model-based: random operation sequences give the same answers on the SQL stores as on the
-in-memory store (the model), with and without ``keep_last`` and ``ttl``.
+"""Model-based, beyond tests/test_model.py: random sequences that also take, renew and release
+leases (with notes), hold runs and read run records give the same answers on the SQL stores as
+on the in-memory store (the model), with and without ``keep_last`` and ``ttl``; and on SQLite,
+with both stores on one test clock that moves, runs and leases expire as the model's do.
 
-Every operation of the protocol is drawn (saves, exclusive and held; loads; latest; list with
-limit and before; forks, with a reused fork id; list_runs paged; deletes; leases taken, renewed
-and released with notes; run records; and the fleet's queue: submits, claims, finishes,
-requeues, resumes, cancels, answers, depths), on a few runs and owners so that they collide. Answers
-are compared whole, or as the error's type; what depends on a clock (fencing tokens, lease
-deadlines, a fork's timestamp) is compared by what it must mean instead.
+The fleet's queue too (submits, claims, finishes by every outcome, requeues, resumes, cancels,
+answers, depths), on both SQL stores, both on real clocks. Operations collide on a few runs and
+owners. Answers are compared whole, or as the error's type; what depends on a clock (fencing
+tokens, lease deadlines, a fork's timestamp, a ready time) is compared by what it must mean
+instead.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ QUEUE_ARGUMENTS: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
         st.sampled_from(OWNERS),
         st.sampled_from(["completed", "paused", "released", "retry", "failed", "blocked"]),
         st.sampled_from([None, 2]),
+        st.sampled_from([None, "clear", "failed here"]),
     ),
     "requeue": st.tuples(st.sampled_from(QUEUE_RUNS)),
     "resume": st.tuples(st.sampled_from(QUEUE_RUNS), VALUES),
@@ -202,12 +204,18 @@ class Player:
                 claim.lease.cancel_requested,
             )
         if kind == "finish":
-            run, owner, outcome, max_attempts = args
+            run, owner, outcome, max_attempts, note = args
             lease = self.leases.get((run, owner))
             if lease is None:
                 return "no lease"
             reason = {"outcome": outcome, "tick": self.tick}
-            return await store.finish(lease, outcome, reason=reason, max_attempts=max_attempts)
+            if note == "clear":
+                return await store.finish(
+                    lease, outcome, reason=reason, max_attempts=max_attempts, keep_note=False
+                )
+            return await store.finish(
+                lease, outcome, reason=reason, max_attempts=max_attempts, note=note
+            )
         if kind == "requeue":
             return await store.requeue(wf, args[0])
         if kind == "resume":

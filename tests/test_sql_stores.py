@@ -126,6 +126,22 @@ async def test_values_are_kept_as_their_exact_json_text(backend: Backend) -> Non
 
 
 @both
+async def test_forks_keep_exact_values_and_their_edits(backend: Backend) -> None:
+    store = make(backend)
+    values: dict[str, JSON] = {"nul": "a\x00b", "zero": -0.0, "status": "acting", "n": 1}
+    await store.save(Snapshot(CheckpointKey(WF, "r", 0), values))
+    first = await store.fork(CheckpointKey(WF, "r", 0), {"status": "forked", "new": 1e308})
+    second = await store.fork(CheckpointKey(WF, first, 0), {"status": "again", "nul": "\x00"})
+    empty = await store.fork(CheckpointKey(WF, second, 0))
+    found = [await store.latest(WF, run) for run in (first, second, empty)]
+    assert [f and f.values for f in found] == [
+        {"nul": "a\x00b", "zero": -0.0, "status": "forked", "n": 1, "new": 1e308},
+        {"nul": "\x00", "zero": -0.0, "status": "again", "n": 1, "new": 1e308},
+        {"nul": "\x00", "zero": -0.0, "status": "again", "n": 1, "new": 1e308},
+    ]
+
+
+@both
 async def test_channels_can_be_queried_in_sql(backend: Backend) -> None:
     store = make(backend)
     await store.save(snap("r", 0, status="acting", n=3))
@@ -162,6 +178,21 @@ async def test_an_expired_run_is_invisible_at_once_and_its_rows_go_later(
     await store.save(snap("r", 7))
     assert await query(store, rows, "r") == [(7,)]
     assert [m.super_step for m in await store.list(WF, "r")] == [7]
+
+
+@both
+async def test_starting_a_run_deletes_the_rows_of_runs_that_expired(backend: Backend) -> None:
+    store = make(backend, ttl=0.2)
+    await store.save(snap("old", 0))
+    await store.save(snap("old", 1))
+    await asyncio.sleep(0.55)
+    count = "SELECT count(*) FROM {s}.atomr_snapshots WHERE run_id = ?"
+    await store.save(snap("other", 0))  # "other" is new: the save sweeps
+    assert await query(store, count, "old") == [(0,)]
+    assert await query(store, "SELECT count(*) FROM {s}.atomr_runs WHERE run_id = ?", "old") == [
+        (0,)
+    ]
+    assert await query(store, count, "other") == [(1,)]
 
 
 @both
@@ -480,6 +511,52 @@ async def test_a_postgres_wake_up_comes_when_a_delayed_run_is_due(backend: Backe
     assert await store.claim(WF, "w", 30) is not None
 
 
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_postgres_claims_racing_from_many_connections_take_each_run_once(
+    backend: Backend, postgres_server: PostgresServer
+) -> None:
+    first = make(backend)
+    assert isinstance(first, PostgresCheckpointer)
+    runs = [f"r{i:03}" for i in range(60)]
+    for run_id in runs:
+        await first.submit(snap(run_id, 0))
+    stores = [PostgresCheckpointer(postgres_server.url, schema=first.schema) for _ in range(4)]
+
+    async def claimer(store: PostgresCheckpointer, owner: str) -> list[str]:
+        taken = []
+        while (claim := await store.claim(WF, owner, 30)) is not None:
+            taken.append(claim.lease.run_id)
+        return taken
+
+    claimers = [claimer(store, f"w{i}-{j}") for i, store in enumerate(stores) for j in range(4)]
+    taken = [run_id for found in await asyncio.gather(*claimers) for run_id in found]
+    for store in stores:
+        await store.aclose()
+    assert sorted(taken) == runs
+    assert (await first.queue_depth(WF)).running == len(runs)
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_postgres_permits_racing_from_many_connections_never_pass_the_cap(
+    backend: Backend, postgres_server: PostgresServer
+) -> None:
+    first = make(backend)
+    assert isinstance(first, PostgresCheckpointer)
+    stores = [PostgresCheckpointer(postgres_server.url, schema=first.schema) for _ in range(6)]
+    for store in stores:  # each with connections enough for its takers at once
+        await asyncio.gather(*(store.workers() for _ in range(5)))
+    for round_ in range(8):  # a fresh workflow each round: 30 takers race for 3 permits
+        takers = [
+            store.take_permit(f"{WF}-{round_}", f"h{i}-{j}", 3, 30)
+            for i, store in enumerate(stores)
+            for j in range(5)
+        ]
+        taken = await asyncio.gather(*takers)
+        assert taken.count(True) == 3
+    for store in stores:
+        await store.aclose()
+
+
 def test_the_readme_sqlite_example_runs_as_written(tmp_path: Path) -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = readme[readme.index("## SQLite and Postgres stores") :]
@@ -554,3 +631,48 @@ async def test_setup_migrates_a_version_1_sqlite_file_in_place(tmp_path: Path) -
     assert await store.submit(snap("new", 0))
     assert (await store.queue_depth(WF)).ready == 1
     await store.aclose()
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_postgres_run_locked_past_lock_timeout_is_a_typed_error(
+    backend: Backend, postgres_server: PostgresServer
+) -> None:
+    schema = f"l{uuid.uuid4().hex[:8]}"
+    url = f"{postgres_server.url}?options=-c%20lock_timeout%3D100"
+    async with PostgresCheckpointer(url, schema=schema) as store:
+        await store.setup()
+        await store.save(snap("r", 0))
+        admin = await postgres_pool(postgres_server.url)
+        async with admin.connection() as conn, conn.transaction():
+            await conn.execute(
+                f'SELECT 1 FROM "{schema}".atomr_runs WHERE run_id = %s FOR UPDATE', ("r",)
+            )
+            with pytest.raises(StoreLockedError, match="lock"):
+                await store.save(snap("r", 1))
+        await admin.close()
+        assert [m.super_step for m in await store.list(WF, "r")] == [0]
+
+
+def test_without_psycopg_the_postgres_store_says_which_extra_to_install() -> None:
+    script = (
+        "import sys\n"
+        "sys.modules['psycopg'] = None\n"
+        "try:\n"
+        "    from atomr_redis_state.store.sql import PostgresCheckpointer\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert "atomr-redis-state[postgres]" in done.stdout
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_watching_a_sqlite_file_without_tables_says_to_run_setup(
+    backend: Backend, tmp_path: Path
+) -> None:
+    async with SqliteCheckpointer(tmp_path / "empty.db") as store:
+        with pytest.raises(SchemaVersionError, match="setup"):
+            async with store.watch(WF):
+                pass

@@ -24,6 +24,7 @@ import pytest
 from atomr_redis_state import CheckpointKey, RedisCheckpointer, Snapshot
 from atomr_redis_state.cli import demo
 from atomr_redis_state.testing import RedisServer
+from atomr_redis_state.ui.server import fleet_answer
 from tests.ui_support import BIG_WF, WF, Inspector, opener, seed, served
 
 REQUIRE_BROWSER_ENV = "ATOMR_REQUIRE_BROWSER"
@@ -181,6 +182,22 @@ def test_a_paused_run_is_answered_with_writes_on(browser: Any, writable: Inspect
     status = writable.call(lambda store: store.latest(WF, run))
     assert status is not None
     assert status.values["approval"] == {"approved": True, "by": "on-call"}
+
+
+def test_an_answer_through_the_fleet_queues_the_run_for_a_worker(browser: Any) -> None:
+    with served(opener("memory"), allow_writes=True, token=TOKEN, resume=fleet_answer) as ui:
+        run = ui.seeded.paused
+        with new_page(browser) as page:
+            page.goto(run_address(ui.url, run) + f"#token={TOKEN}")
+            page.fill("#answer-value", '{"approved": false}')
+            page.get_by_role("button", name="Answer and resume").click()
+            page.get_by_text(f"Answered the pause of {run}: the run is now queued.").wait_for()
+            page.get_by_role("heading", name="Answered").wait_for()
+            assert page.locator("#answer-value").count() == 0
+            shot(page, "run-answered")
+        record = ui.call(lambda store: store.run_record(WF, run))
+    assert record.answer is not None
+    assert record.answer.value == {"approved": False}
 
 
 def test_a_wrong_token_is_refused(browser: Any, writable: Inspector) -> None:

@@ -15,6 +15,7 @@ import pytest
 from atomr_redis_state import (
     AppendList,
     Checkpointer,
+    InMemoryCheckpointer,
     StateSchema,
     Step,
     StepContext,
@@ -37,6 +38,10 @@ class Tools:
         self.entered = asyncio.Event()
         self.running = 0
         self.most_running = 0
+
+    def open_gate(self) -> None:
+        assert self.gate is not None
+        self.gate.set()
 
     def step(self, name: str, *deps: str) -> Step:
         async def fn(ctx: StepContext) -> Writes:
@@ -72,6 +77,15 @@ class Tools:
     def workflow(self, *steps: Step, **options: Any) -> Workflow:
         steps = steps or (self.step("a"), self.step("b", "a"))
         return Workflow(WF, steps, SCHEMA, backoff=options.pop("backoff", FAST), **options)
+
+
+async def gated_run(store: Checkpointer) -> tuple[Tools, Workflow, Fleet, str]:
+    """A submitted run of a -> b whose steps wait at a gate the test opens."""
+    tools = Tools()
+    tools.gate = asyncio.Event()
+    workflow = tools.workflow()
+    fleet = Fleet(store, workflow)
+    return tools, workflow, fleet, await fleet.submit(workflow)
 
 
 def worker(store: Checkpointer, workflow: Workflow, **options: Any) -> Worker:
@@ -126,19 +140,16 @@ async def test_many_runs_are_shared_by_workers_and_each_step_runs_once(
 
 async def test_a_worker_runs_at_most_its_concurrency(checkpointer: Checkpointer) -> None:
     tools = Tools()
+    tools.gate = asyncio.Event()
     workflow = tools.workflow(tools.step("a"))
     fleet = Fleet(checkpointer, workflow)
     for i in range(8):
         await fleet.submit(workflow, run_id=f"r{i}")
-    tools.gate = asyncio.Event()  # the steps wait: a slow store cannot hide the concurrency
     running = asyncio.ensure_future(worker(checkpointer, workflow, concurrency=3).run(burst=True))
-    for _ in range(1000):
-        if tools.running == 3:
-            break
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.2)  # time for a fourth claim, which must not come
+    await _until_running(tools, 3)
+    await asyncio.sleep(0.5)  # time for a fourth claim, were the limit not there
     assert tools.running == 3
-    tools.gate.set()
+    tools.open_gate()
     await asyncio.wait_for(running, 30)
     assert tools.most_running == 3
     assert len(tools.calls) == 8
@@ -264,17 +275,13 @@ async def test_a_cancelled_run_never_runs(checkpointer: Checkpointer) -> None:
 
 
 async def test_a_run_cancelled_while_running_ends_cancelled(checkpointer: Checkpointer) -> None:
-    tools = Tools()
-    tools.gate = asyncio.Event()
-    workflow = tools.workflow()
-    fleet = Fleet(checkpointer, workflow)
-    run_id = await fleet.submit(workflow)
+    tools, workflow, fleet, run_id = await gated_run(checkpointer)
     tools.failures["a"] = 1  # the attempt in flight fails: a cancelled run is not retried
     pool = worker(checkpointer, workflow)
     running = asyncio.ensure_future(pool.run(burst=True))
     await tools.entered.wait()
     assert await fleet.cancel(workflow, run_id) == "running"
-    tools.gate.set()
+    tools.open_gate()
     await asyncio.wait_for(running, 10)
     assert (await fleet.status(workflow, run_id)).state == "cancelled"
     assert pool.stats.cancelled == 1
@@ -283,16 +290,12 @@ async def test_a_run_cancelled_while_running_ends_cancelled(checkpointer: Checkp
 async def test_a_graceful_stop_releases_the_run_at_its_next_checkpoint(
     checkpointer: Checkpointer,
 ) -> None:
-    tools = Tools()
-    tools.gate = asyncio.Event()
-    workflow = tools.workflow()
-    fleet = Fleet(checkpointer, workflow)
-    run_id = await fleet.submit(workflow)
+    tools, workflow, fleet, run_id = await gated_run(checkpointer)
     first = worker(checkpointer, workflow, worker_id="first")
     running = asyncio.ensure_future(first.run())
     await tools.entered.wait()
     first.stop()
-    tools.gate.set()  # layer "a" finishes and is checkpointed; then the run is let go
+    tools.open_gate()  # layer "a" finishes and is checkpointed; then the run is let go
     await asyncio.wait_for(running, 10)
     assert first.stats.released == 1
     status = await fleet.status(workflow, run_id)
@@ -307,11 +310,7 @@ async def test_a_graceful_stop_releases_the_run_at_its_next_checkpoint(
 async def test_a_stop_past_the_grace_period_releases_the_run_at_once(
     checkpointer: Checkpointer,
 ) -> None:
-    tools = Tools()
-    tools.gate = asyncio.Event()  # never set: the layer never ends by itself
-    workflow = tools.workflow()
-    fleet = Fleet(checkpointer, workflow)
-    run_id = await fleet.submit(workflow)
+    tools, workflow, fleet, run_id = await gated_run(checkpointer)  # the gate stays shut
     pool = worker(checkpointer, workflow, grace=0.2)
     running = asyncio.ensure_future(pool.run())
     await tools.entered.wait()
@@ -350,11 +349,7 @@ async def test_a_crashed_workers_run_is_taken_over_within_a_second_of_its_lease(
 async def test_a_live_worker_is_listed_with_its_runs_and_gone_after_it_stops(
     checkpointer: Checkpointer,
 ) -> None:
-    tools = Tools()
-    tools.gate = asyncio.Event()
-    workflow = tools.workflow()
-    fleet = Fleet(checkpointer, workflow)
-    run_id = await fleet.submit(workflow)
+    tools, workflow, _, run_id = await gated_run(checkpointer)
     pool = worker(checkpointer, workflow, worker_id="w-1")
     running = asyncio.ensure_future(pool.run())
     await tools.entered.wait()
@@ -366,7 +361,7 @@ async def test_a_live_worker_is_listed_with_its_runs_and_gone_after_it_stops(
     assert info["runs"] == [{"workflow_id": WF, "run_id": run_id}]
     assert info["workflows"] == [WF]
     pool.stop()
-    tools.gate.set()
+    tools.open_gate()
     await asyncio.wait_for(running, 10)
     assert await checkpointer.workers() == []
 
@@ -413,6 +408,15 @@ def test_backoff_grows_exponentially_with_jitter() -> None:
         assert len(set(delays)) > 1
 
 
+async def _until_running(tools: Tools, count: int) -> None:
+    """Wait until ``count`` steps are running at once."""
+    for _ in range(400):
+        if tools.running >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{count} steps never ran at once")
+
+
 async def _until_settled(
     pool: Worker, fleet: Fleet, run_id: str, states: set[str], *, run: bool = True
 ) -> None:
@@ -442,13 +446,10 @@ async def test_max_in_flight_caps_the_whole_fleet(checkpointer: Checkpointer) ->
     pool = [worker(checkpointer, workflow, concurrency=4) for _ in range(2)]
     running = [asyncio.ensure_future(w.run()) for w in pool]
     try:
-        for _ in range(200):
-            if tools.running == 2:
-                break
-            await asyncio.sleep(0.05)
+        await _until_running(tools, 2)
         await asyncio.sleep(0.5)  # time for a third claim, were the cap not there
         assert tools.running == 2
-        tools.gate.set()
+        tools.open_gate()
         for run_id in runs:
             await asyncio.wait_for(
                 _until_settled(pool[0], fleet, run_id, {"completed"}, run=False), 30
@@ -459,3 +460,38 @@ async def test_max_in_flight_caps_the_whole_fleet(checkpointer: Checkpointer) ->
         await asyncio.gather(*running)
     assert tools.most_running == 2
     assert len(tools.calls) == 6
+
+
+async def test_a_worker_archives_the_runs_it_completes(checkpointer: Checkpointer) -> None:
+    tools = Tools()
+    workflow = tools.workflow()
+    fleet = Fleet(checkpointer, [workflow])
+    archive = InMemoryCheckpointer()
+    done = await fleet.submit(WF, {"log": "in"})
+    pool = worker(checkpointer, workflow, archive_to=archive)
+    await pool.run(burst=True)
+    assert pool.stats.archived == 1
+    assert await checkpointer.latest(WF, done) is None  # moved, not copied
+    archived = await archive.latest(WF, done)
+    assert archived is not None
+    assert archived.values["log"] == ["in", "a", "b"]
+    assert [m.label for m in await archive.list(WF, done)] == ["init", "layer:0", "layer:1"]
+
+
+async def test_a_cancelled_run_stops_mid_step_at_its_next_renewal(
+    checkpointer: Checkpointer,
+) -> None:
+    tools, workflow, fleet, run_id = await gated_run(checkpointer)  # the gate stays shut
+    pool = worker(checkpointer, workflow, lease_ttl=0.6)  # renewed every 0.2 s
+    running = asyncio.ensure_future(pool.run())
+    try:
+        await tools.entered.wait()
+        assert await fleet.cancel(workflow, run_id) == "running"
+        await asyncio.wait_for(_until_settled(pool, fleet, run_id, {"cancelled"}, run=False), 10)
+    finally:
+        pool.stop()
+        await asyncio.wait_for(running, 10)
+    assert pool.stats.cancelled == 1
+    assert tools.calls == {(run_id, "a"): 1}  # stopped inside "a"; "b" never ran
+    record = await checkpointer.run_record(WF, run_id)
+    assert record.lease is None

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import fakeredis
@@ -30,6 +32,7 @@ from atomr_redis_state import (
 )
 from atomr_redis_state.cli.demo import APPROVAL, CHEAPER_HOTEL, SCHEMA, WORKFLOW_ID, build_steps
 from atomr_redis_state.store.types import JSON
+from atomr_redis_state.store.url import open_store as open_store_url
 from atomr_redis_state.ui.data import Resume
 from atomr_redis_state.ui.serve import Started, serve
 
@@ -41,7 +44,7 @@ BIG_TEXT = "a" * 1_048_575 + "b"
 """A megabyte string: a diff against it with the last character changed shows that character."""
 
 
-STORES = ["memory", "fakeredis", "redis", "cluster"]
+STORES = ["memory", "fakeredis", "redis", "cluster", "sqlite"]
 """The stores the inspector is tested on."""
 
 
@@ -56,6 +59,13 @@ def opener(
     async def open_store() -> AsyncIterator[Checkpointer]:
         if kind == "memory":
             yield InMemoryCheckpointer()
+        elif kind == "sqlite":
+            path = Path(tempfile.gettempdir()) / f"{prefix}.db"
+            try:
+                async with open_store_url(f"sqlite:///{path}") as store:
+                    yield store
+            finally:
+                path.unlink(missing_ok=True)
         elif kind == "fakeredis":
             client = fakeredis.FakeAsyncRedis(server=server)
             yield RedisCheckpointer(client, prefix=prefix)

@@ -9,17 +9,11 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from ..fleet.health import (
-    QUEUE_PARTS,
-    Liveness,
-    liveness,
-    queue_document,
-    served_workflows,
-    workers_document,
-)
+from ..fleet.health import Liveness, liveness
 from ..store.checkpointer import Checkpointer
+from ..views.fleet import QUEUE_PARTS, queue_view, workers_view
 from .connection import StoreOptions, options_of, run_with_store, store_options
-from .render import console, echo_json
+from .render import Record, console, echo_json, print_table_or_records, safe
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 
@@ -33,32 +27,35 @@ def workers(as_json: bool, url: str, prefix: str, cluster: bool) -> None:
     A worker is live while its last heartbeat has not expired (it beats every few seconds and
     a beat lives three of them); one that stops gracefully leaves the list at once.
     """
-    document = run_with_store(options_of(url, prefix, cluster), workers_document)
+    document = run_with_store(options_of(url, prefix, cluster), workers_view)
     if as_json:
         echo_json(document)
         return
     out = console()
     found: list[dict[str, Any]] = document["workers"]
     if not found:
-        out.print(Text(f"no live workers under prefix {prefix!r}"))
+        out.print(Text(safe(f"no live workers under prefix {prefix!r}")))
         return
-    table = Table(title=Text(f"{len(found)} live worker(s)"), title_justify="left")
+    title = Text(f"{len(found)} live worker(s)")
+    table = Table(title=title, title_justify="left")
     table.add_column("worker", overflow="fold")
     for column in ("host", "pid", "workflows", "runs held", "heartbeat"):
         table.add_column(column, overflow="fold")
+    records: list[Record] = []
     for worker in found:
-        runs = [f"{r.get('workflow_id')}/{r.get('run_id')}" for r in worker["runs"]]
-        held = f"{len(runs)} of {worker['concurrency']}"
-        state = " (stopping)" if worker["stopping"] else ""
-        table.add_row(
-            Text(worker["worker_id"] + state),
-            Text(str(worker["host"])),
+        stopping = " (stopping)" if worker["stopping"] else ""
+        name = Text(safe(worker["worker_id"]) + stopping)
+        runs = [Text(safe(f"{r.get('workflow_id')}/{r.get('run_id')}")) for r in worker["runs"]]
+        cells = [
+            Text(safe(str(worker["host"]))),
             Text(str(worker["pid"])),
-            Text(", ".join(str(w) for w in worker["workflows"])),
-            Text("\n".join([held, *runs])),
+            Text(safe(", ".join(str(w) for w in worker["workflows"]))),
+            Text(f"{len(runs)} of {worker['concurrency']} runs"),
             Text(_age(worker["heartbeat_age_s"])),
-        )
-    out.print(table)
+        ]
+        table.add_row(name, *cells[:3], Text("\n").join([cells[3], *runs]), cells[4])
+        records.append((name, cells, runs))
+    print_table_or_records(out, table, title, records)
 
 
 @click.command()
@@ -69,12 +66,11 @@ def queue(workflows: tuple[str, ...], as_json: bool, url: str, prefix: str, clus
     """Show how many runs of each workflow are ready, delayed, running, paused, failed (dead
     letters) and blocked.
 
-    Without WORKFLOWS, the workflows the live workers run.
+    Without WORKFLOWS, every workflow with runs and every workflow the live workers run.
     """
 
     async def work(store: Checkpointer) -> dict[str, Any]:
-        names = list(workflows) or await served_workflows(store)
-        return await queue_document(store, names)
+        return await queue_view(store, workflows)
 
     document = run_with_store(options_of(url, prefix, cluster), work)
     if as_json:
@@ -83,15 +79,20 @@ def queue(workflows: tuple[str, ...], as_json: bool, url: str, prefix: str, clus
     out = console()
     rows: list[dict[str, Any]] = document["queues"]
     if not rows:
-        out.print(Text("no workflows named and no live workers: pass WORKFLOW"))
+        out.print(Text(safe(f"no workflows with runs or workers under prefix {prefix!r}")))
         return
     table = Table(title=Text("ready queues"), title_justify="left")
     table.add_column("workflow", overflow="fold")
     for part in QUEUE_PARTS:
         table.add_column(part, justify="right")
+    records: list[Record] = []
     for row in rows:
-        table.add_row(Text(row["workflow_id"]), *(str(row[part]) for part in QUEUE_PARTS))
-    out.print(table)
+        name = Text(safe(row["workflow_id"]))
+        cells = [Text(str(row[part])) for part in QUEUE_PARTS]
+        table.add_row(name, *cells)
+        parts = [Text(f"{part} {row[part]}") for part in QUEUE_PARTS]
+        records.append((name, parts, []))
+    print_table_or_records(out, table, Text("ready queues"), records)
 
 
 def _age(seconds: float | None) -> str:

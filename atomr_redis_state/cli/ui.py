@@ -83,9 +83,9 @@ def ui(
     """Serve the inspector: workflows, runs, timelines, state, diffs, forks, live.
 
     Read-only by default. With --allow-writes, the page can answer pauses (the answer is
-    queued for a fleet worker, on a store with a work queue), fork with edits and delete
-    runs; each write needs the token printed at start. It listens on 127.0.0.1 unless --host
-    says otherwise.
+    stored with the run and the run queued for a fleet worker, as Fleet.resume does), fork
+    with edits and delete runs; each write needs the token printed at start. It listens on
+    127.0.0.1 unless --host says otherwise.
     """
     require_ui()
     if token is not None and len(token) < 16:
@@ -96,12 +96,10 @@ def ui(
 
     async def work(store: Checkpointer) -> None:
         from ..ui.serve import serve
-        from ..ui.server import queued_answer
 
         await serve(
             store,
             listener,
-            resume=queued_answer(store),
             allow_writes=allow_writes,
             token=token,
             store_label=label,

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import AsyncExitStack
 
 import click
 
 from ..fleet.worker import DEFAULT_GRACE, DEFAULT_LEASE_TTL, Worker
 from ..fleet.workflow import load_target
 from ..store.checkpointer import Checkpointer
+from ..store.url import open_store
 from .connection import options_of, run_with_store, store_options
 from .fleet import check_worker
 
@@ -65,6 +67,16 @@ log = logging.getLogger(__name__)
         "--worker-id) has a live heartbeat, 1 if not; runs nothing."
     ),
 )
+@click.option(
+    "--archive-to",
+    metavar="URL",
+    envvar="ATOMR_ARCHIVE_URL",
+    show_envvar=True,
+    help=(
+        "Move every run this worker completes to this store (postgresql://..., "
+        "sqlite:///path.db), verified before it leaves the queue's store."
+    ),
+)
 @store_options
 def worker(
     target: str | None,
@@ -74,6 +86,7 @@ def worker(
     worker_id: str | None,
     burst: bool,
     check: bool,
+    archive_to: str | None,
     url: str,
     prefix: str,
     cluster: bool,
@@ -103,16 +116,21 @@ def worker(
 
     async def work(store: Checkpointer) -> None:
         registry = await load_target(target)
-        pool = Worker(
-            store,
-            registry,
-            concurrency=concurrency,
-            worker_id=worker_id,
-            lease_ttl=lease_ttl,
-            grace=grace,
-        )
-        with pool.handle_signals():
-            await pool.run(burst=burst)
+        async with AsyncExitStack() as stack:
+            archive = None
+            if archive_to is not None:
+                archive = await stack.enter_async_context(open_store(archive_to))
+            pool = Worker(
+                store,
+                registry,
+                concurrency=concurrency,
+                worker_id=worker_id,
+                lease_ttl=lease_ttl,
+                grace=grace,
+                archive_to=archive,
+            )
+            with pool.handle_signals():
+                await pool.run(burst=burst)
 
     run_with_store(options, work)
 

@@ -49,12 +49,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import LeaseLostError, RunCancelledError, WorkerStopping, WorkflowChangedError
 from ..graph.outcomes import RunOutcome
 from ..graph.progress import Progress
 from ..graph.runner import default_owner
+from ..store.archive import archive
 from ..store.checkpointer import Checkpointer
 from ..store.types import JSON, Claim, Outcome, Snapshot, now_ms
 from ..store.validation import check_owner, check_positive_int, duration_to_ms
@@ -99,6 +100,7 @@ class WorkerStats:
     released: int = 0
     cancelled: int = 0
     lost: int = 0
+    archived: int = 0
 
 
 class Worker:
@@ -107,6 +109,11 @@ class Worker:
     ``concurrency`` is how many runs this process runs at once; ``worker_id`` names it (and
     its leases; default: host, pid and a random suffix); ``lease_ttl`` is the lease each claim
     takes (see :data:`DEFAULT_LEASE_TTL`); ``grace`` bounds a graceful shutdown.
+
+    ``archive_to`` is a store (typically Postgres or SQLite) that every run this worker
+    completes is moved to, with its history, verified before it leaves ``store`` (see
+    :func:`~..store.archive.archive`); a run that cannot be archived stays where it is, and is
+    logged.
 
     ``await worker.run()`` runs until :meth:`stop`; ``run(burst=True)`` returns once nothing is
     left to claim and every run it took has ended (for tests, scripts and cron jobs).
@@ -124,8 +131,10 @@ class Worker:
         heartbeat_every: float | timedelta = HEARTBEAT_EVERY,
         poll: float | timedelta = POLL,
         telemetry: RunnerHooks | None = None,
+        archive_to: Checkpointer | None = None,
     ) -> None:
         self.store = store
+        self.archive_to = archive_to
         self.workflows = as_registry(workflows)
         self.concurrency = check_positive_int(concurrency, "concurrency")
         self.worker_id = default_owner() if worker_id is None else check_owner(worker_id)
@@ -319,11 +328,6 @@ class Worker:
         )
         try:
             outcome = await runner.run_claimed(lease)
-        except (WorkerStopping, RunCancelledError):
-            await self._finish(workflow, claim, "released")
-        except asyncio.CancelledError:
-            await self._finish(workflow, claim, "released")
-            raise
         except LeaseLostError:
             self.stats.lost += 1
             log.warning(
@@ -332,19 +336,33 @@ class Worker:
                 lease.run_id,
                 workflow.id,
             )
+            return
+        except asyncio.CancelledError:
+            await self._finish(workflow, claim, "released", settlement=runner.settlement)
+            raise
+        except (WorkerStopping, RunCancelledError):
+            ended: tuple[Outcome, JSON] = ("released", None)  # a cancelled run ends cancelled
         except WorkflowChangedError as exc:
-            reason: JSON = {"error": type(exc).__name__, "changes": list(exc.changes)}
-            await self._finish(workflow, claim, "blocked", reason)
+            ended = ("blocked", {"error": type(exc).__name__, "changes": list(exc.changes)})
         except Exception as exc:
-            reason = {"error": type(exc).__name__, "message": str(exc)[:2000]}
-            await self._finish(workflow, claim, "retry", reason)
+            ended = ("retry", {"error": type(exc).__name__, "message": str(exc)[:2000]})
         else:
-            await self._finish(workflow, claim, _settled(outcome))
+            ended = (_settled(outcome), None)
+        await self._finish(workflow, claim, *ended, settlement=runner.settlement)
 
     async def _finish(
-        self, workflow: Workflow, claim: Claim, outcome: Outcome, reason: JSON = None
+        self,
+        workflow: Workflow,
+        claim: Claim,
+        outcome: Outcome,
+        reason: JSON = None,
+        *,
+        settlement: tuple[JSON, bool] = (None, False),
     ) -> None:
+        """Settle the claim, releasing its lease with what the runner left (``settlement``:
+        a failed layer's note, and whether the work finished), in one round trip."""
         lease = claim.lease
+        note, finished = settlement
         retry_in = workflow.backoff.delay(claim.attempts + 1)
         try:
             state = await self.store.finish(
@@ -353,6 +371,8 @@ class Worker:
                 reason=reason,
                 retry_in=retry_in,
                 max_attempts=workflow.max_attempts,
+                note=note,
+                keep_note=note is None and not finished,
             )
         except LeaseLostError:
             self.stats.lost += 1
@@ -378,6 +398,24 @@ class Worker:
             how,
             "" if reason is None else f": {reason}",
         )
+        if state == "completed" and self.archive_to is not None:
+            await self._archive(workflow, lease.run_id)
+
+    async def _archive(self, workflow: Workflow, run_id: str) -> None:
+        """Move a completed run to the archive store; on failure it stays here (logged)."""
+        target = cast(Checkpointer, self.archive_to)
+        try:
+            await archive(self.store, target, workflow.id, run_id, lineage=False)
+        except Exception as exc:  # never lose the run: it stays in the store, as it was
+            log.warning(
+                "worker %s: run %s of %s was not archived: %s",
+                self.worker_id,
+                run_id,
+                workflow.id,
+                exc,
+            )
+            return
+        self.stats.archived += 1
 
     def _count(self, outcome: Outcome, state: str) -> None:
         stats = self.stats

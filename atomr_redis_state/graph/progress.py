@@ -200,8 +200,9 @@ async def run_status(
     lease, and otherwise (see :func:`unleased_state`) ``stalled``, ``forked`` or ``idle``; a run
     of the fleet's queue that no worker holds is as the queue says: ``queued`` (a retry waiting
     for its time, or an answered pause), ``failed`` (a dead letter), ``blocked`` or
-    ``cancelled``. A malformed record raises :class:`AtomrStateError`, or with ``lenient``
-    (operator tools that look at any run) counts as no record.
+    ``cancelled``; a failed attempt of a fleet run is ``stalled`` until the queue settles it.
+    A malformed record raises :class:`AtomrStateError`, or with ``lenient`` (operator tools
+    that look at any run) counts as no record.
     """
     snapshot, record = await asyncio.gather(
         store.latest(workflow_id, run_id), store.run_record(workflow_id, run_id)
@@ -242,6 +243,10 @@ async def run_status(
         and state != "completed"
     ):
         state = queue.state  # the fleet's word on a run no worker holds
+    elif queue is not None and queue.state == "running" and state == "failed":
+        # A failed attempt its worker is about to settle (or died settling): the fleet retries
+        # it or takes it over; only the queue calls a fleet run failed (a dead letter).
+        state = "stalled"
     return RunStatus(
         workflow_id,
         run_id,

@@ -177,6 +177,9 @@ class StatefulRunner:
         self._lease: Lease | None = None
         self._claimed: Lease | None = None
         """A lease claimed from the queue, for :meth:`run_claimed` to use."""
+        self.settlement: tuple[JSON, bool] = (None, False)
+        """After :meth:`run_claimed`: the note its claim's ``finish`` should store (a failed
+        layer's, or None) and whether the work finished (then the old note is cleared)."""
         self._busy = False
         self._failure: JSON = None
         """The note a failed layer leaves with the lease (see :meth:`_fail`)."""
@@ -225,9 +228,10 @@ class StatefulRunner:
         """Continue the run under ``lease``, which a worker claimed from the queue
         (:meth:`~..store.checkpointer.Checkpointer.claim`), instead of acquiring one: as
         :meth:`run`, so a paused run with a human's answer recorded (by ``resume_run`` or
-        ``record_answer``) resumes with it. The lease is renewed while steps run and released
-        at the end as usual (a failed layer leaves its note); the caller then settles the claim
-        with ``finish`` (the lease's token stays the run's until someone claims it again)."""
+        ``record_answer``) resumes with it. The lease is renewed while steps run, and not
+        released at the end: the caller settles the claim with ``finish``, which releases it
+        in the same round trip and stores what :attr:`settlement` says (a failed layer's
+        note), even when this raises."""
         if (lease.workflow_id, lease.run_id) != (self.workflow_id, self.run_id):
             raise ValueError(f"the lease is on run {lease.run_id!r}, not on {self.run_id!r}")
         self._claimed = lease
@@ -398,7 +402,9 @@ class StatefulRunner:
                 task.cancel()
             await asyncio.gather(keeper, work, return_exceptions=True)
             lease, self._lease = self._lease, None
-            if not lost and lease is not None:
+            if self._claimed is not None:
+                self.settlement = (self._failure, finished)  # finish() releases the claim
+            elif not lost and lease is not None:
                 await self._release(lease, finished)
 
     async def _keep_lease(self) -> None:

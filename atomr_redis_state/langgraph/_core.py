@@ -429,13 +429,9 @@ class RedisSaverCore(BaseCheckpointSaver[str]):
             f"{ns_e}\x00{escape(conf['checkpoint_id'])}\x00",
         ]
         for idx, (channel, value) in enumerate(writes):
-            index = WRITES_IDX_MAP.get(channel, idx)
             kind, data = dumps(value)
-            args += (
-                f"{task_head}{index}\x00",
-                (escape(channel) + tail).encode() + _kind(kind) + data,
-                "1" if index < 0 else "0",
-            )
+            key = f"{task_head}{WRITES_IDX_MAP.get(channel, idx)}\x00{escape(channel)}{tail}"
+            args.append(key.encode() + _kind(kind) + data)
         return Call("put_writes", thread.keys, args)
 
     def _op_prune(self, thread_ids: Sequence[str], strategy: str) -> Op[None]:

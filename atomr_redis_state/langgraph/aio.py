@@ -87,6 +87,7 @@ class AsyncRedisStateSaver(RedisSaverCore):
         self._direct = type(client) is Redis and getattr(client, "connection", None) is None
         # Shared with the copies LangGraph makes (``with_allowlist`` is a shallow copy).
         self._batcher = _Batcher(client)
+        self._loading: dict[str, asyncio.Future[Any]] = {}
         self._owns_client = False
         # redis-py's RedisCluster discovers the cluster on first use, and concurrent first
         # commands race in that discovery; so a cluster client is initialised once, up front.
@@ -308,7 +309,7 @@ class AsyncRedisStateSaver(RedisSaverCore):
             try:
                 return await self._batcher.submit(packed)
             except NoScriptError:
-                await self.client.script_load(scripts.source(call.script))
+                await self._reload(call.script)
                 return await self._batcher.submit(packed)
         await self._cluster_ready()
         script = self._scripts[call.script]
@@ -316,6 +317,16 @@ class AsyncRedisStateSaver(RedisSaverCore):
             return await script(keys=call.keys, args=call.args)
         except NoScriptError:
             return await script(keys=call.keys, args=call.args)
+
+    async def _reload(self, name: str) -> None:
+        """Load script ``name`` again after NOSCRIPT (a restart, a failover, ``SCRIPT FLUSH``):
+        the callers that met it at once (a whole batch can) share one ``SCRIPT LOAD``."""
+        loading = self._loading.get(name)
+        if loading is None:
+            loading = asyncio.ensure_future(self.client.script_load(scripts.source(name)))
+            self._loading[name] = loading
+            loading.add_done_callback(lambda _: self._loading.pop(name, None))
+        await asyncio.shield(loading)
 
     async def _cluster_ready(self) -> None:
         """Initialise a RedisCluster client once, before its first command (a no-op otherwise)."""

@@ -3,6 +3,8 @@ command line and the run-status metrics; the rules are :func:`..graph.progress.r
 
 from __future__ import annotations
 
+from typing import get_args
+
 from ..graph.outcomes import RunStatus, RunStatusState
 from ..graph.progress import run_status
 from ..store.checkpointer import Checkpointer
@@ -10,19 +12,7 @@ from ..store.runs import all_runs, is_fork, lineage_forks
 
 __all__ = ["STATES", "all_runs", "is_fork", "lineage_forks", "summarise_run"]
 
-STATES: tuple[RunStatusState, ...] = (
-    "queued",
-    "running",
-    "stalled",
-    "forked",
-    "idle",
-    "paused",
-    "completed",
-    "failed",
-    "blocked",
-    "cancelled",
-    "not_found",
-)
+STATES: tuple[RunStatusState, ...] = get_args(RunStatusState)
 """Every state a run can be in, as :class:`RunStatus` reports it."""
 
 

@@ -17,6 +17,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Literal, Protocol, cast, runtime_checkable
 
+from ..errors import QueueUnsupportedError
 from .codec import decode_fields, encode_channels, encode_meta, encode_value, normalise_edits
 from .ids import FORK_LABEL, fork_run_id, lineage_root
 from .types import (
@@ -225,7 +226,8 @@ class Checkpointer(Protocol):
         """
         ...
 
-    # The ready queue: work distribution for a fleet of workers (see :mod:`..fleet`).
+    # The ready queue: work distribution for a fleet of workers (see :mod:`..fleet`). A store
+    # without one (a store of your own that implements none) raises QueueUnsupportedError.
 
     async def submit(self, snapshot: Snapshot, *, not_before: NotBefore | None = None) -> bool:
         """Create a run from its super-step 0 ``snapshot`` and queue it, atomically, in one
@@ -245,6 +247,10 @@ class Checkpointer(Protocol):
         through the lease-deadline index, never by a scan. On Redis the claim itself is one
         script on one slot bucket; the buckets that need a claim come from the workflow's hint
         index (see :mod:`.redis.queue`).
+
+        A claim whose reply is lost (a dropped connection) is not answered again: its run
+        stays leased to ``owner`` until the lease expires, then the next claim takes it over.
+        It never runs on two workers at once, and waits at most one lease ttl.
         """
         ...
 
@@ -256,6 +262,8 @@ class Checkpointer(Protocol):
         reason: JSON = None,
         retry_in: float | timedelta | None = None,
         max_attempts: int | None = None,
+        note: JSON = None,
+        keep_note: bool = True,
     ) -> QueueState:
         """End the claim ``lease`` stands for, releasing the lease; return the run's queue
         state after it.
@@ -264,6 +272,9 @@ class Checkpointer(Protocol):
         once: a graceful shutdown); ``retry`` (one more failed attempt: queued again after
         ``retry_in``, or ``failed`` once ``max_attempts`` attempts have failed); ``failed`` (a
         dead letter at once); ``blocked`` (the workflow changed; until :meth:`requeue`).
+        ``note`` and ``keep_note`` release the lease as :meth:`release_lease` does, in the same
+        round trip: a ``note`` is stored (a failed layer's), else ``keep_note=False`` clears
+        it, and by default the note stays as it is.
         ``reason`` (JSON) says why, for ``status()`` and the CLI. A run whose cancellation was
         requested ends ``cancelled`` instead, unless it completed.
 
@@ -375,6 +386,29 @@ Stored = Mapping[bytes, bytes]
 
 HOLD_FOREVER = -1
 """``hold`` in milliseconds as the backends take it: keep the run with no expiry."""
+
+
+def deadline_with_lease(
+    deadline_ms: int | None,
+    has_steps: bool,
+    now_ms: int,
+    ttl_ms: int | None,
+    lease_until_ms: int,
+    lease_ttl_ms: int,
+) -> int | None:
+    """A run's deadline once a live lease (until ``lease_until_ms``) was taken or renewed, by
+    the Redis store's rule (``keep_for_lease`` in ``lua/_common.lua``): a run not saved yet
+    lives as long as its lease; a saved run whose deadline comes before the lease's, or less
+    than ``ttl`` from now, moves to the later of ``now + 2 * ttl`` and the lease's deadline plus
+    its ttl; a run with no expiry keeps none."""
+    if deadline_ms is None:
+        return None
+    if not has_steps:
+        return max(deadline_ms, lease_until_ms)
+    ttl = ttl_ms or 0
+    if deadline_ms >= max(now_ms + ttl, lease_until_ms):
+        return deadline_ms
+    return max(now_ms + 2 * ttl, lease_until_ms + lease_ttl_ms)
 
 
 class BaseCheckpointer(ABC):
@@ -696,6 +730,8 @@ class BaseCheckpointer(ABC):
         reason: JSON = None,
         retry_in: float | timedelta | None = None,
         max_attempts: int | None = None,
+        note: JSON = None,
+        keep_note: bool = True,
     ) -> QueueState:
         _check_lease(lease)
         if outcome not in OUTCOMES:
@@ -704,7 +740,11 @@ class BaseCheckpointer(ABC):
         if max_attempts is not None:
             check_positive_int(max_attempts, "max_attempts")
         encoded = None if reason is None else encode_value("reason", reason)
-        return await self._finish(lease, outcome, encoded, retry_ms, max_attempts or 0)
+        kept = None if note is None else encode_value("note", note)
+        keep = bool(keep_note) and note is None
+        return await self._finish(
+            lease, outcome, encoded, retry_ms, max_attempts or 0, kept, keep_note=keep
+        )
 
     async def resume_run(
         self,
@@ -782,31 +822,30 @@ class BaseCheckpointer(ABC):
         check_id(holder, "holder")
         await self._drop_permit(workflow_id, holder)
 
-    @abstractmethod
     async def _take_permit(self, workflow_id: str, holder: str, limit: int, ttl_ms: int) -> bool:
         """Take (or extend) a permit if fewer than ``limit`` live ones are held."""
+        raise QueueUnsupportedError(self)
 
-    @abstractmethod
     async def _renew_permits(
         self, workflow_id: str, holders: builtins.list[str], ttl_ms: int
     ) -> int:
         """Extend the holders' live permits."""
+        raise QueueUnsupportedError(self)
 
-    @abstractmethod
     async def _drop_permit(self, workflow_id: str, holder: str) -> None:
         """Remove the holder's permit."""
+        raise QueueUnsupportedError(self)
 
-    @abstractmethod
     async def _submit(
         self, key: CheckpointKey, fields: Fields, delay_ms: int, event: CheckpointEvent
     ) -> bool:
         """Create the run at super-step 0 with ``fields`` and queue it, unless it exists."""
+        raise QueueUnsupportedError(self)
 
-    @abstractmethod
     async def _claim(self, workflow_id: str, owner: str, ttl_ms: int) -> Claim | None:
         """Requeue expired leases, then claim the earliest ready run."""
+        raise QueueUnsupportedError(self)
 
-    @abstractmethod
     async def _finish(
         self,
         lease: Lease,
@@ -814,38 +853,43 @@ class BaseCheckpointer(ABC):
         reason: bytes | None,
         retry_ms: int,
         max_attempts: int,
+        note: bytes | None,
+        *,
+        keep_note: bool,
     ) -> QueueState:
-        """Settle the claim: release the lease and move the run by ``outcome``."""
+        """Settle the claim: release the lease (storing, clearing or keeping the note) and move
+        the run by ``outcome``."""
+        raise QueueUnsupportedError(self)
 
-    @abstractmethod
     async def _requeue(
         self, workflow_id: str, run_id: str, answer: bytes | None, delay_ms: int
     ) -> QueueState:
         """Queue the run again: with ``answer``, a paused run; without, a dead letter."""
+        raise QueueUnsupportedError(self)
 
-    @abstractmethod
     async def _cancel(self, workflow_id: str, run_id: str) -> QueueState:
         """Cancel a waiting run, or flag a running one."""
+        raise QueueUnsupportedError(self)
 
-    @abstractmethod
     async def _queue_depth(self, workflow_id: str) -> QueueDepth:
         """Count the workflow's runs by queue part."""
+        raise QueueUnsupportedError(self)
 
-    @abstractmethod
     def _wake_ups(self, workflow_ids: builtins.list[str]) -> AbstractAsyncContextManager[WakeUps]:
         """Signals that work may be ready."""
+        raise QueueUnsupportedError(self)
 
-    @abstractmethod
     async def _heartbeat(self, worker_id: str, info: bytes, ttl_ms: int) -> None:
         """Store the worker's heartbeat for ``ttl_ms``."""
+        raise QueueUnsupportedError(self)
 
-    @abstractmethod
     async def _workers(self) -> builtins.list[WorkerInfo]:
         """The live workers."""
+        raise QueueUnsupportedError(self)
 
-    @abstractmethod
     async def _forget_worker(self, worker_id: str) -> None:
         """Drop the worker's heartbeat."""
+        raise QueueUnsupportedError(self)
 
 
 # The public methods are documented once, on the protocol; help() shows it on every backend.

@@ -27,7 +27,14 @@ from ..errors import (
     RunCancelledError,
     RunNotFoundError,
 )
-from .checkpointer import HOLD_FOREVER, BaseCheckpointer, Fields, Stored, WakeUps
+from .checkpointer import (
+    HOLD_FOREVER,
+    BaseCheckpointer,
+    Fields,
+    Stored,
+    WakeUps,
+    deadline_with_lease,
+)
 from .codec import LABEL_FIELD, TIMESTAMP_FIELD, pairs_of
 from .types import (
     Answer,
@@ -315,17 +322,15 @@ class InMemoryCheckpointer(BaseCheckpointer):
         )
 
     def _keep_for_lease(self, run: _Run, now: int) -> None:
-        """A live lease keeps its run, by the Redis store's rule: when the run's deadline comes
-        before the lease's, or less than ``ttl`` from now, it moves to the later of
-        ``now + 2 * ttl`` and the lease's deadline plus its ttl. A run not saved yet lives as
-        long as its lease."""
-        if run.deadline_ms is None:
-            return
-        until, ttl = run.lease_until_ms, self.ttl_ms or 0
-        if not run.steps:
-            run.deadline_ms = max(run.deadline_ms, until)
-        elif run.deadline_ms < max(now + ttl, until):
-            run.deadline_ms = max(now + 2 * ttl, until + run.lease_ttl_ms)
+        """A live lease keeps its run (see :func:`~.checkpointer.deadline_with_lease`)."""
+        run.deadline_ms = deadline_with_lease(
+            run.deadline_ms,
+            bool(run.steps),
+            now,
+            self.ttl_ms,
+            run.lease_until_ms,
+            run.lease_ttl_ms,
+        )
 
     async def _release_lease(self, lease: Lease, note: bytes | None, *, keep_note: bool) -> bool:
         run = self._record(lease.workflow_id, lease.run_id)
@@ -461,6 +466,9 @@ class InMemoryCheckpointer(BaseCheckpointer):
         reason: bytes | None,
         retry_ms: int,
         max_attempts: int,
+        note: bytes | None,
+        *,
+        keep_note: bool,
     ) -> QueueState:
         workflow_id, run_id = lease.workflow_id, lease.run_id
         run = self._record(workflow_id, run_id)
@@ -471,6 +479,8 @@ class InMemoryCheckpointer(BaseCheckpointer):
         now = self._clock()
         run.owner, run.lease_until_ms, run.leased_until_ms = None, 0, None
         run.settled = lease.token
+        if not keep_note:
+            run.note = note  # as release_lease: a failed layer's note, or cleared
         if run.cancel_ms is not None and outcome != "completed":
             run.queue_state, run.answer = "cancelled", None
             self._announce("cancelled", workflow_id, run_id)

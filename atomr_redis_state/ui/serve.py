@@ -12,7 +12,7 @@ import uvicorn
 
 from ..store.checkpointer import Checkpointer
 from .data import Resume
-from .server import create_app, new_token
+from .server import create_app, fleet_answer, new_token
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ async def serve(
     port: int = 8765,
     allow_writes: bool = False,
     token: str | None = None,
-    resume: Resume | None = None,
+    resume: Resume | None = fleet_answer,
     store_label: str = "",
     on_started: Callable[[Started], None] | None = None,
     stop: asyncio.Event | None = None,

@@ -15,8 +15,7 @@ import importlib.metadata
 import importlib.resources
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +42,7 @@ from ..errors import (
     StoreUnavailableError,
     UnknownChannelError,
 )
+from ..fleet import Fleet
 from ..store.checkpointer import Checkpointer
 from ..store.types import JSON
 from . import data
@@ -52,8 +52,6 @@ from .live import event_stream
 log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "X-Atomr-Token"
-
-StoreOpener = Callable[[], AbstractAsyncContextManager[Checkpointer]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,18 +65,11 @@ class Settings:
     """Where the store is (URL without password, prefix), shown in the page header."""
 
 
-def queued_answer(store: Checkpointer) -> Resume | None:
-    """How a store with a work queue answers a pause: ``resume_run`` records the answer durably
-    and queues the run, and a fleet worker (``atomr-redis-state worker``) resumes it with that
-    answer. None for a store without one (the inspector then cannot answer pauses)."""
-    resume_run = getattr(store, "resume_run", None)
-    if resume_run is None:
-        return None
-
-    async def resume(_store: Checkpointer, workflow_id: str, run_id: str, value: JSON) -> None:
-        await resume_run(workflow_id, run_id, value)
-
-    return resume
+async def fleet_answer(store: Checkpointer, workflow_id: str, run_id: str, value: JSON) -> None:
+    """How the inspector answers a pause by default, as :meth:`Fleet.resume` does: the answer
+    is stored with the run (it survives a failed attempt) and the run queued; the next fleet
+    worker (``atomr-redis-state worker``) that claims it resumes it with that answer."""
+    await Fleet(store).resume(workflow_id, run_id, value)
 
 
 def new_token() -> str:
@@ -87,40 +78,25 @@ def new_token() -> str:
 
 
 def create_app(
-    store: Checkpointer | StoreOpener,
+    store: Checkpointer,
     *,
     allow_writes: bool = False,
     token: str | None = None,
-    resume: Resume | None = None,
+    resume: Resume | None = fleet_answer,
     store_label: str = "",
     hosts: Sequence[str] = ("127.0.0.1", "localhost", "[::1]"),
 ) -> Starlette:
-    """The inspector app on ``store`` (a store, or a function opening one for the app's life).
+    """The inspector app on ``store`` (opened by the caller, and closed after).
 
     With ``allow_writes`` a ``token`` is required (see :func:`new_token`). ``resume`` answers
-    pauses; without one the page says that this server cannot answer them. ``hosts`` are the
-    names the ``Host`` header may carry (``"*"`` for any).
+    pauses (by default through the fleet's queue, :func:`fleet_answer`; a function that runs
+    the workflow inline works too); with None the page says that it cannot answer them.
+    ``hosts`` are the names the ``Host`` header may carry (``"*"`` for any).
     """
     if allow_writes and not token:
         raise ValueError("allow_writes needs a token (see new_token())")
     settings = Settings(bool(allow_writes), token, resume, store_label)
-    opener: StoreOpener = (lambda: nullcontext(store)) if isinstance(store, Checkpointer) else store
-    state: dict[str, Checkpointer] = {}
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with opener() as opened:
-            state["store"] = opened
-            yield
-            state.clear()
-
-    def the_store() -> Checkpointer:
-        found = state.get("store")
-        if found is None:
-            raise HTTPException(503, "the store is not open")
-        return found
-
-    api = _Api(settings, the_store)
+    api = _Api(settings, store)
     page = _static_file("index.html")
     routes = [
         Route("/", page),
@@ -136,7 +112,7 @@ def create_app(
         Route("/api/diff", api.diff),
         Route("/api/lineage", api.lineage),
         Route("/api/events", api.events),
-        Route("/api/export", api.export),
+        Route("/api/export", api.export, methods=["POST"]),
         Route("/api/answer", api.answer, methods=["POST"]),
         Route("/api/fork", api.fork, methods=["POST"]),
         Route("/api/delete", api.delete, methods=["POST"]),
@@ -145,7 +121,6 @@ def create_app(
     allowed = list(hosts)
     return Starlette(
         routes=routes,
-        lifespan=lifespan,
         middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=allowed)],
         exception_handlers={
             HTTPException: _http_error,
@@ -263,7 +238,7 @@ def _path(request: Request) -> list[str | int]:
 class _Api:
     """The request handlers, over one store."""
 
-    def __init__(self, settings: Settings, store: Callable[[], Checkpointer]) -> None:
+    def __init__(self, settings: Settings, store: Checkpointer) -> None:
         self.settings = settings
         self.store = store
 
@@ -282,7 +257,7 @@ class _Api:
 
     async def workflows(self, request: Request) -> Response:
         found = await views.workflows_view(
-            self.store(),
+            self.store,
             after=_text(request, "after", required=False) or None,
             limit=_int(request, "limit", 100, low=1) or 100,
         )
@@ -291,7 +266,7 @@ class _Api:
     async def runs(self, request: Request) -> Response:
         states = [s for s in _text(request, "state", required=False).split(",") if s]
         found = await data.runs_page(
-            self.store(),
+            self.store,
             _text(request, "workflow"),
             states=states,
             query=_text(request, "q", required=False),
@@ -301,11 +276,11 @@ class _Api:
         return JSONResponse(found)
 
     async def counts(self, request: Request) -> Response:
-        return JSONResponse(await data.counts(self.store(), _text(request, "workflow")))
+        return JSONResponse(await data.counts(self.store, _text(request, "workflow")))
 
     async def run(self, request: Request) -> Response:
         workflow, run = _text(request, "workflow"), _text(request, "run")
-        document = await views.run_view(self.store(), workflow, run)
+        document = await views.run_view(self.store, workflow, run)
         if document["state"] == "not_found":
             raise RunNotFoundError(workflow, run)
         return JSONResponse(document)
@@ -313,7 +288,7 @@ class _Api:
     async def history(self, request: Request) -> Response:
         return JSONResponse(
             await data.history(
-                self.store(),
+                self.store,
                 _text(request, "workflow"),
                 _text(request, "run"),
                 before=_int(request, "before"),
@@ -325,7 +300,7 @@ class _Api:
     async def state(self, request: Request) -> Response:
         return JSONResponse(
             await data.state(
-                self.store(),
+                self.store,
                 _text(request, "workflow"),
                 _text(request, "run"),
                 _int(request, "step"),
@@ -339,7 +314,7 @@ class _Api:
     async def diff(self, request: Request) -> Response:
         return JSONResponse(
             await views.diff_view(
-                self.store(),
+                self.store,
                 _text(request, "workflow"),
                 _text(request, "a_run"),
                 _int(request, "a_step"),
@@ -350,13 +325,13 @@ class _Api:
 
     async def lineage(self, request: Request) -> Response:
         return JSONResponse(
-            await data.lineage(self.store(), _text(request, "workflow"), _text(request, "run"))
+            await data.lineage(self.store, _text(request, "workflow"), _text(request, "run"))
         )
 
     async def events(self, request: Request) -> Response:
         workflow = _text(request, "workflow")
         run = _text(request, "run", required=False) or None
-        stream = event_stream(self.store(), workflow, run, views.event_json)
+        stream = event_stream(self.store, workflow, run, views.event_json)
         return StreamingResponse(
             stream,
             media_type="text/event-stream",
@@ -364,10 +339,12 @@ class _Api:
         )
 
     async def export(self, request: Request) -> Response:
-        workflow = _text(request, "workflow")
-        run = _text(request, "run")
-        forks = request.query_params.get("forks") == "1"
-        lines = await data.export_lines(self.store(), workflow, run, forks=forks)
+        """An action like the writes (they all need --allow-writes and the token): the whole
+        run, its notes included, leaves the inspector as a file."""
+        body = await self._write_body(request)
+        workflow, run = _body_text(body, "workflow"), _body_text(body, "run")
+        forks = body.get("forks") is True
+        lines = await data.export_lines(self.store, workflow, run, forks=forks)
         name = "".join(c if c.isalnum() or c in "-_." else "_" for c in run)[:80]
         return Response(
             b"".join(lines),
@@ -398,12 +375,12 @@ class _Api:
         if self.settings.resume is None:
             raise HTTPException(
                 501,
-                "this inspector cannot answer pauses: it has no workflow to resume them with "
+                "this inspector was started without a way to answer pauses "
                 "(see the README, 'Answering a pause')",
             )
         workflow, run = _body_text(body, "workflow"), _body_text(body, "run")
         status = await data.answer(
-            self.store(), self.settings.resume, workflow, run, body.get("value")
+            self.store, self.settings.resume, workflow, run, body.get("value")
         )
         log.info("inspector: answered the pause of run %s of workflow %s", run, workflow)
         return JSONResponse(status)
@@ -417,14 +394,14 @@ class _Api:
         edits = body.get("edits") or {}
         if not isinstance(edits, dict):
             raise HTTPException(400, "edits must be an object of channel -> JSON value")
-        made = await data.fork(self.store(), workflow, run, step, edits)
+        made = await data.fork(self.store, workflow, run, step, edits)
         log.info("inspector: forked %s@%d of workflow %s", run, step, workflow)
         return JSONResponse(made)
 
     async def delete(self, request: Request) -> Response:
         body = await self._write_body(request)
         workflow, run = _body_text(body, "workflow"), _body_text(body, "run")
-        deleted = await self.store().delete_run(workflow, run)
+        deleted = await self.store.delete_run(workflow, run)
         log.info("inspector: deleted run %s of workflow %s: %s", run, workflow, deleted)
         return JSONResponse({"workflow_id": workflow, "run_id": run, "deleted": deleted})
 

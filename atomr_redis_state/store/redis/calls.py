@@ -90,6 +90,15 @@ def configuration_problem(exc: BaseException) -> str | None:
     return None
 
 
+async def _all_or_first_error(futures: builtins.list[asyncio.Future[Any]]) -> builtins.list[Any]:
+    """The replies, in order; the first call's error before any later one's."""
+    replies = await asyncio.gather(*futures, return_exceptions=True)
+    for reply in replies:
+        if isinstance(reply, BaseException):
+            raise reply
+    return replies
+
+
 def can_pipeline(client: Any) -> bool:
     """True for a redis-py asyncio ``Redis`` or ``RedisCluster`` client (not fakeredis, not a
     wrapper): the clients whose connections :mod:`.pipeline` batches calls on."""
@@ -163,11 +172,15 @@ class Calls:
     async def in_order(
         self, calls: builtins.list[tuple[AsyncScript, builtins.list[str], builtins.list[Any]]]
     ) -> builtins.list[Any]:
-        """Call several scripts (of different slots) in this order: in one pipeline, so one
-        round trip, on standalone Redis (then WAIT for the replicas, if asked); one after the
-        other on Redis Cluster. The replies, or the first script's error."""
+        """Call several scripts (of different slots) in this order: in one batch of the
+        automatic pipeline (or one redis-py pipeline, then WAIT for the replicas if asked), so
+        one round trip, on standalone Redis; one after the other on Redis Cluster. The replies,
+        or the first script's error."""
         if self.cluster:
             return [await self.script(script, keys, args) for script, keys, args in calls]
+        pipeline = self.pipeline
+        if pipeline is not None and not self.replicas:
+            return await self.run(lambda: _all_or_first_error(pipeline.scripts_together(calls)))
         return await self.run(lambda: self._in_order(calls))
 
     async def _in_order(

@@ -593,8 +593,13 @@ class RedisCheckpointer(BaseCheckpointer):
         reason: bytes | None,
         retry_ms: int,
         max_attempts: int,
+        note: bytes | None,
+        *,
+        keep_note: bool,
     ) -> QueueState:
-        return await self._queue.finish(lease, outcome, reason, retry_ms, max_attempts)
+        return await self._queue.finish(
+            lease, outcome, reason, retry_ms, max_attempts, note, keep_note=keep_note
+        )
 
     async def _requeue(
         self, workflow_id: str, run_id: str, answer: bytes | None, delay_ms: int

@@ -94,9 +94,24 @@ class _Call:
     resend: Callable[[], Awaitable[Any]] | None = None
     """Cluster only: the same call through redis-py's cluster client."""
     slot: int = 0
+    with_next: bool = False
+    """The next call goes in the same batch, right after this one (see ``scripts_together``)."""
 
 
 Batch = builtins.list[_Call]
+
+
+def _groups(calls: Batch) -> builtins.list[Batch]:
+    """The calls as runs that must share a batch (``with_next``), in order."""
+    groups: builtins.list[Batch] = []
+    joined = False
+    for call in calls:
+        if joined:
+            groups[-1].append(call)
+        else:
+            groups.append([call])
+        joined = call.with_next
+    return groups
 
 
 class AutoPipeline:
@@ -128,6 +143,18 @@ class AutoPipeline:
         """Any other command: a future of its raw reply."""
         return self._submit(_Call(pack(args), _new_future(), None))
 
+    def scripts_together(
+        self, calls: builtins.list[tuple[AsyncScript, builtins.list[str], builtins.list[Any]]]
+    ) -> builtins.list[asyncio.Future[Any]]:
+        """EVALSHA each script, in this order, in one batch (one write on one connection), so
+        the server runs them in this order: futures of their replies."""
+        futures = []
+        for i, (script, keys, args) in enumerate(calls):
+            packed = pack((_EVALSHA, script.sha, len(keys), *keys, *args))
+            call = _Call(packed, _new_future(), script, with_next=i < len(calls) - 1)
+            futures.append(self._submit(call))
+        return futures
+
     def _submit(self, call: _Call) -> asyncio.Future[Any]:
         self._queue.append(call)
         if len(self._queue) == 1:
@@ -142,15 +169,15 @@ class AutoPipeline:
         """Start ``calls`` (for ``route``) in bounded batches; a huge call goes on its own."""
         batch: Batch = []
         size = 0
-        for call in calls:
-            n = len(call.packed)
+        for group in _groups(calls):
+            n = sum(len(call.packed) for call in group)
             if n >= self.solo_bytes:
-                self._start([call], route)
+                self._start(group, route)
                 continue
-            if batch and (len(batch) >= self.max_batch or size + n > self.max_bytes):
+            if batch and (len(batch) + len(group) > self.max_batch or size + n > self.max_bytes):
                 self._start(batch, route)
                 batch, size = [], 0
-            batch.append(call)
+            batch += group
             size += n
         if batch:
             self._start(batch, route)

@@ -193,6 +193,9 @@ class RedisQueue:
         reason: bytes | None,
         retry_ms: int,
         max_attempts: int,
+        note: bytes | None,
+        *,
+        keep_note: bool,
     ) -> QueueState:
         run = self._keys.run(lease.workflow_id, lease.run_id)
         call = (
@@ -208,6 +211,8 @@ class RedisQueue:
                 lease.run_id,
                 run.queue.events,
                 lease.owner,
+                "keep" if keep_note else "0" if note is None else "1",
+                note or b"",
             ],
         )
         try:

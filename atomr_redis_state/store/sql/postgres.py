@@ -179,7 +179,7 @@ class PostgresCheckpointer(BaseCheckpointer):
             "record_answer": f"SELECT {s}.atomr_record_answer(%s, %s, %s, %s, %s)",
             "submit": f"SELECT {s}.atomr_submit(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             "claim": f"SELECT * FROM {s}.atomr_claim(%s, %s, %s, %s, %s)",
-            "finish": f"SELECT {s}.atomr_finish(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "finish": f"SELECT {s}.atomr_finish(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             "requeue": f"SELECT {s}.atomr_requeue(%s, %s, %s, %s, %s)",
             "cancel": f"SELECT {s}.atomr_cancel(%s, %s, %s)",
             "queue_depth": "SELECT CASE WHEN r.queue_state = 'queued' THEN "
@@ -471,7 +471,7 @@ class PostgresCheckpointer(BaseCheckpointer):
 
     async def _release_lease(self, lease: Lease, note: bytes | None, *, keep_note: bool) -> bool:
         check_no_nul([lease.workflow_id, lease.run_id], "ids")
-        action = "keep" if keep_note else "clear" if note is None else "set"
+        action = _note_action(note, keep_note)
         found = await self._one(
             "release_lease",
             (
@@ -567,9 +567,13 @@ class PostgresCheckpointer(BaseCheckpointer):
         reason: bytes | None,
         retry_ms: int,
         max_attempts: int,
+        note: bytes | None,
+        *,
+        keep_note: bool,
     ) -> QueueState:
         wf, run_id = lease.workflow_id, lease.run_id
         check_no_nul([wf, run_id], "ids")
+        action = _note_action(note, keep_note)
         try:
             found = await self._one(
                 "finish",
@@ -582,6 +586,8 @@ class PostgresCheckpointer(BaseCheckpointer):
                     None if reason is None else reason.decode(),
                     retry_ms,
                     max_attempts,
+                    action,
+                    None if note is None else note.decode(),
                     self._channel(wf),
                 ),
             )
@@ -669,9 +675,8 @@ class PostgresCheckpointer(BaseCheckpointer):
     async def _listener(self, channels: builtins.list[str]) -> Any:
         """A connection of its own that LISTENs on ``channels`` (a pooled one cannot wait for
         notifications)."""
-        if self._owns_pool and not self._opened:
-            async with self._connection():
-                pass
+        async with self._connection():
+            pass  # the pool open, the schema checked
         try:
             conninfo, kwargs = await _pool_params(self.pool)
             listener = await psycopg.AsyncConnection.connect(
@@ -771,6 +776,11 @@ async def _pool_params(pool: AsyncConnectionPool[Any]) -> tuple[str, dict[str, A
     if inspect.isawaitable(kwargs):
         kwargs = await kwargs
     return str(conninfo), dict(kwargs or {})
+
+
+def _note_action(note: bytes | None, keep_note: bool) -> str:
+    """What a release does to the run's note, as the functions take it: keep, clear or set."""
+    return "keep" if keep_note else "clear" if note is None else "set"
 
 
 def _raise_refusal(

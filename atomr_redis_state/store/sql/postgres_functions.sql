@@ -14,7 +14,7 @@
 -- Times are the database server's clock (clock_timestamp()), in ms since the epoch: one clock
 -- for every worker. A run's row in atomr_runs carries its deadline (NULL: never expires); a run
 -- whose deadline passed is invisible to every read at once, and deleted by the next write that
--- touches it, or by the sweep some saves run.
+-- touches it, or by the sweep of a save or fork that starts a run (atomr_sweep).
 
 CREATE OR REPLACE FUNCTION @schema@.atomr_now() RETURNS bigint
 LANGUAGE sql VOLATILE AS $$
@@ -76,7 +76,8 @@ END
 $$;
 
 -- Delete up to 100 runs whose deadline passed (already invisible); runs others have locked are
--- left for later.
+-- left for later. Called by every save or fork that starts a run: the sweep keeps pace with the
+-- runs being started, at the cost of one index probe when nothing expired.
 CREATE OR REPLACE FUNCTION @schema@.atomr_sweep(p_now bigint) RETURNS void
 LANGUAGE sql AS $$
   WITH gone AS (
@@ -194,8 +195,10 @@ DECLARE
   found_token text;
   has_step boolean := false;
   trimmed bigint;
+  is_new boolean;
 BEGIN
   r := @schema@.atomr_lock_run(p_wf, p_run, now_ms, true);
+  is_new := r.steps = 0 AND r.fence = 0;
   IF r.steps > 0 THEN
     SELECT write_token INTO found_token FROM @schema@.atomr_snapshots
       WHERE workflow_id = p_wf AND run_id = p_run AND step = p_step;
@@ -240,7 +243,7 @@ BEGIN
   UPDATE @schema@.atomr_runs SET deadline_ms = r.deadline_ms, steps = r.steps
     WHERE workflow_id = p_wf AND run_id = p_run;
   PERFORM @schema@.atomr_publish(p_channel, p_event);
-  IF random() < 0.01 THEN
+  IF is_new THEN
     PERFORM @schema@.atomr_sweep(now_ms);
   END IF;
   RETURN 1;
@@ -265,9 +268,10 @@ LANGUAGE sql AS $$
 $$;
 
 -- fork (fork.lua): copy one snapshot into a new run, with edits (p_edits: a JSON object of
--- channels set over the source's). The source is never changed. A target run that exists is a
--- conflict, unless its snapshot was written by this very fork (write token = its run id: a
--- retry), which returns 0 and writes nothing.
+-- channels set over the source's, as the codec wrote it: no whitespace around its braces). The
+-- source is never changed. A target run that exists is a conflict, unless its snapshot was
+-- written by this very fork (write token = its run id: a retry), which returns 0 and writes
+-- nothing.
 CREATE OR REPLACE FUNCTION @schema@.atomr_fork(
   p_wf text, p_source text, p_target text, p_step bigint, p_ts bigint, p_label text,
   p_edits text, p_jsonb boolean, p_ttl bigint, p_channel text, p_event text
@@ -297,12 +301,14 @@ BEGIN
   IF NOT FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'ARCNF', MESSAGE = 'no snapshot to fork';
   END IF;
-  SELECT coalesce(json_object_agg(key, value), '{}'::json)::text INTO merged FROM (
-    SELECT key, value FROM json_each(src.channels_json::json)
-      WHERE key NOT IN (SELECT json_object_keys(p_edits::json))
-    UNION ALL
-    SELECT key, value FROM json_each(p_edits::json)
-  ) AS m;
+  -- The edits' members appended to the source's, as text: every value keeps its exact text
+  -- (parsing would refuse U+0000), and where a channel is edited the later member wins when
+  -- read, as in jsonb.
+  merged := CASE
+    WHEN p_edits = '{}' THEN src.channels_json
+    WHEN src.channels_json = '{}' THEN p_edits
+    ELSE left(src.channels_json, -1) || ',' || substr(p_edits, 2)
+  END;
   INSERT INTO @schema@.atomr_snapshots (
     workflow_id, run_id, step, timestamp_ms, label, channels_json, channels, metadata, write_token
   ) VALUES (
@@ -313,6 +319,9 @@ BEGIN
   UPDATE @schema@.atomr_runs SET steps = 1, deadline_ms = now_ms + 2 * p_ttl
     WHERE workflow_id = p_wf AND run_id = p_target;
   PERFORM @schema@.atomr_publish(p_channel, p_event);
+  IF t.fence = 0 THEN
+    PERFORM @schema@.atomr_sweep(now_ms);
+  END IF;
   RETURN 1;
 END
 $$;
@@ -546,12 +555,14 @@ BEGIN
 END
 $$;
 
--- finish (finish.lua): settle the claim of the lease p_token, releasing the lease, and move
--- the run by p_outcome; returns its queue state. ARLST when the run's lease is another one; a
--- finish sent again (the claim already settled) returns the state and writes nothing.
+-- finish (finish.lua): settle the claim of the lease p_token, releasing the lease as
+-- atomr_release_lease does (p_action 'set' stores p_note, 'clear' clears the note, 'keep' leaves
+-- it), and move the run by p_outcome; returns its queue state. ARLST when the run's lease is
+-- another one; a finish sent again (the claim already settled) returns the state and writes
+-- nothing.
 CREATE OR REPLACE FUNCTION @schema@.atomr_finish(
   p_wf text, p_run text, p_token bigint, p_owner text, p_outcome text, p_reason text,
-  p_retry bigint, p_max_attempts integer, p_channel text
+  p_retry bigint, p_max_attempts integer, p_action text, p_note text, p_channel text
 ) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -569,6 +580,9 @@ BEGIN
   r.lease_until_ms := 0;
   r.leased_until_ms := NULL;
   r.settled := p_token;
+  IF p_action <> 'keep' THEN
+    r.note := CASE WHEN p_action = 'set' THEN p_note END;
+  END IF;
   IF r.cancel_ms IS NOT NULL AND p_outcome <> 'completed' THEN
     r.queue_state := 'cancelled';
     r.answer := NULL;

@@ -11,7 +11,9 @@ needs ``CREATE`` on the database only when the schema does not exist yet):
   serves the sweep of expired runs.
 - ``atomr_snapshots`` (primary key ``(workflow_id, run_id, step)``, which also serves
   ``latest`` and ``list``): ``channels_json`` is the exact JSON text of the channels (stored
-  uncompressed: every ``latest`` reads it, and decompressing costs more than the bytes);
+  uncompressed: every ``latest`` reads it, and decompressing costs more than the bytes; in a
+  fork, the edited channels follow the source's, and where one is named twice the later wins,
+  as in ``jsonb``);
   ``channels`` the same as ``jsonb``, to query (NULL for a snapshot holding the character
   U+0000, which ``jsonb`` cannot, and with ``jsonb=False``); label, timestamp, metadata, and
   an exclusive save's token.
@@ -25,8 +27,9 @@ the run's place in the fleet's work queue (state, attempts, ready time, the dead
 claim a worker holds, the last failure's reason, the settled claim, the takeover mark), with
 the indexes ``atomr_runs_ready`` (a workflow's queued runs by ready time) and
 ``atomr_runs_claimed`` (its claims by deadline, for takeovers), and the last two tables. Its
-migration drops the version-1 functions, whose signatures changed; ``setup()`` creates them
-anew.
+migration drops the version-1 functions, whose signatures changed (``setup()`` creates them
+anew), and adds only what is missing (``IF NOT EXISTS``), so a schema that an earlier build's
+version 2 left (with the answer and cancel columns only) migrates too.
 """
 
 from __future__ import annotations
@@ -85,26 +88,28 @@ MIGRATIONS: dict[int, str] = {
     END
     $drop$;
     ALTER TABLE @schema@.atomr_runs
-        ADD COLUMN answer_step bigint,
-        ADD COLUMN answer text,
-        ADD COLUMN cancel_ms bigint,
-        ADD COLUMN queue_state text,
-        ADD COLUMN attempts integer NOT NULL DEFAULT 0,
-        ADD COLUMN ready_at_ms bigint NOT NULL DEFAULT 0,
-        ADD COLUMN leased_until_ms bigint,
-        ADD COLUMN reason text,
-        ADD COLUMN settled bigint NOT NULL DEFAULT 0,
-        ADD COLUMN expired boolean NOT NULL DEFAULT false;
-    CREATE INDEX atomr_runs_ready ON @schema@.atomr_runs (workflow_id, ready_at_ms)
+        ADD COLUMN IF NOT EXISTS answer_step bigint,
+        ADD COLUMN IF NOT EXISTS answer text,
+        ADD COLUMN IF NOT EXISTS cancel_ms bigint,
+        ADD COLUMN IF NOT EXISTS queue_state text,
+        ADD COLUMN IF NOT EXISTS attempts integer NOT NULL DEFAULT 0,
+        ADD COLUMN IF NOT EXISTS ready_at_ms bigint NOT NULL DEFAULT 0,
+        ADD COLUMN IF NOT EXISTS leased_until_ms bigint,
+        ADD COLUMN IF NOT EXISTS reason text,
+        ADD COLUMN IF NOT EXISTS settled bigint NOT NULL DEFAULT 0,
+        ADD COLUMN IF NOT EXISTS expired boolean NOT NULL DEFAULT false;
+    CREATE INDEX IF NOT EXISTS atomr_runs_ready
+        ON @schema@.atomr_runs (workflow_id, ready_at_ms)
         WHERE queue_state = 'queued';
-    CREATE INDEX atomr_runs_claimed ON @schema@.atomr_runs (workflow_id, leased_until_ms)
+    CREATE INDEX IF NOT EXISTS atomr_runs_claimed
+        ON @schema@.atomr_runs (workflow_id, leased_until_ms)
         WHERE leased_until_ms IS NOT NULL;
-    CREATE TABLE @schema@.atomr_workers (
+    CREATE TABLE IF NOT EXISTS @schema@.atomr_workers (
         worker_id text COLLATE "C" PRIMARY KEY,
         info text NOT NULL,
         expires_ms bigint NOT NULL
     );
-    CREATE TABLE @schema@.atomr_permits (
+    CREATE TABLE IF NOT EXISTS @schema@.atomr_permits (
         workflow_id text COLLATE "C" NOT NULL,
         holder text COLLATE "C" NOT NULL,
         expires_ms bigint NOT NULL,

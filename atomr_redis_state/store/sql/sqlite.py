@@ -23,7 +23,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import astuple, dataclass, fields, replace
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar, cast
 
@@ -71,76 +71,50 @@ T = TypeVar("T")
 EVENTS_KEPT = 10_000
 """How many recent events the file keeps for watchers (pruned every 1,000 events)."""
 
-SWEEP_EVERY_MS = 1_000
-"""How often (at most) a store's writes also delete runs that expired."""
-
-SWEEP_BATCH = 200
-"""How many expired runs one sweep deletes at most."""
+SWEEP_BATCH = 100
+"""How many expired runs a write that creates a run deletes at most (the lazy sweep)."""
 
 _LIVE = "(deadline_ms IS NULL OR deadline_ms > ?)"
 
-_RUN_FIELDS = (
-    "deadline_ms",
-    "steps",
-    "fence",
-    "owner",
-    "token",
-    "lease_until_ms",
-    "lease_ttl_ms",
-    "note",
-    "answer_step",
-    "answer",
-    "cancel_ms",
-    "queue_state",
-    "attempts",
-    "ready_at_ms",
-    "leased_until_ms",
-    "reason",
-    "settled",
-    "expired",
-)
-_RUN_DEFAULTS = (None, 0, 0, None, 0, 0, 0, None, None, None, None, None, 0, 0, None, None, 0, 0)
-_RUN_COLUMNS = ", ".join(_RUN_FIELDS)
 
-
+@dataclass(slots=True)
 class _Run:
-    """A run's row in ``atomr_runs``, read and written within one transaction: as the
-    in-memory store's record (see :mod:`..memory`), field for field."""
+    """A run's row in ``atomr_runs`` (fields in the order of ``_RUN_FIELDS``), read and
+    written within one transaction: as the in-memory store's record (see :mod:`..memory`),
+    field for field."""
 
-    __slots__ = _RUN_FIELDS
-
-    deadline_ms: int | None
-    steps: int
-    fence: int
-    owner: str | None
-    token: int
-    lease_until_ms: int
-    lease_ttl_ms: int
-    note: str | None
-    answer_step: int | None
-    answer: str | None
-    cancel_ms: int | None
-    queue_state: QueueState | None
-    attempts: int
-    ready_at_ms: int
-    leased_until_ms: int | None
+    deadline_ms: int | None = None
+    steps: int = 0
+    fence: int = 0
+    owner: str | None = None
+    token: int = 0
+    lease_until_ms: int = 0
+    lease_ttl_ms: int = 0
+    note: str | None = None
+    answer_step: int | None = None
+    answer: str | None = None
+    cancel_ms: int | None = None
+    queue_state: QueueState | None = None
+    attempts: int = 0
+    ready_at_ms: int = 0
+    leased_until_ms: int | None = None
     """The run's place in the claim-deadline index while a worker holds it."""
-    reason: str | None
-    settled: int
+    reason: str | None = None
+    settled: int = 0
     """The lease token whose claim ``finish`` settled: a retried finish changes nothing."""
-    expired: int
+    expired: int = 0
     """1 when queued again because its worker's lease expired: the next claim is a takeover."""
 
-    def __init__(self, row: tuple[Any, ...] | None = None) -> None:
-        for name, value in zip(_RUN_FIELDS, row or _RUN_DEFAULTS, strict=True):
-            setattr(self, name, value)
-
     def values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in _RUN_FIELDS)
+        return astuple(self)
 
     def holder(self, now: int) -> str | None:
         """The owner of the live lease, or None."""
         return self.owner if self.lease_until_ms > now else None
+
+
+_RUN_FIELDS = tuple(field.name for field in fields(_Run))
+_RUN_COLUMNS = ", ".join(_RUN_FIELDS)
 
 
 class SqliteCheckpointer(BaseCheckpointer):
@@ -149,7 +123,8 @@ class SqliteCheckpointer(BaseCheckpointer):
     Call :meth:`setup` once to create (or migrate) the tables; a store refuses a file without
     them, or with a newer schema, with :class:`~...errors.SchemaVersionError`. ``ttl`` and
     ``keep_last`` behave as on :class:`~..redis.RedisCheckpointer`: a run expires whole (its
-    rows are invisible from its deadline on and deleted lazily, by later writes). Leases and
+    rows are invisible from its deadline on, and deleted by the next write to it, or by the
+    next save or fork that starts a run, which deletes up to 100 expired runs). Leases and
     deadlines use the machine's clock, which every process sharing the file shares.
     ``busy_timeout`` is how long a write waits for another writer's lock; ``synchronous`` is
     SQLite's setting (``"NORMAL"``: a commit survives the process crashing, and may be lost to a
@@ -183,7 +158,6 @@ class SqliteCheckpointer(BaseCheckpointer):
         self._conn: sqlite3.Connection | None = None
         self._checked = False
         self._closed = False
-        self._last_sweep_ms = 0
 
     @property
     def in_memory(self) -> bool:
@@ -248,9 +222,6 @@ class SqliteCheckpointer(BaseCheckpointer):
         try:
             now = self._clock()
             result = work(now)
-            if now - self._last_sweep_ms >= SWEEP_EVERY_MS:
-                self._last_sweep_ms = now
-                _sweep(conn, now)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -320,6 +291,8 @@ class SqliteCheckpointer(BaseCheckpointer):
                 run.steps -= trimmed
             _store_record(conn, wf, run_id, run, is_new)
             _publish(conn, wf, run_id, payload)
+            if is_new:
+                _sweep(conn, now)
 
         await self._run(lambda conn: self._write(conn, lambda now: save(now, conn)))
 
@@ -481,6 +454,9 @@ class SqliteCheckpointer(BaseCheckpointer):
         reason: bytes | None,
         retry_ms: int,
         max_attempts: int,
+        note: bytes | None,
+        *,
+        keep_note: bool,
     ) -> QueueState:
         wf, run_id = lease.workflow_id, lease.run_id
 
@@ -492,6 +468,8 @@ class SqliteCheckpointer(BaseCheckpointer):
                 return run.queue_state  # this very finish, sent again
             run.owner, run.lease_until_ms, run.leased_until_ms = None, 0, None
             run.settled = lease.token
+            if not keep_note:  # as release_lease: a failed layer's note, or cleared
+                run.note = None if note is None else note.decode()
             state: QueueState
             if run.cancel_ms is not None and outcome != "completed":
                 state, run.answer, run.answer_step = "cancelled", None, None
@@ -800,6 +778,8 @@ class SqliteCheckpointer(BaseCheckpointer):
             )
             _store_record(conn, wf, new_run_id, run, target is None)
             _publish(conn, wf, new_run_id, payload)
+            if target is None:
+                _sweep(conn, now)
 
         await self._run(lambda conn: self._write(conn, lambda now: fork(now, conn)))
 
@@ -815,17 +795,6 @@ class SqliteCheckpointer(BaseCheckpointer):
             return [run_id for (run_id,) in rows]
 
         return await self._run(list_runs)
-
-    async def _list_workflows(self, *, limit: int, after: str | None) -> builtins.list[str]:
-        def list_workflows(conn: sqlite3.Connection) -> builtins.list[str]:
-            rows = conn.execute(
-                "SELECT DISTINCT workflow_id FROM atomr_runs WHERE workflow_id > ? "
-                f"AND steps > 0 AND {_LIVE} ORDER BY workflow_id LIMIT ?",
-                ("" if after is None else after, now_ms(), limit),
-            ).fetchall()
-            return [workflow_id for (workflow_id,) in rows]
-
-        return await self._run(list_workflows)
 
     async def _delete_run(self, workflow_id: str, run_id: str, event: CheckpointEvent) -> bool:
         payload = encode_event(event)
@@ -933,6 +902,7 @@ class SqliteCheckpointer(BaseCheckpointer):
 
             yield await _subscribe(poll, workflow_id, run_id, self.poll_interval, None)
             return
+        await self._run(lambda conn: None)  # the schema checked
         watcher = ThreadPoolExecutor(1, thread_name_prefix="atomr-sqlite-watch")
         loop = asyncio.get_running_loop()
         conn = await loop.run_in_executor(watcher, lambda: connect(self.path, self.busy_timeout_ms))
@@ -1139,7 +1109,7 @@ def _live_record(
     ).fetchone()
     if row is None:
         return None
-    run = _Run(row)
+    run = _Run(*row)
     if run.deadline_ms is not None and run.deadline_ms <= now:
         if drop:
             _drop(conn, workflow_id, run_id)

@@ -32,6 +32,25 @@ export async function post(name, body) {
   }));
 }
 
+/** POST an action with the token and save what it returns as a file named `filename`. */
+export async function download(name, body, filename) {
+  const response = await fetch(`/api/${name}`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-Atomr-Token": token() || "" },
+    body: JSON.stringify(body),
+  });
+  if (!response.ok) return answer(response);
+  const url = URL.createObjectURL(await response.blob());
+  const anchor = document.createElement("a");
+  anchor.href = url;
+  anchor.download = filename;
+  document.body.append(anchor);
+  anchor.click();
+  anchor.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  return null;
+}
+
 export function token() { return sessionStorage.getItem(TOKEN_KEY); }
 export function setToken(value) {
   if (value) sessionStorage.setItem(TOKEN_KEY, value); else sessionStorage.removeItem(TOKEN_KEY);

@@ -2,14 +2,14 @@
 // address (links work with the keyboard, in new tabs, and when shared); the data comes from
 // the JSON API and stays live through server-sent events.
 
-import { get, post, token, setToken, takeTokenFromAddress, listen, ApiError } from "./api.js";
+import { get, post, download, token, setToken, takeTokenFromAddress, listen, ApiError } from "./api.js";
 import { h, fill, safe, when, badge, setTones, tickTimes, qs, link } from "./dom.js";
 import { jsonTree } from "./tree.js";
 
 const main = document.getElementById("main");
 const TIMELINE_PAGE = 50;
 const COUNTS_EVERY_MS = 5000;
-const STATES = ["failed", "stalled", "paused", "running", "forked", "idle", "completed"];
+const STATES = ["failed", "stalled", "paused", "queued", "running", "forked", "idle", "completed"];
 // Filter chips in the order an on-call engineer looks: what is broken first.
 let info = { writes: false, can_answer: false, store: "" };
 
@@ -167,7 +167,9 @@ async function workflowPage() {
   let counts = null;
   const drawChips = () => {
     const states = counts ? counts.states : {};
-    const known = [...new Set([...STATES, ...Object.keys(states)])].filter((s) => s !== "not_found");
+    // Every state with runs; the ones that need a look stay even at zero (a zero is news too).
+    const known = [...new Set([...STATES, ...Object.keys(states)])].filter((state) =>
+      state !== "not_found" && (ATTENTION.includes(state) || states[state] || selected.has(state)));
     const all = h("button.chip", { type: "button", "aria-pressed": String(selected.size === 0), onclick: () => { selected.clear(); reload(); } },
       "All", counts ? h("span.count", {}, String(counts.total) + (counts.partial ? "+" : "")) : null);
     fill(chips, all, known.map((state) => h(`button.chip.chip-${state}`, {
@@ -493,6 +495,17 @@ async function runPage() {
   });
 }
 
+function exportButton(wf, run, forks, text) {
+  return h("button", {
+    type: "button",
+    onclick: async () => {
+      try {
+        await download("export", { workflow: wf, run, forks }, `${run.replace(/[^\w.-]/g, "_").slice(0, 80)}.jsonl`);
+      } catch (error) { notify(`Export refused: ${error.message}`, "error", { sticky: true }); }
+    },
+  }, text);
+}
+
 function drawSummary(summary, alerts, wf, run, s, view, refresh) {
   const facts = [
     ["Step", s.super_step ?? "-"],
@@ -508,8 +521,8 @@ function drawSummary(summary, alerts, wf, run, s, view, refresh) {
   }
   const actions = h("div.actions",
     {},
-    h("a.button", { href: link("/api/export", { workflow: wf, run }), download: "" }, "Export"),
-    h("a.button", { href: link("/api/export", { workflow: wf, run, forks: 1 }), download: "" }, "Export with forks"),
+    info.writes ? exportButton(wf, run, false, "Export") : null,
+    info.writes ? exportButton(wf, run, true, "Export with forks") : null,
     info.writes ? h("button.danger", {
       type: "button",
       onclick: async () => {
@@ -525,7 +538,9 @@ function drawSummary(summary, alerts, wf, run, s, view, refresh) {
     s.detail && !s.pause && !s.last_error ? h("p.detail-line", {}, safe(s.detail)) : null,
     h("dl.facts", {}, facts.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v)))),
     actions);
-  fill(alerts, s.pause ? pauseCard(wf, run, s.pause, refresh) : null, s.last_error ? errorCard(s.last_error) : null);
+  const pause = !s.pause || s.state === "completed" ? null :
+    s.state === "paused" ? pauseCard(wf, run, s.pause, refresh) : answeredCard(s);
+  fill(alerts, pause, s.last_error ? errorCard(s.last_error) : null);
 }
 
 function pauseCard(wf, run, pause, refresh) {
@@ -564,6 +579,15 @@ function pauseCard(wf, run, pause, refresh) {
     h("p", {}, "Paused ", { before: "before", inside: "inside", after: "after" }[pause.kind] || pause.kind, " step ",
       h("code", {}, safe(pause.step)), ` (layer ${pause.layer}).`),
     h("div.pause-body", {}, h("div", {}, h("div.small.muted", {}, "Payload"), payload), h("div", {}, form)));
+}
+
+function answeredCard(s) {
+  return h("section.card.card-answered", { "aria-labelledby": "pause-h" },
+    h("h2", { id: "pause-h" }, "Answered"),
+    h("p", {}, "The pause at step ", h("code", {}, safe(s.pause.step)), " has an answer; the run is ",
+      badge(s.state), s.state === "queued" ? " until a fleet worker resumes it with that answer." : "."),
+    h("div.small.muted", {}, "Payload"),
+    h("pre.payload", {}, safe(JSON.stringify(s.pause.payload, null, 2), { keepNewlines: true })));
 }
 
 function errorCard(error) {
