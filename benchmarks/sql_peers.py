@@ -5,10 +5,11 @@ free loopback port, ``fsync=off`` as the tests run it), one temporary directory 
 files and one throwaway redis-server; every round runs every contender once, in an order that
 rotates from round to round:
 
-- ``PostgresCheckpointer`` (its own pool of ``--concurrency`` connections) and langgraph-
-  checkpoint-postgres's ``AsyncPostgresSaver`` (over a psycopg ``AsyncConnectionPool`` of as many
-  connections, with the connection options its documentation gives: autocommit,
-  ``prepare_threshold=0``, ``dict_row``), each in a fresh schema of its own per round;
+- ``PostgresCheckpointer`` (a pool of ``--pool-size`` connections, 10 as the store's default) and
+  langgraph-checkpoint-postgres's ``AsyncPostgresSaver`` (over a psycopg ``AsyncConnectionPool``
+  of as many connections, with the connection options its documentation gives: autocommit,
+  ``prepare_threshold=0``, ``dict_row``; its saver-wide lock runs one call at a time), each in
+  a fresh schema of its own per round;
 - ``SqliteCheckpointer`` and langgraph-checkpoint-sqlite's ``AsyncSqliteSaver`` (an aiosqlite
   connection, WAL as its ``setup`` sets it), each on a fresh file per round, both with
   ``synchronous=NORMAL``;
@@ -18,10 +19,12 @@ The savers are driven the way the LangGraph benchmark (``langgraph_saver.py``) d
 saver shared by every run in flight on one event loop, through the calls LangGraph makes
 (``aget_tuple``, ``aput`` with the channels written this step as new versions, ``alist``), see
 :class:`SaverContender`. Reported per contender: ops/s (median over rounds) and the ratios of
-medians (ours / peer, Postgres / Redis) with their per-round range, client CPU per operation,
-and from one sequential traced run per contender the round trips per operation (Postgres:
-client-to-server turns in libpq's protocol trace; Redis: socket writes) and the SQL statements
-per operation (Postgres: Sync + simple Query messages; SQLite: sqlite3's trace callback)::
+medians (ours / peer, Postgres / Redis) with their per-round range, client CPU per operation
+(SQLite included: it runs in this process), the server processes' CPU per operation (from
+/proc: the server, its live children and those it reaped), and from one sequential traced run
+per contender the round trips per operation (Postgres: client-to-server turns in libpq's
+protocol trace; Redis: socket writes) and the SQL statements per operation (Postgres: Sync and
+simple Query messages; SQLite: sqlite3's trace callback)::
 
     .venv/bin/pip install -e '.[dev,bench]'
     .venv/bin/python -m benchmarks.sql_peers [--runs 100] [--concurrency 32] [--rounds 5]
@@ -294,7 +297,7 @@ class Contenders:
         return Made(SaverContender(saver), conn.close)
 
     async def redis(self, tracer: Tracer | None) -> Made:
-        client, wire = make_client(self.redis_url, self.size + 16)
+        client, wire = make_client(self.redis_url, 64)
         if tracer is not None:
             tracer.redis = wire
         prefix = f"b{uuid.uuid4().hex[:8]}"
@@ -392,7 +395,7 @@ def ratio(rates: dict[str, list[float]], a: str, b: str) -> dict[str, Any]:
 async def benchmark(
     args: argparse.Namespace, redis: RedisServer, postgres: PostgresServer, directory: Path
 ) -> dict[str, Any]:
-    made = Contenders(redis, postgres, directory, args.concurrency)
+    made = Contenders(redis, postgres, directory, args.pool_size)
     makers = made.makers()
     names = list(makers)
     rates: dict[str, list[float]] = {name: [] for name in names}
@@ -421,6 +424,7 @@ async def benchmark(
         "environment": {
             "runs": args.runs,
             "concurrency": args.concurrency,
+            "pool size": args.pool_size,
             "rounds": args.rounds,
             "CPUs": os.cpu_count(),
             "load before": load_before,
@@ -452,6 +456,12 @@ async def benchmark(
 def main() -> None:
     parser = options(__doc__, "runs per contender per round (100)")
     parser.set_defaults(runs=100, rounds=5, warmup=4)
+    parser.add_argument(
+        "--pool-size",
+        type=int,
+        default=10,
+        help="connections per Postgres pool, ours and the peer's (10: the store's default)",
+    )
     args = parser.parse_args()
     with (
         running_server() as redis_server,
