@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import orjson
@@ -69,7 +69,7 @@ async def inspector(
     async with store_opener() as store:
         seeded = await seed(store)
         app = create_app(store, hosts=["testserver"], **options)
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=cast(Any, app))  # httpx 0.27 types it narrower
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield Api(client, seeded, store)
 

@@ -148,7 +148,8 @@ def run_with_store(
                 store = await stack.enter_async_context(env.opener(options))
             except ValueError as exc:  # a malformed URL, from redis-py or the scheme
                 raise click.ClickException(f"{safe_url(options.url)}: {one_line(exc)}") from None
-            return await work(store)
+            result = await work(store)
+        return result  # noqa: RET504  (outside the stack: mypy 1.10 sees it may swallow errors)
 
     try:
         return asyncio.run(main())
@@ -181,7 +182,7 @@ def failure_message(exc: Exception, options: StoreOptions, *, writes: bool = Fal
             "is that the Redis port?"
         )
     if isinstance(
-        exc, (RedisConnectionError, RedisTimeoutError, StoreUnavailableError, OSError)
+        exc, RedisConnectionError | RedisTimeoutError | StoreUnavailableError | OSError
     ) and isinstance(cause, BaseException):
         message = f"cannot reach Redis at {where}: {one_line(cause).rstrip('.')}"
         if isinstance(cause, RedisTimeoutError) and options.url.startswith("rediss://"):
@@ -193,7 +194,7 @@ def failure_message(exc: Exception, options: StoreOptions, *, writes: bool = Fal
         return one_line(exc)
     if isinstance(exc, RedisError):
         return f"Redis error at {where}: {one_line(exc)}"
-    if isinstance(exc, (ValueError, TypeError)):  # an argument the store refused
+    if isinstance(exc, ValueError | TypeError):  # an argument the store refused
         return one_line(exc)
     return f"{type(exc).__name__}: {one_line(exc)}"
 

@@ -177,7 +177,8 @@ def as_registry(target: Target) -> Registry:
         raise TypeError(
             f"expected a Registry, a Workflow or a list of workflows, not {type(target).__name__}"
         )
-    registry = Registry(target)
+    workflows: Any = target  # an iterable of workflows, checked one by one by Registry
+    registry = Registry(workflows)
     if not registry:
         raise ValueError("no workflows to run")
     return registry

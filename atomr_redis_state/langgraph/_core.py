@@ -138,7 +138,7 @@ def ttl_seconds(ttl: Ttl) -> float | timedelta | None:
         raise TypeError(
             f"ttl default_ttl must be a number of minutes, not {type(minutes).__name__}"
         )
-    return minutes * 60.0
+    return float(minutes) * 60.0
 
 
 class RedisSaverCore(BaseCheckpointSaver[str]):

@@ -533,7 +533,7 @@ class InMemoryCheckpointer(BaseCheckpointer):
             if state == "queued" and run.answer == answered:
                 return "queued"  # this very answer, sent again
             if state not in (None, "paused"):
-                raise QueueStateError(workflow_id, run_id, state, "take an answer")
+                raise QueueStateError(workflow_id, run_id, str(state), "take an answer")
             if run.cancel_ms is not None:
                 raise RunCancelledError(workflow_id, run_id)
             run.answer = answered
@@ -541,7 +541,7 @@ class InMemoryCheckpointer(BaseCheckpointer):
             if state in ("queued", "running"):
                 return state
             if state not in (None, "failed", "blocked"):
-                raise QueueStateError(workflow_id, run_id, state, "be requeued")
+                raise QueueStateError(workflow_id, run_id, str(state), "be requeued")
             run.attempts, run.reason = 0, None
         run.queue_state, run.ready_at_ms = "queued", self._clock() + delay_ms
         self._queued(workflow_id, run_id)

@@ -520,7 +520,7 @@ class SqliteCheckpointer(BaseCheckpointer):
                 if state == "queued" and answered:
                     return "queued"  # this very answer, sent again
                 if state not in (None, "paused"):
-                    raise QueueStateError(wf, run_id, state, "take an answer")
+                    raise QueueStateError(wf, run_id, str(state), "take an answer")
                 if run.cancel_ms is not None:
                     raise RunCancelledError(wf, run_id)
                 run.answer_step, run.answer = paused_at, text
@@ -528,7 +528,7 @@ class SqliteCheckpointer(BaseCheckpointer):
                 if state in ("queued", "running"):
                     return cast(QueueState, state)
                 if state not in (None, "failed", "blocked"):
-                    raise QueueStateError(wf, run_id, cast(str, state), "be requeued")
+                    raise QueueStateError(wf, run_id, str(state), "be requeued")
                 run.attempts, run.reason = 0, None
             run.queue_state, run.ready_at_ms = "queued", now + delay_ms
             _store_record(conn, wf, run_id, run, False)
