@@ -429,9 +429,11 @@ class InMemoryCheckpointer(BaseCheckpointer):
         ready: list[tuple[int, str, _Run]] = []
         claimable = self._claimable.get(workflow_id, set())
         for run_id in builtins.list(claimable):
-            run = self._live_run(workflow_id, run_id)
+            run = self._record(workflow_id, run_id)
             if run is None or run.queue_state not in ("queued", "running"):
                 claimable.discard(run_id)
+                continue
+            if not run.steps:  # a lease's record only, for now: claimable once saved
                 continue
             if run.leased_until_ms is not None and run.leased_until_ms <= now:
                 self._expire_claim(workflow_id, run_id, run, now)
