@@ -103,8 +103,15 @@ class RedisStateSaver(RedisSaverCore):
 
     def close(self) -> None:
         """Close the client if this saver created it (see :meth:`from_url`)."""
-        if self._owns_client:
-            self.client.close()
+        if not self._owns_client:
+            return
+        if isinstance(self.client, RedisCluster):
+            # redis-py 8.0's RedisCluster.close() leaves its nodes' pooled connections open.
+            nodes: Any = self.client.nodes_manager.nodes_cache.values()
+            for node in nodes:
+                if node.redis_connection is not None:
+                    node.redis_connection.connection_pool.disconnect()
+        self.client.close()
 
     def __enter__(self) -> RedisStateSaver:
         return self
