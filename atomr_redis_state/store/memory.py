@@ -438,13 +438,18 @@ class InMemoryCheckpointer(BaseCheckpointer):
             if run.leased_until_ms is not None and run.leased_until_ms <= now:
                 self._expire_claim(workflow_id, run_id, run, now)
             if run.queue_state == "queued" and run.ready_at_ms <= now:
-                if self._holder(run) is None:
-                    ready.append((run.ready_at_ms, run_id, run))
-                else:  # an inline runner holds it: look again when that lease ends
-                    run.ready_at_ms = run.lease_until_ms
-        if not ready:
+                ready.append((run.ready_at_ms, run_id, run))
+        # In ready order, as claim.lua walks its queue: a run an inline runner holds is looked
+        # at again when that lease ends; the first free one is claimed.
+        claimed = None
+        for entry in sorted(ready, key=lambda entry: entry[:2]):
+            if self._holder(entry[2]) is None:
+                claimed = entry
+                break
+            entry[2].ready_at_ms = entry[2].lease_until_ms
+        if claimed is None:
             return None
-        _, run_id, run = min(ready, key=lambda entry: entry[:2])
+        _, run_id, run = claimed
         lease = self._grant(run, workflow_id, run_id, owner, ttl_ms, now)
         run.queue_state, run.leased_until_ms = "running", lease.expires_at_ms
         taken_over, run.expired = run.expired, False
