@@ -558,6 +558,7 @@ async def test_finish_stores_clears_or_keeps_the_note_as_release_lease_does(
     assert (await checkpointer.run_record(WF, "r1")).note is None
 
 
+@pytest.mark.timeout(240)  # 300 claims one by one after the burst: slow on a loaded machine
 async def test_many_concurrent_submits_share_the_pipeline(
     backend: Backend, checkpointer: Checkpointer
 ) -> None:
