@@ -9,6 +9,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -23,7 +24,13 @@ from atomr_redis_state import (
     Snapshot,
     StoreUnavailableError,
 )
-from atomr_redis_state.errors import SchemaVersionError, StoreDiskFullError, StoreLockedError
+from atomr_redis_state.errors import (
+    CheckpointConflictError,
+    LeaseLostError,
+    SchemaVersionError,
+    StoreDiskFullError,
+    StoreLockedError,
+)
 from atomr_redis_state.store.sql import (
     PostgresCheckpointer,
     SqliteCheckpointer,
@@ -275,6 +282,98 @@ async def test_a_full_sqlite_disk_is_a_typed_error_and_nothing_is_written(
         await store.save(snap("r", 1, blob="x" * 100_000))
     assert [m.super_step for m in await store.list(WF, "r")] == [0]
     await store.aclose()
+
+
+async def gathered(store: SqliteCheckpointer, *calls: Any) -> list[Any]:
+    """The outcomes (results or errors) of ``calls`` sent at once, held back until all are
+    queued, so that the store's thread takes them as one batch; and how many commits it made."""
+    gate = threading.Event()
+    commits: list[str] = []
+    await store._run(
+        lambda conn: conn.set_trace_callback(
+            lambda sql: commits.append(sql) if sql == "COMMIT" else None
+        )
+    )
+    blocker = asyncio.ensure_future(store._run(lambda conn: gate.wait(10)))
+    await asyncio.sleep(0.05)  # the thread is inside the blocker now
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    await asyncio.sleep(0)  # every call queued
+    gate.set()
+    await blocker
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    await store._run(lambda conn: conn.set_trace_callback(None))
+    return [*outcomes, len(commits)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_sqlite_writes_sent_together_share_one_commit_and_each_is_all_or_nothing(
+    backend: Backend, tmp_path: Path
+) -> None:
+    async with SqliteCheckpointer(tmp_path / "batch.db") as store:
+        await store.setup()
+        await store.save(snap("leased", 0))
+        lease = await store.acquire_lease(WF, "leased", "w1", 30)
+        await store.release_lease(lease)
+        *outcomes, commits = await gathered(
+            store,
+            store.save(snap("a", 0, value="first"), exclusive=True),
+            store.save(snap("a", 0, value="second"), exclusive=True),
+            store.save(snap("leased", 1), lease=lease),  # a lease no longer held
+            store.save(snap("b", 0)),
+            store.latest(WF, "a"),
+        )
+    first, second, stale, other, read = outcomes
+    assert commits == 1
+    assert first is None
+    assert isinstance(second, CheckpointConflictError)
+    assert isinstance(stale, LeaseLostError)
+    assert other is None
+    assert read is None  # reads go first: none sees a write before its commit
+    async with SqliteCheckpointer(tmp_path / "batch.db") as reopened:
+        found = await reopened.load(CheckpointKey(WF, "a", 0))
+        assert found is not None
+        assert found.values == {"value": "first"}
+        assert await reopened.load(CheckpointKey(WF, "b", 0)) is not None
+        assert [m.super_step for m in await reopened.list(WF, "leased")] == [0]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_sqlite_writes_sent_together_to_a_locked_file_all_fail_and_none_is_written(
+    backend: Backend, tmp_path: Path
+) -> None:
+    path = tmp_path / "locked.db"
+    async with SqliteCheckpointer(path, busy_timeout=0.1) as store:
+        await store.setup()
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            *outcomes, _ = await gathered(store, *(store.save(snap(f"r{n}", 0)) for n in range(5)))
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert all(isinstance(outcome, StoreLockedError) for outcome in outcomes)
+        assert await store.list_runs(WF) == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_sqlite_writes_sent_together_to_a_full_disk_say_exactly_what_was_written(
+    backend: Backend, tmp_path: Path
+) -> None:
+    async with SqliteCheckpointer(tmp_path / "full.db") as store:
+        await store.setup()
+        await store.save(snap("r", 0))
+        await store._run(lambda conn: conn.execute("PRAGMA max_page_count = 1").fetchall())
+        *outcomes, _ = await gathered(
+            store,
+            store.save(snap("small", 0)),
+            store.save(snap("r", 1, blob="x" * 100_000)),
+            store.save(snap("small2", 0)),
+        )
+        assert isinstance(outcomes[1], StoreDiskFullError)
+        for run_id, outcome in zip(["small", "r", "small2"], outcomes, strict=True):
+            step = 1 if run_id == "r" else 0
+            stored = await store.load(CheckpointKey(WF, run_id, step))
+            assert (stored is not None) == (outcome is None), (run_id, outcome)
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
