@@ -27,10 +27,10 @@ from typing import Any
 import aiosqlite
 
 from atomr_redis_state import JSON, new_run_id
-from atomr_redis_state.store.codec import decode_fields, encode_channels, encode_meta
+from atomr_redis_state.store.codec import encode_channels, encode_meta
 from atomr_redis_state.store.ids import fork_run_id
 from atomr_redis_state.store.sql import SqliteCheckpointer
-from atomr_redis_state.store.sql.rows import merged_channels, row_of, stored_of
+from atomr_redis_state.store.sql.rows import decoded_of, merged_channels, row_of
 from atomr_redis_state.store.types import now_ms
 
 from .workload import LABEL, OPS_PER_RUN, WORKFLOW, Contender, Row, StoreContender, agent_run
@@ -97,7 +97,7 @@ class AiosqliteContender:
         found = await cursor.fetchone()
         if found is None:
             return None
-        values = decode_fields(stored_of(*found[1:]).items())[0]
+        values = decoded_of(*found[1:]).values
         return found[0], values
 
     async def list(self, run_id: str) -> list[Row]:

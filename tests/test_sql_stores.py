@@ -777,6 +777,40 @@ async def test_a_postgres_run_locked_past_lock_timeout_is_a_typed_error(
         assert [m.super_step for m in await store.list(WF, "r")] == [0]
 
 
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_call_kept_waiting_for_a_connection_past_the_pool_timeout_is_a_typed_error(
+    backend: Backend, postgres_server: PostgresServer
+) -> None:
+    from psycopg_pool import AsyncConnectionPool
+
+    schema = f"t{uuid.uuid4().hex[:8]}"
+    pool: Any = AsyncConnectionPool(
+        postgres_server.url,
+        min_size=1,
+        max_size=1,
+        timeout=0.3,
+        kwargs={"autocommit": True},
+        open=False,
+    )
+    await pool.open(wait=True)
+    store = PostgresCheckpointer(pool, schema=schema)
+    await store.setup()
+    await store.save(snap("r", 0))
+    admin = await postgres_pool(postgres_server.url)
+    async with admin.connection() as conn, conn.transaction():
+        await conn.execute(
+            f'SELECT 1 FROM "{schema}".atomr_runs WHERE run_id = %s FOR UPDATE', ("r",)
+        )
+        stuck = asyncio.ensure_future(store.save(snap("r", 1)))  # holds the only connection
+        await asyncio.sleep(0.1)
+        with pytest.raises(StoreUnavailableError, match="connection"):
+            await store.latest(WF, "r")
+    await stuck
+    assert [m.super_step for m in await store.list(WF, "r")] == [0, 1]
+    await admin.close()
+    await pool.close()
+
+
 def test_without_psycopg_the_postgres_store_says_which_extra_to_install() -> None:
     script = (
         "import sys\n"

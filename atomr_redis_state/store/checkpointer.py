@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
-from typing import Literal, Protocol, cast, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, cast, runtime_checkable
 
 from .codec import decode_fields, encode_channels, encode_meta, encode_value, normalise_edits
 from .ids import FORK_LABEL, fork_run_id, lineage_root
@@ -382,6 +382,20 @@ Fields = Sequence[bytes]
 Stored = Mapping[bytes, bytes]
 """The fields of a stored snapshot, as read back."""
 
+
+class Decoded(NamedTuple):
+    """A snapshot read back and decoded by the store itself: the SQL stores read the channels
+    as one JSON document and parse it once, rather than field by field."""
+
+    values: dict[str, JSON]
+    label: str
+    timestamp_ms: int
+    metadata: dict[str, JSON]
+
+
+Read = Stored | Decoded
+"""What a store's ``_load`` and ``_latest`` give back for one snapshot."""
+
 HOLD_FOREVER = -1
 """``hold`` in milliseconds as the backends take it: keep the run with no expiry."""
 
@@ -627,11 +641,11 @@ class BaseCheckpointer(ABC):
         a conflict."""
 
     @abstractmethod
-    async def _load(self, key: CheckpointKey) -> Stored | None:
+    async def _load(self, key: CheckpointKey) -> Read | None:
         """The stored fields at ``key``, or None (or empty) when there is no snapshot."""
 
     @abstractmethod
-    async def _latest(self, workflow_id: str, run_id: str) -> tuple[int, Stored] | None:
+    async def _latest(self, workflow_id: str, run_id: str) -> tuple[int, Read] | None:
         """The highest step of the run and its fields, or None."""
 
     @abstractmethod
@@ -976,10 +990,11 @@ def _read_key(workflow_id: str, run_id: str, super_step: int) -> CheckpointKey:
     return key
 
 
-def _snapshot(key: CheckpointKey, fields: Stored) -> Snapshot:
+def _snapshot(key: CheckpointKey, fields: Read) -> Snapshot:
     """The snapshot the store read back: built without the checks of ``Snapshot()`` (a save
     checked it, and decoding gives exactly the types those checks require)."""
-    values, label, timestamp_ms, metadata = decode_fields(fields.items())
+    parts = fields if isinstance(fields, Decoded) else decode_fields(fields.items())
+    values, label, timestamp_ms, metadata = parts
     snapshot: Snapshot = _new(Snapshot)
     _set(snapshot, "key", key)
     _set(snapshot, "values", values)

@@ -27,7 +27,7 @@ import orjson
 try:
     import psycopg
     from psycopg import errors as pg_errors
-    from psycopg_pool import AsyncConnectionPool
+    from psycopg_pool import AsyncConnectionPool, PoolTimeout
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(
         "PostgresCheckpointer needs psycopg 3 and psycopg-pool: "
@@ -50,7 +50,7 @@ from ...errors import (
     StorePermissionError,
     StoreUnavailableError,
 )
-from ..checkpointer import BaseCheckpointer, Fields, Stored, WakeUps
+from ..checkpointer import BaseCheckpointer, Decoded, Fields, WakeUps
 from ..codec import decode_event, encode_event, write_token
 from ..types import (
     Answer,
@@ -72,7 +72,7 @@ from .postgres_schema import (
     migration_sql,
     quote_identifier,
 )
-from .rows import check_no_nul, row_of, stored_of
+from .rows import check_no_nul, decoded_of, row_of
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,7 @@ class PostgresCheckpointer(BaseCheckpointer):
         self._opened = False
         self._checked = False
         self._open_lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(self.pool.max_size)
         s = quote_identifier(schema)
         live = _LIVE.format(s=s)
         self._sql = {
@@ -264,23 +265,45 @@ class PostgresCheckpointer(BaseCheckpointer):
         await self.aclose()
 
     async def _checkout(self, *, check: bool = True) -> Any:
-        """A pooled autocommit connection, to give back with ``pool.putconn``; the pool opened
-        and the schema version checked on first use."""
+        """A pooled autocommit connection, to give back with :meth:`_checkin`; the pool opened
+        and the schema version checked on first use. Callers past the pool's size wait on
+        the store's own semaphore, not in the pool: the pool's queue of waiting clients (a
+        condition and a timer per wait) cost ~20 us of client CPU per call under load."""
         if self._owns_pool and not self._opened:
             async with self._open_lock:
                 if not self._opened:
                     await self.pool.open(wait=False)
                     self._opened = True
-        conn = await self.pool.getconn()
+        if not self._slots.locked():
+            await self._slots.acquire()
+        else:
+            try:
+                await asyncio.wait_for(self._slots.acquire(), self.pool.timeout)
+            except TimeoutError:
+                raise PoolTimeout(
+                    f"couldn't get a connection after {self.pool.timeout:.2f} sec"
+                ) from None
+        try:
+            conn = await self.pool.getconn()
+        except BaseException:
+            self._slots.release()
+            raise
         try:
             if not conn.autocommit:
                 await conn.set_autocommit(True)
             if check and not self._checked:
                 await self._check_schema(conn)
         except BaseException:
-            await self.pool.putconn(conn)
+            await self._checkin(conn)
             raise
         return conn
+
+    async def _checkin(self, conn: Any) -> None:
+        """Give a connection of :meth:`_checkout` back to the pool."""
+        try:
+            await self.pool.putconn(conn)
+        finally:
+            self._slots.release()
 
     @asynccontextmanager
     async def _connection(self, *, check: bool = True) -> AsyncIterator[Any]:
@@ -291,7 +314,7 @@ class PostgresCheckpointer(BaseCheckpointer):
             try:
                 yield conn
             finally:
-                await self.pool.putconn(conn)
+                await self._checkin(conn)
         except psycopg.Error as exc:
             _raise_typed(exc)
 
@@ -318,7 +341,7 @@ class PostgresCheckpointer(BaseCheckpointer):
                     return await cursor.fetchone()
                 return await cursor.fetchall() if rows == "all" else None
             finally:
-                await self.pool.putconn(conn)
+                await self._checkin(conn)
         except psycopg.Error as exc:
             _raise_typed(exc)
 
@@ -376,15 +399,15 @@ class PostgresCheckpointer(BaseCheckpointer):
         except psycopg.Error as exc:
             _raise_refusal(exc, wf, run_id, step, lease)
 
-    async def _load(self, key: CheckpointKey) -> Stored | None:
+    async def _load(self, key: CheckpointKey) -> Decoded | None:
         check_no_nul([key.workflow_id, key.run_id], "ids")
         found = await self._one("load", (key.workflow_id, key.run_id, key.super_step))
-        return None if found is None else stored_of(*found)
+        return None if found is None else decoded_of(*found)
 
-    async def _latest(self, workflow_id: str, run_id: str) -> tuple[int, Stored] | None:
+    async def _latest(self, workflow_id: str, run_id: str) -> tuple[int, Decoded] | None:
         check_no_nul([workflow_id, run_id], "ids")
         found = await self._one("latest", (workflow_id, run_id))
-        return None if found is None else (found[0], stored_of(*found[1:]))
+        return None if found is None else (found[0], decoded_of(*found[1:]))
 
     async def _list(
         self, workflow_id: str, run_id: str, *, limit: int | None, before: int | None

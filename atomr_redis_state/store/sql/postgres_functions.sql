@@ -11,6 +11,8 @@
 --   ARCAN  a cancel was requested for the run (a leased save, an answer)
 --   ARANS  an answer refused (DETAIL: why)
 --   ARQST  the run's queue state forbids the call (DETAIL: the state, HINT: the action)
+-- Helpers that write are plpgsql, not sql: plpgsql keeps a statement's plan for the session,
+-- where a sql function called from another function plans its statement again on every call.
 -- Times are the database server's clock (clock_timestamp()), in ms since the epoch: one clock
 -- for every worker. A run's row in atomr_runs carries its deadline (NULL: never expires); a run
 -- whose deadline passed is invisible to every read at once, and deleted by the next write that
@@ -79,7 +81,8 @@ $$;
 -- left for later. Called by every save or fork that starts a run: the sweep keeps pace with the
 -- runs being started, at the cost of one index probe when nothing expired.
 CREATE OR REPLACE FUNCTION @schema@.atomr_sweep(p_now bigint) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
   WITH gone AS (
     DELETE FROM @schema@.atomr_runs WHERE (workflow_id, run_id) IN (
       SELECT workflow_id, run_id FROM @schema@.atomr_runs
@@ -87,19 +90,22 @@ LANGUAGE sql AS $$
     ) RETURNING workflow_id, run_id
   )
   DELETE FROM @schema@.atomr_snapshots s USING gone
-    WHERE s.workflow_id = gone.workflow_id AND s.run_id = gone.run_id
+    WHERE s.workflow_id = gone.workflow_id AND s.run_id = gone.run_id;
+END
 $$;
 
 -- Write a run's row back whole (the functions below change a copy, then store it).
 CREATE OR REPLACE FUNCTION @schema@.atomr_put_run(r @schema@.atomr_runs) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
   UPDATE @schema@.atomr_runs SET deadline_ms = r.deadline_ms, steps = r.steps,
     fence = r.fence, owner = r.owner, token = r.token, lease_until_ms = r.lease_until_ms,
     lease_ttl_ms = r.lease_ttl_ms, note = r.note, answer_step = r.answer_step,
     answer = r.answer, cancel_ms = r.cancel_ms, queue_state = r.queue_state,
     attempts = r.attempts, ready_at_ms = r.ready_at_ms, leased_until_ms = r.leased_until_ms,
     reason = r.reason, settled = r.settled, expired = r.expired
-  WHERE workflow_id = r.workflow_id AND run_id = r.run_id
+  WHERE workflow_id = r.workflow_id AND run_id = r.run_id;
+END
 $$;
 
 -- A write carrying the lease p_lease needs it to be the run's live lease (and, past super-step
@@ -171,10 +177,12 @@ $$;
 CREATE OR REPLACE FUNCTION @schema@.atomr_announce(
   p_channel text, p_kind text, p_wf text, p_run text, p_label text, p_now bigint
 ) RETURNS void
-LANGUAGE sql AS $$
-  SELECT @schema@.atomr_publish(p_channel, json_build_object(
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM @schema@.atomr_publish(p_channel, json_build_object(
     'kind', p_kind, 'workflow_id', p_wf, 'run_id', p_run, 'super_step', NULL,
-    'label', p_label, 'timestamp_ms', p_now, 'source_run_id', NULL)::text)
+    'label', p_label, 'timestamp_ms', p_now, 'source_run_id', NULL)::text);
+END
 $$;
 
 -- save (save.lua): upsert one snapshot. p_token: the exclusive save's write token (NULL: not
@@ -255,7 +263,8 @@ CREATE OR REPLACE FUNCTION @schema@.atomr_put_snapshot(
   p_wf text, p_run text, p_step bigint, p_ts bigint, p_label text, p_channels text,
   p_jsonb boolean, p_metadata text, p_token text
 ) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
   INSERT INTO @schema@.atomr_snapshots AS s (
     workflow_id, run_id, step, timestamp_ms, label, channels_json, channels, metadata, write_token
   ) VALUES (
@@ -264,7 +273,8 @@ LANGUAGE sql AS $$
   ) ON CONFLICT (workflow_id, run_id, step) DO UPDATE SET
     timestamp_ms = excluded.timestamp_ms, label = excluded.label,
     channels_json = excluded.channels_json, channels = excluded.channels,
-    metadata = excluded.metadata, write_token = excluded.write_token
+    metadata = excluded.metadata, write_token = excluded.write_token;
+END
 $$;
 
 -- fork (fork.lua): copy one snapshot into a new run, with edits (p_edits: a JSON object of

@@ -1,9 +1,9 @@
-"""How the SQL stores lay a snapshot out in a row, and read it back as the stored fields.
+"""How the SQL stores lay a snapshot out in a row, and read it back.
 
 A snapshot's channels are one JSON object, kept as the exact text the codec wrote (each value's
 own encoding, byte for byte), beside the label, the timestamp and the metadata in columns of
-their own. Reading turns a row back into the same fields the Redis store keeps, so
-:class:`~..checkpointer.BaseCheckpointer` decodes every store's snapshots the same way.
+their own. Reading parses that object once into the snapshot's values
+(:class:`~..checkpointer.Decoded`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from ..checkpointer import Fields, Stored
-from ..codec import LABEL_FIELD, METADATA_FIELD, TIMESTAMP_FIELD, channel_field, channel_name
+from ..checkpointer import Decoded, Fields
+from ..codec import LABEL_FIELD, METADATA_FIELD, TIMESTAMP_FIELD, channel_name
 
 NUL_ESCAPE = b"\\u0000"
 """How JSON writes the character U+0000, which Postgres's ``jsonb`` cannot hold."""
@@ -60,22 +60,12 @@ def merged_channels(channels: bytes | str, edits: bytes) -> bytes:
     return orjson.dumps(merged)
 
 
-def stored_of(
+def decoded_of(
     channels: bytes | str, label: str, timestamp_ms: int, metadata: bytes | str | None
-) -> Stored:
-    """A row's snapshot as the fields :meth:`~..checkpointer.BaseCheckpointer.load` decodes.
-
-    Each value is written again by orjson from the parsed object: the same text the codec
-    wrote first (orjson's output is canonical), whatever whitespace the database added.
-    """
-    stored: dict[bytes, bytes] = {
-        channel_field(name): orjson.dumps(value) for name, value in orjson.loads(channels).items()
-    }
-    stored[LABEL_FIELD] = label.encode("utf-8")
-    stored[TIMESTAMP_FIELD] = str(timestamp_ms).encode()
-    if metadata is not None:
-        stored[METADATA_FIELD] = metadata.encode() if isinstance(metadata, str) else metadata
-    return stored
+) -> Decoded:
+    """A row's snapshot, decoded: the channels column is one JSON object, parsed once."""
+    meta = {} if metadata is None else orjson.loads(metadata)
+    return Decoded(orjson.loads(channels), label, timestamp_ms, meta)
 
 
 def check_no_nul(values: Sequence[str], what: str) -> None:

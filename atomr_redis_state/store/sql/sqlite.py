@@ -51,7 +51,7 @@ from ...errors import (
     StorePermissionError,
     StoreUnavailableError,
 )
-from ..checkpointer import HOLD_FOREVER, BaseCheckpointer, Fields, Stored, WakeUps
+from ..checkpointer import HOLD_FOREVER, BaseCheckpointer, Decoded, Fields, WakeUps
 from ..codec import decode_event, encode_event, write_token
 from ..types import (
     Answer,
@@ -69,7 +69,7 @@ from ..types import (
     now_ms,
 )
 from ..validation import check_positive_int, duration_to_ms, ttl_to_ms
-from .rows import Row, merged_channels, row_of, stored_of
+from .rows import Row, decoded_of, merged_channels, row_of
 from .sqlite_schema import check_schema, migrate
 
 log = logging.getLogger(__name__)
@@ -810,8 +810,8 @@ class SqliteCheckpointer(BaseCheckpointer):
 
         await self._transact(drop)
 
-    async def _load(self, key: CheckpointKey) -> Stored | None:
-        def load(conn: sqlite3.Connection) -> Stored | None:
+    async def _load(self, key: CheckpointKey) -> Decoded | None:
+        def load(conn: sqlite3.Connection) -> Decoded | None:
             found = conn.execute(
                 "SELECT s.channels, s.label, s.timestamp_ms, s.metadata "
                 "FROM atomr_snapshots s JOIN atomr_runs r "
@@ -820,12 +820,12 @@ class SqliteCheckpointer(BaseCheckpointer):
                 "AND (r.deadline_ms IS NULL OR r.deadline_ms > ?)",
                 (key.workflow_id, key.run_id, key.super_step, self._clock()),
             ).fetchone()
-            return None if found is None else stored_of(*found)
+            return None if found is None else decoded_of(*found)
 
         return await self._run(load)
 
-    async def _latest(self, workflow_id: str, run_id: str) -> tuple[int, Stored] | None:
-        def latest(conn: sqlite3.Connection) -> tuple[int, Stored] | None:
+    async def _latest(self, workflow_id: str, run_id: str) -> tuple[int, Decoded] | None:
+        def latest(conn: sqlite3.Connection) -> tuple[int, Decoded] | None:
             found = conn.execute(
                 "SELECT s.step, s.channels, s.label, s.timestamp_ms, s.metadata "
                 "FROM atomr_snapshots s JOIN atomr_runs r "
@@ -835,7 +835,7 @@ class SqliteCheckpointer(BaseCheckpointer):
                 "ORDER BY s.step DESC LIMIT 1",
                 (workflow_id, run_id, self._clock()),
             ).fetchone()
-            return None if found is None else (found[0], stored_of(*found[1:]))
+            return None if found is None else (found[0], decoded_of(*found[1:]))
 
         return await self._run(latest)
 
