@@ -11,7 +11,8 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -464,6 +465,27 @@ async def test_postgres_refuses_nul_in_ids_before_writing(backend: Backend) -> N
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_version_2_postgres_schema_is_refused_until_setup_adds_the_batch_function(
+    backend: Backend, postgres_server: PostgresServer
+) -> None:
+    schema = f"v2_{uuid.uuid4().hex[:8]}"
+    pool = await postgres_pool(postgres_server.url)
+    await PostgresCheckpointer(pool, schema=schema).setup()
+    await PostgresCheckpointer(pool, schema=schema).save(snap("old", 0))
+    async with pool.connection() as conn:  # as version 2 of this library left it
+        await conn.execute(f'UPDATE "{schema}".atomr_schema SET version = 2')
+        await conn.execute(f'DROP FUNCTION "{schema}".atomr_save_many')
+    store = PostgresCheckpointer(pool, schema=schema)
+    with pytest.raises(SchemaVersionError, match="version 2"):
+        await store.latest(WF, "old")
+    await store.setup()
+    await asyncio.gather(*(store.save(snap("old", step)) for step in range(1, 6)))
+    assert [m.super_step for m in await store.list(WF, "old")] == [0, 1, 2, 3, 4, 5]
+    assert await query(store, "SELECT version FROM {s}.atomr_schema") == [(3,)]
+    await pool.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 async def test_setup_migrates_a_version_1_postgres_schema_in_place(
     backend: Backend, postgres_server: PostgresServer
 ) -> None:
@@ -503,7 +525,7 @@ async def test_setup_migrates_a_version_1_postgres_schema_in_place(
     assert (await store.renew_lease(lease)).token == lease.token
     assert await store.submit(snap("new", 0))
     assert (await store.queue_depth(WF)).ready == 1
-    assert await query(store, "SELECT version FROM {s}.atomr_schema") == [(2,)]
+    assert await query(store, "SELECT version FROM {s}.atomr_schema") == [(3,)]
     renew_functions = await query(
         store,
         "SELECT count(*) FROM pg_proc WHERE proname = 'atomr_renew_lease' "
@@ -809,6 +831,148 @@ async def test_a_call_kept_waiting_for_a_connection_past_the_pool_timeout_is_a_t
     assert [m.super_step for m in await store.list(WF, "r")] == [0, 1]
     await admin.close()
     await pool.close()
+
+
+@asynccontextmanager
+async def traced_postgres_store(
+    url: str, trace_path: Path, **options: Any
+) -> AsyncIterator[tuple[PostgresCheckpointer, Callable[[], int]]]:
+    """A store on a pool of one connection whose protocol libpq traces to ``trace_path``, and
+    a count of the statements sent so far (a Sync or a simple Query each)."""
+    from psycopg_pool import AsyncConnectionPool
+
+    trace = trace_path.open("w")
+
+    async def traced(conn: Any) -> None:
+        conn.pgconn.trace(trace.fileno())
+
+    pool: Any = AsyncConnectionPool(
+        url, min_size=1, max_size=1, kwargs={"autocommit": True}, open=False, configure=traced
+    )
+    await pool.open(wait=True)
+    store = PostgresCheckpointer(pool, schema=f"b_{uuid.uuid4().hex[:8]}", **options)
+    await store.setup()
+
+    def statements() -> int:
+        sent = [
+            line.split("\t")[3] for line in trace_path.read_text().splitlines() if "\tF\t" in line
+        ]
+        return sent.count("Sync") + sent.count("Query")
+
+    try:
+        yield store, statements
+    finally:
+        await pool.close()
+        trace.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_postgres_saves_made_at_once_share_one_statement_and_each_keeps_its_outcome(
+    backend: Backend, postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    async with traced_postgres_store(postgres_server.url, tmp_path / "trace") as (
+        store,
+        statements,
+    ):
+        await store.save(snap("leased", 0))
+        lease = await store.acquire_lease(WF, "leased", "w1", 30)
+        await store.release_lease(lease)
+        await store.save(snap("a", 0, value="kept"))
+        before = statements()
+        first, second, stale, other, retried = await asyncio.gather(
+            store.save(snap("b", 0, value="first"), exclusive=True),
+            store.save(snap("b", 0, value="second"), exclusive=True),
+            store.save(snap("leased", 1), lease=lease),  # a lease no longer held
+            store.save(snap("c", 0)),
+            store.save(snap("a", 0, value="kept"), exclusive=True),  # the step exists
+            return_exceptions=True,
+        )
+        assert statements() - before == 1
+        assert first is None
+        assert isinstance(second, CheckpointConflictError)
+        assert isinstance(stale, LeaseLostError)
+        assert other is None
+        assert isinstance(retried, CheckpointConflictError)
+        found = await store.load(CheckpointKey(WF, "b", 0))
+        assert found is not None
+        assert found.values == {"value": "first"}
+        assert [m.super_step for m in await store.list(WF, "leased")] == [0]
+        assert await store.load(CheckpointKey(WF, "c", 0)) is not None
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_postgres_reads_made_at_once_share_one_statement(
+    backend: Backend, postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    async with traced_postgres_store(postgres_server.url, tmp_path / "trace") as (
+        store,
+        statements,
+    ):
+        for run_id in ("a", "b"):
+            for step in range(3):
+                await store.save(snap(run_id, step, value=f"{run_id}{step}"))
+        before = statements()
+        a, missing, b = await asyncio.gather(
+            store.latest(WF, "a"), store.latest(WF, "missing"), store.latest(WF, "b")
+        )
+        assert statements() - before == 1
+        assert a is not None
+        assert b is not None
+        assert (a.key.super_step, a.values) == (2, {"value": "a2"})
+        assert (b.key.super_step, b.values) == (2, {"value": "b2"})
+        assert missing is None
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_locked_run_fails_only_its_own_save_in_a_batch(
+    backend: Backend, postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    url = f"{postgres_server.url}?options=-c%20lock_timeout%3D100"
+    async with traced_postgres_store(url, tmp_path / "trace") as (store, statements):
+        await store.save(snap("r", 0))
+        admin = await postgres_pool(postgres_server.url)
+        async with admin.connection() as conn, conn.transaction():
+            await conn.execute(
+                f'SELECT 1 FROM "{store.schema}".atomr_runs WHERE run_id = %s FOR UPDATE', ("r",)
+            )
+            before = statements()
+            locked, free = await asyncio.gather(
+                store.save(snap("r", 1)), store.save(snap("s", 0)), return_exceptions=True
+            )
+            assert statements() - before == 1
+        await admin.close()
+        assert isinstance(locked, StoreLockedError)
+        assert free is None
+        assert [m.super_step for m in await store.list(WF, "r")] == [0]
+        assert [m.super_step for m in await store.list(WF, "s")] == [0]
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_batch_cut_off_by_a_lost_connection_fails_every_caller_and_writes_nothing(
+    backend: Backend, postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    async with traced_postgres_store(postgres_server.url, tmp_path / "trace") as (store, _):
+        await store.save(snap("r", 0))
+        admin = await postgres_pool(postgres_server.url)
+        async with admin.connection() as conn:
+            await conn.execute("BEGIN")
+            await conn.execute(
+                f'SELECT 1 FROM "{store.schema}".atomr_runs WHERE run_id = %s FOR UPDATE', ("r",)
+            )
+            saves = asyncio.gather(
+                store.save(snap("a", 0)), store.save(snap("r", 1)), return_exceptions=True
+            )
+            await asyncio.sleep(0.3)  # "a" saved (uncommitted), the batch waits for "r"'s lock
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                "WHERE locktype = 'transactionid' AND NOT granted"
+            )
+            outcomes = await saves
+            await conn.execute("ROLLBACK")
+        await admin.close()
+        assert all(isinstance(outcome, StoreUnavailableError) for outcome in outcomes), outcomes
+        assert await store.latest(WF, "a") is None
+        assert [m.super_step for m in await store.list(WF, "r")] == [0]
 
 
 def test_without_psycopg_the_postgres_store_says_which_extra_to_install() -> None:

@@ -18,7 +18,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, NoReturn, cast
 
@@ -66,6 +66,7 @@ from ..types import (
     WorkerInfo,
 )
 from ..validation import check_positive_int, ttl_to_ms
+from .batches import Batcher
 from .postgres_schema import (
     SCHEMA_VERSION,
     functions_sql,
@@ -77,6 +78,10 @@ from .rows import check_no_nul, decoded_of, row_of
 log = logging.getLogger(__name__)
 
 _LIVE = "(r.deadline_ms IS NULL OR r.deadline_ms > {s}.atomr_now())"
+
+BATCH_MAX = 32
+"""The most saves (or reads) one statement carries: each save of a batch is a subtransaction,
+and Postgres keeps at most 64 of a transaction's in shared memory before it slows down."""
 
 _WAKING_KINDS = frozenset({"queued", "released", "retrying"})
 """Queue events that mean work may be ready: they wake idle workers (see :meth:`wake_ups`)."""
@@ -142,11 +147,20 @@ class PostgresCheckpointer(BaseCheckpointer):
         self._checked = False
         self._open_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(self.pool.max_size)
+        self._saves: Batcher[tuple[Any, ...], _Failed | None] = Batcher(
+            self._send_saves, senders=self.pool.max_size, limit=BATCH_MAX
+        )
+        self._latests: Batcher[tuple[str, str], Any] = Batcher(
+            self._send_latests, senders=self.pool.max_size, limit=BATCH_MAX
+        )
         s = quote_identifier(schema)
         live = _LIVE.format(s=s)
         self._sql = {
             "save": f"SELECT {s}.atomr_save("
             "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "save_many": f"SELECT * FROM {s}.atomr_save_many(%b::text[], %b::text[], "
+            "%b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::boolean[], %b::text[], "
+            "%b::text[], %b::bigint[], %b::bigint[], %s, %s, %b::text[], %b::text[])",
             "fork": f"SELECT {s}.atomr_fork(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             "delete_run": f"SELECT {s}.atomr_delete_run(%s, %s, %s, %s)",
             "acquire_lease": f"SELECT {s}.atomr_acquire_lease(%s, %s, %s, %s, %s, %s)",
@@ -161,6 +175,13 @@ class PostgresCheckpointer(BaseCheckpointer):
             "ON r.workflow_id = s.workflow_id AND r.run_id = s.run_id "
             f"WHERE s.workflow_id = %s AND s.run_id = %s AND {live} "
             "ORDER BY s.step DESC LIMIT 1",
+            "latest_many": "SELECT k.i, s.step, s.channels_json, s.label, s.timestamp_ms, "
+            "s.metadata FROM unnest(%b::text[], %b::text[]) WITH ORDINALITY AS k (wf, run, i) "
+            "CROSS JOIN LATERAL (SELECT s.step, s.channels_json, s.label, s.timestamp_ms, "
+            f"s.metadata FROM {s}.atomr_snapshots s JOIN {s}.atomr_runs r "
+            "ON r.workflow_id = s.workflow_id AND r.run_id = s.run_id "
+            f"WHERE s.workflow_id = k.wf AND s.run_id = k.run AND {live} "
+            "ORDER BY s.step DESC LIMIT 1) s",
             "list": "SELECT s.step, s.timestamp_ms, s.label "
             f"FROM {s}.atomr_snapshots s JOIN {s}.atomr_runs r "
             "ON r.workflow_id = s.workflow_id AND r.run_id = s.run_id "
@@ -375,29 +396,50 @@ class PostgresCheckpointer(BaseCheckpointer):
         wf, run_id, step = key.workflow_id, key.run_id, key.super_step
         row = row_of(fields)
         check_no_nul([wf, run_id, row.label], "ids and labels")
-        try:
-            await self._one(
-                "save",
-                (
-                    wf,
-                    run_id,
-                    step,
-                    row.timestamp_ms,
-                    row.label,
-                    row.channels.decode(),
-                    self.jsonb and row.jsonb_safe,
-                    None if row.metadata is None else row.metadata.decode(),
-                    write_token(fields, lease) if exclusive else None,
-                    None if lease is None else lease.token,
-                    hold_ms,
-                    self.ttl_ms,
-                    self.keep_last,
-                    self._channel(wf),
-                    encode_event(event).decode(),
-                ),
+        failed = await self._saves.call(
+            (
+                wf,
+                run_id,
+                step,
+                row.timestamp_ms,
+                row.label,
+                row.channels.decode(),
+                self.jsonb and row.jsonb_safe,
+                None if row.metadata is None else row.metadata.decode(),
+                write_token(fields, lease) if exclusive else None,
+                None if lease is None else lease.token,
+                hold_ms,
+                self.ttl_ms,
+                self.keep_last,
+                self._channel(wf),
+                encode_event(event).decode(),
             )
-        except psycopg.Error as exc:
-            _raise_refusal(exc, wf, run_id, step, lease)
+        )
+        if failed is not None:
+            failed.raise_for(key, lease)
+
+    async def _send_saves(self, saves: builtins.list[tuple[Any, ...]]) -> builtins.list[Any]:
+        """Run saves made at the same time: one alone with ``atomr_save``, more at once with
+        ``atomr_save_many`` (ordered by run, so batches lock runs in one order). The outcome
+        of each: None, how it failed (:class:`_Failed`), or the error of the whole batch."""
+        if len(saves) == 1:
+            try:
+                await self._one("save", saves[0])
+            except psycopg.Error as exc:  # a refusal: _statement leaves those as they are
+                diag = exc.diag
+                return [
+                    _Failed(exc.sqlstate or "", str(exc), diag.message_detail, diag.message_hint)
+                ]
+            return [None]
+        order = sorted(range(len(saves)), key=lambda i: (saves[i][0], saves[i][1]))
+        columns = [[saves[i][column] for i in order] for column in range(15)]
+        params = (*columns[:11], self.ttl_ms, self.keep_last, *columns[13:])
+        rows = await self._all("save_many", params)
+        outcomes: builtins.list[Any] = [None] * len(saves)
+        for i, (_, code, message, detail, hint) in zip(order, rows, strict=True):
+            if code is not None:
+                outcomes[i] = _Failed(code, message, detail, hint)
+        return outcomes
 
     async def _load(self, key: CheckpointKey) -> Decoded | None:
         check_no_nul([key.workflow_id, key.run_id], "ids")
@@ -406,8 +448,16 @@ class PostgresCheckpointer(BaseCheckpointer):
 
     async def _latest(self, workflow_id: str, run_id: str) -> tuple[int, Decoded] | None:
         check_no_nul([workflow_id, run_id], "ids")
-        found = await self._one("latest", (workflow_id, run_id))
+        found = await self._latests.call((workflow_id, run_id))
         return None if found is None else (found[0], decoded_of(*found[1:]))
+
+    async def _send_latests(self, runs: builtins.list[tuple[str, str]]) -> builtins.list[Any]:
+        """The latest row of each run asked for at the same time: one statement for all."""
+        if len(runs) == 1:
+            return [await self._one("latest", runs[0])]
+        rows = await self._all("latest_many", ([wf for wf, _ in runs], [run for _, run in runs]))
+        found = {row[0]: row[1:] for row in rows}
+        return [found.get(i) for i in range(1, len(runs) + 1)]
 
     async def _list(
         self, workflow_id: str, run_id: str, *, limit: int | None, before: int | None
@@ -819,15 +869,28 @@ def _raise_refusal(
 ) -> NoReturn:
     """Raise the typed error for a function's own refusal (its SQLSTATE, see
     ``postgres_functions.sql``), which only the caller can name: it knows the key."""
-    code, diag = exc.sqlstate, exc.diag
+    diag = exc.diag
+    _refuse(exc.sqlstate, diag.message_detail, diag.message_hint, workflow_id, run_id, step, lease)
+    raise exc
+
+
+def _refuse(
+    code: str | None,
+    detail: str | None,
+    hint: str | None,
+    workflow_id: str,
+    run_id: str,
+    step: int,
+    lease: Lease | None,
+) -> None:
+    """Raise the typed error of refusal ``code``; return for any other code."""
     if code == "ARCON":
         log.info(
             "workflow %s run %s: super-step %s already checkpointed", workflow_id, run_id, step
         )
         raise CheckpointConflictError(workflow_id, run_id, step) from None
     if code == "ARHLD":
-        owner, until = diag.message_hint or "", int(diag.message_detail or 0)
-        raise LeaseHeldError(workflow_id, run_id, owner, until) from None
+        raise LeaseHeldError(workflow_id, run_id, hint or "", int(detail or 0)) from None
     if code == "ARLST":
         raise LeaseLostError(workflow_id, run_id, 0 if lease is None else lease.token) from None
     if code == "ARRNF":
@@ -835,11 +898,30 @@ def _raise_refusal(
     if code == "ARCAN":
         raise RunCancelledError(workflow_id, run_id) from None
     if code == "ARANS":
-        raise AnswerRefusedError(workflow_id, run_id, step, diag.message_detail or "") from None
+        raise AnswerRefusedError(workflow_id, run_id, step, detail or "") from None
     if code == "ARQST":
-        state, action = diag.message_detail or "", diag.message_hint or ""
-        raise QueueStateError(workflow_id, run_id, state, action) from None
-    raise exc
+        raise QueueStateError(workflow_id, run_id, detail or "", hint or "") from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """How one save of a batch failed: what its block in ``atomr_save_many`` caught."""
+
+    code: str
+    message: str
+    detail: str | None
+    hint: str | None
+
+    def raise_for(self, key: CheckpointKey, lease: Lease | None) -> NoReturn:
+        """Raise the error this save would have raised sent alone."""
+        _refuse(
+            self.code, self.detail, self.hint, key.workflow_id, key.run_id, key.super_step, lease
+        )
+        try:
+            kind = pg_errors.lookup(self.code)
+        except KeyError:
+            kind = psycopg.DatabaseError
+        _raise_typed(kind(self.message))
 
 
 def _raise_typed(exc: psycopg.Error) -> NoReturn:

@@ -748,3 +748,34 @@ BEGIN
   RETURN true;
 END
 $$;
+
+-- Many saves in one call (the store sends the saves its callers make at the same time this
+-- way: one statement, one commit for all). Element k of every array is one save's arguments,
+-- as atomr_save takes them (p_ttl and p_keep are the store's, the same for all). Each save runs
+-- in a block of its own (a subtransaction): a refused or failed one is rolled back alone and
+-- reported in its row (the SQLSTATE, message, detail and hint it raised; result NULL), the
+-- others commit together. A cancel (statement_timeout) is not caught: it rolls them all back.
+-- The caller sends the saves ordered by run, so two batches lock shared runs in one order and
+-- cannot deadlock.
+CREATE OR REPLACE FUNCTION @schema@.atomr_save_many(
+  p_wf text[], p_run text[], p_step bigint[], p_ts bigint[], p_label text[], p_channels text[],
+  p_jsonb boolean[], p_metadata text[], p_token text[], p_lease bigint[], p_hold bigint[],
+  p_ttl bigint, p_keep bigint, p_channel text[], p_event text[]
+) RETURNS TABLE (r_result integer, r_state text, r_message text, r_detail text, r_hint text)
+LANGUAGE plpgsql AS $$
+BEGIN
+  FOR k IN 1..coalesce(array_length(p_wf, 1), 0) LOOP
+    r_state := NULL; r_message := NULL; r_detail := NULL; r_hint := NULL;
+    BEGIN
+      r_result := @schema@.atomr_save(p_wf[k], p_run[k], p_step[k], p_ts[k], p_label[k],
+        p_channels[k], p_jsonb[k], p_metadata[k], p_token[k], p_lease[k], p_hold[k], p_ttl,
+        p_keep, p_channel[k], p_event[k]);
+    EXCEPTION WHEN OTHERS THEN
+      r_result := NULL;
+      GET STACKED DIAGNOSTICS r_state = RETURNED_SQLSTATE, r_message = MESSAGE_TEXT,
+        r_detail = PG_EXCEPTION_DETAIL, r_hint = PG_EXCEPTION_HINT;
+    END;
+    RETURN NEXT;
+  END LOOP;
+END
+$$;

@@ -29,14 +29,16 @@ the indexes ``atomr_runs_ready`` (a workflow's queued runs by ready time) and
 ``atomr_runs_claimed`` (its claims by deadline, for takeovers), and the last two tables. Its
 migration drops the version-1 functions, whose signatures changed (``setup()`` creates them
 anew), and adds only what is missing (``IF NOT EXISTS``), so a schema that an earlier build's
-version 2 left (with the answer and cancel columns only) migrates too.
+version 2 left (with the answer and cancel columns only) migrates too. Version 3 changes no
+table: it adds the function ``atomr_save_many`` (many saves in one call), which a store of this
+version uses, so a version-2 schema is refused until ``setup()`` has created it.
 """
 
 from __future__ import annotations
 
 from importlib import resources
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The version this library writes and understands."""
 
 MIGRATIONS: dict[int, str] = {
@@ -116,6 +118,7 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (workflow_id, holder)
     );
     """,
+    3: "SELECT 1",  # no table changes: setup() creates version 3's new function, atomr_save_many
 }
 """Version -> the statements that bring the previous version to it."""
 
