@@ -22,6 +22,7 @@ import pytest
 from atomr_redis_state import (
     JSON,
     CheckpointKey,
+    Lease,
     Snapshot,
     StoreUnavailableError,
 )
@@ -285,6 +286,14 @@ async def test_a_full_sqlite_disk_is_a_typed_error_and_nothing_is_written(
     await store.aclose()
 
 
+async def released_lease(store: AnyStore, run_id: str) -> Lease:
+    """A lease on ``run_id`` (saved at step 0 first) that its owner released: no longer held."""
+    await store.save(snap(run_id, 0))
+    lease = await store.acquire_lease(WF, run_id, "w1", 30)
+    await store.release_lease(lease)
+    return lease
+
+
 async def gathered(store: SqliteCheckpointer, *calls: Any) -> list[Any]:
     """The outcomes (results or errors) of ``calls`` sent at once, held back until all are
     queued, so that the store's thread takes them as one batch; and how many commits it made."""
@@ -312,9 +321,7 @@ async def test_sqlite_writes_sent_together_share_one_commit_and_each_is_all_or_n
 ) -> None:
     async with SqliteCheckpointer(tmp_path / "batch.db") as store:
         await store.setup()
-        await store.save(snap("leased", 0))
-        lease = await store.acquire_lease(WF, "leased", "w1", 30)
-        await store.release_lease(lease)
+        lease = await released_lease(store, "leased")
         *outcomes, commits = await gathered(
             store,
             store.save(snap("a", 0, value="first"), exclusive=True),
@@ -874,9 +881,7 @@ async def test_postgres_saves_made_at_once_share_one_statement_and_each_keeps_it
         store,
         statements,
     ):
-        await store.save(snap("leased", 0))
-        lease = await store.acquire_lease(WF, "leased", "w1", 30)
-        await store.release_lease(lease)
+        lease = await released_lease(store, "leased")
         await store.save(snap("a", 0, value="kept"))
         before = statements()
         first, second, stale, other, retried = await asyncio.gather(

@@ -338,18 +338,25 @@ class SqliteCheckpointer(BaseCheckpointer):
         conn: sqlite3.Connection,
         writes: builtins.list[tuple[_Call, Callable[[int, sqlite3.Connection], Any]]],
     ) -> builtins.list[tuple[_Call, bool, Any]]:
-        """Run ``writes`` in one transaction, each in a savepoint; commit once."""
+        """Run ``writes`` in one transaction, each in a savepoint (a write alone needs none:
+        its failure rolls the transaction back); commit once."""
         done: builtins.list[tuple[_Call, bool, Any]] = []
+        alone = len(writes) == 1
         try:
             conn.execute("BEGIN IMMEDIATE")
             for call, write in writes:
-                conn.execute("SAVEPOINT atomr_call")
+                if not alone:
+                    conn.execute("SAVEPOINT atomr_call")
                 ok, value = _attempt(functools.partial(write, self._clock(), conn))
                 if not conn.in_transaction:  # SQLite rolled the whole transaction back
                     return [(each, False, value) for each, _ in writes]
+                if alone and not ok:
+                    conn.execute("ROLLBACK")
+                    return [(call, ok, value)]
                 if not ok:
                     conn.execute("ROLLBACK TO atomr_call")
-                conn.execute("RELEASE atomr_call")
+                if not alone:
+                    conn.execute("RELEASE atomr_call")
                 done.append((call, ok, value))
             conn.execute("COMMIT")
         except Exception as exc:
