@@ -953,6 +953,32 @@ async def test_a_locked_run_fails_only_its_own_save_in_a_batch(
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_save_caught_in_a_deadlock_is_a_typed_error_and_the_rest_of_its_batch_commits(
+    backend: Backend, postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    async with traced_postgres_store(postgres_server.url, tmp_path / "trace") as (store, _):
+        await store.save(snap("a", 0))
+        await store.save(snap("b", 0))
+        admin = await postgres_pool(postgres_server.url)
+        lock = f'SELECT 1 FROM "{store.schema}".atomr_runs WHERE run_id = %s FOR UPDATE'
+        async with admin.connection() as conn:
+            await conn.execute("BEGIN")
+            await conn.execute(lock, ("b",))
+            saves = asyncio.gather(
+                store.save(snap("a", 1)), store.save(snap("b", 1)), return_exceptions=True
+            )
+            await asyncio.sleep(0.3)  # the batch holds "a" and waits for "b"
+            await conn.execute(lock, ("a",))  # a cycle: the batch, waiting longer, gives way
+            await conn.execute("ROLLBACK")
+            first, second = await saves
+        await admin.close()
+        assert first is None
+        assert isinstance(second, StoreLockedError)
+        assert [m.super_step for m in await store.list(WF, "a")] == [0, 1]
+        assert [m.super_step for m in await store.list(WF, "b")] == [0]
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 async def test_a_batch_cut_off_by_a_lost_connection_fails_every_caller_and_writes_nothing(
     backend: Backend, postgres_server: PostgresServer, tmp_path: Path
 ) -> None:

@@ -947,6 +947,8 @@ def _raise_typed(exc: psycopg.Error) -> NoReturn:
         raise StoreOutOfMemoryError(f"the Postgres server is out of memory: {exc}") from exc
     if isinstance(exc, pg_errors.LockNotAvailable | pg_errors.QueryCanceled):
         raise StoreLockedError(f"the run stayed locked past the lock timeout: {exc}") from exc
+    if isinstance(exc, pg_errors.DeadlockDetected):  # waits for runs' locks formed a cycle
+        raise StoreLockedError(f"the run's lock was in a deadlock: {exc}") from exc
     if isinstance(exc, pg_errors.InsufficientPrivilege):
         raise StorePermissionError(f"the Postgres user lacks a privilege: {exc}") from exc
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
