@@ -346,6 +346,31 @@ async def test_sqlite_writes_sent_together_share_one_commit_and_each_is_all_or_n
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_closing_a_sqlite_store_runs_the_calls_made_before_and_refuses_the_ones_after(
+    backend: Backend, tmp_path: Path
+) -> None:
+    store = SqliteCheckpointer(tmp_path / "close.db")
+    await store.setup()
+    gate = threading.Event()
+    blocker = asyncio.ensure_future(store._run(lambda conn: gate.wait(10)))
+    await asyncio.sleep(0.05)  # the thread is inside the blocker now
+    save = asyncio.ensure_future(store.save(snap("r", 0)))
+    await asyncio.sleep(0)  # the save is queued
+    closing = asyncio.ensure_future(store.aclose())
+    await asyncio.sleep(0)
+    with pytest.raises(StoreUnavailableError, match="closed"):
+        await store.latest(WF, "r")
+    gate.set()
+    await blocker
+    await save
+    await closing
+    with pytest.raises(StoreUnavailableError, match="closed"):
+        await store.save(snap("r", 1))
+    async with SqliteCheckpointer(tmp_path / "close.db") as reopened:
+        assert [m.super_step for m in await reopened.list(WF, "r")] == [0]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_sqlite_writes_sent_together_to_a_locked_file_all_fail_and_none_is_written(
     backend: Backend, tmp_path: Path
 ) -> None:
@@ -364,9 +389,11 @@ async def test_sqlite_writes_sent_together_to_a_locked_file_all_fail_and_none_is
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-async def test_sqlite_writes_sent_together_to_a_full_disk_say_exactly_what_was_written(
+async def test_a_write_that_fills_the_disk_fails_alone_and_the_rest_of_its_batch_commits(
     backend: Backend, tmp_path: Path
 ) -> None:
+    """SQLite rolls the whole transaction back on a full disk: the batch's other writes run
+    again in a new one."""
     async with SqliteCheckpointer(tmp_path / "full.db") as store:
         await store.setup()
         await store.save(snap("r", 0))
@@ -377,11 +404,12 @@ async def test_sqlite_writes_sent_together_to_a_full_disk_say_exactly_what_was_w
             store.save(snap("r", 1, blob="x" * 100_000)),
             store.save(snap("small2", 0)),
         )
+        assert outcomes[0] is None
         assert isinstance(outcomes[1], StoreDiskFullError)
-        for run_id, outcome in zip(["small", "r", "small2"], outcomes, strict=True):
-            step = 1 if run_id == "r" else 0
-            stored = await store.load(CheckpointKey(WF, run_id, step))
-            assert (stored is not None) == (outcome is None), (run_id, outcome)
+        assert outcomes[2] is None
+        assert await store.load(CheckpointKey(WF, "small", 0)) is not None
+        assert await store.load(CheckpointKey(WF, "r", 1)) is None
+        assert await store.load(CheckpointKey(WF, "small2", 0)) is not None
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)

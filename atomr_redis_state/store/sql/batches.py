@@ -22,10 +22,16 @@ Send = Callable[[list[A]], Awaitable[Sequence[R | BaseException]]]
 
 
 class Batcher(Generic[A, R]):
-    """Gathers calls (their arguments ``A``) into batches for ``send``, at most ``limit`` each."""
+    """Gathers calls (their arguments ``A``) into batches for ``send``, at most ``limit`` each.
 
-    def __init__(self, send: Send[A, R], *, senders: int, limit: int) -> None:
+    ``lost()`` is the error for the callers of a batch whose sender was cancelled before the
+    answer came (their calls may or may not have taken effect)."""
+
+    def __init__(
+        self, send: Send[A, R], *, senders: int, limit: int, lost: Callable[[], Exception]
+    ) -> None:
         self._send = send
+        self._lost = lost
         self._most_senders = senders
         self._limit = limit
         self._pending: deque[tuple[A, asyncio.Future[R]]] = deque()
@@ -37,7 +43,7 @@ class Batcher(Generic[A, R]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._pending.append((arguments, future))
-        if len(self._pending) == 1 and self._senders < self._most_senders:
+        if self._senders == 0 or (len(self._pending) == 1 and self._senders < self._most_senders):
             self._start_sender(loop)
         return await future
 
@@ -59,6 +65,9 @@ class Batcher(Generic[A, R]):
                     await self._send_batch(batch)
         finally:
             self._senders -= 1
+            waiting = any(not future.done() for _, future in self._pending)
+            if waiting and self._senders == 0:  # this one was cancelled: leave no call behind
+                self._start_sender(asyncio.get_running_loop())
 
     async def _send_batch(self, batch: list[tuple[A, asyncio.Future[R]]]) -> None:
         outcomes: Sequence[R | BaseException]
@@ -66,7 +75,8 @@ class Batcher(Generic[A, R]):
             outcomes = await self._send([arguments for arguments, _ in batch])
         except asyncio.CancelledError:
             for _, future in batch:
-                future.cancel()
+                if not future.done():
+                    future.set_exception(self._lost())
             raise
         except Exception as exc:
             outcomes = [exc] * len(batch)

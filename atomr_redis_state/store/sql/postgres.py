@@ -159,10 +159,10 @@ class PostgresCheckpointer(BaseCheckpointer):
         self._open_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(self.pool.max_size)
         self._saves: Batcher[tuple[Any, ...], _Failed | None] = Batcher(
-            self._send_saves, senders=self.pool.max_size, limit=BATCH_MAX
+            self._send_saves, senders=self.pool.max_size, limit=BATCH_MAX, lost=_lost_batch
         )
         self._latests: Batcher[tuple[str, str], Any] = Batcher(
-            self._send_latests, senders=self.pool.max_size, limit=BATCH_MAX
+            self._send_latests, senders=self.pool.max_size, limit=BATCH_MAX, lost=_lost_batch
         )
         s = quote_identifier(schema)
         live = _LIVE.format(s=s)
@@ -447,9 +447,9 @@ class PostgresCheckpointer(BaseCheckpointer):
         params = (*columns[:11], self.ttl_ms, self.keep_last, *columns[13:])
         rows = await self._all("save_many", params)
         outcomes: builtins.list[Any] = [None] * len(saves)
-        for i, (_, code, message, detail, hint) in zip(order, rows, strict=True):
+        for position, _, code, message, detail, hint in rows:
             if code is not None:
-                outcomes[i] = _Failed(code, message, detail, hint)
+                outcomes[order[position - 1]] = _Failed(code, message, detail, hint)
         return outcomes
 
     async def _load(self, key: CheckpointKey) -> Decoded | None:
@@ -912,6 +912,13 @@ def _refuse(
         raise AnswerRefusedError(workflow_id, run_id, step, detail or "") from None
     if code == "ARQST":
         raise QueueStateError(workflow_id, run_id, detail or "", hint or "") from None
+
+
+def _lost_batch() -> StoreUnavailableError:
+    return StoreUnavailableError(
+        "the call's batch was cancelled before Postgres answered: it may or may not have "
+        "taken effect, and is safe to call again"
+    )
 
 
 @dataclass(frozen=True, slots=True)

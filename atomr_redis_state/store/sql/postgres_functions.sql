@@ -755,17 +755,20 @@ $$;
 -- in a block of its own (a subtransaction): a refused or failed one is rolled back alone and
 -- reported in its row (the SQLSTATE, message, detail and hint it raised; result NULL), the
 -- others commit together. A cancel (statement_timeout) is not caught: it rolls them all back.
--- The caller sends the saves ordered by run, so two batches lock shared runs in one order and
--- cannot deadlock.
+-- The caller sends the saves ordered by run, so two batches lock the runs they share in one
+-- order; a deadlock with other work (a sweep, another transaction) fails only the save caught
+-- in it. r_index is the save's position in the arrays (from 1).
 CREATE OR REPLACE FUNCTION @schema@.atomr_save_many(
   p_wf text[], p_run text[], p_step bigint[], p_ts bigint[], p_label text[], p_channels text[],
   p_jsonb boolean[], p_metadata text[], p_token text[], p_lease bigint[], p_hold bigint[],
   p_ttl bigint, p_keep bigint, p_channel text[], p_event text[]
-) RETURNS TABLE (r_result integer, r_state text, r_message text, r_detail text, r_hint text)
+) RETURNS TABLE (
+  r_index integer, r_result integer, r_state text, r_message text, r_detail text, r_hint text
+)
 LANGUAGE plpgsql AS $$
 BEGIN
   FOR k IN 1..coalesce(array_length(p_wf, 1), 0) LOOP
-    r_state := NULL; r_message := NULL; r_detail := NULL; r_hint := NULL;
+    r_index := k; r_state := NULL; r_message := NULL; r_detail := NULL; r_hint := NULL;
     BEGIN
       r_result := @schema@.atomr_save(p_wf[k], p_run[k], p_step[k], p_ts[k], p_label[k],
         p_channels[k], p_jsonb[k], p_metadata[k], p_token[k], p_lease[k], p_hold[k], p_ttl,

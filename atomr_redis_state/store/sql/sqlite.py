@@ -97,6 +97,8 @@ class _Call:
     write: Callable[[int, sqlite3.Connection], Any] | None
     check: bool
     """Whether the schema's version must be checked first."""
+    close: bool = False
+    """The store's last call (neither read nor write): close the connection."""
     future: asyncio.Future[Any] | None = None
 
 
@@ -221,6 +223,8 @@ class SqliteCheckpointer(BaseCheckpointer):
         self._pending: list[_Call] = []
         self._pending_lock = threading.Lock()
         self._draining = False
+        self._shut = False
+        """Set by the thread when it closed the connection: no call opens another."""
 
     @property
     def in_memory(self) -> bool:
@@ -237,13 +241,12 @@ class SqliteCheckpointer(BaseCheckpointer):
         self._checked = True
 
     async def aclose(self) -> None:
-        """Close the connection and stop the worker thread."""
+        """Close the connection and stop the worker thread, once every call made before has
+        run; calls made after raise :class:`~...errors.StoreUnavailableError`."""
         if self._closed:
             return
-        if self._conn is not None:
-            await self._run(lambda conn: conn.close(), check=False)
-            self._conn = None
         self._closed = True
+        await self._enqueue(_Call(None, None, False, close=True))
         self._executor.shutdown(wait=True)
 
     async def __aenter__(self) -> SqliteCheckpointer:
@@ -272,7 +275,7 @@ class SqliteCheckpointer(BaseCheckpointer):
         return cast(T, await self._enqueue(_Call(None, work, True)))
 
     async def _enqueue(self, call: _Call) -> Any:
-        if self._closed:
+        if self._closed and not call.close:
             raise StoreUnavailableError(f"the SQLite store on {self.path!r} is closed")
         call.future = asyncio.get_running_loop().create_future()
         with self._pending_lock:
@@ -298,14 +301,26 @@ class SqliteCheckpointer(BaseCheckpointer):
                 if not batch:
                     self._draining = False
                     return
+            outcomes: builtins.list[tuple[_Call, bool, Any]] = []
             try:
-                outcomes = self._run_batch(batch)
-            except Exception as exc:  # a fault of this module's own: fail the batch, not hang
-                outcomes = [(call, False, _typed(exc)) for call in batch]
+                self._run_batch(batch, outcomes)
+            except BaseException as exc:  # a fault of this module's own: fail, never hang
+                answered = {id(call) for call, _, _ in outcomes}
+                error = StoreUnavailableError(f"the SQLite store's thread failed: {exc!r}")
+                outcomes += [(call, False, error) for call in batch if id(call) not in answered]
+                if not isinstance(exc, Exception):  # the thread itself is going away
+                    with self._pending_lock:
+                        stranded, self._pending[:] = self._pending[:], []
+                        self._draining = False
+                    _settle(outcomes + [(call, False, error) for call in stranded])
+                    raise
             _settle(outcomes)
 
-    def _run_batch(self, batch: builtins.list[_Call]) -> builtins.list[tuple[_Call, bool, Any]]:
-        outcomes: builtins.list[tuple[_Call, bool, Any]] = []
+    def _run_batch(
+        self, batch: builtins.list[_Call], outcomes: builtins.list[tuple[_Call, bool, Any]]
+    ) -> None:
+        """Run ``batch``, adding each call's outcome to ``outcomes``: reads, then writes, then
+        the close."""
         writes: builtins.list[tuple[_Call, Callable[[int, sqlite3.Connection], Any]]] = []
         for call in batch:
             if call.write is not None:
@@ -320,12 +335,16 @@ class SqliteCheckpointer(BaseCheckpointer):
                 outcomes += [(call, False, _typed(exc)) for call, _ in writes]
             else:
                 outcomes += self._write_batch(conn, writes)
-        return outcomes
+        for call in batch:
+            if call.close:
+                outcomes.append((call, *_attempt(self._close_connection)))
 
     def _read(self, work: Callable[[sqlite3.Connection], Any], check: bool) -> Any:
         return work(self._connection(check))
 
     def _connection(self, check: bool) -> sqlite3.Connection:
+        if self._shut:
+            raise StoreUnavailableError(f"the SQLite store on {self.path!r} is closed")
         if self._conn is None:
             self._conn = self._connect()
         if check and not self._checked:
@@ -333,23 +352,36 @@ class SqliteCheckpointer(BaseCheckpointer):
             self._checked = True
         return self._conn
 
+    def _close_connection(self) -> None:
+        self._shut = True
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
     def _write_batch(
         self,
         conn: sqlite3.Connection,
         writes: builtins.list[tuple[_Call, Callable[[int, sqlite3.Connection], Any]]],
     ) -> builtins.list[tuple[_Call, bool, Any]]:
         """Run ``writes`` in one transaction, each in a savepoint (a write alone needs none:
-        its failure rolls the transaction back); commit once."""
+        its failure rolls the transaction back); commit once. A write that makes SQLite roll
+        the whole transaction back (a full disk) fails alone: the others run again in a new
+        one (nothing of them was written)."""
+        if not writes:
+            return []
         done: builtins.list[tuple[_Call, bool, Any]] = []
         alone = len(writes) == 1
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for call, write in writes:
+            for index, (call, write) in enumerate(writes):
                 if not alone:
                     conn.execute("SAVEPOINT atomr_call")
                 ok, value = _attempt(functools.partial(write, self._clock(), conn))
                 if not conn.in_transaction:  # SQLite rolled the whole transaction back
-                    return [(each, False, value) for each, _ in writes]
+                    if ok:  # the write ended the transaction itself: not one of ours
+                        value = StoreUnavailableError("a write ended its transaction")
+                    others = writes[:index] + writes[index + 1 :]
+                    return [(call, False, value), *self._write_batch(conn, others)]
                 if alone and not ok:
                     conn.execute("ROLLBACK")
                     return [(call, ok, value)]
@@ -360,8 +392,8 @@ class SqliteCheckpointer(BaseCheckpointer):
                 done.append((call, ok, value))
             conn.execute("COMMIT")
         except Exception as exc:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
                     conn.execute("ROLLBACK")
             return [(each, False, _typed(exc)) for each, _ in writes]
         return done
