@@ -432,6 +432,13 @@ async def test_an_in_memory_sqlite_store_works_and_watches(backend: Backend) -> 
         assert (await store.latest(WF, "r")) is not None
 
 
+async def lock_run(conn: Any, schema: str, run_id: str) -> None:
+    """Lock a run's row for the rest of ``conn``'s transaction, as a store's call does."""
+    await conn.execute(
+        f'SELECT 1 FROM "{schema}".atomr_runs WHERE run_id = %s FOR UPDATE', (run_id,)
+    )
+
+
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 async def test_postgres_schemas_keep_stores_apart(
     backend: Backend, postgres_server: PostgresServer
@@ -825,9 +832,7 @@ async def test_a_postgres_run_locked_past_lock_timeout_is_a_typed_error(
         await store.save(snap("r", 0))
         admin = await postgres_pool(postgres_server.url)
         async with admin.connection() as conn, conn.transaction():
-            await conn.execute(
-                f'SELECT 1 FROM "{schema}".atomr_runs WHERE run_id = %s FOR UPDATE', ("r",)
-            )
+            await lock_run(conn, schema, "r")
             with pytest.raises(StoreLockedError, match="lock"):
                 await store.save(snap("r", 1))
         await admin.close()
@@ -855,9 +860,7 @@ async def test_a_call_kept_waiting_for_a_connection_past_the_pool_timeout_is_a_t
     await store.save(snap("r", 0))
     admin = await postgres_pool(postgres_server.url)
     async with admin.connection() as conn, conn.transaction():
-        await conn.execute(
-            f'SELECT 1 FROM "{schema}".atomr_runs WHERE run_id = %s FOR UPDATE', ("r",)
-        )
+        await lock_run(conn, schema, "r")
         stuck = asyncio.ensure_future(store.save(snap("r", 1)))  # holds the only connection
         await asyncio.sleep(0.1)
         with pytest.raises(StoreUnavailableError, match="connection"):
@@ -965,9 +968,7 @@ async def test_a_locked_run_fails_only_its_own_save_in_a_batch(
         await store.save(snap("r", 0))
         admin = await postgres_pool(postgres_server.url)
         async with admin.connection() as conn, conn.transaction():
-            await conn.execute(
-                f'SELECT 1 FROM "{store.schema}".atomr_runs WHERE run_id = %s FOR UPDATE', ("r",)
-            )
+            await lock_run(conn, store.schema, "r")
             before = statements()
             locked, free = await asyncio.gather(
                 store.save(snap("r", 1)), store.save(snap("s", 0)), return_exceptions=True
@@ -988,15 +989,14 @@ async def test_a_save_caught_in_a_deadlock_is_a_typed_error_and_the_rest_of_its_
         await store.save(snap("a", 0))
         await store.save(snap("b", 0))
         admin = await postgres_pool(postgres_server.url)
-        lock = f'SELECT 1 FROM "{store.schema}".atomr_runs WHERE run_id = %s FOR UPDATE'
         async with admin.connection() as conn:
             await conn.execute("BEGIN")
-            await conn.execute(lock, ("b",))
+            await lock_run(conn, store.schema, "b")
             saves = asyncio.gather(
                 store.save(snap("a", 1)), store.save(snap("b", 1)), return_exceptions=True
             )
             await asyncio.sleep(0.3)  # the batch holds "a" and waits for "b"
-            await conn.execute(lock, ("a",))  # a cycle: the batch, waiting longer, gives way
+            await lock_run(conn, store.schema, "a")  # a cycle: the batch, waiting longer, gives way
             await conn.execute("ROLLBACK")
             first, second = await saves
         await admin.close()
@@ -1015,9 +1015,7 @@ async def test_a_batch_cut_off_by_a_lost_connection_fails_every_caller_and_write
         admin = await postgres_pool(postgres_server.url)
         async with admin.connection() as conn:
             await conn.execute("BEGIN")
-            await conn.execute(
-                f'SELECT 1 FROM "{store.schema}".atomr_runs WHERE run_id = %s FOR UPDATE', ("r",)
-            )
+            await lock_run(conn, store.schema, "r")
             saves = asyncio.gather(
                 store.save(snap("a", 0)), store.save(snap("r", 1)), return_exceptions=True
             )
