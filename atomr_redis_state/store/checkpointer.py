@@ -626,7 +626,6 @@ class BaseCheckpointer(ABC):
         await self._record_answer(workflow_id, run_id, super_step, encoded, lease)
 
     @abstractmethod
-    @abstractmethod
     async def _save(
         self,
         key: CheckpointKey,

@@ -443,7 +443,9 @@ class PostgresCheckpointer(BaseCheckpointer):
                 ]
             return [None]
         order = sorted(range(len(saves)), key=lambda i: (saves[i][0], saves[i][1]))
-        columns = [[saves[i][column] for i in order] for column in range(15)]
+        # One array per argument of atomr_save, but for ttl and keep_last (11 and 12): the
+        # store's own, passed once.
+        columns = [[saves[i][column] for i in order] for column in range(len(saves[0]))]
         params = (*columns[:11], self.ttl_ms, self.keep_last, *columns[13:])
         rows = await self._all("save_many", params)
         outcomes: builtins.list[Any] = [None] * len(saves)

@@ -8,7 +8,7 @@ agent-loop workload (``python -m benchmarks.sqlite_driver``: 100 runs, 32 in fli
 alternating rounds on a loaded 2-core machine, 2026-12-06), a hop per call already did 7,500
 operations/s to aiosqlite's 4,200 (1.8x), although the aiosqlite contender skipped the lease,
 deadline and token checks: aiosqlite hops to its thread once per statement, and a save is
-seven statements; group commit then took the store from 4,500 to 7,500 operations/s beside
+seven statements; group commit then took the store from 4,500 to 10,300 operations/s beside
 langgraph-checkpoint-sqlite (``python -m benchmarks.sql_peers``).
 
 Writes take the file's write lock up front (``BEGIN IMMEDIATE``) and wait for it up to
